@@ -1,0 +1,100 @@
+"""Backend registry and the fallback policy.
+
+`create_backend('tt', opts)` imports the backend module lazily (so a machine without ttnn or
+torch still imports dpt_ros), starts it, and when it cannot start either falls back to the
+torch CPU backend — counted in `backend_fallback_count` and logged with the reason — or, with
+`allow_fallback=False`, raises `BackendUnavailable` with that reason.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+from dpt_ros.backends.base import (BackendError, BackendInfo, BackendUnavailable,
+                                   DepthBackend)
+
+__all__ = ['BackendError', 'BackendInfo', 'BackendOptions', 'BackendUnavailable',
+           'DepthBackend', 'StartedBackend', 'create_backend', 'register_backend',
+           'BACKENDS']
+
+log = logging.getLogger('dpt_ros.backends')
+
+
+@dataclass
+class BackendOptions:
+    """Everything a backend needs to start. Defaults mirror config/dpt.yaml (see params.py)."""
+
+    weights: str = 'auto'            # auto | Intel/dpt-large | <local dir> | random | tiny-random
+    image_size: int = 384
+    device: str = 'cpu'              # torch: cpu | cuda[:i]; tt: wormhole_n150 | wormhole_n300
+    dtype: str = 'fp32'              # torch: fp32 | bf16
+    compile: bool = False            # torch.compile (torch backend)
+    execution_mode: str = 'trace_2cq'  # tt: eager | trace | trace_2cq
+    dp: int = 1                      # tt: chips used in data parallel
+    batch_size: int = 1
+    strict: bool = False             # tt: a program-config fallback raises instead of counting
+    cache_dir: str = ''              # tt: prepared-weight cache ('' = ~/.cache/dpt_ros)
+    seed: int = 0                    # random weights
+    threads: int = 0                 # torch intra-op threads (0 = torch default)
+
+    def replace(self, **changes) -> 'BackendOptions':
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass
+class StartedBackend:
+    """A running backend plus what happened while starting it."""
+
+    backend: DepthBackend
+    requested: str
+    fallback_reason: str | None = None   # why the requested backend is not the one running
+
+    @property
+    def fell_back(self) -> bool:
+        return self.fallback_reason is not None
+
+
+# name -> 'module:factory'; factories take BackendOptions and return a DepthBackend.
+BACKENDS: dict[str, str] = {
+    'torch': 'dpt_ros.backends.torch_backend:create',
+    'tt': 'dpt_ros.backends.tt_backend:create',
+}
+
+
+def register_backend(name: str, target: str) -> None:
+    """Add a backend ('module:factory'); tests use this for their stand-in backends."""
+    BACKENDS[name] = target
+
+
+def _factory(name: str) -> Callable[[BackendOptions], DepthBackend]:
+    if name not in BACKENDS:
+        raise BackendError(
+            f"unknown backend '{name}'; choose one of: {', '.join(sorted(BACKENDS))}")
+    module_name, attr = BACKENDS[name].split(':')
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise BackendUnavailable(
+            f"backend '{name}' needs a package that is not installed: {exc}") from exc
+    return getattr(module, attr)
+
+
+def create_backend(name: str, opts: BackendOptions, *, allow_fallback: bool = True,
+                   fallback: str = 'torch',
+                   logger: logging.Logger | None = None) -> StartedBackend:
+    """Start backend `name`; on BackendUnavailable fall back to torch CPU or raise."""
+    logger = logger or log
+    try:
+        return StartedBackend(_factory(name)(opts), requested=name)
+    except BackendUnavailable as exc:
+        if not allow_fallback or name == fallback:
+            raise
+        reason = str(exc)
+    logger.warning("backend '%s' unavailable (%s); falling back to '%s' on cpu "
+                   '(counted in backend_fallback_count)', name, reason, fallback)
+    cpu_opts = opts.replace(device='cpu', dp=1, batch_size=1)
+    backend = _factory(fallback)(cpu_opts)
+    return StartedBackend(backend, requested=name, fallback_reason=reason)

@@ -1,0 +1,119 @@
+"""Load DPT-Large (MiDaS 3.0) for the backends: HF hub/cache, a local directory, or random.
+
+`weights` values:
+  auto            Intel/dpt-large from the HF cache or hub; where neither can be reached,
+                  random weights with the exact DPT-Large config, flagged loudly.
+  Intel/dpt-large (or any hub id) — the cache/hub only; missing -> WeightsNotFound.
+  <directory>     a local save_pretrained() directory.
+  random          exact DPT-Large config, seeded random weights (benchmarks).
+  tiny-random     a small config of the same architecture, seeded (tests).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+from dpt_ros.backends.base import BackendError
+
+log = logging.getLogger('dpt_ros.model')
+
+HUB_ID = 'Intel/dpt-large'
+WEIGHT_CHOICES = ('auto', HUB_ID, 'random', 'tiny-random', '<local directory>')
+
+# DPT-Large as published (DPTConfig() defaults are NOT this). 343,030,465 parameters.
+DPT_LARGE_CONFIG = dict(
+    hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
+    image_size=384, patch_size=16, qkv_bias=True, readout_type='project',
+    backbone_out_indices=[5, 11, 17, 23], reassemble_factors=[4, 2, 1, 0.5],
+    neck_hidden_sizes=[256, 512, 1024, 1024], fusion_hidden_size=256, is_hybrid=False,
+    hidden_act='gelu', layer_norm_eps=1e-12,
+)
+# Same architecture, small enough for CI.
+TINY_CONFIG = dict(DPT_LARGE_CONFIG, hidden_size=64, num_hidden_layers=4, num_attention_heads=4,
+                   intermediate_size=128, backbone_out_indices=[0, 1, 2, 3],
+                   neck_hidden_sizes=[16, 32, 64, 64], fusion_hidden_size=32)
+
+
+class WeightsNotFound(BackendError):
+    """The requested weights are neither in the HF cache, on the hub, nor a local directory."""
+
+
+@dataclass
+class LoadedModel:
+    model: object            # transformers.DPTForDepthEstimation, eval mode, fp32, cpu
+    weights: str             # what was loaded, human readable
+    is_random: bool          # True when the weights are random (results are not depth!)
+    config_name: str         # 'dpt-large' | 'tiny' | 'pretrained'
+
+    @property
+    def config(self):
+        return self.model.config
+
+
+def make_config(name: str = 'dpt-large', image_size: int = 384):
+    """A DPTConfig for 'dpt-large' or 'tiny' at the given square input size."""
+    from transformers import DPTConfig
+    base = {'dpt-large': DPT_LARGE_CONFIG, 'tiny': TINY_CONFIG}[name]
+    return DPTConfig(**dict(base, image_size=image_size))
+
+
+def random_model(name: str = 'dpt-large', seed: int = 0, image_size: int = 384):
+    """DPTForDepthEstimation with seeded random weights (deterministic across runs)."""
+    import torch
+    from transformers import DPTForDepthEstimation
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        model = DPTForDepthEstimation(make_config(name, image_size))
+    finally:
+        torch.random.set_rng_state(state)
+    return model.eval()
+
+
+def _from_pretrained(source: str, local_only: bool):
+    from transformers import DPTForDepthEstimation
+    return DPTForDepthEstimation.from_pretrained(source, local_files_only=local_only).eval()
+
+
+def load_model(weights: str = 'auto', *, seed: int = 0, image_size: int = 384,
+               logger: logging.Logger | None = None) -> LoadedModel:
+    """Load the model named by `weights` (see module doc). Raises WeightsNotFound."""
+    logger = logger or log
+    if weights == 'random':
+        return LoadedModel(random_model('dpt-large', seed, image_size),
+                           f'random (DPT-Large config, seed {seed})', True, 'dpt-large')
+    if weights == 'tiny-random':
+        return LoadedModel(random_model('tiny', seed, image_size),
+                           f'tiny-random (seed {seed})', True, 'tiny')
+    if os.path.isdir(weights):
+        try:
+            return LoadedModel(_from_pretrained(weights, True), os.path.abspath(weights),
+                               False, 'pretrained')
+        except (OSError, ValueError) as exc:
+            raise WeightsNotFound(f"'{weights}' is not a DPT save_pretrained() directory: "
+                                  f'{exc}') from exc
+    source = HUB_ID if weights == 'auto' else weights
+    errors = []
+    for local_only in (True, False):   # cache first: no network round trip when cached
+        try:
+            return LoadedModel(_from_pretrained(source, local_only), source, False,
+                               'pretrained')
+        except Exception as exc:  # hub/network errors come in many types
+            errors.append(f'{type(exc).__name__}: {str(exc).splitlines()[0][:200]}')
+            if not local_only:
+                break
+            if os.environ.get('HF_HUB_OFFLINE') == '1':
+                break
+    if weights == 'auto':
+        logger.warning(
+            '*** WEIGHTS: %s is not in the HF cache and the hub cannot be reached; running '
+            'with RANDOM weights (DPT-Large config, seed %d). Outputs are NOT depth. Put the '
+            'weights in the HF cache or pass weights:=<directory> for real results. ***',
+            source, seed)
+        return LoadedModel(random_model('dpt-large', seed, image_size),
+                           f'random (DPT-Large config, seed {seed}; {source} unavailable)',
+                           True, 'dpt-large')
+    raise WeightsNotFound(
+        f"weights '{weights}' not found in the HF cache, on the hub, or as a local directory "
+        f"({'; '.join(errors)}). Options: {', '.join(WEIGHT_CHOICES)}.")

@@ -1,0 +1,19 @@
+"""Test-wide environment: DDS on loopback with a session-unique domain, temp logs/caches,
+and no model-hub access (nothing can be downloaded here; an attempt would only add timeouts).
+"""
+import os
+import sys
+import tempfile
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+_TMP = tempfile.mkdtemp(prefix='dpt_ros_test_')
+
+os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+# One domain per pytest session so parallel sessions on one machine never see each other.
+os.environ.setdefault('ROS_DOMAIN_ID', str(1 + os.getpid() % 100))
+os.environ.setdefault('ROS_LOG_DIR', os.path.join(_TMP, 'ros_log'))
+os.environ.setdefault('TT_METAL_CACHE', os.path.join(_TMP, 'tt_metal_cache'))
+os.environ.setdefault('HF_HUB_OFFLINE', '1')
+os.environ.setdefault('DPT_ROS_CACHE', os.path.join(_TMP, 'dpt_ros_cache'))
