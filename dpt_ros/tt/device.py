@@ -1,0 +1,194 @@
+"""Open and close Tenstorrent devices for the TT backend: one chip (N150) or an N300 (1x2 mesh).
+
+The N300 is opened as one 1x2 mesh with two command queues (CQ0 runs the traced model, CQ1
+writes inputs), an L1_SMALL region for convolutions and a trace region, and then split into
+1x1 submeshes: one independent traced pipeline per chip (data parallel, B=1 per chip).
+
+`ttnn` is imported lazily so that `dpt_ros` imports on machines without it. Every way the
+device can fail to come up (ttnn missing, "No chips detected", a driver error) is turned into
+`BackendUnavailable` whose message says the cause in one line, so the registry can fall back to
+CPU and log why, instead of printing a C++ backtrace.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+
+from dpt_ros.backends.base import BackendError, BackendUnavailable
+
+log = logging.getLogger('dpt_ros.tt.device')
+
+# Device kinds the backend accepts -> number of chips on the board.
+DEVICE_CHIPS = {'wormhole_n150': 1, 'wormhole_n300': 2}
+# Same sizes as the reference DPT-Large demo: conv2d halo buffers live in L1_SMALL; one
+# DPT-Large trace (24 ViT-L blocks + neck + head) fits in 8 MiB of trace region.
+L1_SMALL_SIZE = 24576
+TRACE_REGION_SIZE = 8 * 1024 * 1024
+# Modes that replay a captured trace need a trace region; trace_2cq also needs CQ1.
+EXECUTION_MODES = ('eager', 'trace', 'trace_2cq')
+
+
+def import_ttnn():
+    """Import ttnn or raise BackendUnavailable naming the cause."""
+    try:
+        import ttnn  # noqa: PLC0415 - lazy on purpose: the package imports without ttnn
+    except ImportError as exc:
+        raise BackendUnavailable(
+            f'ttnn is not installed ({exc}); install ttnn==0.81.1 (scripts/setup_env.sh) to '
+            'run on a Tenstorrent device') from exc
+    except Exception as exc:  # a broken install raises all sorts (OSError on .so, ...)
+        raise BackendUnavailable(f'ttnn failed to import: {type(exc).__name__}: '
+                                 f'{summarize_error(exc)}') from exc
+    return ttnn
+
+
+def summarize_error(exc: BaseException) -> str:
+    """One readable line from a TT_FATAL message (drops the file prefix and the backtrace).
+
+    tt-metal errors look like 'TT_FATAL @ file:line: cond\\ninfo:\\nNo chips detected in the
+    cluster\\nbacktrace:\\n --- ...'; the 'info' line is the part a person can act on.
+    """
+    text = str(exc).split('backtrace:')[0]
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if 'info:' in lines:
+        after = lines[lines.index('info:') + 1:]
+        if after:
+            return ' '.join(after)
+    return lines[0] if lines else type(exc).__name__
+
+
+def chips_for(device: str) -> int:
+    """Number of chips of a device kind; BackendError for a kind we do not know."""
+    if device not in DEVICE_CHIPS:
+        raise BackendError(f"unknown TT device '{device}'; choose one of: "
+                           f"{', '.join(sorted(DEVICE_CHIPS))}")
+    return DEVICE_CHIPS[device]
+
+
+@dataclass
+class TtDevices:
+    """An opened mesh plus the per-chip devices the pipelines run on."""
+
+    mesh: object                      # ttnn.MeshDevice (the parent 1xN mesh)
+    chips: list                       # one ttnn.MeshDevice per pipeline (1x1 submeshes)
+    kind: str                         # 'wormhole_n300', ...
+    num_command_queues: int
+    trace_region_size: int
+    ids: list[str] = field(default_factory=list)   # 'wormhole_n300:0', 'wormhole_n300:1'
+    _closed: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def dp(self) -> int:
+        return len(self.chips)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Close submeshes, then the parent mesh. Idempotent; never raises on a second call.
+
+        Traces must be released before this (the executors do that in `release()`), because
+        a trace lives in the device's trace region and dies with it.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        ttnn = import_ttnn()
+        errors = []
+        for chip in self.chips:
+            if chip is self.mesh:
+                continue
+            try:
+                ttnn.close_mesh_device(chip)
+            except Exception as exc:  # keep closing the rest; report once below
+                errors.append(summarize_error(exc))
+        try:
+            ttnn.close_mesh_device(self.mesh)
+        except Exception as exc:
+            errors.append(summarize_error(exc))
+        if errors:
+            log.warning('closing %s reported: %s', self.kind, '; '.join(errors))
+        else:
+            log.info('closed %s (%d chip(s))', self.kind, len(self.chips))
+
+
+def open_devices(device: str = 'wormhole_n300', dp: int = 1, *, execution_mode: str = 'trace_2cq',
+                 l1_small_size: int = L1_SMALL_SIZE,
+                 trace_region_size: int | None = None) -> TtDevices:
+    """Open `device` for `dp` data-parallel pipelines (one chip each).
+
+    dp 1 opens a 1x1 mesh (one chip of an N300, or an N150); dp 2 opens the N300's 1x2 mesh and
+    splits it into two 1x1 submeshes. trace modes get a trace region, trace_2cq two command
+    queues. Raises BackendUnavailable when ttnn is missing or no device opens, BackendError for
+    an impossible request (dp larger than the board).
+    """
+    if execution_mode not in EXECUTION_MODES:
+        raise BackendError(f"unknown tt execution mode '{execution_mode}'; choose one of: "
+                           f"{', '.join(EXECUTION_MODES)}")
+    chips = chips_for(device)
+    if dp < 1 or dp > chips:
+        raise BackendError(f'dp {dp} is not possible on {device} ({chips} chip(s)); use dp 1'
+                           + (' or 2' if chips == 2 else ''))
+    ttnn = import_ttnn()
+    num_cqs = 2 if execution_mode == 'trace_2cq' else 1
+    if trace_region_size is None:
+        trace_region_size = int(os.environ.get('DPT_TT_TRACE_REGION_SIZE', TRACE_REGION_SIZE))
+    if execution_mode == 'eager':
+        trace_region_size = 0
+    try:
+        mesh = ttnn.open_mesh_device(mesh_shape=ttnn.MeshShape(1, dp),
+                                     l1_small_size=l1_small_size,
+                                     trace_region_size=trace_region_size,
+                                     num_command_queues=num_cqs)
+    except Exception as exc:  # RuntimeError('TT_FATAL ... No chips detected ...') here
+        raise BackendUnavailable(
+            f'no Tenstorrent device could be opened as {device} (mesh 1x{dp}, '
+            f'{num_cqs} CQ): {summarize_error(exc)}') from exc
+    try:
+        if dp == 1:
+            chips_list = [mesh]
+        else:
+            chips_list = list(mesh.create_submeshes(ttnn.MeshShape(1, 1)))
+            if len(chips_list) != dp:
+                raise BackendError(f'expected {dp} submeshes of the 1x{dp} mesh, got '
+                                   f'{len(chips_list)}')
+        for chip in chips_list:
+            # Replays hit the program cache; a miss inside a trace would be an error.
+            chip.enable_program_cache()
+    except Exception as exc:
+        try:
+            ttnn.close_mesh_device(mesh)
+        except Exception:  # the first error is the one to report
+            pass
+        if isinstance(exc, BackendError):
+            raise
+        raise BackendUnavailable(f'{device}: splitting the mesh failed: '
+                                 f'{summarize_error(exc)}') from exc
+    ids = [f'{device}:{i}' for i in range(dp)]
+    log.info('opened %s as %s (%d CQ, trace region %d B, l1_small %d B)', device,
+             ', '.join(ids), num_cqs, trace_region_size, l1_small_size)
+    return TtDevices(mesh=mesh, chips=chips_list, kind=device, num_command_queues=num_cqs,
+                     trace_region_size=trace_region_size, ids=ids)
+
+
+def detect() -> tuple[bool, str]:
+    """(True, '') when a Tenstorrent device is present, else (False, reason). Cheap: no open.
+
+    Used by the hardware tests and the benchmark to skip/exit with a clear reason.
+    """
+    try:
+        ttnn = import_ttnn()
+    except BackendUnavailable as exc:
+        return False, str(exc)
+    try:
+        n = int(ttnn.GetNumAvailableDevices())
+    except Exception as exc:  # 'No chips detected in the cluster' raises here
+        return False, f'no Tenstorrent device detected: {summarize_error(exc)}'
+    if n < 1:
+        return False, 'no Tenstorrent device detected (0 devices available)'
+    return True, ''
