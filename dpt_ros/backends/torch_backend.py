@@ -1,0 +1,168 @@
+"""The torch backend: DPT-Large on CPU or CUDA, fp32 or bf16, eager or torch.compile.
+
+It is also the reference every other backend is compared with (CPU fp32, same weights) and the
+fallback when the TT backend cannot start.
+
+Speed choices (measured on a 2-core AVX512-BF16 CPU with bench/bench_cpu.py):
+- bf16 casts the weights (`model.to(torch.bfloat16)`) rather than using autocast: autocast
+  re-casts every weight on every call, which on CPU costs more than it saves; with bf16
+  weights the oneDNN bf16 GEMMs run directly. Outputs are returned as float32.
+- torch.compile (inductor) fuses the elementwise work between the GEMMs (GELU, LayerNorm,
+  softmax, residual adds). Compilation happens on the first call; if it fails (no C++
+  compiler, unsupported op) the backend logs a warning and carries on eagerly, counting it.
+- channels_last only changes the conv layers (neck and head); it is on for CUDA, where cuDNN
+  prefers NHWC, and off on CPU, where it measured no faster for this model.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+
+import numpy as np
+
+from dpt_ros.backends import BackendOptions
+from dpt_ros.backends.base import BackendError, BackendInfo, BackendUnavailable
+
+log = logging.getLogger('dpt_ros.backends.torch')
+
+DTYPES = ('fp32', 'bf16')
+
+
+def _torch_device(device: str):
+    import torch
+    if device == 'cpu':
+        return torch.device('cpu')
+    if device == 'cuda' or device.startswith('cuda:'):
+        if not torch.cuda.is_available():
+            raise BackendUnavailable(f"device '{device}' requested but CUDA is not available "
+                                     '(no GPU or a CPU-only torch); use device cpu')
+        dev = torch.device(device)
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise BackendUnavailable(f"device '{device}' requested but only "
+                                     f'{torch.cuda.device_count()} CUDA device(s) exist')
+        return dev
+    raise BackendError(f"the torch backend runs on 'cpu' or 'cuda[:N]', not '{device}'")
+
+
+class TorchBackend:
+    """DPTForDepthEstimation behind the DepthBackend protocol."""
+
+    max_concurrency = 1   # torch already uses every core for one call
+
+    def __init__(self, opts: BackendOptions, loaded=None):
+        import torch
+
+        if opts.dtype not in DTYPES:
+            raise BackendError(f"torch backend dtype must be one of {DTYPES}, not '{opts.dtype}'")
+        self._device = _torch_device(opts.device)
+        if opts.threads and opts.threads > 0:
+            # Process-wide setting: the node and runner own the process, so this is theirs.
+            torch.set_num_threads(int(opts.threads))
+        if loaded is None:
+            from dpt_ros.model import load_model
+            loaded = load_model(opts.weights, seed=opts.seed, image_size=opts.image_size)
+        self.loaded = loaded
+        model = loaded.model.eval()
+        model_size = int(model.config.image_size)
+        if model_size != opts.image_size:
+            raise BackendError(f'model was built for {model_size}px input, options ask for '
+                               f'{opts.image_size}px')
+        self._dtype = torch.bfloat16 if opts.dtype == 'bf16' else torch.float32
+        self._channels_last = self._device.type == 'cuda'
+        model = model.to(self._device, dtype=self._dtype)
+        if self._channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        self._eager = model
+        self._compiled = None
+        self._compile_fallbacks = 0
+        self._compile_error = ''
+        if opts.compile:
+            try:
+                self._compiled = torch.compile(model, dynamic=False)
+            except Exception as exc:  # torch.compile raises many types
+                self._compile_failed(exc)
+        self._lock = threading.Lock()
+        self._closed = False
+        self.image_size = int(opts.image_size)
+        if loaded.config_name == 'tiny':
+            model_name = 'dpt-tiny (same architecture, small config)'
+        else:
+            model_name = 'Intel/dpt-large'
+        self.info = BackendInfo(
+            name='torch', device=str(self._device), dtype=opts.dtype,
+            image_size=self.image_size,
+            execution_mode='compile' if self._compiled is not None else 'eager',
+            dp=1, batch_size=max(1, int(opts.batch_size)), model_name=model_name,
+            weights=loaded.weights,
+            extra={'weights_random': bool(loaded.is_random),
+                   'config_name': loaded.config_name,
+                   'torch_version': torch.__version__,
+                   'threads': torch.get_num_threads(),
+                   'channels_last': self._channels_last,
+                   'compile_requested': bool(opts.compile)})
+        if loaded.is_random:
+            log.warning('torch backend is running RANDOM weights (%s): outputs are not depth',
+                        loaded.weights)
+
+    def _compile_failed(self, exc: BaseException) -> None:
+        self._compile_fallbacks += 1
+        self._compile_error = f'{type(exc).__name__}: {str(exc).splitlines()[0][:300]}' \
+            if str(exc) else type(exc).__name__
+        self._compiled = None
+        log.warning('torch.compile failed (%s); running eagerly instead', self._compile_error)
+        if hasattr(self, 'info'):
+            self.info.execution_mode = 'eager'
+            self.info.extra['compile_error'] = self._compile_error
+
+    def _run(self, x):
+        if self._compiled is not None:
+            try:
+                return self._compiled(pixel_values=x).predicted_depth
+            except Exception as exc:  # inductor/dynamo failures surface on first call
+                self._compile_failed(exc)
+        return self._eager(pixel_values=x).predicted_depth
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """(N, 3, S, S) float32 -> (N, S, S) float32 predicted_depth."""
+        import torch
+
+        if self._closed:
+            raise BackendError('torch backend is closed')
+        batch = np.asarray(batch)
+        s = self.image_size
+        if batch.ndim != 4 or batch.shape[1:] != (3, s, s) or batch.shape[0] == 0:
+            raise BackendError(f'expected a (N, 3, {s}, {s}) batch, got shape {batch.shape}')
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+        x = x.to(self._device, dtype=self._dtype)
+        if self._channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with self._lock, torch.inference_mode():
+            out = self._run(x)
+            out = out.float().cpu().numpy()
+        return out.reshape(batch.shape[0], s, s)
+
+    def fallback_counts(self) -> dict[str, int]:
+        """compile_fallback_count: 1 when torch.compile was asked for but eager runs."""
+        return {'compile_fallback_count': self._compile_fallbacks}
+
+    def close(self) -> None:
+        """Drop the model (frees its memory once no one else holds it). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._compiled = None
+        self._eager = None
+        if self._device.type == 'cuda':
+            import torch
+            torch.cuda.empty_cache()
+
+
+def create(opts: BackendOptions, loaded=None) -> TorchBackend:
+    """Factory used by the registry (`create_backend('torch', opts)`).
+
+    `loaded` (a model.LoadedModel) lets callers share one loaded model between backends,
+    e.g. eval_pcc's fp32 reference and the bf16 run under test.
+    """
+    return TorchBackend(opts, loaded)

@@ -1,0 +1,161 @@
+"""The depth pipeline: RGB frame -> preprocess -> backend.infer -> resize -> colourise.
+
+One `DepthPipeline` wraps one backend and is shared by the runner, the node and the evaluation
+tools, so every consumer gets the same numbers and the same stage timings. Decoding ROS
+messages happens before this (image_codec); publishing after it. No rclpy here.
+
+For throughput with batches or data-parallel backends the three steps are exposed separately:
+`prepare` (per frame, any thread), `infer` (one call per batch), `finish` (per frame).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dpt_ros import colorize as colorize_mod
+from dpt_ros.backends.base import BackendError
+from dpt_ros.perf import PerfStats
+from dpt_ros.postprocess import resize_depth
+from dpt_ros.preprocess import check_rgb, preprocess
+
+log = logging.getLogger('dpt_ros.pipeline')
+
+
+@dataclass
+class DepthResult:
+    """One frame's outputs.
+
+    depth: (H, W) float32 relative inverse depth at input size (larger = nearer).
+    color: (H, W, 3) uint8 BGR false colour, or None when not asked for.
+    raw:   (S, S) float32 model output (`predicted_depth`).
+    timings_ms: stage name (perf.STAGES) -> milliseconds spent on this frame.
+    """
+
+    depth: np.ndarray
+    color: np.ndarray | None
+    raw: np.ndarray
+    timings_ms: dict = field(default_factory=dict)
+
+
+class DepthPipeline:
+    """Preprocess, infer, postprocess and colourise frames with one backend.
+
+    `backend` is a DepthBackend, or the `StartedBackend` returned by `create_backend`; with
+    the latter a fallback that happened at start-up is counted in `backend_fallback_count`
+    (reason attached) so every report shows it.
+    """
+
+    def __init__(self, backend, colormap: str = colorize_mod.DEFAULT_COLORMAP,
+                 norm: str = 'percentile', norm_low: float = 2.0, norm_high: float = 98.0,
+                 perf: PerfStats | None = None):
+        self.perf = perf if perf is not None else PerfStats()
+        self.fallback_reason = None
+        self.requested_backend = None
+        if hasattr(backend, 'backend') and hasattr(backend, 'requested'):   # StartedBackend
+            self.requested_backend = backend.requested
+            self.fallback_reason = backend.fallback_reason
+            if backend.fallback_reason:
+                self.perf.count('backend_fallback_count', 1, reason=backend.fallback_reason)
+            backend = backend.backend
+        self.backend = backend
+        self.image_size = int(backend.info.image_size)
+        self._color_lock = threading.Lock()
+        self.set_colorization(colormap, norm, norm_low, norm_high)
+
+    @property
+    def fell_back(self) -> bool:
+        """True when the running backend is a fallback for the one asked for."""
+        return self.fallback_reason is not None
+
+    def set_colorization(self, colormap: str, norm: str, low: float, high: float) -> None:
+        """Change the colour mapping (validated; ValueError names the valid choices)."""
+        colorize_mod.validate(colormap, norm, low, high)
+        with self._color_lock:
+            self._color = (colormap, norm, float(low), float(high))
+
+    @property
+    def colorization(self) -> tuple[str, str, float, float]:
+        """(colormap, norm, low, high) currently used."""
+        return self._color
+
+    def prepare(self, rgb: np.ndarray) -> np.ndarray:
+        """(H, W, 3) uint8 RGB -> (3, S, S) float32. Raises InvalidImage on bad frames."""
+        with self.perf.stage('preprocess'):
+            return preprocess(rgb, self.image_size)
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """(N, 3, S, S) float32 -> (N, S, S) float32 raw predicted_depth."""
+        batch = np.asarray(batch, dtype=np.float32)
+        if batch.ndim == 3:
+            batch = batch[None]
+        t0 = time.perf_counter()
+        out = self.backend.infer(batch)
+        ms = (time.perf_counter() - t0) * 1e3
+        self.perf.add_stage('inference', ms)
+        dev_ms = self.backend.info.extra.get('trace_wall_ms')
+        if dev_ms is not None:
+            self.perf.add_device_ms(float(dev_ms))
+        out = np.asarray(out, dtype=np.float32)
+        if out.shape != (batch.shape[0], self.image_size, self.image_size):
+            raise BackendError(f'backend {self.backend.info.name} returned shape {out.shape} '
+                               f'for a batch of shape {batch.shape}')
+        self.sync_counts()
+        return out
+
+    def sync_counts(self) -> None:
+        """Copy the backend's own fallback counters into perf (they are absolute)."""
+        try:
+            counts = self.backend.fallback_counts()
+        except Exception as exc:  # a backend bug must not stop frames
+            log.debug('fallback_counts() failed: %s', exc)
+            return
+        self.perf.merge_counts({k: v for k, v in counts.items()
+                                if k != 'backend_fallback_count'})
+
+    def finish(self, raw: np.ndarray, out_hw, want_color: bool = True) -> DepthResult:
+        """(S, S) raw output -> DepthResult at out_hw (and colour when asked)."""
+        timings = {}
+        t0 = time.perf_counter()
+        depth = resize_depth(raw, out_hw)
+        timings['postprocess'] = (time.perf_counter() - t0) * 1e3
+        self.perf.add_stage('postprocess', timings['postprocess'])
+        color = None
+        if want_color:
+            cmap, norm, low, high = self._color
+            t0 = time.perf_counter()
+            color = colorize_mod.colorize(depth, cmap, norm, low, high)
+            timings['colorize'] = (time.perf_counter() - t0) * 1e3
+            self.perf.add_stage('colorize', timings['colorize'])
+        return DepthResult(depth=depth, color=color, raw=np.asarray(raw), timings_ms=timings)
+
+    def process(self, rgb: np.ndarray, want_color: bool = True) -> DepthResult:
+        """One RGB frame -> DepthResult (timings include preprocess and inference)."""
+        return self.process_batch([rgb], want_color)[0]
+
+    def process_batch(self, images, want_color: bool = True) -> list[DepthResult]:
+        """Several frames in one backend call; one DepthResult per frame, in order."""
+        images = list(images)
+        if not images:
+            return []
+        for im in images:
+            check_rgb(im)
+        t0 = time.perf_counter()
+        batch = np.stack([self.prepare(im) for im in images])
+        pre_ms = (time.perf_counter() - t0) * 1e3 / len(images)
+        t0 = time.perf_counter()
+        raw = self.infer(batch)
+        inf_ms = (time.perf_counter() - t0) * 1e3 / len(images)
+        results = []
+        for im, r in zip(images, raw):
+            res = self.finish(r, im.shape[:2], want_color)
+            res.timings_ms = {'preprocess': pre_ms, 'inference': inf_ms, **res.timings_ms}
+            results.append(res)
+        return results
+
+    def close(self) -> None:
+        """Close the backend (releases device / memory)."""
+        self.backend.close()

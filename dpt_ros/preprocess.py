@@ -1,0 +1,83 @@
+"""Image -> model input, identical to the Intel/dpt-large image processor.
+
+The published processor stretches any image to S x S (no aspect-ratio keeping, no crop) with
+PIL's bicubic filter on the uint8 image, rescales by 1/255 and normalises with mean = std = 0.5.
+We do the same steps with the same library (PIL: OpenCV's cubic kernel gives different pixels)
+and map uint8 -> float through a 256-entry table computed with the processor's float32
+arithmetic, so the result matches transformers' `DPTImageProcessor` to float rounding.
+Pure numpy + PIL; no torch, no rclpy.
+"""
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from dpt_ros.errors import InvalidImage
+
+DEFAULT_SIZE = 384
+IMAGE_MEAN = (0.5, 0.5, 0.5)
+IMAGE_STD = (0.5, 0.5, 0.5)
+RESCALE = 1.0 / 255.0
+RESAMPLE = Image.Resampling.BICUBIC
+# Larger than any camera we expect; guards against a corrupt header asking for terabytes.
+MAX_PIXELS = 20000 * 20000
+
+
+def _channel_luts() -> np.ndarray:
+    """(3, 256) float32: value v of channel c -> (v / 255 - mean_c) / std_c, processor order."""
+    v = np.arange(256, dtype=np.float32) * np.float32(RESCALE)
+    mean = np.asarray(IMAGE_MEAN, dtype=np.float32)[:, None]
+    std = np.asarray(IMAGE_STD, dtype=np.float32)[:, None]
+    return ((v[None, :] - mean) / std).astype(np.float32)
+
+
+_LUT = _channel_luts()
+
+
+def check_rgb(rgb) -> np.ndarray:
+    """Validate an RGB frame: (H, W, 3) uint8, non-empty. Raises InvalidImage otherwise."""
+    if not isinstance(rgb, np.ndarray):
+        raise InvalidImage('bad_type', f'expected a numpy array, got {type(rgb).__name__}')
+    if rgb.dtype != np.uint8:
+        raise InvalidImage('bad_dtype', f'expected uint8 RGB, got dtype {rgb.dtype}')
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise InvalidImage('bad_shape', f'expected an (H, W, 3) RGB image, got shape {rgb.shape}')
+    if rgb.shape[0] == 0 or rgb.shape[1] == 0:
+        raise InvalidImage('empty', f'image has no pixels (shape {rgb.shape})')
+    if rgb.shape[0] * rgb.shape[1] > MAX_PIXELS:
+        raise InvalidImage('too_large', f'image {rgb.shape[1]}x{rgb.shape[0]} exceeds '
+                           f'{MAX_PIXELS} pixels')
+    return rgb
+
+
+def resize_rgb(rgb: np.ndarray, size: int = DEFAULT_SIZE) -> np.ndarray:
+    """Stretch an (H, W, 3) uint8 image to (size, size, 3) uint8 with PIL bicubic."""
+    if rgb.shape[0] == size and rgb.shape[1] == size:
+        return rgb
+    img = Image.fromarray(np.ascontiguousarray(rgb))
+    return np.asarray(img.resize((size, size), resample=RESAMPLE))
+
+
+def normalize(resized: np.ndarray) -> np.ndarray:
+    """(S, S, 3) uint8 -> (3, S, S) float32 with the processor's rescale + normalise."""
+    chw = np.ascontiguousarray(resized.transpose(2, 0, 1))
+    out = np.empty(chw.shape, dtype=np.float32)
+    for c in range(3):
+        np.take(_LUT[c], chw[c], out=out[c])
+    return out
+
+
+def preprocess(rgb: np.ndarray, size: int = DEFAULT_SIZE) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of any size/aspect -> (3, size, size) float32 model input.
+
+    Raises InvalidImage for a wrong dtype/shape or an empty image.
+    """
+    if not isinstance(size, (int, np.integer)) or size <= 0:
+        raise ValueError(f'size must be a positive integer, got {size!r}')
+    check_rgb(rgb)
+    return normalize(resize_rgb(rgb, int(size)))
+
+
+def preprocess_batch(images, size: int = DEFAULT_SIZE) -> np.ndarray:
+    """A list of RGB frames -> (N, 3, size, size) float32."""
+    return np.stack([preprocess(im, size) for im in images])
