@@ -1,0 +1,198 @@
+"""The TT backend: DPT-Large as a traced TTNN program on Tenstorrent Wormhole (N150 / N300).
+
+Start-up (all in `create`, so a node either has a working backend or a clear reason why not):
+open the device (`tt.device`: 1x1, or 1x2 split into per-chip submeshes), load the HF model,
+prepare its weights once for TTNN (cached on disk by the TT model code), build one `TtDPT` per
+chip, and compile + capture a trace per chip (`tt.executor`). A failure after the device is
+open releases what was built before the error propagates.
+
+`infer((N,3,S,S))` is thread-safe; `max_concurrency` = dp: each call takes free chips, one
+frame per chip in flight at once. Device time (`trace_wall_ms`, to a synchronize_device
+barrier) and the host-side end-to-end time are kept in `info.extra` after every call.
+
+Where ttnn is missing or no device opens ("No chips detected" here), `create` raises
+`BackendUnavailable` with that reason: the registry then falls back to torch CPU, counted.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import numpy as np
+
+from dpt_ros.backends import BackendOptions
+from dpt_ros.backends.base import BackendError, BackendInfo, BackendUnavailable
+from dpt_ros.tt.device import (DEVICE_CHIPS, EXECUTION_MODES, TtDevices, import_ttnn,
+                               open_devices)
+from dpt_ros.tt.executor import ChipPipeline, DataParallel
+
+log = logging.getLogger('dpt_ros.backends.tt')
+
+# Counters every TT backend reports, even when zero (the perf JSON's fallback_counts keys).
+HOST_FALLBACK_KEYS = ('host_fallback_count', 'vit_backbone_fallback_count',
+                      'reassembly_readout_fallback_count', 'upsample_host_fallback_count')
+
+
+def _check_options(opts: BackendOptions) -> None:
+    """Configuration errors (not 'unavailable'): these must stop start-up, not fall back."""
+    if opts.device not in DEVICE_CHIPS:
+        raise BackendError(f"the tt backend runs on {' | '.join(sorted(DEVICE_CHIPS))}, not "
+                           f"'{opts.device}' (device cpu/cuda is the torch backend)")
+    if opts.execution_mode not in EXECUTION_MODES:
+        raise BackendError(f"tt execution_mode must be one of {', '.join(EXECUTION_MODES)}, "
+                           f"not '{opts.execution_mode}'")
+    if opts.dp < 1 or opts.dp > DEVICE_CHIPS[opts.device]:
+        raise BackendError(f'dp {opts.dp} is not possible on {opts.device} '
+                           f'({DEVICE_CHIPS[opts.device]} chip(s))')
+    if opts.image_size % 16 or opts.image_size < 32:
+        raise BackendError(f'image_size {opts.image_size} must be a multiple of the 16 px patch')
+
+
+class TtBackend:
+    """DPT on one or two Wormhole chips behind the DepthBackend protocol."""
+
+    def __init__(self, opts: BackendOptions, devices: TtDevices, dp: DataParallel, models: list,
+                 loaded, fallbacks, compile_s: float):
+        self._opts = opts
+        self._devices = devices
+        self._dp = dp
+        self._models = models
+        self._fallbacks = fallbacks
+        self._lock = threading.Lock()          # guards close() against concurrent infer()
+        self._closed = False
+        self._active = 0
+        self._idle = threading.Condition(self._lock)
+        self.image_size = int(opts.image_size)
+        self.max_concurrency = dp.dp
+        model_name = ('dpt-tiny (same architecture, small config)'
+                      if loaded.config_name == 'tiny' else 'Intel/dpt-large')
+        dtype = getattr(models[0], 'dtype_name', None) or 'bf16 activations, bf16/bfp8_b weights'
+        device_str = devices.ids[0] if dp.dp == 1 else ','.join(devices.ids)
+        self.info = BackendInfo(
+            name='tt', device=device_str, dtype=str(dtype), image_size=self.image_size,
+            execution_mode=opts.execution_mode, dp=dp.dp,
+            batch_size=max(1, int(opts.batch_size)), model_name=model_name,
+            weights=loaded.weights,
+            extra={'tt_execution_mode': opts.execution_mode,
+                   'tt_device': devices.kind,
+                   'device_ids': list(devices.ids),
+                   'num_command_queues': devices.num_command_queues,
+                   'trace_region_size': devices.trace_region_size,
+                   'per_chip_batch_size': 1,
+                   'strict': bool(opts.strict),
+                   'weights_random': bool(loaded.is_random),
+                   'config_name': loaded.config_name,
+                   'compile_time_s': compile_s,
+                   'trace_wall_ms': float('nan'),
+                   'device_fps': float('nan'),
+                   'e2e_ms': float('nan'),
+                   'fps_e2e': float('nan'),
+                   'readback_ms': float('nan')})
+        if loaded.is_random:
+            log.warning('tt backend is running RANDOM weights (%s): outputs are not depth',
+                        loaded.weights)
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """(N, 3, S, S) float32 -> (N, S, S) float32 predicted_depth; one frame per chip."""
+        batch = np.asarray(batch)
+        s = self.image_size
+        if batch.ndim != 4 or batch.shape[1:] != (3, s, s) or batch.shape[0] == 0:
+            raise BackendError(f'expected a (N, 3, {s}, {s}) batch, got shape {batch.shape}')
+        with self._lock:
+            if self._closed:
+                raise BackendError('tt backend is closed')
+            self._active += 1
+        try:
+            t0 = time.perf_counter()
+            out = self._dp.infer(np.ascontiguousarray(batch, dtype=np.float32))
+            e2e_ms = (time.perf_counter() - t0) * 1e3
+            perf = self._dp.last_perf
+            extra = self.info.extra
+            extra['trace_wall_ms'] = perf.trace_wall_ms
+            extra['device_fps'] = perf.device_fps
+            extra['readback_ms'] = perf.readback_ms
+            extra['e2e_ms'] = e2e_ms
+            extra['fps_e2e'] = 1e3 * batch.shape[0] / e2e_ms if e2e_ms > 0 else float('nan')
+            return out
+        finally:
+            with self._lock:
+                self._active -= 1
+                self._idle.notify_all()
+
+    def fallback_counts(self) -> dict[str, int]:
+        """program_config_fallback_total (+ per op), host fallbacks (+ per stage)."""
+        counts = {k: 0 for k in ('program_config_fallback_total',) + HOST_FALLBACK_KEYS}
+        if self._fallbacks is not None:
+            counts.update({k: int(v) for k, v in self._fallbacks.counts().items()})
+        return counts
+
+    def close(self) -> None:
+        """Wait for running calls, release traces, then close the device. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            # A trace must not be released under a running replay.
+            self._idle.wait_for(lambda: self._active == 0, timeout=30.0)
+        _teardown(self._dp, self._devices)
+
+
+def _teardown(dp: DataParallel | None, devices: TtDevices | None) -> None:
+    """Traces first (they live in the device's trace region), then the device."""
+    try:
+        if dp is not None:
+            dp.release()
+    finally:
+        if devices is not None:
+            devices.close()
+
+
+def _build_models(loaded, devices: TtDevices, opts: BackendOptions):
+    """Prepare weights once on host, build one TtDPT per chip. Returns (models, fallbacks)."""
+    from dpt_ros.tt import fallbacks as tt_fallbacks
+    from dpt_ros.tt import model as tt_model
+    from dpt_ros.tt import weights as tt_weights
+
+    fallbacks = tt_fallbacks.FallbackCounter(strict=opts.strict)
+    params = tt_weights.prepare_weights(loaded.model, cache_dir=opts.cache_dir or None)
+    models = [tt_model.TtDPT(params, chip, loaded.config, image_size=opts.image_size,
+                             device_kind=devices.kind, fallbacks=fallbacks)
+              for chip in devices.chips]
+    return models, fallbacks
+
+
+def create(opts: BackendOptions, loaded=None) -> TtBackend:
+    """Factory used by the registry (`create_backend('tt', opts)`).
+
+    Raises BackendUnavailable (no ttnn, no device) so the registry can fall back; BackendError
+    for options that can never work; a strict-mode fallback error as it comes.
+    """
+    _check_options(opts)
+    import_ttnn()
+    devices = open_devices(opts.device, opts.dp, execution_mode=opts.execution_mode)
+    dp = None
+    try:
+        if loaded is None:
+            from dpt_ros.model import load_model
+            loaded = load_model(opts.weights, seed=opts.seed, image_size=opts.image_size)
+        if int(loaded.config.image_size) != opts.image_size:
+            raise BackendError(f'model was built for {loaded.config.image_size}px input, '
+                               f'options ask for {opts.image_size}px')
+        models, fallbacks = _build_models(loaded, devices, opts)
+        pipes = [ChipPipeline(chip, m, opts.execution_mode, opts.image_size, chip_id=cid)
+                 for chip, m, cid in zip(devices.chips, models, devices.ids)]
+        dp = DataParallel(pipes)
+        # Any frame compiles and captures: the trace depends on shapes, not values.
+        sample = np.zeros((1, 3, opts.image_size, opts.image_size), dtype=np.float32)
+        compile_s = dp.compile(sample)
+        backend = TtBackend(opts, devices, dp, models, loaded, fallbacks, compile_s)
+    except BaseException:
+        _teardown(dp, devices)
+        raise
+    log.info('tt backend ready: %s, %s, dp %d, %dpx, compile+capture %.1f s', backend.info.device,
+             opts.execution_mode, dp.dp, opts.image_size, compile_s)
+    return backend
+
+
+__all__ = ['TtBackend', 'create', 'BackendUnavailable']
