@@ -1,0 +1,251 @@
+"""sensor_msgs Image / CompressedImage <-> numpy, checked before anything trusts the bytes.
+
+Messages are duck typed (`encoding`, `height`, `width`, `step`, `is_bigendian`, `data`; or
+`format`, `data`), so rclpy messages and `rosbags` messages both work. Every way a message can
+be wrong raises `InvalidImage(reason, message)` with a stable reason used as a counter label:
+
+  empty             zero width/height or no data
+  too_large         more pixels than `max_pixels`
+  unknown_encoding  an encoding (or compressed format) this node does not decode
+  size_mismatch     step shorter than a row, odd width for YUV 4:2:2, or more data than
+                    step * height
+  truncated         less data than step * height
+  nan               NaN or infinity in a float image
+  decode_failed     the bytes do not decode (corrupt JPEG/PNG, colour conversion refused)
+
+Colour conversion (YUV 4:2:2, Bayer, 16-bit scaling) is done by `rosbags-image`; this module
+adds the checks, row-padding (`step`) handling and byte order that it leaves to the caller.
+No rclpy import.
+"""
+from __future__ import annotations
+
+import struct
+import sys
+
+import numpy as np
+
+from dpt_ros.errors import InvalidImage
+from dpt_ros.params import DEFAULT_MAX_PIXELS
+
+# encoding -> (numpy dtype, channels, name rosbags-image converts from)
+_ENCODINGS: dict[str, tuple[str, int, str]] = {
+    'rgb8': ('u1', 3, 'rgb8'), 'bgr8': ('u1', 3, 'bgr8'),
+    'rgba8': ('u1', 4, 'rgba8'), 'bgra8': ('u1', 4, 'bgra8'),
+    'mono8': ('u1', 1, 'mono8'), '8UC1': ('u1', 1, 'mono8'),
+    # OpenCV's convention for untyped 3/4-channel 8-bit images is BGR(A).
+    '8UC3': ('u1', 3, 'bgr8'), '8UC4': ('u1', 4, 'bgra8'),
+    'mono16': ('u2', 1, 'mono16'), '16UC1': ('u2', 1, 'mono16'),
+    'rgb16': ('u2', 3, 'rgb16'), 'bgr16': ('u2', 3, 'bgr16'),
+    'rgba16': ('u2', 4, 'rgba16'), 'bgra16': ('u2', 4, 'bgra16'),
+    'yuv422': ('u1', 2, 'yuv422'), 'uyvy': ('u1', 2, 'uyvy'),
+    'yuyv': ('u1', 2, 'yuyv'), 'yuv422_yuy2': ('u1', 2, 'yuv422_yuy2'),
+    'bayer_rggb8': ('u1', 1, 'bayer_rggb8'), 'bayer_bggr8': ('u1', 1, 'bayer_bggr8'),
+    'bayer_gbrg8': ('u1', 1, 'bayer_gbrg8'), 'bayer_grbg8': ('u1', 1, 'bayer_grbg8'),
+    'bayer_rggb16': ('u2', 1, 'bayer_rggb16'), 'bayer_bggr16': ('u2', 1, 'bayer_bggr16'),
+    'bayer_gbrg16': ('u2', 1, 'bayer_gbrg16'), 'bayer_grbg16': ('u2', 1, 'bayer_grbg16'),
+    # Grey intensity in [0, 1] (clipped); NaN/inf rejected.
+    '32FC1': ('f4', 1, 'mono8'), '64FC1': ('f8', 1, 'mono8'),
+}
+SUPPORTED_ENCODINGS = tuple(_ENCODINGS)
+COMPRESSED_FORMATS = ('jpeg', 'png')
+_YUV422 = {'yuv422', 'uyvy', 'yuyv', 'yuv422_yuy2'}
+_PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
+_JPEG_MAGIC = b'\xff\xd8'
+
+
+def _as_bytes_view(data) -> np.ndarray:
+    """The message payload as a flat uint8 array without copying where possible."""
+    if isinstance(data, np.ndarray):
+        return np.ascontiguousarray(data).reshape(-1).view(np.uint8)
+    try:
+        return np.frombuffer(data, dtype=np.uint8)
+    except (TypeError, ValueError):
+        return np.asarray(list(data), dtype=np.uint8)
+
+
+def _check_size(height: int, width: int, max_pixels: int) -> None:
+    if height <= 0 or width <= 0:
+        raise InvalidImage('empty', f'image has zero size ({width}x{height})')
+    if height * width > max_pixels:
+        raise InvalidImage('too_large', f'image {width}x{height} has {height * width} pixels, '
+                           f'more than max_pixels={max_pixels}')
+
+
+def decode_image(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """A sensor_msgs/Image-like message -> contiguous RGB uint8 (H, W, 3)."""
+    from rosbags.image.image import ImageError, convert_color  # imports cv2: only when used
+
+    encoding = str(msg.encoding)
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    _check_size(height, width, max_pixels)
+    if encoding not in _ENCODINGS:
+        raise InvalidImage('unknown_encoding', f"unsupported encoding '{encoding}'; supported: "
+                           f"{', '.join(SUPPORTED_ENCODINGS)}")
+    dtype_code, channels, source = _ENCODINGS[encoding]
+    itemsize = np.dtype(dtype_code).itemsize
+    row_bytes = width * channels * itemsize
+    if encoding in _YUV422 and width % 2:
+        raise InvalidImage('size_mismatch', f'{encoding} needs an even width, got {width}')
+    if step < row_bytes:
+        raise InvalidImage('size_mismatch', f'step {step} is shorter than one row of {width} '
+                           f'{encoding} pixels ({row_bytes} bytes)')
+    buf = _as_bytes_view(msg.data)
+    expected = step * height
+    if buf.size < expected:
+        raise InvalidImage('truncated', f'data has {buf.size} bytes, step*height needs '
+                           f'{expected} ({width}x{height} {encoding}, step {step})')
+    if buf.size > expected:
+        raise InvalidImage('size_mismatch', f'data has {buf.size} bytes, more than step*height '
+                           f'= {expected} ({width}x{height} {encoding}, step {step})')
+
+    rows = buf.reshape(height, step)[:, :row_bytes]
+    order = '>' if bool(msg.is_bigendian) else '<'
+    dtype = np.dtype(order + dtype_code) if itemsize > 1 else np.dtype(dtype_code)
+    # A copy makes the padded rows contiguous before reinterpreting them as pixels.
+    pixels = np.ascontiguousarray(rows).view(dtype)
+    if itemsize > 1:   # to native order (no copy when it already is)
+        pixels = pixels.astype(dtype.newbyteorder('='), copy=False)
+    pixels = pixels.reshape((height, width, channels) if channels > 1 else (height, width))
+
+    if dtype.kind == 'f':
+        if not np.isfinite(pixels).all():
+            raise InvalidImage('nan', f'{encoding} image contains NaN or infinite values')
+        pixels = (np.clip(pixels, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    try:
+        rgb = convert_color(pixels, source, 'rgb8')
+    except (ImageError, ValueError) as exc:   # cv2.error is an Exception subclass
+        raise InvalidImage('decode_failed', f'cannot convert {encoding} to rgb8: {exc}') \
+            from exc
+    except Exception as exc:  # cv2.error: e.g. Bayer demosaicing of a 1-pixel image
+        raise InvalidImage('decode_failed', f'cannot convert {encoding} to rgb8: '
+                           f'{str(exc).strip().splitlines()[-1]}') from exc
+    return np.ascontiguousarray(rgb, dtype=np.uint8)
+
+
+def _png_size(data: bytes) -> tuple[int, int] | None:
+    # IHDR is the first chunk: 8-byte magic, length, 'IHDR', width, height (big-endian).
+    if len(data) >= 24 and data[12:16] == b'IHDR':
+        width, height = struct.unpack('>II', data[16:24])
+        return height, width
+    return None
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    # Walk the marker segments up to the first start-of-frame, which holds the size.
+    i = 2
+    n = len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:          # fill byte
+            i += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            i += 2
+            continue
+        length = int.from_bytes(data[i + 2:i + 4], 'big')
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            if i + 9 > n:
+                return None
+            height, width = struct.unpack('>HH', data[i + 5:i + 9])
+            return height, width
+        i += 2 + length
+    return None
+
+
+def decode_compressed(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """A sensor_msgs/CompressedImage-like message (JPEG or PNG) -> RGB uint8 (H, W, 3).
+
+    The size is read from the JPEG/PNG header first, so an oversized image is rejected
+    before it is decompressed.
+    """
+    import cv2
+
+    buf = _as_bytes_view(msg.data)
+    fmt = str(getattr(msg, 'format', '')).lower()
+    if buf.size == 0:
+        raise InvalidImage('empty', f"compressed image ('{fmt}') has no data")
+    head = buf[:65536].tobytes()
+    if head.startswith(_PNG_MAGIC):
+        size = _png_size(head)
+    elif head.startswith(_JPEG_MAGIC):
+        size = _jpeg_size(buf.tobytes() if buf.size <= 65536 else head)
+    else:
+        raise InvalidImage('unknown_encoding', f"compressed data (format '{fmt}') is neither "
+                           f"JPEG nor PNG; supported: {', '.join(COMPRESSED_FORMATS)}")
+    if 'compresseddepth' in fmt.replace(' ', ''):
+        raise InvalidImage('unknown_encoding', f"format '{fmt}' is a compressed depth image, "
+                           'not a camera image')
+    if size is None:
+        raise InvalidImage('decode_failed', f"compressed image ('{fmt}') has no readable size "
+                           'header')
+    _check_size(size[0], size[1], max_pixels)
+    try:
+        bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    except cv2.error as exc:
+        raise InvalidImage('decode_failed', f"cannot decode compressed image ('{fmt}'): "
+                           f'{str(exc).strip().splitlines()[-1]}') from exc
+    if bgr is None or bgr.size == 0:
+        raise InvalidImage('decode_failed', f"cannot decode compressed image ('{fmt}', "
+                           f'{buf.size} bytes): corrupt or truncated data')
+    return np.ascontiguousarray(bgr[:, :, ::-1])
+
+
+def decode(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Image or CompressedImage (told apart by the `format` field) -> RGB uint8 (H, W, 3)."""
+    if hasattr(msg, 'format') and not hasattr(msg, 'encoding'):
+        return decode_compressed(msg, max_pixels)
+    return decode_image(msg, max_pixels)
+
+
+def _fields(array: np.ndarray, encoding: str) -> dict:
+    array = np.ascontiguousarray(array)
+    height, width = array.shape[:2]
+    return dict(encoding=encoding, height=int(height), width=int(width),
+                step=int(array.strides[0]), is_bigendian=int(sys.byteorder == 'big'),
+                data=array.tobytes())
+
+
+def depth_to_image_fields(depth: np.ndarray) -> dict:
+    """(H, W) float depth -> sensor_msgs/Image fields for a 32FC1 image (native byte order)."""
+    depth = np.asarray(depth)
+    if depth.ndim != 2:
+        raise ValueError(f'depth must be (H, W), got shape {depth.shape}')
+    return _fields(depth.astype(np.float32, copy=False), '32FC1')
+
+
+def bgr_to_image_fields(bgr: np.ndarray) -> dict:
+    """(H, W, 3) uint8 BGR -> sensor_msgs/Image fields for a bgr8 image."""
+    bgr = np.asarray(bgr)
+    if bgr.ndim != 3 or bgr.shape[2] != 3 or bgr.dtype != np.uint8:
+        raise ValueError(f'colour image must be (H, W, 3) uint8, got {bgr.shape} {bgr.dtype}')
+    return _fields(bgr, 'bgr8')
+
+
+def rgb_to_image_fields(rgb: np.ndarray) -> dict:
+    """(H, W, 3) uint8 RGB -> sensor_msgs/Image fields for an rgb8 image (tests, benches)."""
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f'RGB image must be (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}')
+    return _fields(rgb, 'rgb8')
+
+
+def image_fields_to_array(fields_or_msg) -> np.ndarray:
+    """An output 32FC1 / bgr8 image back to numpy (the inverse of the helpers above)."""
+    get = (fields_or_msg.get if isinstance(fields_or_msg, dict)
+           else lambda k: getattr(fields_or_msg, k))
+    encoding = get('encoding')
+    height, width, step = int(get('height')), int(get('width')), int(get('step'))
+    kinds = {'32FC1': ('f4', 1), 'bgr8': ('u1', 3), 'rgb8': ('u1', 3), 'mono8': ('u1', 1)}
+    if encoding not in kinds:
+        raise InvalidImage('unknown_encoding', f"cannot read back encoding '{encoding}'")
+    code, channels = kinds[encoding]
+    dtype = np.dtype(('>' if get('is_bigendian') else '<') + code)
+    buf = _as_bytes_view(get('data'))
+    if buf.size != step * height:
+        raise InvalidImage('size_mismatch', f'data {buf.size} bytes != step*height '
+                           f'{step * height}')
+    rows = np.ascontiguousarray(buf.reshape(height, step)[:, :width * channels * dtype.itemsize])
+    arr = rows.view(dtype).astype(dtype.newbyteorder('='), copy=False)
+    return arr.reshape((height, width, channels) if channels > 1 else (height, width))

@@ -1,0 +1,333 @@
+"""The depth node's parameters: one declaration each, validation, and the topic names.
+
+This module is the single source of the node's defaults. `node.py` declares every entry of
+`PARAMS` with a ParameterDescriptor built from it, `config/dpt.yaml` mirrors the same names and
+defaults with a comment each (a test checks both), and the launch file passes only what a user
+overrides. Backend defaults come from `BackendOptions`, so the two never drift apart.
+
+No rclpy here: validation is plain Python and is tested without a ROS graph.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Callable, Iterable, Mapping
+
+from dpt_ros.backends import BACKENDS, BackendOptions
+
+_BACKEND_DEFAULTS = BackendOptions()
+
+# Topic names, relative to each camera namespace (so `image:=...` remappings apply).
+TOPIC_IMAGE = 'image'                     # sensor_msgs/Image (transport raw)
+COMPRESSED_SUFFIX = 'compressed'          # <image>/compressed: sensor_msgs/CompressedImage
+TOPIC_CAMERA_INFO = 'camera_info'         # input camera_info beside the image
+# Relative inverse depth, 32FC1, input-sized: larger = nearer, unknown scale and shift. Not
+# named `depth`: REP 118 reserves that name for metres.
+TOPIC_DEPTH_RELATIVE = 'depth_relative'
+TOPIC_DEPTH_RELATIVE_COLOR = 'depth_relative/color'        # bgr8, only while subscribed
+TOPIC_DEPTH_RELATIVE_INFO = 'depth_relative/camera_info'   # input camera_info, output header
+TOPIC_DEPTH_METRIC = 'depth'                               # 32FC1 metres (metric.mode != none)
+TOPIC_DEPTH_METRIC_INFO = 'depth/camera_info'
+TOPIC_DIAGNOSTICS = '/diagnostics'
+
+# Beyond this many pixels a frame is rejected (reason too_large): 2**25 admits 8K UHD
+# (7680x4320) and stops a 10k x 10k frame before it costs a second of CPU.
+DEFAULT_MAX_PIXELS = 1 << 25
+
+
+@dataclass(frozen=True)
+class Param:
+    """One node parameter: its name, default (which also fixes its type) and constraints."""
+
+    name: str
+    default: object
+    description: str
+    choices: tuple | Callable[[], Iterable[str]] | None = None
+    min: float | None = None
+    max: float | None = None
+    step: int = 0                  # integer parameters: valid values are min + k * step
+    read_only: bool = True         # False: may be changed at runtime via `ros2 param set`
+    free_form: str = ''            # words saying which values beyond `choices` are accepted
+
+    @property
+    def type_name(self) -> str:
+        """'bool', 'int', 'float', 'str' or 'str_list' (derived from the default)."""
+        d = self.default
+        if isinstance(d, bool):
+            return 'bool'
+        if isinstance(d, int):
+            return 'int'
+        if isinstance(d, float):
+            return 'float'
+        if isinstance(d, str):
+            return 'str'
+        if isinstance(d, list):
+            return 'str_list'
+        raise TypeError(f'unsupported default for {self.name}: {d!r}')
+
+    def choice_list(self) -> tuple[str, ...]:
+        """The valid choices now (registries may grow at start-up), or () for none."""
+        if self.choices is None:
+            return ()
+        if callable(self.choices):
+            return tuple(self.choices())
+        return tuple(self.choices)
+
+    def constraint_text(self) -> str:
+        """Human-readable constraints for the descriptor and error messages."""
+        parts = []
+        choices = self.choice_list()
+        if choices:
+            parts.append('one of: ' + ', '.join(choices))
+        if self.free_form:
+            parts.append(('or ' if choices else '') + self.free_form)
+        if self.min is not None or self.max is not None:
+            lo = '-inf' if self.min is None else _fmt(self.min)
+            hi = 'inf' if self.max is None else _fmt(self.max)
+            step = f' in steps of {self.step}' if self.step else ''
+            parts.append(f'range [{lo}, {hi}]{step}')
+        return '; '.join(parts)
+
+
+def _fmt(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def _colormaps() -> tuple[str, ...]:
+    from dpt_ros.colorize import COLORMAPS  # cv2 import only when asked
+    return tuple(COLORMAPS)
+
+
+def _norm_modes() -> tuple[str, ...]:
+    from dpt_ros.colorize import NORM_MODES
+    return tuple(NORM_MODES)
+
+
+def _backends() -> tuple[str, ...]:
+    return tuple(sorted(BACKENDS))
+
+
+PARAMS: tuple[Param, ...] = (
+    # --- inputs ---
+    Param('cameras', [''],
+          'Camera namespaces served by this node, one entry per camera. Each reads '
+          '<ns>/image (or <ns>/image/compressed) and <ns>/camera_info and publishes under '
+          "<ns>. '' is the node's own namespace, so plain `image:=...` remapping works."),
+    Param('transport', 'raw', 'Input transport: raw sensor_msgs/Image on <ns>/image, or '
+          'sensor_msgs/CompressedImage (jpeg/png) on <ns>/image/compressed.',
+          choices=('raw', 'compressed')),
+    Param('qos_reliability', 'auto',
+          'Input reliability. auto matches the publishers (best_effort if any publisher is '
+          'best-effort, else reliable), as rosbag2 does; history depth is always 1.',
+          choices=('auto', 'reliable', 'best_effort')),
+    Param('max_pixels', DEFAULT_MAX_PIXELS,
+          'Frames with more pixels than this are rejected (reason too_large).',
+          min=1, max=1 << 30),
+    # --- backend (defaults from BackendOptions) ---
+    Param('backend', 'torch', 'Inference backend: torch (cpu/cuda) or tt (Tenstorrent TTNN).',
+          choices=_backends),
+    Param('allow_fallback', True,
+          'When the requested backend cannot start (no ttnn, no device, no CUDA), run torch on '
+          'cpu instead (counted in backend_fallback_count, diagnostics WARN); false: exit.'),
+    Param('weights', _BACKEND_DEFAULTS.weights,
+          'Model weights. auto = Intel/dpt-large from the HF cache/hub, random weights with the '
+          'DPT-Large config if unreachable (flagged); random and tiny-random are for tests.',
+          choices=('auto', 'Intel/dpt-large', 'random', 'tiny-random'),
+          free_form='a local save_pretrained() directory or another hub id'),
+    Param('image_size', _BACKEND_DEFAULTS.image_size,
+          'Square model input side S (DPT-Large: 384). Frames are stretched to SxS.',
+          min=32, max=1024, step=16),
+    Param('device', _BACKEND_DEFAULTS.device,
+          'Backend device. torch: cpu | cuda | cuda:N; tt: wormhole_n150 | wormhole_n300.'),
+    Param('dtype', _BACKEND_DEFAULTS.dtype, 'torch compute dtype.', choices=('fp32', 'bf16')),
+    Param('compile', _BACKEND_DEFAULTS.compile, 'torch.compile the model (torch backend).'),
+    Param('execution_mode', _BACKEND_DEFAULTS.execution_mode,
+          'tt execution mode: eager, trace, or trace with 2 command queues.',
+          choices=('eager', 'trace', 'trace_2cq')),
+    Param('dp', _BACKEND_DEFAULTS.dp,
+          'Data-parallel degree (tt on wormhole_n300: 2 chips, one frame each).', min=1, max=2),
+    Param('strict', _BACKEND_DEFAULTS.strict,
+          'tt: a program-config fallback raises instead of being counted.'),
+    Param('cache_dir', _BACKEND_DEFAULTS.cache_dir,
+          "tt prepared-weight cache directory ('' = ~/.cache/dpt_ros)."),
+    Param('seed', _BACKEND_DEFAULTS.seed, 'Seed for random weights.', min=0, max=2**31 - 1),
+    Param('threads', _BACKEND_DEFAULTS.threads,
+          'torch intra-op threads (0 = torch default).', min=0, max=256),
+    Param('backend_timeout_s', 30.0,
+          'An inference call running longer than this is counted failed (reason timeout) and '
+          'diagnostics go ERROR; its late result is discarded. 0 disables the watchdog.',
+          min=0.0, max=3600.0),
+    # --- colourised output (runtime-changeable) ---
+    Param('colormap', 'turbo', 'Colormap of depth_relative/color.', choices=_colormaps,
+          read_only=False),
+    Param('norm', 'percentile', 'Colour normalisation: percentile (norm_low/norm_high are '
+          'percentiles of each frame) or fixed (they are inverse-depth values).',
+          choices=_norm_modes, read_only=False),
+    Param('norm_low', 2.0, 'Lower end of the colour range (percentile or value).',
+          read_only=False),
+    Param('norm_high', 98.0, 'Upper end of the colour range (percentile or value).',
+          read_only=False),
+    # --- diagnostics ---
+    Param('diagnostics_rate', 1.0, 'Rate (Hz) of DiagnosticArray messages on /diagnostics.',
+          min=0.1, max=50.0, read_only=False),
+    Param('min_fps', 0.0, 'Diagnostics WARN when frames arrive but output FPS is below this '
+          '(0 disables the check).', min=0.0, max=1000.0, read_only=False),
+    # --- metric depth (REP 118 `depth`, metres) ---
+    Param('metric.mode', 'none',
+          'none: no metric output. fixed: depth_m = 1 / (scale * pred + shift). reference: '
+          'scale/shift fitted (robust, smoothed) against metric.reference_topic.',
+          choices=('none', 'fixed', 'reference')),
+    Param('metric.scale', 1.0, 'fixed mode: scale (> 0) from relative inverse depth to '
+          '1/metres.'),
+    Param('metric.shift', 0.0, 'fixed mode: shift in 1/metres.'),
+    Param('metric.min_depth', 0.1, 'Metric depths are clamped to at least this (m); also the '
+          'nearest reference depth used in a fit.', min=1e-6, max=1e6),
+    Param('metric.max_depth', 100.0, 'Metric depths are clamped to at most this (m); also '
+          'the farthest reference depth used in a fit.', min=1e-6, max=1e6),
+    Param('metric.smoothing', 0.8, 'reference mode: weight of the previous fit in the running '
+          'scale/shift (0 = use each new fit as is).', min=0.0, max=0.999),
+    Param('metric.reference_topic', 'depth_reference',
+          'reference mode: metric depth (32FC1 metres or 16UC1 millimetres) relative to each '
+          'camera namespace, e.g. from a depth sensor or lidar projection.'),
+)
+
+BY_NAME: dict[str, Param] = {p.name: p for p in PARAMS}
+RUNTIME_CHANGEABLE = tuple(p.name for p in PARAMS if not p.read_only)
+
+
+def defaults() -> dict[str, object]:
+    """Every parameter's default value (lists copied)."""
+    return {p.name: (list(p.default) if isinstance(p.default, list) else p.default)
+            for p in PARAMS}
+
+
+def _type_ok(p: Param, value: object) -> bool:
+    t = p.type_name
+    if t == 'bool':
+        return isinstance(value, bool)
+    if t == 'int':
+        return isinstance(value, int) and not isinstance(value, bool)
+    if t == 'float':
+        # ROS yaml `1` is an integer; accept it for a float parameter as rclpy cannot.
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if t == 'str':
+        return isinstance(value, str)
+    return isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+
+
+_TYPE_WORDS = {'bool': 'true or false', 'int': 'an integer', 'float': 'a number',
+               'str': 'a string', 'str_list': 'a list of strings'}
+_NAMESPACE_RE = re.compile(r'^/?([A-Za-z_][A-Za-z0-9_]*)(/[A-Za-z_][A-Za-z0-9_]*)*$')
+_CUDA_RE = re.compile(r'^cuda(:\d+)?$')
+
+
+def check_value(name: str, value: object) -> str | None:
+    """Why `value` is not valid for parameter `name` on its own, or None when it is."""
+    p = BY_NAME.get(name)
+    if p is None:
+        return f"unknown parameter '{name}'"
+    if not _type_ok(p, value):
+        return (f"parameter '{name}' must be {_TYPE_WORDS[p.type_name]}, got {value!r} "
+                f'({type(value).__name__})')
+    if p.type_name == 'float' and not math.isfinite(float(value)):
+        return f"parameter '{name}' must be finite, got {value!r}"
+    choices = p.choice_list()
+    if choices and not p.free_form and value not in choices:
+        return (f"parameter '{name}' has unknown value {value!r}; "
+                f"choose one of: {', '.join(choices)}")
+    if p.min is not None and value < p.min or p.max is not None and value > p.max:
+        return f"parameter '{name}' = {value!r} is out of range; {p.constraint_text()}"
+    if p.step and (value - p.min) % p.step:
+        return f"parameter '{name}' = {value!r} is not valid; {p.constraint_text()}"
+    return None
+
+
+def validate(values: Mapping[str, object]) -> list[str]:
+    """Check a full parameter set (missing names take defaults); one message per problem.
+
+    Each message names the parameter, what is wrong and what would be valid, so a start-up
+    failure is one readable line.
+    """
+    v = defaults()
+    v.update(values)
+    errors = [msg for name in v if (msg := check_value(name, v[name]))]
+    if errors:
+        return errors  # cross-checks below assume well-typed values
+
+    cams = list(v['cameras'])
+    if not cams:
+        errors.append("parameter 'cameras' must list at least one namespace ('' = the node's "
+                      'own namespace)')
+    for ns in cams:
+        if ns and not _NAMESPACE_RE.match(ns):
+            errors.append(f"parameter 'cameras': {ns!r} is not a valid ROS namespace "
+                          '(letters, digits, _ and /, not starting with a digit)')
+    if len(set(cams)) != len(cams):
+        errors.append(f"parameter 'cameras' lists a namespace twice: {cams}")
+
+    backend, device, dp = v['backend'], v['device'], v['dp']
+    if backend == 'torch' and device != 'cpu' and not _CUDA_RE.match(device):
+        errors.append(f"parameter 'device' = {device!r} is not a torch device; "
+                      'use cpu, cuda or cuda:N')
+    if backend == 'tt' and device not in ('wormhole_n150', 'wormhole_n300'):
+        errors.append(f"parameter 'device' = {device!r} is not a Tenstorrent device; "
+                      'use wormhole_n150 or wormhole_n300 with backend tt')
+    if dp > 1 and not (backend == 'tt' and device == 'wormhole_n300') and backend in (
+            'torch', 'tt'):
+        errors.append(f"parameter 'dp' = {dp} needs backend tt on wormhole_n300 (2 chips); "
+                      'use dp 1 otherwise')
+
+    msg = check_colorization(v['colormap'], v['norm'], v['norm_low'], v['norm_high'])
+    if msg:
+        errors.append(msg)
+    if v['metric.max_depth'] <= v['metric.min_depth']:
+        errors.append(f"parameter 'metric.max_depth' ({v['metric.max_depth']}) must be greater "
+                      f"than 'metric.min_depth' ({v['metric.min_depth']})")
+    if v['metric.mode'] == 'fixed' and v['metric.scale'] <= 0.0:
+        errors.append(f"parameter 'metric.scale' = {v['metric.scale']} must be > 0 in "
+                      'metric.mode fixed (larger prediction = nearer)')
+    if v['metric.mode'] == 'reference' and not v['metric.reference_topic']:
+        errors.append("parameter 'metric.reference_topic' must name a topic in metric.mode "
+                      'reference')
+    return errors
+
+
+def check_colorization(colormap: str, norm: str, low: float, high: float) -> str | None:
+    """Why a colourisation setting is invalid (message naming the parameters), or None."""
+    low, high = float(low), float(high)
+    if not low < high:
+        return (f"parameters 'norm_low' ({low}) and 'norm_high' ({high}): norm_low must be "
+                'below norm_high')
+    if norm == 'percentile' and not (0.0 <= low and high <= 100.0):
+        return (f"parameters 'norm_low'/'norm_high' ({low}, {high}) are percentiles in "
+                "norm 'percentile' and must lie in [0, 100]")
+    return None
+
+
+def check_runtime_change(changes: Mapping[str, object],
+                         current: Mapping[str, object]) -> str | None:
+    """Why a runtime parameter change must be rejected (old values are then kept), or None."""
+    for name, value in changes.items():
+        p = BY_NAME.get(name)
+        if p is None:
+            return f"unknown parameter '{name}'"
+        if p.read_only:
+            return f"parameter '{name}' is read-only; it takes effect only at start-up"
+        msg = check_value(name, value)
+        if msg:
+            return msg
+    merged = dict(current)
+    merged.update(changes)
+    return check_colorization(merged['colormap'], merged['norm'], merged['norm_low'],
+                              merged['norm_high'])
+
+
+def backend_options(values: Mapping[str, object]) -> BackendOptions:
+    """The BackendOptions a validated parameter set asks for."""
+    return BackendOptions(
+        weights=values['weights'], image_size=values['image_size'], device=values['device'],
+        dtype=values['dtype'], compile=values['compile'],
+        execution_mode=values['execution_mode'], dp=values['dp'], batch_size=1,
+        strict=values['strict'], cache_dir=values['cache_dir'], seed=values['seed'],
+        threads=values['threads'])

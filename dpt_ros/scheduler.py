@@ -1,0 +1,359 @@
+"""Frame scheduling between camera callbacks and the backend: no stale queues, in-order output.
+
+Three kinds of threads, so that the executor callback only drops a message into a slot:
+
+  submit()      (executor thread)  latest-frame slot per camera; a newer frame replaces a
+                                   waiting one, which is counted dropped (reason stale)
+  prepare       (1 thread)         decode + preprocess the next frame, round-robin over the
+                                   cameras, while inference of the previous one runs
+  infer         (`concurrency` threads, = backend.max_concurrency: one per TT chip)
+  finish        (1 thread)         postprocess, colourise, publish; per camera in arrival
+                                   order (a reorder buffer holds frames that finished early
+                                   on another chip)
+
+Per camera at most one frame waits in the slot and at most one prepared frame waits for a
+free inference worker, so a frame is never older than about two inference times when it
+starts. Every received frame ends in exactly one counter once the pipeline is idle or stopped:
+
+  frames_received = frames_processed + frames_dropped + frames_rejected + frames_failed
+
+with reasons (`frames_dropped:stale`, `frames_rejected:truncated`, `frames_failed:timeout`,
+...). An inference call running past `timeout_s` is counted failed and its late result
+discarded, so one hung call cannot stall a camera's output order.
+
+Pure Python: the stages are callables, so this is tested without rclpy or a model.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from dpt_ros.errors import InvalidImage
+from dpt_ros.perf import PerfStats
+
+OUTCOMES = ('frames_processed', 'frames_dropped', 'frames_rejected', 'frames_failed')
+
+
+@dataclass
+class Frame:
+    """One received message on its way through the pipeline."""
+
+    camera: str
+    msg: object
+    stamp_ns: int                 # source stamp (header), 0 when unknown
+    received_ns: int              # wall clock at submit()
+    seq: int = -1                 # per-camera publication order, given once prepared
+    prepared: object = None       # what prepare() returned
+    infer_started: float = 0.0    # monotonic
+
+
+@dataclass
+class _Camera:
+    name: str
+    perf: PerfStats
+    slot: Frame | None = None
+    waiting_prepared: int = 0     # prepared frames of this camera not yet inferring
+    next_seq: int = 0
+    next_release: int = 0
+    done: dict = field(default_factory=dict)   # seq -> (frame, result) or (frame, None) failed
+    max_pending: int = 0
+
+
+@dataclass
+class Health:
+    """What the diagnostics need to judge the backend."""
+
+    consecutive_failures: int = 0
+    last_failure: str = ''
+    last_failure_time: float = 0.0    # monotonic
+    hung_calls: int = 0               # timed-out calls that have not returned yet
+    last_success_time: float = 0.0
+
+
+class FrameScheduler:
+    """Latest-frame slots, a prepare thread, `concurrency` inference workers, a finish thread.
+
+    prepare(frame) -> prepared      may raise InvalidImage (counted rejected, with reason)
+    infer(prepared) -> result       any exception counts the frame failed
+    finish(frame, result) -> None   publishes; an exception counts the frame failed
+    """
+
+    def __init__(self, cameras: list[str], prepare: Callable, infer: Callable,
+                 finish: Callable, *, concurrency: int = 1, timeout_s: float = 0.0,
+                 total: PerfStats | None = None, clock_ns: Callable[[], int] = time.time_ns,
+                 logger: logging.Logger | None = None):
+        if concurrency < 1:
+            raise ValueError(f'concurrency must be >= 1, got {concurrency}')
+        self._prepare, self._infer, self._finish = prepare, infer, finish
+        self.concurrency = concurrency
+        self.timeout_s = timeout_s
+        self.total = total if total is not None else PerfStats()
+        self._clock_ns = clock_ns
+        self._log = logger or logging.getLogger('dpt_ros.scheduler')
+        self._cams = {c: _Camera(c, PerfStats()) for c in cameras}
+        self._order = list(cameras)
+        self._rr = 0
+        self._cond = threading.Condition()
+        self._ready: collections.deque[Frame] = collections.deque()
+        self._finish_q: collections.deque[tuple[Frame, object]] = collections.deque()
+        self._inflight: dict[int, Frame] = {}      # id(frame) -> frame, while inferring
+        self._timed_out: set[int] = set()          # ids of timed-out calls still running
+        self._preparing: Frame | None = None
+        self._finishing: Frame | None = None
+        self._stopping = False
+        self._threads: list[threading.Thread] = []
+        self.health = Health()
+
+    # ----- public API -----
+    def start(self) -> None:
+        """Start the threads (daemon: a backend call that never returns cannot block exit)."""
+        specs = [('dpt-prepare', self._prepare_loop), ('dpt-finish', self._finish_loop)]
+        specs += [(f'dpt-infer-{i}', self._infer_loop) for i in range(self.concurrency)]
+        for name, target in specs:
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def submit(self, camera: str, msg: object, stamp_ns: int = 0) -> None:
+        """Offer a new frame; a frame still waiting in this camera's slot is dropped."""
+        cam = self._cams[camera]
+        frame = Frame(camera, msg, int(stamp_ns), self._clock_ns())
+        self._count(cam, 'frames_received')
+        cam.perf.input_rate.tick()
+        self.total.input_rate.tick()
+        with self._cond:
+            if self._stopping:
+                self._count(cam, 'frames_dropped', 'shutdown')
+                return
+            if cam.slot is not None:
+                self._count(cam, 'frames_dropped', 'stale')
+            cam.slot = frame
+            cam.max_pending = max(cam.max_pending, 1 + cam.waiting_prepared)
+            self._cond.notify_all()
+
+    def stop(self, timeout: float = 1.0) -> bool:
+        """Stop all threads; frames not yet published are counted dropped (shutdown).
+
+        Returns True when every thread ended within `timeout` (a hung backend call may not).
+        """
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        clean = not any(t.is_alive() for t in self._threads)
+        with self._cond:
+            leftovers = [c.slot for c in self._cams.values() if c.slot is not None]
+            leftovers += list(self._ready) + [f for f, _ in self._finish_q]
+            leftovers += [f for c in self._cams.values() for f, _ in c.done.values()]
+            leftovers += list(self._inflight.values())
+            leftovers += [f for f in (self._preparing, self._finishing) if f is not None]
+            for c in self._cams.values():
+                c.slot = None
+                c.done.clear()
+            self._ready.clear()
+            self._finish_q.clear()
+            self._inflight.clear()
+            self._preparing = self._finishing = None
+        for f in leftovers:
+            self._count(self._cams[f.camera], 'frames_dropped', 'shutdown')
+        return clean
+
+    @property
+    def cameras(self) -> list[str]:
+        return list(self._order)
+
+    def perf(self, camera: str) -> PerfStats:
+        return self._cams[camera].perf
+
+    def counts(self, camera: str | None = None) -> dict[str, int]:
+        """received/processed/dropped/rejected/failed and the frames still in the pipeline."""
+        perf = self.total if camera is None else self._cams[camera].perf
+        with perf._lock:
+            c = {k: perf.counters.get(k, 0) for k in ('frames_received',) + OUTCOMES}
+        c['in_pipeline'] = c['frames_received'] - sum(c[k] for k in OUTCOMES)
+        return c
+
+    def pending(self, camera: str) -> int:
+        """Frames of `camera` waiting (slot + prepared, not yet inferring)."""
+        with self._cond:
+            cam = self._cams[camera]
+            return int(cam.slot is not None) + cam.waiting_prepared
+
+    def max_pending(self, camera: str) -> int:
+        """The most frames of `camera` ever waiting at once (slot + prepared)."""
+        return self._cams[camera].max_pending
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no frame is anywhere in the pipeline (tests, benchmarks)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.counts()['in_pipeline'] == 0:
+                return True
+            time.sleep(0.005)
+        return self.counts()['in_pipeline'] == 0
+
+    # ----- internals -----
+    def _count(self, cam: _Camera, key: str, reason: str | None = None) -> None:
+        cam.perf.count(key, reason=reason)
+        self.total.count(key, reason=reason)
+
+    def _pick_camera(self) -> _Camera | None:
+        # Round robin so one fast camera cannot starve the others.
+        if len(self._ready) >= self.concurrency:
+            return None
+        n = len(self._order)
+        for i in range(n):
+            cam = self._cams[self._order[(self._rr + i) % n]]
+            if cam.slot is not None and cam.waiting_prepared == 0:
+                self._rr = (self._rr + i + 1) % n
+                return cam
+        return None
+
+    def _prepare_loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopping and (cam := self._pick_camera()) is None:
+                    self._cond.wait()
+                if self._stopping:
+                    return
+                frame, cam.slot = cam.slot, None
+                self._preparing = frame
+            try:
+                frame.prepared = self._prepare(frame)
+            except InvalidImage as exc:
+                self._log.warning('camera %r: frame rejected (%s): %s',
+                                  frame.camera or '/', exc.reason, exc)
+                self._settle_unsequenced(frame, 'frames_rejected', exc.reason)
+                continue
+            except Exception as exc:  # a bug or a resource error: count it, keep serving
+                self._log.error('camera %r: preparing a frame failed: %s: %s',
+                                frame.camera or '/', type(exc).__name__, exc)
+                self._settle_unsequenced(frame, 'frames_failed', 'prepare_error')
+                continue
+            with self._cond:
+                if self._preparing is not frame:   # stop() gave up waiting and counted it
+                    return
+                self._preparing = None
+                if self._stopping:
+                    self._count(cam, 'frames_dropped', 'shutdown')
+                    return
+                frame.seq = cam.next_seq
+                cam.next_seq += 1
+                cam.waiting_prepared += 1
+                cam.max_pending = max(cam.max_pending,
+                                      int(cam.slot is not None) + cam.waiting_prepared)
+                self._ready.append(frame)
+                self._cond.notify_all()
+
+    def _settle_unsequenced(self, frame: Frame, key: str, reason: str) -> None:
+        with self._cond:
+            if self._preparing is not frame:      # stop() already counted it
+                return
+            self._preparing = None
+            self._count(self._cams[frame.camera], key, reason)
+
+    def _infer_loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopping and not self._ready:
+                    self._cond.wait()
+                if self._stopping:
+                    return
+                frame = self._ready.popleft()
+                self._cams[frame.camera].waiting_prepared -= 1
+                frame.infer_started = time.monotonic()
+                self._inflight[id(frame)] = frame
+                self._cond.notify_all()
+            error = None
+            try:
+                result = self._infer(frame.prepared)
+            except Exception as exc:  # any backend failure is this frame's failure
+                result, error = None, f'{type(exc).__name__}: {exc}'
+            with self._cond:
+                if self._inflight.pop(id(frame), None) is None:
+                    # Timed out (already counted failed) or stopped: the late result is
+                    # discarded so outputs stay in order and counts stay exact.
+                    if id(frame) in self._timed_out:
+                        self._timed_out.discard(id(frame))
+                        self.health.hung_calls = len(self._timed_out)
+                    continue
+                if error is None:
+                    self.health.consecutive_failures = 0
+                    self.health.last_success_time = time.monotonic()
+                    self._complete(frame, result, ok=True)
+                else:
+                    self._fail_locked(frame, 'backend_error', error)
+
+    def _fail_locked(self, frame: Frame, reason: str, message: str) -> None:
+        h = self.health
+        h.consecutive_failures += 1
+        h.last_failure = f'{reason}: {message}'
+        h.last_failure_time = time.monotonic()
+        self._log.error('camera %r: inference failed (%s): %s', frame.camera or '/', reason,
+                        message)
+        self._count(self._cams[frame.camera], 'frames_failed', reason)
+        self._complete(frame, None, ok=False)
+
+    def _complete(self, frame: Frame, result: object, ok: bool) -> None:
+        # Called with the lock held: park the outcome, then release what is now in order.
+        cam = self._cams[frame.camera]
+        cam.done[frame.seq] = (frame, result if ok else _FAILED)
+        while cam.next_release in cam.done:
+            f, r = cam.done.pop(cam.next_release)
+            cam.next_release += 1
+            if r is not _FAILED:
+                self._finish_q.append((f, r))
+        self._cond.notify_all()
+
+    def _check_timeouts_locked(self) -> None:
+        if self.timeout_s <= 0:
+            return
+        now = time.monotonic()
+        for key, frame in list(self._inflight.items()):
+            if now - frame.infer_started > self.timeout_s:
+                del self._inflight[key]
+                self._timed_out.add(key)
+                self.health.hung_calls = len(self._timed_out)
+                self._fail_locked(frame, 'timeout', f'inference took longer than '
+                                  f'{self.timeout_s:g} s (backend hung?)')
+
+    def _finish_loop(self) -> None:
+        poll = None if self.timeout_s <= 0 else min(0.05, self.timeout_s / 4)
+        while True:
+            with self._cond:
+                while not self._stopping and not self._finish_q:
+                    self._cond.wait(poll)
+                    self._check_timeouts_locked()
+                if self._stopping:
+                    return
+                frame, result = self._finish_q.popleft()
+                self._finishing = frame
+            cam = self._cams[frame.camera]
+            try:
+                self._finish(frame, result)
+            except Exception as exc:  # publishing/postprocessing bug: count, keep serving
+                self._log.error('camera %r: finishing a frame failed: %s: %s',
+                                frame.camera or '/', type(exc).__name__, exc)
+                with self._cond:
+                    if self._finishing is frame:
+                        self._finishing = None
+                        self._count(cam, 'frames_failed', 'finish_error')
+                continue
+            now = self._clock_ns()
+            start = frame.stamp_ns if frame.stamp_ns > 0 else frame.received_ns
+            latency_ms = (now - start) / 1e6
+            with self._cond:
+                if self._finishing is not frame:   # stop() already counted it
+                    return
+                self._finishing = None
+                cam.perf.frame_done(latency_ms)
+                self.total.frame_done(latency_ms)
+
+
+_FAILED = object()

@@ -1,0 +1,126 @@
+"""params.py: the one parameter spec, its mirror in config/dpt.yaml, and validation messages."""
+import os
+
+import pytest
+import yaml
+
+from dpt_ros import params
+from dpt_ros.backends import BackendOptions
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+YAML_PATH = os.path.join(ROOT, 'config', 'dpt.yaml')
+
+
+def flatten(d, prefix=''):
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f'{prefix}{k}.'))
+        else:
+            out[f'{prefix}{k}'] = v
+    return out
+
+
+def yaml_params():
+    with open(YAML_PATH) as f:
+        doc = yaml.safe_load(f)
+    assert list(doc) == ['depth_node'], 'parameters must sit under the node name'
+    return flatten(doc['depth_node']['ros__parameters'])
+
+
+def test_yaml_mirrors_every_declared_parameter_and_default():
+    y = yaml_params()
+    assert set(y) == set(params.BY_NAME)
+    for name, value in y.items():
+        default = params.BY_NAME[name].default
+        assert value == default and type(value) is type(default), name
+
+
+def test_yaml_has_a_comment_for_every_parameter():
+    lines = open(YAML_PATH).read().splitlines()
+    for i, line in enumerate(lines):
+        stripped = line.strip()
+        if stripped and not stripped.startswith('#') and ':' in stripped:
+            key = stripped.split(':')[0]
+            if stripped.endswith(':'):      # a mapping (node name, ros__parameters, metric)
+                continue
+            assert lines[i - 1].strip().startswith('#'), f'no comment above {key!r}'
+
+
+def test_backend_defaults_come_from_backend_options():
+    opts = BackendOptions()
+    d = params.defaults()
+    for field in ('weights', 'image_size', 'device', 'dtype', 'compile', 'execution_mode',
+                  'dp', 'strict', 'cache_dir', 'seed', 'threads'):
+        assert d[field] == getattr(opts, field), field
+    assert params.backend_options(d) == opts.replace(batch_size=1)
+
+
+def test_defaults_validate_and_every_param_is_described():
+    assert params.validate({}) == []
+    for p in params.PARAMS:
+        assert len(p.description) > 15, p.name
+        assert p.type_name in ('bool', 'int', 'float', 'str', 'str_list')
+    assert set(params.RUNTIME_CHANGEABLE) >= {'colormap', 'norm', 'norm_low', 'norm_high',
+                                              'diagnostics_rate'}
+    assert 'backend' not in params.RUNTIME_CHANGEABLE
+
+
+def test_constraint_text_lists_choices_and_ranges():
+    assert 'turbo' in params.BY_NAME['colormap'].constraint_text()
+    assert params.BY_NAME['dp'].constraint_text() == 'range [1, 2]'
+    assert 'steps of 16' in params.BY_NAME['image_size'].constraint_text()
+    assert 'local save_pretrained' in params.BY_NAME['weights'].constraint_text()
+    assert 'torch' in params.BY_NAME['backend'].choice_list()
+
+
+@pytest.mark.parametrize('changes, words', [
+    ({'transport': 'h264'}, ["'transport'", "'h264'", 'raw, compressed']),
+    ({'qos_reliability': 'sensor_data'}, ["'qos_reliability'", 'auto, reliable, best_effort']),
+    ({'dp': 3}, ["'dp'", 'out of range', '[1, 2]']),
+    ({'image_size': 390}, ["'image_size'", 'steps of 16']),
+    ({'image_size': '384'}, ["'image_size'", 'must be an integer']),
+    ({'diagnostics_rate': 0.0}, ["'diagnostics_rate'", 'out of range']),
+    ({'diagnostics_rate': float('nan')}, ["'diagnostics_rate'", 'finite']),
+    ({'colormap': 'rainbow'}, ["'colormap'", 'turbo']),
+    ({'backend': 'onnx'}, ["'backend'", 'torch', 'tt']),
+    ({'device': 'gpu'}, ["'device'", 'cuda:N']),
+    ({'backend': 'tt', 'device': 'cpu'}, ["'device'", 'wormhole_n300']),
+    ({'dp': 2}, ["'dp'", 'wormhole_n300']),
+    ({'norm_low': 50.0, 'norm_high': 10.0}, ["'norm_low'", 'below norm_high']),
+    ({'norm_high': 150.0}, ['percentiles', '[0, 100]']),
+    ({'cameras': []}, ["'cameras'", 'at least one']),
+    ({'cameras': ['left', 'left']}, ["'cameras'", 'twice']),
+    ({'cameras': ['1cam']}, ["'cameras'", 'not a valid ROS namespace']),
+    ({'metric.mode': 'stereo'}, ["'metric.mode'", 'none, fixed, reference']),
+    ({'metric.min_depth': 5.0, 'metric.max_depth': 1.0}, ["'metric.max_depth'", 'greater']),
+    ({'metric.mode': 'fixed', 'metric.scale': -1.0}, ["'metric.scale'", '> 0']),
+    ({'compile': 'yes'}, ["'compile'", 'true or false']),
+    ({'no_such_param': 1}, ["unknown parameter 'no_such_param'"]),
+])
+def test_invalid_values_give_one_clear_message(changes, words):
+    errors = params.validate(changes)
+    assert len(errors) == 1, errors
+    for w in words:
+        assert w in errors[0], (w, errors[0])
+    assert '\n' not in errors[0]
+
+
+def test_valid_non_default_sets():
+    assert params.validate({'backend': 'tt', 'device': 'wormhole_n300', 'dp': 2}) == []
+    assert params.validate({'device': 'cuda:1', 'dtype': 'bf16'}) == []
+    assert params.validate({'weights': '/models/dpt-large'}) == []   # free-form directory
+    assert params.validate({'cameras': ['left', '/rig/right'], 'metric.scale': 2}) == []
+    assert params.validate({'norm': 'fixed', 'norm_low': -5.0, 'norm_high': 500.0}) == []
+
+
+def test_runtime_changes():
+    cur = params.defaults()
+    assert params.check_runtime_change({'colormap': 'inferno'}, cur) is None
+    assert params.check_runtime_change({'diagnostics_rate': 5.0}, cur) is None
+    assert 'read-only' in params.check_runtime_change({'backend': 'tt'}, cur)
+    assert 'turbo' in params.check_runtime_change({'colormap': 'nope'}, cur)
+    assert 'below norm_high' in params.check_runtime_change({'norm_low': 99.0}, cur)
+    # Changing several at once is judged on the combined result.
+    assert params.check_runtime_change(
+        {'norm': 'fixed', 'norm_low': 0.0, 'norm_high': 1000.0}, cur) is None

@@ -1,0 +1,267 @@
+"""FrameScheduler: latest-frame slots, overlap, per-camera order, exact accounting, timeouts.
+
+The stages are plain callables here (a sleeping 'backend'), so this runs without rclpy.
+"""
+import threading
+import time
+
+import pytest
+
+from dpt_ros.errors import InvalidImage
+from dpt_ros.scheduler import OUTCOMES, FrameScheduler
+
+
+def wait_for(cond, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.002)
+    return cond()
+
+
+class Recorder:
+    """Stages that record what happened; infer sleeps `delay` and can be made to fail."""
+
+    def __init__(self, delay=0.0, fail_every=0, reject=()):
+        self.delay = delay
+        self.fail_every = fail_every
+        self.reject = set(reject)
+        self.published = []
+        self.lock = threading.Lock()
+        self.calls = 0
+        self.active = 0
+        self.max_active = 0
+        self.events = []
+
+    def prepare(self, frame):
+        if frame.msg in self.reject:
+            raise InvalidImage('truncated', f'frame {frame.msg} is truncated')
+        with self.lock:
+            self.events.append(('prep', frame.msg, time.monotonic()))
+        return frame.msg
+
+    def infer(self, prepared):
+        with self.lock:
+            self.calls += 1
+            n = self.calls
+            self.active += 1
+            self.max_active = max(self.max_active, self.active)
+            self.events.append(('infer_start', prepared, time.monotonic()))
+        try:
+            time.sleep(self.delay)
+            if self.fail_every and n % self.fail_every == 0:
+                raise RuntimeError(f'backend fault on call {n}')
+            return prepared * 10
+        finally:
+            with self.lock:
+                self.active -= 1
+                self.events.append(('infer_end', prepared, time.monotonic()))
+
+    def finish(self, frame, result):
+        assert result == frame.msg * 10
+        with self.lock:
+            self.published.append((frame.camera, frame.msg))
+
+
+def make(rec, cameras=('',), concurrency=1, **kw):
+    s = FrameScheduler(list(cameras), rec.prepare, rec.infer, rec.finish,
+                       concurrency=concurrency, **kw)
+    s.start()
+    return s
+
+
+def reconciles(c):
+    return c['frames_received'] == sum(c[k] for k in OUTCOMES) + c['in_pipeline']
+
+
+def test_every_frame_served_in_order_when_backend_keeps_up():
+    rec = Recorder()
+    s = make(rec)
+    try:
+        for i in range(50):
+            s.submit('', i)
+            assert wait_for(lambda: s.counts()['in_pipeline'] == 0, 5)
+        assert [m for _, m in rec.published] == list(range(50))
+        c = s.counts()
+        assert c['frames_processed'] == 50 and c['frames_dropped'] == 0
+    finally:
+        s.stop()
+
+
+def test_slow_backend_drops_stale_frames_and_bounds_waiting():
+    rec = Recorder(delay=0.03)
+    s = make(rec)
+    try:
+        for i in range(60):
+            s.submit('', i)
+            time.sleep(0.004)  # a camera faster than the backend (pacing, not syncing)
+            assert s.pending('') <= 2
+        assert s.wait_idle(5)
+        c = s.counts()
+        assert c['frames_dropped'] > 20
+        assert c['frames_received'] == 60 == sum(c[k] for k in OUTCOMES)
+        assert s.total.reasons['frames_dropped:stale'] == c['frames_dropped']
+        assert s.max_pending('') <= 2
+        # Newest frame always makes it out; outputs strictly increasing.
+        pub = [m for _, m in rec.published]
+        assert pub[-1] == 59 and pub == sorted(pub)
+    finally:
+        s.stop()
+
+
+def test_prepare_overlaps_inference():
+    rec = Recorder(delay=0.05)
+    s = make(rec)
+    try:
+        s.submit('', 1)
+        assert wait_for(lambda: rec.active == 1)
+        s.submit('', 2)
+        assert s.wait_idle(5)
+        ev = {(k, m): t for k, m, t in rec.events}
+        # Frame 2 was prepared while frame 1 was still inferring.
+        assert ev[('prep', 2)] < ev[('infer_end', 1)]
+    finally:
+        s.stop()
+
+
+def test_dp2_runs_two_at_once_and_keeps_camera_order():
+    rec = Recorder(delay=0.04)
+    s = make(rec, concurrency=2)
+    try:
+        t0 = time.monotonic()
+        for i in range(40):
+            s.submit('', i)
+            # Feed as fast as frames are taken so both workers stay busy.
+            assert wait_for(lambda: s.pending('') == 0, 2)
+        assert s.wait_idle(5)
+        elapsed = time.monotonic() - t0
+        assert rec.max_active == 2
+        pub = [m for _, m in rec.published]
+        assert pub == sorted(pub)
+        # 2 workers x 40 ms: well under the 1.6 s a single worker would need for 40 frames.
+        assert s.counts()['frames_processed'] / elapsed > 1.5 / 0.04 * 0.6
+    finally:
+        s.stop()
+
+
+def test_reorder_buffer_holds_early_finishers():
+    # Frame 0 is slow, frame 1 fast: with 2 workers 1 finishes first but must wait.
+    delays = {0: 0.15, 1: 0.0}
+    published = []
+
+    def infer(p):
+        time.sleep(delays.get(p, 0.0))
+        return p
+
+    s = FrameScheduler([''], lambda f: f.msg, infer, lambda f, r: published.append(f.msg),
+                       concurrency=2)
+    s.start()
+    try:
+        s.submit('', 0)
+        assert wait_for(lambda: s.pending('') == 0)
+        s.submit('', 1)
+        assert s.wait_idle(5)
+        assert published == [0, 1]
+    finally:
+        s.stop()
+
+
+def test_two_cameras_round_robin_and_per_camera_order():
+    rec = Recorder(delay=0.01)
+    s = make(rec, cameras=('left', 'right'))
+    try:
+        for i in range(30):
+            s.submit('left', i)
+            s.submit('right', 100 + i)
+            time.sleep(0.01)
+        assert s.wait_idle(5)
+        left = [m for c, m in rec.published if c == 'left']
+        right = [m for c, m in rec.published if c == 'right']
+        assert left == sorted(left) and right == sorted(right)
+        # Neither camera starves: both get a fair share of the outputs.
+        assert len(left) > 5 and len(right) > 5
+        assert abs(len(left) - len(right)) <= max(3, len(left) // 3)
+        for cam in ('left', 'right'):
+            c = s.counts(cam)
+            assert c['frames_received'] == 30 and reconciles(c) and c['in_pipeline'] == 0
+    finally:
+        s.stop()
+
+
+def test_rejected_and_failed_frames_counted_with_reasons_and_next_frame_served():
+    rec = Recorder(fail_every=3, reject={4})
+    s = make(rec)
+    try:
+        for i in range(1, 10):
+            s.submit('', i)
+            assert wait_for(lambda: s.counts()['in_pipeline'] == 0, 5)
+        c = s.counts()
+        assert c['frames_rejected'] == 1
+        assert s.total.reasons['frames_rejected:truncated'] == 1
+        # infer calls 3 and 6 failed (frame 4 never reached infer).
+        assert c['frames_failed'] == 2
+        assert s.total.reasons['frames_failed:backend_error'] == 2
+        assert 'backend fault' in s.health.last_failure
+        assert c['frames_processed'] == 6 and reconciles(c)
+        assert rec.published[-1] == ('', 9)
+        assert s.health.consecutive_failures == 0   # the last call succeeded
+    finally:
+        s.stop()
+
+
+def test_hung_call_times_out_and_later_frames_flow():
+    release = threading.Event()
+    published = []
+
+    def infer(p):
+        if p == 0:
+            release.wait(10)
+        return p
+
+    s = FrameScheduler([''], lambda f: f.msg, infer, lambda f, r: published.append(r),
+                       concurrency=2, timeout_s=0.1)
+    s.start()
+    try:
+        s.submit('', 0)
+        assert wait_for(lambda: s.pending('') == 0)
+        s.submit('', 1)
+        # Frame 1 is held back by the reorder buffer until frame 0 times out.
+        assert wait_for(lambda: published == [1], 5)
+        assert s.total.reasons['frames_failed:timeout'] == 1
+        assert s.health.hung_calls == 1
+        release.set()
+        assert wait_for(lambda: s.health.hung_calls == 0, 5)
+        assert published == [1]   # the late result of frame 0 was discarded
+        c = s.counts()
+        assert c['frames_processed'] == 1 and c['frames_failed'] == 1 and reconciles(c)
+    finally:
+        release.set()
+        s.stop()
+
+
+def test_stop_counts_leftovers_and_returns_quickly_with_hung_backend():
+    never = threading.Event()
+    s = FrameScheduler([''], lambda f: f.msg, lambda p: never.wait(30),
+                       lambda f, r: None, concurrency=1)
+    s.start()
+    s.submit('', 0)
+    assert wait_for(lambda: s.pending('') == 0)
+    s.submit('', 1)
+    s.submit('', 2)
+    t0 = time.monotonic()
+    clean = s.stop(timeout=0.3)
+    assert time.monotonic() - t0 < 1.0
+    assert not clean            # the infer thread is stuck in the backend
+    c = s.counts()
+    assert c['in_pipeline'] == 0 and c['frames_received'] == 3
+    assert c['frames_dropped'] == 3   # 1 stale + 2 at shutdown
+    assert s.total.reasons['frames_dropped:shutdown'] == 2
+    s.submit('', 3)                    # after stop: counted, not queued
+    assert s.counts()['frames_dropped'] == 4
+    never.set()
+
+
+def test_bad_concurrency():
+    with pytest.raises(ValueError):
+        FrameScheduler([''], None, None, None, concurrency=0)
