@@ -1,0 +1,213 @@
+"""Tests of the device TEST DOUBLE itself (test/tt_device_double.py).
+
+If the double were wrong, every TT model/runtime test built on it would be meaningless, so its
+numerics, its strictness about ttnn names/types and its trace/CQ semantics are checked here.
+"""
+import pytest
+import torch
+
+from tt_device_double import DoubleError, tt_device_double  # noqa: I100
+
+ttnn = pytest.importorskip('ttnn')
+
+
+def pcc(a, b):
+    a, b = a.flatten().double(), b.flatten().double()
+    return torch.corrcoef(torch.stack([a, b]))[0, 1].item()
+
+
+@pytest.fixture
+def double():
+    with tt_device_double() as d:
+        yield d
+
+
+def _dev(double, **kw):
+    kw.setdefault('trace_region_size', 1 << 20)
+    return ttnn.open_mesh_device(ttnn.MeshShape(1, 1), **kw)
+
+
+def test_linear_through_double_matches_torch_with_bf16_and_bfp8_rounding(double):
+    torch.manual_seed(0)
+    dev = _dev(double)
+    x = torch.randn(1, 64, 96)
+    w = torch.randn(96, 128) / 10
+    b = torch.randn(128)
+    tx = ttnn.from_torch(x, ttnn.bfloat16, layout=ttnn.TILE_LAYOUT, device=dev)
+    tw = ttnn.from_torch(w, ttnn.bfloat8_b, layout=ttnn.TILE_LAYOUT, device=dev)
+    tb = ttnn.from_torch(b.reshape(1, -1), ttnn.bfloat16, layout=ttnn.TILE_LAYOUT, device=dev)
+    out = ttnn.linear(tx, tw, bias=tb, activation='gelu', memory_config=ttnn.L1_MEMORY_CONFIG,
+                      compute_kernel_config=ttnn.WormholeComputeKernelConfig(
+                          math_fidelity=ttnn.MathFidelity.HiFi2))
+    assert out.dtype == ttnn.bfloat16 and out.layout == ttnn.TILE_LAYOUT
+    assert out.memory_config() == ttnn.L1_MEMORY_CONFIG
+    got = ttnn.to_torch(out).float()
+    ref = torch.nn.functional.gelu(x @ w + b)
+    assert pcc(got, ref) > 0.999
+    # Storage rounding happened: bf16 output, bfloat8_b weights (not bit-equal to fp32).
+    assert got.dtype == torch.float32 or got.dtype == torch.bfloat16
+    assert not torch.equal(got, ref)
+    assert double.op_counts['linear'] == 1
+
+
+def test_unknown_op_name_is_refused(double):
+    with pytest.raises(AttributeError):
+        double.make_op('linear_that_does_not_exist')
+    with pytest.raises(AttributeError):
+        double.make_op('experimental.no_such_op')
+
+
+def test_wrong_keyword_or_config_type_is_refused_like_the_binding(double):
+    dev = _dev(double)
+    t = ttnn.from_torch(torch.randn(32, 32), ttnn.bfloat16, layout=ttnn.TILE_LAYOUT, device=dev)
+    with pytest.raises(TypeError, match='unknown keyword'):
+        ttnn.relu(t, no_such_kwarg=1)
+    with pytest.raises(TypeError, match='program_config'):
+        ttnn.matmul(t, t, program_config={'not': 'a config'})
+    with pytest.raises(TypeError, match='memory_config'):
+        ttnn.add(t, t, memory_config='L1')
+    # A real config object is accepted.
+    cfg = ttnn.MatmulMultiCoreReuseProgramConfig(
+        compute_with_storage_grid_size=(1, 1), in0_block_w=1, out_subblock_h=1,
+        out_subblock_w=1, per_core_M=1, per_core_N=1)
+    assert list(ttnn.matmul(t, t, program_config=cfg).shape) == [32, 32]
+
+
+def test_host_ops_run_for_real_outside_device(double):
+    host = ttnn.from_torch(torch.arange(12.).reshape(3, 4), ttnn.bfloat16)
+    out = ttnn.reshape(host, (4, 3))
+    assert isinstance(out, ttnn.Tensor)
+    assert torch.equal(ttnn.to_torch(out).float(), torch.arange(12.).reshape(4, 3))
+
+
+def test_conv2d_return_convention_and_golden(double):
+    torch.manual_seed(1)
+    dev = _dev(double, l1_small_size=24576)
+    x = torch.randn(1, 8, 8, 16)
+    w = torch.randn(24, 16, 3, 3) / 10
+    b = torch.randn(24)
+    tx = ttnn.from_torch(x, ttnn.bfloat16, device=dev)
+    tw = ttnn.from_torch(w, ttnn.float32)
+    tb = ttnn.from_torch(b.reshape(1, 1, 1, -1), ttnn.float32)
+    cfg = ttnn.Conv2dConfig(weights_dtype=ttnn.bfloat16, activation=ttnn.UnaryWithParam(
+        ttnn.UnaryOpType.RELU))
+    out, (oh, ow), (w2, b2) = ttnn.conv2d(
+        input_tensor=tx, weight_tensor=tw, bias_tensor=tb, device=dev, in_channels=16,
+        out_channels=24, batch_size=1, input_height=8, input_width=8, kernel_size=(3, 3),
+        stride=(2, 2), padding=(1, 1), conv_config=cfg, return_output_dim=True,
+        return_weights_and_bias=True)
+    assert (oh, ow) == (4, 4)
+    assert w2 is tw and b2 is tb
+    ref = torch.relu(torch.nn.functional.conv2d(x.permute(0, 3, 1, 2), w, b, stride=2,
+                                                padding=1))
+    got = ttnn.to_torch(out).float().reshape(1, 4, 4, 24).permute(0, 3, 1, 2)
+    assert pcc(got, ref) > 0.999
+
+
+def test_torch_reference_for_op_without_golden(double):
+    dev = _dev(double)
+    x = torch.randn(2, 1, 64, 3 * 4 * 32)
+    tx = ttnn.from_torch(x, ttnn.bfloat16, layout=ttnn.TILE_LAYOUT, device=dev)
+    q, k, v = ttnn.experimental.nlp_create_qkv_heads(tx, num_heads=4)
+    assert list(q.shape) == [2, 4, 64, 32] and list(k.shape) == [2, 4, 32, 64]
+    back = ttnn.experimental.nlp_concat_heads(v)
+    assert torch.allclose(ttnn.to_torch(back).float(),
+                          x[..., 8 * 32:].bfloat16().float(), atol=0)
+
+
+def test_trace_replay_rereads_the_persistent_input(double):
+    dev = _dev(double)
+    w = ttnn.from_torch(torch.randn(32, 32), ttnn.bfloat16, layout=ttnn.TILE_LAYOUT,
+                        device=dev)
+    host0 = ttnn.from_torch(torch.zeros(32, 32), ttnn.bfloat16, layout=ttnn.TILE_LAYOUT)
+    x = ttnn.allocate_tensor_on_device(host0.shape, ttnn.bfloat16, ttnn.TILE_LAYOUT, dev,
+                                       ttnn.DRAM_MEMORY_CONFIG)
+    ttnn.copy_host_to_device_tensor(host0, x)
+    ttnn.relu(ttnn.matmul(x, w))   # compile run, as a runtime would do
+    tid = ttnn.begin_trace_capture(dev, cq_id=0)
+    out = ttnn.relu(ttnn.matmul(x, w))
+    ttnn.end_trace_capture(dev, tid, cq_id=0)
+    assert torch.isnan(ttnn.to_torch(out).float()).all()   # not executed yet
+    wt = ttnn.to_torch(w).float()
+    for seed in (1, 2, 3):
+        torch.manual_seed(seed)
+        xi = torch.randn(32, 32)
+        ttnn.copy_host_to_device_tensor(
+            ttnn.from_torch(xi, ttnn.bfloat16, layout=ttnn.TILE_LAYOUT), x)
+        ttnn.execute_trace(dev, tid, cq_id=0, blocking=False)
+        got = ttnn.to_torch(out).float()
+        assert pcc(got, torch.relu(xi.bfloat16().float() @ wt)) > 0.999
+    ttnn.release_trace(dev, tid)
+    with pytest.raises(DoubleError):
+        ttnn.execute_trace(dev, tid, cq_id=0)
+
+
+def test_host_write_during_capture_is_refused(double):
+    dev = _dev(double)
+    host = ttnn.from_torch(torch.zeros(32, 32), ttnn.bfloat16, layout=ttnn.TILE_LAYOUT)
+    x = ttnn.allocate_tensor_on_device(host.shape, ttnn.bfloat16, ttnn.TILE_LAYOUT, dev)
+    tid = ttnn.begin_trace_capture(dev, cq_id=0)
+    with pytest.raises(DoubleError, match='captur'):
+        ttnn.copy_host_to_device_tensor(host, x)
+    ttnn.end_trace_capture(dev, tid, cq_id=0)
+
+
+def _two_cq_frame(dev, tid, x, host, op_event, ordered):
+    """One trace_2cq frame; `ordered` records the gating event after the trace (correct)."""
+    ttnn.wait_for_event(1, op_event)
+    ttnn.copy_host_to_device_tensor(host, x, cq_id=1)
+    write_event = ttnn.record_event(dev, 1)
+    ttnn.wait_for_event(0, write_event)
+    if not ordered:
+        op_event = ttnn.record_event(dev, 0)   # BUG: before the trace read x
+    ttnn.execute_trace(dev, tid, cq_id=0, blocking=False)
+    if ordered:
+        op_event = ttnn.record_event(dev, 0)
+    return op_event
+
+
+@pytest.mark.parametrize('ordered', [True, False])
+def test_two_cq_event_order_and_overwrite_race(double, ordered):
+    dev = _dev(double, num_command_queues=2)
+    w = ttnn.from_torch(torch.eye(32) * 2, ttnn.bfloat16, layout=ttnn.TILE_LAYOUT, device=dev)
+    zero = ttnn.from_torch(torch.zeros(32, 32), ttnn.bfloat16, layout=ttnn.TILE_LAYOUT)
+    x = ttnn.allocate_tensor_on_device(zero.shape, ttnn.bfloat16, ttnn.TILE_LAYOUT, dev)
+    ttnn.copy_host_to_device_tensor(zero, x, cq_id=0)
+    tid = ttnn.begin_trace_capture(dev, cq_id=0)
+    out = ttnn.matmul(x, w)
+    ttnn.end_trace_capture(dev, tid, cq_id=0)
+    frames = [torch.full((32, 32), float(i + 1)) for i in range(3)]
+    hosts = [ttnn.from_torch(f, ttnn.bfloat16, layout=ttnn.TILE_LAYOUT) for f in frames]
+    op_event = ttnn.record_event(dev, 0)
+    double.log.clear()
+    op_event = _two_cq_frame(dev, tid, x, hosts[0], op_event, ordered)
+    # Frame 2 is queued before frame 1's output is read (pipelining); with the bug its copy
+    # overwrites x before frame 1's trace ran.
+    op_event = _two_cq_frame(dev, tid, x, hosts[1], op_event, ordered)
+    first = ttnn.to_torch(out).float()
+    kinds = [e[0] for e in double.log]
+    assert kinds.index('copy_h2d') < kinds.index('execute_trace')
+    if ordered:
+        assert torch.all(first == 4.0)      # frame 2 (value 2) x 2: both traces ran in order
+        copies = [i for i, k in enumerate(kinds) if k == 'copy_h2d']
+        traces = [i for i, k in enumerate(kinds) if k == 'execute_trace']
+        assert copies[0] < traces[0] < copies[1] < traces[1]
+    else:
+        # The second copy landed before the first trace: frame 1 computed on frame 2's input.
+        copies = [i for i, k in enumerate(kinds) if k == 'copy_h2d']
+        traces = [i for i, k in enumerate(kinds) if k == 'execute_trace']
+        assert copies[1] < traces[0]
+    ttnn.synchronize_device(dev)
+    ttnn.close_mesh_device(dev)
+
+
+def test_submeshes_and_device_queries(double):
+    assert ttnn.GetNumAvailableDevices() == 2
+    mesh = ttnn.open_mesh_device(ttnn.MeshShape(1, 2), l1_small_size=24576,
+                                 trace_region_size=8 << 20, num_command_queues=2)
+    subs = mesh.create_submeshes(ttnn.MeshShape(1, 1))
+    assert [s.get_device_ids() for s in subs] == [[0], [1]]
+    assert subs[0].compute_with_storage_grid_size().x == 8
+    with pytest.raises(RuntimeError):
+        ttnn.open_mesh_device(ttnn.MeshShape(1, 4))
+    ttnn.close_mesh_device(mesh)
