@@ -1,31 +1,35 @@
 """Run a TT model on one chip (eager | trace | trace_2cq) and on N chips in data parallel.
 
-A `ChipPipeline` owns one chip (a 1x1 submesh) and one model built for it. It
+A `ChipPipeline` owns one chip (a 1x1 submesh) and the model built for it. At start-up it
+compiles once (an eager run fills the program cache) and, in trace modes, allocates a
+persistent DRAM *staging* input and captures two traces:
 
-* compiles once (an eager run fills the program cache),
-* in trace modes allocates a persistent device input, captures the whole device program
-  (input move to where the model reads it, the model, the output move to DRAM) as one trace,
-  and replays it per frame after rewriting that persistent input in place.
+* `trace_in`   - move the staging input to where the model reads it (`model.input_memory_config`,
+  default DRAM) into a persistent *model input* tensor;
+* `trace_main` - the model on that tensor, ending with its output moved to DRAM.
 
-trace_2cq per frame (CQ0 = compute, CQ1 = input writes)::
+Per frame, trace_2cq (CQ0 = compute, CQ1 = input writes and output reads)::
 
-    CQ1: wait(first_op_done[k-1]) -> copy host->device input -> record write_done[k]
-    CQ0: wait(write_done[k]) -> execute_trace(blocking=False)
-         -> record first_op_done[k] -> record last_op_done[k]
+    CQ1: wait(first_op_done[k-1]) -> copy host->staging -> record write_done[k]
+    CQ0: wait(write_done[k]) -> execute(trace_in) -> record first_op_done[k]
+         -> execute(trace_main) -> record last_op_done[k]
     CQ1: wait(last_op_done[k]) -> read the output back
 
-'first op done' is recorded only after execute_trace: the first traced op reads the
-persistent input, and CQ0 can only say it has been consumed once the command that consumes it
-has run. Recording it before the trace (the known bug in early 2CQ demos) lets the next CQ1
-copy overwrite the input while the trace still reads it. Because `infer()` is synchronous per
-chip (the output is read before the chip takes another frame) this costs no overlap.
+`first_op_done` is recorded only after the CQ0 work that consumes what CQ1 wrote
+(`trace_in`) - never before it. Recording it earlier (the known bug of early 2CQ demos, where
+the trace read the CQ1 buffer directly and the event was recorded before the trace) lets the
+next copy overwrite the input while it is still being read. Because the model reads its own
+persistent copy, frame k+1's copy overlaps frame k's `trace_main`: the point of the second CQ.
+Plain `trace` writes on CQ0, in order, with no events.
 
-`DataParallel` holds one pipeline per chip and hands chips to callers: each frame of a batch
-goes to its own chip, all chips in flight at once (submit all, then barrier, then read), and
-outputs come back in input order. It is thread-safe: concurrent callers each get free chips.
+`DataParallel` holds one pipeline per chip and lends chips to callers: frame i of a batch
+goes to chip i % k, every chip has a frame in flight at once (write all, execute all, one
+barrier, read all), and outputs come back in input order. Concurrent callers each get their
+own free chips (taken atomically, so two batch callers can never deadlock).
 
-Device time: `trace_wall_ms` is measured from the first execute_trace to a
-`ttnn.synchronize_device` barrier on every chip used, so device FPS = frames / trace_wall_ms.
+Device time: `trace_wall_ms` runs from the first enqueue to a `ttnn.synchronize_device`
+barrier on every chip used, so device FPS = frames / trace_wall_ms; readback and host work
+are timed separately (e2e).
 """
 from __future__ import annotations
 
@@ -33,7 +37,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -42,19 +46,19 @@ from dpt_ros.tt.device import EXECUTION_MODES, import_ttnn
 
 log = logging.getLogger('dpt_ros.tt.executor')
 
-CQ_COMPUTE = 0   # the trace (and eager ops) run here
+CQ_COMPUTE = 0   # traces and eager ops run here
 CQ_INPUT = 1     # trace_2cq: host->device input writes and output reads
 
 
 @dataclass
 class FramePerf:
-    """Timings of one submission (one frame per chip used)."""
+    """Timings of one infer() call (its frames spread over the chips it used)."""
 
     frames: int = 0
-    trace_wall_ms: float = float('nan')   # execute -> synchronize_device barrier (all chips)
-    prepare_ms: float = 0.0                 # host-side input tensor build
-    readback_ms: float = 0.0              # device->host + to numpy
-    total_ms: float = 0.0                 # the whole infer of these frames
+    trace_wall_ms: float = float('nan')   # first enqueue -> synchronize_device (all chips)
+    prepare_ms: float = 0.0               # host-side input tensor build
+    readback_ms: float = 0.0              # device->host + to numpy (after the barrier)
+    total_ms: float = 0.0                 # the whole call
 
     @property
     def device_fps(self) -> float:
@@ -64,29 +68,27 @@ class FramePerf:
 
 
 def _default_prepare_input(ttnn, frame: np.ndarray):
-    """(1,3,S,S) float32 -> host ttnn tensor, bf16 row-major NCHW (the model decides more)."""
+    """(1,3,S,S) float32 -> host ttnn tensor, bf16 row-major NCHW."""
     import torch
-    return ttnn.from_torch(torch.from_numpy(np.ascontiguousarray(frame)), dtype=ttnn.bfloat16,
-                           layout=ttnn.ROW_MAJOR_LAYOUT)
+    return ttnn.from_torch(torch.from_numpy(np.ascontiguousarray(frame, dtype=np.float32)),
+                           dtype=ttnn.bfloat16, layout=ttnn.ROW_MAJOR_LAYOUT)
 
 
 def _default_output_to_numpy(out, size: int) -> np.ndarray:
-    """Torch tensor of any (1,...,S,S)-compatible shape -> (1,S,S) float32."""
-    arr = out.float().numpy() if hasattr(out, 'numpy') else np.asarray(out, np.float32)
-    arr = np.asarray(arr, dtype=np.float32)
+    """Torch tensor holding S*S values (tile padding allowed on the last dims) -> (1,S,S)."""
+    arr = np.asarray(out.float().numpy() if hasattr(out, 'numpy') else out, dtype=np.float32)
     if arr.size != size * size:
-        # Tile padding on the last two dims: crop back to S x S.
         arr = arr.reshape(-1, *arr.shape[-2:])[..., :size, :size]
     return arr.reshape(1, size, size)
 
 
 class ChipPipeline:
-    """One model on one chip, run eagerly or as a replayed trace.
+    """One model on one chip, run eagerly or as replayed traces.
 
-    `model` is the device program for this chip: `model(x: ttnn.Tensor) -> ttnn.Tensor`,
-    optionally with `prepare_input(frame (1,3,S,S) float32) -> host ttnn.Tensor`,
-    `input_memory_config` (where it wants its input; default: DRAM, no move) and
-    `output_to_numpy(torch_tensor) -> (1,S,S)`.
+    `model(x: ttnn.Tensor) -> ttnn.Tensor` is the device program. Optional attributes:
+    `prepare_input(frame (1,3,S,S) float32) -> host ttnn.Tensor` (default: bf16 row-major
+    NCHW), `input_memory_config` (where it reads its input; default DRAM interleaved) and
+    `output_to_numpy(torch.Tensor) -> array of S*S values`.
     """
 
     def __init__(self, chip, model, mode: str, image_size: int, *, chip_id: str = 'tt:0'):
@@ -99,76 +101,81 @@ class ChipPipeline:
         self.mode = mode
         self.image_size = int(image_size)
         self.chip_id = chip_id
-        self.trace_id = None
-        self.dev_input = None        # persistent input (trace modes)
-        self.dev_output = None       # the trace's output tensor (trace modes)
-        self._pending_eager = None   # eager: output of the submitted frame
-        self.first_op_done = None    # trace_2cq: CQ0 has consumed the persistent input
+        self.trace_in = None         # trace ids (trace modes)
+        self.trace_main = None
+        self.staging = None          # persistent DRAM input the host writes
+        self.dev_input = None        # persistent input the model reads (output of trace_in)
+        self.dev_output = None       # persistent output (DRAM) of trace_main
+        self.first_op_done = None    # trace_2cq: CQ0 has consumed the staging input
         self.last_op_done = None     # trace_2cq: the output is complete in DRAM
+        self._write_done = None      # trace_2cq: CQ1 has finished the staging write
+        self._written = None         # a frame is written and not yet executed
+        self._pending_eager = None   # eager: output of the executed frame
+        self._unread = False         # a frame is executed and its output not yet read
         self.compiled = False
         self.released = False
         self.frames_run = 0
 
-    # -- the device program ------------------------------------------------------------------
-    def _prepare_input(self, frame: np.ndarray):
-        prep: Callable | None = getattr(self.model, 'prepare_input', None)
-        if prep is not None:
-            return prep(frame)
-        return _default_prepare_input(self.ttnn, frame)
+    @property
+    def two_cq(self) -> bool:
+        return self.mode == 'trace_2cq'
 
-    def _program(self, x):
-        """Input move -> model -> output to DRAM: everything that runs on the chip per frame."""
+    # -- the device program ------------------------------------------------------------------
+    def _move_in(self, staging):
+        """Staging (DRAM interleaved) -> a new tensor where the model reads its input."""
         ttnn = self.ttnn
-        in_cfg = getattr(self.model, 'input_memory_config', None)
-        if in_cfg is not None:
-            x = ttnn.to_memory_config(x, in_cfg)
+        cfg = getattr(self.model, 'input_memory_config', None) or ttnn.DRAM_MEMORY_CONFIG
+        if cfg.is_sharded():
+            return ttnn.to_memory_config(staging, cfg)
+        # clone always copies (to_memory_config to the same config may hand back the input,
+        # which would leave the model reading the buffer CQ1 overwrites).
+        return ttnn.clone(staging, memory_config=cfg)
+
+    def _model_out(self, x):
+        """Model, then output to DRAM (readback never depends on the model's last layout)."""
         out = self.model(x)
-        # Reading back from DRAM interleaved never depends on the model's last shard layout.
-        return ttnn.to_memory_config(out, ttnn.DRAM_MEMORY_CONFIG)
+        return self.ttnn.to_memory_config(out, self.ttnn.DRAM_MEMORY_CONFIG)
 
     def _to_numpy(self, out) -> np.ndarray:
         t = self.ttnn.to_torch(out)
         conv: Callable | None = getattr(self.model, 'output_to_numpy', None)
         if conv is not None:
-            return np.asarray(conv(t), dtype=np.float32).reshape(1, self.image_size,
-                                                                  self.image_size)
+            t = conv(t)
         return _default_output_to_numpy(t, self.image_size)
 
     # -- start-up ----------------------------------------------------------------------------
     def compile(self, sample: np.ndarray) -> float:
-        """Compile (one eager run) and, in trace modes, capture the trace. Returns seconds."""
+        """Compile (one eager run) and, in trace modes, capture both traces. Returns seconds."""
         ttnn = self.ttnn
         t0 = time.perf_counter()
-        host = self._prepare_input(sample)
+        host = self.prepare(sample)
         if self.mode == 'eager':
-            x = ttnn.to_device(host, self.chip, memory_config=ttnn.DRAM_MEMORY_CONFIG)
-            out = self._program(x)
+            out = self._model_out(self._move_in(
+                ttnn.to_device(host, self.chip, memory_config=ttnn.DRAM_MEMORY_CONFIG)))
             ttnn.synchronize_device(self.chip)
             ttnn.deallocate(out)
             self.compiled = True
             return time.perf_counter() - t0
-        self.dev_input = ttnn.allocate_tensor_on_device(
+        self.staging = ttnn.allocate_tensor_on_device(
             host.shape, host.dtype, host.layout, self.chip, ttnn.DRAM_MEMORY_CONFIG)
-        two_cq = self.mode == 'trace_2cq'
-        if two_cq:
-            # Nothing has read the input yet: an event CQ1 can wait on before its first copy.
+        if self.two_cq:
+            # Nothing reads the staging input yet: an event CQ1 can wait on before copy 1.
             self.first_op_done = ttnn.record_event(self.chip, CQ_COMPUTE)
         # 1) compile run: kernels built, program cache filled (a trace cannot compile).
-        self._write_input(host)
-        out = self._program(self.dev_input)
-        if two_cq:
+        self._write_staging(host)
+        x = self._move_in(self.staging)
+        if self.two_cq:
             self.first_op_done = ttnn.record_event(self.chip, CQ_COMPUTE)
+        out = self._model_out(x)
         ttnn.synchronize_device(self.chip)
         ttnn.deallocate(out)
-        # 2) capture: the same program, reading the persistent input.
-        self._write_input(host)
-        trace_id = ttnn.begin_trace_capture(self.chip, cq_id=CQ_COMPUTE)
-        try:
-            self.dev_output = self._program(self.dev_input)
-        finally:
-            ttnn.end_trace_capture(self.chip, trace_id, cq_id=CQ_COMPUTE)
-        self.trace_id = trace_id
-        if two_cq:
+        ttnn.deallocate(x)
+        # 2) capture. The model input allocated in trace_in stays alive (we hold it), so
+        #    trace_main keeps reading the address trace_in writes.
+        self._write_staging(host)
+        self.trace_in = self._capture(lambda: self._move_in(self.staging), 'dev_input')
+        self.trace_main = self._capture(lambda: self._model_out(self.dev_input), 'dev_output')
+        if self.two_cq:
             self.first_op_done = ttnn.record_event(self.chip, CQ_COMPUTE)
         ttnn.synchronize_device(self.chip)
         self.compiled = True
@@ -176,67 +183,109 @@ class ChipPipeline:
                  time.perf_counter() - t0)
         return time.perf_counter() - t0
 
-    def _write_input(self, host) -> None:
-        """Rewrite the persistent input; in 2CQ on CQ1, ordered against CQ0 by events."""
+    def _capture(self, program: Callable, attr: str):
         ttnn = self.ttnn
-        if self.mode == 'trace_2cq':
-            # Never overwrite an input the previous trace may still be reading.
-            ttnn.wait_for_event(CQ_INPUT, self.first_op_done)
-            ttnn.copy_host_to_device_tensor(host, self.dev_input, cq_id=CQ_INPUT)
-            write_done = ttnn.record_event(self.chip, CQ_INPUT)
-            ttnn.wait_for_event(CQ_COMPUTE, write_done)
-        else:
-            ttnn.copy_host_to_device_tensor(host, self.dev_input, cq_id=CQ_COMPUTE)
+        trace_id = ttnn.begin_trace_capture(self.chip, cq_id=CQ_COMPUTE)
+        try:
+            setattr(self, attr, program())
+        finally:
+            ttnn.end_trace_capture(self.chip, trace_id, cq_id=CQ_COMPUTE)
+        return trace_id
 
-    # -- per frame ---------------------------------------------------------------------------
+    def _write_staging(self, host) -> None:
+        """Rewrite the staging input: on CQ1 gated by events (2CQ), else in order on CQ0."""
+        ttnn = self.ttnn
+        if self.two_cq:
+            # Never overwrite a staging input CQ0 has not consumed yet.
+            ttnn.wait_for_event(CQ_INPUT, self.first_op_done)
+            ttnn.copy_host_to_device_tensor(host, self.staging, cq_id=CQ_INPUT)
+            self._write_done = ttnn.record_event(self.chip, CQ_INPUT)
+            ttnn.wait_for_event(CQ_COMPUTE, self._write_done)
+        else:
+            ttnn.copy_host_to_device_tensor(host, self.staging, cq_id=CQ_COMPUTE)
+
+    # -- per frame: prepare (host) -> write -> execute -> read ------------------------------
     def prepare(self, frame: np.ndarray):
         """Host side of a frame: (1,3,S,S) float32 -> the host ttnn tensor the chip takes."""
-        return self._prepare_input(frame)
+        prep: Callable | None = getattr(self.model, 'prepare_input', None)
+        if prep is not None:
+            return prep(frame)
+        return _default_prepare_input(self.ttnn, frame)
 
-    def submit(self, host) -> None:
-        """Enqueue one prepared frame (see `prepare`) without waiting for it."""
+    def _check_ready(self) -> None:
         if not self.compiled:
-            raise BackendError(f'{self.chip_id}: submit() before compile()')
+            raise BackendError(f'{self.chip_id}: used before compile()')
         if self.released:
             raise BackendError(f'{self.chip_id}: pipeline already released')
-        ttnn = self.ttnn
+
+    def write(self, host) -> None:
+        """Enqueue the next frame's input write (CQ1 in trace_2cq: may overlap a trace)."""
+        self._check_ready()
+        if self._written is not None:
+            raise BackendError(f'{self.chip_id}: write() twice without execute()')
         if self.mode == 'eager':
-            x = ttnn.to_device(host, self.chip, memory_config=ttnn.DRAM_MEMORY_CONFIG)
-            self._pending_eager = self._program(x)
+            self._written = self.ttnn.to_device(host, self.chip,
+                                                memory_config=self.ttnn.DRAM_MEMORY_CONFIG)
             return
-        self._write_input(host)
-        ttnn.execute_trace(self.chip, self.trace_id, cq_id=CQ_COMPUTE, blocking=False)
-        if self.mode == 'trace_2cq':
-            # Only now has the trace consumed the input (see module doc).
+        self._write_staging(host)
+        self._written = True
+
+    def execute(self) -> None:
+        """Enqueue the written frame on CQ0. The previous output must have been read."""
+        self._check_ready()
+        if self._written is None:
+            raise BackendError(f'{self.chip_id}: execute() without write()')
+        if self._unread:
+            raise BackendError(f'{self.chip_id}: execute() would overwrite an unread output')
+        ttnn = self.ttnn
+        written, self._written = self._written, None
+        self._unread = True
+        if self.mode == 'eager':
+            x = self._move_in(written)
+            ttnn.deallocate(written)
+            self._pending_eager = self._model_out(x)
+            ttnn.deallocate(x)
+            return
+        ttnn.execute_trace(self.chip, self.trace_in, cq_id=CQ_COMPUTE, blocking=False)
+        if self.two_cq:
+            # trace_in has consumed the staging input: only now may CQ1 overwrite it.
             self.first_op_done = ttnn.record_event(self.chip, CQ_COMPUTE)
-            # The trace ends with the output in DRAM: that is what readback waits for.
+        ttnn.execute_trace(self.chip, self.trace_main, cq_id=CQ_COMPUTE, blocking=False)
+        if self.two_cq:
             self.last_op_done = ttnn.record_event(self.chip, CQ_COMPUTE)
 
+    def submit(self, host) -> None:
+        """write + execute: enqueue one prepared frame without waiting for it."""
+        self.write(host)
+        self.execute()
+
     def barrier(self) -> None:
-        """Host waits until everything enqueued on this chip has finished."""
+        """Host waits until everything enqueued on this chip (all CQs) has finished."""
         self.ttnn.synchronize_device(self.chip)
 
-    def collect(self) -> np.ndarray:
-        """Read the submitted frame's output: (1,S,S) float32."""
+    def read(self) -> np.ndarray:
+        """Block until the executed frame's output is ready; return it as (1,S,S) float32."""
         ttnn = self.ttnn
+        if not self._unread:
+            raise BackendError(f'{self.chip_id}: read() without execute()')
+        self._unread = False
+        self.frames_run += 1
         if self.mode == 'eager':
             out, self._pending_eager = self._pending_eager, None
-            if out is None:
-                raise BackendError(f'{self.chip_id}: collect() without submit()')
             try:
                 return self._to_numpy(out)
             finally:
                 ttnn.deallocate(out)
-        if self.mode == 'trace_2cq':
+        if self.two_cq:
+            # A staging write queued ahead on CQ1 does not touch the output.
             ttnn.wait_for_event(CQ_INPUT, self.last_op_done)
             host = ttnn.from_device(self.dev_output, blocking=True, queue_id=CQ_INPUT)
         else:
             host = ttnn.from_device(self.dev_output, blocking=True, queue_id=CQ_COMPUTE)
-        self.frames_run += 1
         return self._to_numpy(host)
 
     def run(self, frame: np.ndarray) -> tuple[np.ndarray, FramePerf]:
-        """submit + barrier + collect for one frame, with its timings."""
+        """One frame, synchronously, with its timings."""
         perf = FramePerf(frames=1)
         t0 = time.perf_counter()
         host = self.prepare(frame)
@@ -246,29 +295,46 @@ class ChipPipeline:
         self.barrier()
         perf.trace_wall_ms = (time.perf_counter() - t_exec) * 1e3
         t_rb = time.perf_counter()
-        out = self.collect()
+        out = self.read()
         perf.readback_ms = (time.perf_counter() - t_rb) * 1e3
         perf.total_ms = (time.perf_counter() - t0) * 1e3
         return out, perf
 
+    def stream(self, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """Yield one (1,S,S) output per (1,3,S,S) frame, frame k+1's input write overlapping
+        frame k's trace. Order per frame: write(k+1), read(k), execute(k+1) - the read comes
+        before the next execute because both traces share one persistent output.
+        """
+        pending = False
+        for frame in frames:
+            self.write(self.prepare(frame))
+            if pending:
+                yield self.read()
+            self.execute()
+            pending = True
+        if pending:
+            yield self.read()
+
     def release(self) -> None:
-        """Release the trace (before the device closes). Idempotent."""
+        """Release the traces (before the device closes). Idempotent."""
         if self.released:
             return
         self.released = True
-        if self.trace_id is not None:
+        for attr in ('trace_main', 'trace_in'):
+            trace_id = getattr(self, attr)
+            if trace_id is None:
+                continue
             try:
-                self.ttnn.release_trace(self.chip, self.trace_id)
+                self.ttnn.release_trace(self.chip, trace_id)
             except Exception as exc:  # closing must go on; say what happened
-                log.warning('%s: release_trace failed: %s', self.chip_id, exc)
-            self.trace_id = None
-        self.dev_output = None
-        self.dev_input = None
+                log.warning('%s: release_trace(%s) failed: %s', self.chip_id, attr, exc)
+            setattr(self, attr, None)
+        self.dev_output = self.dev_input = self.staging = None
 
 
 @dataclass
 class _ChipPool:
-    """Free chips, taken k at a time atomically so two batch callers never deadlock."""
+    """Free chip indices, taken k at a time atomically (no deadlock between batch callers)."""
 
     size: int
     free: list = field(default_factory=list)
@@ -277,7 +343,7 @@ class _ChipPool:
     def take(self, k: int, timeout: float | None) -> list[int]:
         with self.cond:
             if not self.cond.wait_for(lambda: len(self.free) >= k, timeout=timeout):
-                raise BackendError(f'no free TT chip within {timeout} s ({self.size} in use)')
+                raise BackendError(f'no {k} free TT chip(s) within {timeout} s')
             taken, self.free[:] = self.free[:k], self.free[k:]
             return taken
 
@@ -289,7 +355,7 @@ class _ChipPool:
 
 
 class DataParallel:
-    """One ChipPipeline per chip; frames of a batch are spread over free chips."""
+    """One ChipPipeline per chip; the frames of a call are spread over free chips."""
 
     def __init__(self, pipelines: list[ChipPipeline], *, acquire_timeout_s: float | None = 60.0):
         if not pipelines:
@@ -310,45 +376,52 @@ class DataParallel:
         return sum(p.compile(sample) for p in self.pipelines)
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        """(N,3,S,S) float32 -> (N,S,S) float32, in input order. Thread-safe."""
+        """(N,3,S,S) float32 -> (N,S,S) float32, in input order. Thread-safe.
+
+        Takes min(N, dp) free chips at once; frame i goes to chip i % k, so with N == dp each
+        chip holds one frame and all of them are in flight together.
+        """
         n = int(batch.shape[0])
-        out = np.empty((n, batch.shape[2], batch.shape[3]), dtype=np.float32)
         k = min(n, self.dp)
         chips = self._pool.take(k, self.acquire_timeout_s)
         try:
-            for start in range(0, n, k):
-                idx = list(range(start, min(start + k, n)))
-                perf = self._run_round(batch, idx, chips)
-                for i, res in perf.pop('outputs'):
-                    out[i] = res[0]
-                with self._perf_lock:
-                    self.last_perf = perf['perf']
-                    self.frames += len(idx)
+            out, perf = self._run(batch, [self.pipelines[c] for c in chips])
         finally:
             self._pool.give(chips)
+        with self._perf_lock:
+            self.last_perf = perf
+            self.frames += n
         return out
 
-    def _run_round(self, batch: np.ndarray, idx: list[int], chips: list[int]) -> dict:
-        """One frame per chip in flight at once: submit all, one barrier, read all."""
-        perf = FramePerf(frames=len(idx))
+    @staticmethod
+    def _run(batch: np.ndarray, pipes: list[ChipPipeline]) -> tuple[np.ndarray, FramePerf]:
+        n, k = int(batch.shape[0]), len(pipes)
+        out = np.empty((n, batch.shape[2], batch.shape[3]), dtype=np.float32)
+        perf = FramePerf(frames=n)
         t0 = time.perf_counter()
-        used = [(i, self.pipelines[c]) for i, c in zip(idx, chips)]
-        hosts = [pipe.prepare(batch[i:i + 1]) for i, pipe in used]
+        hosts = [pipes[i % k].prepare(batch[i:i + 1]) for i in range(n)]
         perf.prepare_ms = (time.perf_counter() - t0) * 1e3
-        # Device time starts at the first enqueue: input copies + traces, all chips at once.
         t_exec = time.perf_counter()
-        for (_, pipe), host in zip(used, hosts):
-            pipe.submit(host)
-        for _, pipe in used:
+        steps = -(-n // k)
+        for step in range(steps):
+            frames = [(i, pipes[i % k]) for i in range(step * k, min(n, (step + 1) * k))]
+            for i, pipe in frames:          # inputs go in while the previous traces run
+                pipe.write(hosts[i])
+            for i, pipe in frames:
+                if step:
+                    out[i - k] = pipe.read()[0]
+                pipe.execute()
+        for pipe in pipes:                  # the barrier device time is measured to
             pipe.barrier()
         perf.trace_wall_ms = (time.perf_counter() - t_exec) * 1e3
         t_rb = time.perf_counter()
-        outputs = [(i, pipe.collect()) for i, pipe in used]
+        for i in range((steps - 1) * k, n):
+            out[i] = pipes[i % k].read()[0]
         perf.readback_ms = (time.perf_counter() - t_rb) * 1e3
         perf.total_ms = (time.perf_counter() - t0) * 1e3
-        return {'perf': perf, 'outputs': outputs}
+        return out, perf
 
     def release(self) -> None:
-        """Release every chip's trace. Idempotent."""
+        """Release every chip's traces. Idempotent."""
         for p in self.pipelines:
             p.release()
