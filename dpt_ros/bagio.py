@@ -269,6 +269,15 @@ def decode_depth(msg) -> np.ndarray:
 
     32FC1 is metres (REP 118); 16UC1/mono16 is millimetres with 0 = unknown.
     """
+    depth = decode_float_image(msg)
+    depth[~(np.isfinite(depth) & (depth > 0))] = np.nan
+    return depth
+
+
+def decode_float_image(msg) -> np.ndarray:
+    """A single-channel 32FC1 / 16UC1 / mono16 Image -> (H, W) float32 as is (16-bit values
+    divided by 1000: millimetres -> metres). Nothing is masked (relative inverse depth may be
+    0)."""
     from dpt_ros.errors import InvalidImage
     enc = str(msg.encoding)
     h, w, step = int(msg.height), int(msg.width), int(msg.step)
@@ -286,9 +295,7 @@ def decode_depth(msg) -> np.ndarray:
         raise InvalidImage('size_mismatch', f'depth image {w}x{h} step {step} does not fit '
                            f'{data.size} data bytes')
     rows = data[:step * h].reshape(h, step)[:, :w * dt.itemsize]
-    depth = np.ascontiguousarray(rows).view(dt).reshape(h, w).astype(np.float32) * scale
-    depth[~(np.isfinite(depth) & (depth > 0))] = np.nan
-    return depth
+    return np.ascontiguousarray(rows).view(dt).reshape(h, w).astype(np.float32) * scale
 
 
 def decode_rgb(msg, msgtype: str) -> np.ndarray:
