@@ -249,3 +249,31 @@ def image_fields_to_array(fields_or_msg) -> np.ndarray:
     rows = np.ascontiguousarray(buf.reshape(height, step)[:, :width * channels * dtype.itemsize])
     arr = rows.view(dtype).astype(dtype.newbyteorder('='), copy=False)
     return arr.reshape((height, width, channels) if channels > 1 else (height, width))
+
+
+def decode_depth_m(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """A metric depth image (32FC1 metres, or 16UC1/mono16 millimetres) -> (H, W) float32 m.
+
+    Unknown pixels (0, NaN, inf) come back as NaN; used as the reference for metric fitting.
+    """
+    encoding = str(msg.encoding)
+    scales = {'32FC1': ('f4', 1.0), '16UC1': ('u2', 1e-3), 'mono16': ('u2', 1e-3)}
+    if encoding not in scales:
+        raise InvalidImage('unknown_encoding', f"reference depth encoding '{encoding}' is not "
+                           'supported; use 32FC1 (metres) or 16UC1 (millimetres)')
+    code, scale = scales[encoding]
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    _check_size(height, width, max_pixels)
+    dtype = np.dtype(('>' if msg.is_bigendian else '<') + code)
+    row_bytes = width * dtype.itemsize
+    buf = _as_bytes_view(msg.data)
+    if step < row_bytes or buf.size > step * height:
+        raise InvalidImage('size_mismatch', f'reference depth {width}x{height} {encoding}: '
+                           f'step {step}, {buf.size} bytes')
+    if buf.size < step * height:
+        raise InvalidImage('truncated', f'reference depth has {buf.size} bytes, needs '
+                           f'{step * height}')
+    rows = np.ascontiguousarray(buf.reshape(height, step)[:, :row_bytes])
+    depth = rows.view(dtype).reshape(height, width).astype(np.float32) * np.float32(scale)
+    depth[~np.isfinite(depth) | (depth <= 0)] = np.nan
+    return depth

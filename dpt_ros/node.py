@@ -1,0 +1,586 @@
+"""The ROS 2 depth node: camera topics in; relative depth, colour, metric depth, diagnostics out.
+
+Thin glue. Parameters come from `params.py`, decoding from `image_codec`, scheduling from
+`scheduler`, the model from `pipeline` + `backends`; this module only wires them to rclpy.
+
+Per camera namespace <ns> (parameter `cameras`; '' = the node's own namespace):
+
+  in   <ns>/image                sensor_msgs/Image (transport raw)
+       <ns>/image/compressed     sensor_msgs/CompressedImage (transport compressed)
+       <ns>/camera_info          optional
+       <ns>/depth_reference      metric.mode reference only (metric.reference_topic)
+  out  <ns>/depth_relative       32FC1 relative inverse depth: larger = nearer, unknown scale
+                                 and shift (NOT metres, hence not `depth`)
+       <ns>/depth_relative/color bgr8, computed only while someone subscribes
+       <ns>/depth_relative/camera_info   the input camera_info with the output header
+       <ns>/depth, <ns>/depth/camera_info   REP 118 metres, when metric.mode != none
+       /diagnostics              diagnostic_msgs/DiagnosticArray
+
+Every output carries the input header (stamp, frame_id) unchanged.
+
+Extra backends (test doubles, plug-ins) are registered at start-up from the environment:
+DPT_ROS_EXTRA_BACKENDS='name=module:factory,...'; the `backend` parameter then accepts
+`name`. Nothing else is loaded dynamically.
+
+Exit codes: 0 after SIGINT/SIGTERM (workers stopped, backend closed, node destroyed), 2 for
+an invalid parameter or a backend that cannot start, 1 for an unexpected error. A second
+signal during shutdown exits at once.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
+                                SetParametersResult)
+from rclpy.exceptions import (InvalidParameterTypeException, InvalidParameterValueException,
+                              ParameterException)
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+from dpt_ros import image_codec, params
+from dpt_ros.backends import BackendError, create_backend, register_backend
+from dpt_ros.perf import FALLBACK_KEYS, STAGES, PerfStats
+from dpt_ros.scheduler import FrameScheduler
+
+EXTRA_BACKENDS_ENV = 'DPT_ROS_EXTRA_BACKENDS'
+EXIT_OK, EXIT_ERROR, EXIT_CONFIG = 0, 1, 2
+_OUTPUT_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+
+
+class StartupError(Exception):
+    """The node cannot start as configured; the message is one line for the user."""
+
+
+def register_extra_backends(spec: str | None = None) -> list[str]:
+    """Register 'name=module:factory,...' (default: $DPT_ROS_EXTRA_BACKENDS); returns names."""
+    spec = os.environ.get(EXTRA_BACKENDS_ENV, '') if spec is None else spec
+    names = []
+    for item in filter(None, (s.strip() for s in spec.split(','))):
+        name, sep, target = item.partition('=')
+        if not sep or ':' not in target or not name.strip():
+            raise StartupError(f"{EXTRA_BACKENDS_ENV}: '{item}' is not name=module:factory")
+        register_backend(name.strip(), target.strip())
+        names.append(name.strip())
+    return names
+
+
+def _descriptor(p: params.Param) -> ParameterDescriptor:
+    d = ParameterDescriptor(name=p.name, description=p.description, read_only=p.read_only,
+                            additional_constraints=p.constraint_text())
+    if p.type_name == 'int' and (p.min is not None or p.max is not None):
+        d.integer_range = [IntegerRange(from_value=int(p.min), to_value=int(p.max),
+                                        step=int(p.step or 1))]
+    elif p.type_name == 'float' and (p.min is not None or p.max is not None):
+        d.floating_point_range = [FloatingPointRange(from_value=float(p.min),
+                                                     to_value=float(p.max), step=0.0)]
+    return d
+
+
+def _topic(ns: str, name: str) -> str:
+    return f'{ns.rstrip("/")}/{name}' if ns else name
+
+
+def _stamp_ns(header) -> int:
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+class _RosLogHandler(logging.Handler):
+    """Forward the pure modules' `logging` records to the node's rclpy logger."""
+
+    def __init__(self, ros_logger):
+        super().__init__()
+        self._ros = ros_logger
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            msg = self.format(record)
+            if record.levelno >= logging.ERROR:
+                self._ros.error(msg)
+            elif record.levelno >= logging.WARNING:
+                self._ros.warning(msg)
+            elif record.levelno >= logging.INFO:
+                self._ros.info(msg)
+            else:
+                self._ros.debug(msg)
+        except Exception:  # logging must never take the node down
+            pass
+
+
+class _Camera:
+    """One camera's topics, publishers and latest side-channel messages."""
+
+    def __init__(self, ns: str):
+        self.ns = ns
+        self.image_topic = ''
+        self.sub = None
+        self.reliability = None
+        self.info_sub = None
+        self.info_reliability = None
+        self.latest_info: CameraInfo | None = None
+        self.ref_sub = None
+        self.ref_reliability = None
+        self.latest_ref = None
+        self.used_ref = None
+        self.metric = None
+        self.pub_depth = self.pub_color = self.pub_info = None
+        self.pub_metric = self.pub_metric_info = None
+        self.last_counts: dict = {}
+
+
+class DepthNode(Node):
+    """Subscribes to camera images, runs the depth pipeline off the executor, publishes."""
+
+    def __init__(self, node_name: str = 'depth_node', **kwargs):
+        super().__init__(node_name, **kwargs)
+        self._log_handler = _RosLogHandler(self.get_logger())
+        pkg_log = logging.getLogger('dpt_ros')
+        pkg_log.addHandler(self._log_handler)
+        pkg_log.setLevel(logging.INFO)
+        pkg_log.propagate = False
+        self.scheduler = None
+        self.pipeline = None
+        self.started = None
+        self._closed = False
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            self.destroy_node()
+            raise
+
+    # ----- start-up -----
+    def _start(self) -> None:
+        self.values = self._declare_parameters()
+        errors = params.validate(self.values)
+        if errors:
+            raise StartupError('; '.join(errors))
+        v = self.values
+        self.max_pixels = v['max_pixels']
+        self.min_fps = v['min_fps']
+
+        try:
+            self.started = create_backend(v['backend'], params.backend_options(v),
+                                          allow_fallback=v['allow_fallback'],
+                                          logger=logging.getLogger('dpt_ros.backends'))
+        except BackendError as exc:
+            raise StartupError(f"backend '{v['backend']}' cannot start: {exc}") from None
+        backend = self.started.backend
+        if self.started.fell_back:
+            self.get_logger().warning(
+                f"running backend '{backend.info.name}' on {backend.info.device} instead of "
+                f"'{v['backend']}': {self.started.fallback_reason}")
+
+        from dpt_ros.pipeline import DepthPipeline   # torch/cv2 heavy: import when starting
+        self.perf = PerfStats()
+        self.pipeline = DepthPipeline(self.started, colormap=v['colormap'], norm=v['norm'],
+                                      norm_low=v['norm_low'], norm_high=v['norm_high'],
+                                      perf=self.perf)
+        concurrency = max(1, int(getattr(backend, 'max_concurrency', 1)))
+        self.cameras = {ns: _Camera(ns) for ns in v['cameras']}
+        self.scheduler = FrameScheduler(
+            list(self.cameras), self._prepare, self._infer, self._finish,
+            concurrency=concurrency, timeout_s=v['backend_timeout_s'], total=self.perf,
+            logger=logging.getLogger('dpt_ros.scheduler'))
+        for cam in self.cameras.values():
+            self._make_camera_io(cam)
+        self.diag_pub = self.create_publisher(DiagnosticArray, params.TOPIC_DIAGNOSTICS, 10)
+        self._diag_timer = self.create_timer(1.0 / v['diagnostics_rate'], self._publish_diag)
+        self._last_node_counts: dict = {}
+        self._last_diag_time = time.monotonic()
+        if v['qos_reliability'] == 'auto':
+            # Publishers may appear later or change: re-match their reliability (rosbag2 style).
+            self._qos_timer = self.create_timer(0.5, self._refresh_auto_qos)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.scheduler.start()
+        info = backend.info
+        self.get_logger().info(
+            f"serving {len(self.cameras)} camera(s) {[c.image_topic for c in self.cameras.values()]}"
+            f' with {info.name} on {info.device} ({info.execution_mode}, dp {info.dp}, '
+            f'{concurrency} worker(s), {info.image_size}x{info.image_size}, '
+            f'weights {info.weights})')
+
+    def _declare_parameters(self) -> dict:
+        overrides = getattr(self, '_parameter_overrides', {}) or {}
+        values, errors = {}, []
+        for p in params.PARAMS:
+            try:
+                default = list(p.default) if isinstance(p.default, list) else p.default
+                values[p.name] = self.declare_parameter(p.name, default, _descriptor(p)).value
+            except (InvalidParameterTypeException, InvalidParameterValueException,
+                    ParameterException) as exc:
+                raw = overrides[p.name].value if p.name in overrides else None
+                if p.type_name == 'float' and isinstance(raw, int) and not isinstance(raw, bool):
+                    errors.append(f"parameter '{p.name}' must be a floating-point number, got "
+                                  f'{raw} (write {raw}.0)')
+                else:
+                    errors.append(params.check_value(p.name, raw) or
+                                  f"parameter '{p.name}': {exc}")
+        if errors:
+            raise StartupError('; '.join(errors))
+        for name in sorted(set(overrides) - set(params.BY_NAME) - {'use_sim_time'}):
+            self.get_logger().warning(f"ignoring unknown parameter '{name}' (typo?); known: "
+                                      f"{', '.join(p.name for p in params.PARAMS)}")
+        values['cameras'] = list(values['cameras'])
+        return values
+
+    def _make_camera_io(self, cam: _Camera) -> None:
+        v = self.values
+        ns = cam.ns
+        raw_topic = self.resolve_topic_name(_topic(ns, params.TOPIC_IMAGE))
+        cam.image_topic = (raw_topic if v['transport'] == 'raw'
+                           else f'{raw_topic}/{params.COMPRESSED_SUFFIX}')
+        cam.pub_depth = self.create_publisher(Image, _topic(ns, params.TOPIC_DEPTH_RELATIVE),
+                                              _OUTPUT_QOS)
+        cam.pub_color = self.create_publisher(
+            Image, _topic(ns, params.TOPIC_DEPTH_RELATIVE_COLOR), _OUTPUT_QOS)
+        cam.pub_info = self.create_publisher(
+            CameraInfo, _topic(ns, params.TOPIC_DEPTH_RELATIVE_INFO), _OUTPUT_QOS)
+        if v['metric.mode'] != 'none':
+            from dpt_ros.metric import MetricDepth   # written in parallel; only when used
+            cam.metric = MetricDepth(v['metric.mode'], scale=v['metric.scale'],
+                                     shift=v['metric.shift'], min_depth=v['metric.min_depth'],
+                                     max_depth=v['metric.max_depth'],
+                                     smoothing=v['metric.smoothing'])
+            cam.pub_metric = self.create_publisher(
+                Image, _topic(ns, params.TOPIC_DEPTH_METRIC), _OUTPUT_QOS)
+            cam.pub_metric_info = self.create_publisher(
+                CameraInfo, _topic(ns, params.TOPIC_DEPTH_METRIC_INFO), _OUTPUT_QOS)
+        self._subscribe(cam)
+
+    # ----- QoS and subscriptions -----
+    def _wanted_reliability(self, topic: str, current):
+        mode = self.values['qos_reliability']
+        if mode == 'reliable':
+            return ReliabilityPolicy.RELIABLE
+        if mode == 'best_effort':
+            return ReliabilityPolicy.BEST_EFFORT
+        pubs = self.get_publishers_info_by_topic(topic)
+        if not pubs:
+            # Nobody publishes yet: keep what we have; reliable matches reliable publishers
+            # at once and the timer switches if a best-effort one shows up.
+            return current or ReliabilityPolicy.RELIABLE
+        if any(p.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT for p in pubs):
+            return ReliabilityPolicy.BEST_EFFORT   # a reliable reader would not match it
+        return ReliabilityPolicy.RELIABLE
+
+    def _subscribe(self, cam: _Camera) -> None:
+        v = self.values
+        msg_type = Image if v['transport'] == 'raw' else CompressedImage
+        want = self._wanted_reliability(cam.image_topic, cam.reliability)
+        if cam.sub is None or want != cam.reliability:
+            if cam.sub is not None:
+                self.destroy_subscription(cam.sub)
+            qos = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=want)
+            cam.sub = self.create_subscription(
+                msg_type, cam.image_topic,
+                lambda msg, ns=cam.ns: self.scheduler.submit(ns, msg, _stamp_ns(msg.header)),
+                qos)
+            if cam.reliability is not None:
+                self.get_logger().info(f'{cam.image_topic}: reliability now {want.name.lower()}'
+                                       ' to match its publishers')
+            cam.reliability = want
+        info_topic = self.resolve_topic_name(_topic(cam.ns, params.TOPIC_CAMERA_INFO))
+        want = self._wanted_reliability(info_topic, cam.info_reliability)
+        if cam.info_sub is None or want != cam.info_reliability:
+            if cam.info_sub is not None:
+                self.destroy_subscription(cam.info_sub)
+            cam.info_sub = self.create_subscription(
+                CameraInfo, info_topic, lambda msg, c=cam: setattr(c, 'latest_info', msg),
+                QoSProfile(depth=1, reliability=want))
+            cam.info_reliability = want
+        if v['metric.mode'] == 'reference':
+            ref_topic = self.resolve_topic_name(_topic(cam.ns, v['metric.reference_topic']))
+            want = self._wanted_reliability(ref_topic, cam.ref_reliability)
+            if cam.ref_sub is None or want != cam.ref_reliability:
+                if cam.ref_sub is not None:
+                    self.destroy_subscription(cam.ref_sub)
+                cam.ref_sub = self.create_subscription(
+                    Image, ref_topic, lambda msg, c=cam: setattr(c, 'latest_ref', msg),
+                    QoSProfile(depth=1, reliability=want))
+                cam.ref_reliability = want
+
+    def _refresh_auto_qos(self) -> None:
+        for cam in self.cameras.values():
+            self._subscribe(cam)
+
+    # ----- pipeline stages (scheduler threads) -----
+    def _prepare(self, frame):
+        msg = frame.msg
+        with self.perf.stage('decode'):
+            rgb = image_codec.decode(msg, self.max_pixels)
+        tensor = self.pipeline.prepare(rgb)
+        return tensor, rgb.shape[:2], msg.header
+
+    def _infer(self, prepared):
+        return self.pipeline.infer(prepared[0][None])[0]
+
+    def _finish(self, frame, raw) -> None:
+        _, hw, header = frame.prepared
+        cam = self.cameras[frame.camera]
+        want_color = cam.pub_color.get_subscription_count() > 0
+        res = self.pipeline.finish(raw, hw, want_color=want_color)
+        metric = self._metric_depth(cam, res.depth) if cam.metric is not None else None
+        t0 = time.perf_counter()
+        cam.pub_depth.publish(Image(header=header,
+                                    **image_codec.depth_to_image_fields(res.depth)))
+        if res.color is not None:
+            cam.pub_color.publish(Image(header=header,
+                                        **image_codec.bgr_to_image_fields(res.color)))
+        info = cam.latest_info
+        if info is not None:
+            out_info = _with_header(info, header)
+            cam.pub_info.publish(out_info)
+        if metric is not None:
+            cam.pub_metric.publish(Image(header=header,
+                                         **image_codec.depth_to_image_fields(metric)))
+            if info is not None:
+                cam.pub_metric_info.publish(out_info)
+        self.perf.add_stage('publish', (time.perf_counter() - t0) * 1e3)
+
+    def _metric_depth(self, cam: _Camera, depth):
+        ref = cam.latest_ref
+        if cam.metric.mode == 'reference' and ref is not None and ref is not cam.used_ref:
+            cam.used_ref = ref
+            try:
+                cam.metric.update_reference(depth, image_codec.decode_depth_m(ref,
+                                                                              self.max_pixels))
+            except image_codec.InvalidImage as exc:
+                self.perf.count('reference_rejected', reason=exc.reason)
+                self.get_logger().warning(f'reference depth rejected ({exc.reason}): {exc}',
+                                          throttle_duration_sec=5.0)
+        return cam.metric.to_metric(depth) if cam.metric.ready else None
+
+    # ----- runtime parameters -----
+    def _on_set_parameters(self, changes) -> SetParametersResult:
+        new = {p.name: p.value for p in changes}
+        reason = params.check_runtime_change(new, self.values)
+        if reason:
+            self.get_logger().warning(f'rejected parameter change: {reason}')
+            return SetParametersResult(successful=False, reason=reason)
+        merged = dict(self.values, **new)
+        if any(k in new for k in ('colormap', 'norm', 'norm_low', 'norm_high')):
+            try:
+                self.pipeline.set_colorization(merged['colormap'], merged['norm'],
+                                               merged['norm_low'], merged['norm_high'])
+            except ValueError as exc:
+                return SetParametersResult(successful=False, reason=str(exc))
+        if 'diagnostics_rate' in new and new['diagnostics_rate'] != self.values[
+                'diagnostics_rate']:
+            self.destroy_timer(self._diag_timer)
+            self._diag_timer = self.create_timer(1.0 / new['diagnostics_rate'],
+                                                 self._publish_diag)
+        self.min_fps = merged['min_fps']
+        self.values = merged
+        self.get_logger().info(f'parameters changed: {new}')
+        return SetParametersResult(successful=True)
+
+    # ----- diagnostics -----
+    def _publish_diag(self) -> None:
+        try:
+            arr = DiagnosticArray()
+            arr.header.stamp = self.get_clock().now().to_msg()
+            arr.status = self.diagnostics()
+            self.diag_pub.publish(arr)
+        except Exception as exc:  # diagnostics must never stop the node
+            self.get_logger().error(f'diagnostics failed: {type(exc).__name__}: {exc}',
+                                    throttle_duration_sec=10.0)
+
+    def diagnostics(self) -> list[DiagnosticStatus]:
+        """One status for the node and one per camera, with levels judged since last time."""
+        now = time.monotonic()
+        backend = self.pipeline.backend
+        info = backend.info
+        health = self.scheduler.health
+        snap = self.perf.snapshot()
+        counts = self.scheduler.counts()
+        delta = {k: counts[k] - self._last_node_counts.get(k, 0) for k in counts}
+        self._last_node_counts = counts
+
+        level, why = self._judge(snap, delta, health)
+        hw = info.device if info.device else 'unknown'
+        device_fps = snap['device_fps']
+        if not device_fps == device_fps:   # NaN: no trace wall time; use extra or infer time
+            device_fps = info.extra.get('device_fps', float('nan'))
+        if not device_fps == device_fps and snap['inference_ms'] == snap['inference_ms']:
+            device_fps = self.scheduler.concurrency * 1e3 / snap['inference_ms']
+        kv = {
+            'backend': info.name, 'backend_requested': self.values['backend'],
+            'fallback_reason': self.started.fallback_reason or '',
+            'device': info.device, 'execution_mode': info.execution_mode, 'dp': info.dp,
+            'batch': info.batch_size, 'workers': self.scheduler.concurrency,
+            'image_size': info.image_size, 'model': info.model_name, 'weights': info.weights,
+            'dtype': info.dtype,
+            'input_fps': snap['input_fps'], 'output_fps': snap['output_fps'],
+            'device_fps': device_fps,
+            'latency_ms_p50': snap['latency_ms_p50'], 'latency_ms_p95': snap['latency_ms_p95'],
+            'latency_ms_p99': snap['latency_ms_p99'],
+        }
+        for s in STAGES:
+            kv[f'{s}_ms'] = snap.get(f'{s}_ms', float('nan'))
+        kv.update({k: counts[k] for k in counts})
+        for k in FALLBACK_KEYS:
+            kv[k] = snap.get(k, 0)
+        for k, val in backend.fallback_counts().items() if hasattr(
+                backend, 'fallback_counts') else ():
+            kv.setdefault(k, val)
+        kv['reasons'] = _reasons(snap['reasons'])
+        kv['last_failure'] = health.last_failure
+        kv['hung_calls'] = health.hung_calls
+        statuses = [_status(level, f'{self.get_name()}: depth pipeline', hw, why, kv)]
+
+        for cam in self.cameras.values():
+            cs = self.scheduler.perf(cam.ns).snapshot()
+            cc = self.scheduler.counts(cam.ns)
+            cd = {k: cc[k] - cam.last_counts.get(k, 0) for k in cc}
+            cam.last_counts = cc
+            clevel, cwhy = self._judge(cs, cd, health, camera=True)
+            ckv = {
+                'input_topic': cam.image_topic,
+                'output_topic': self.resolve_topic_name(
+                    _topic(cam.ns, params.TOPIC_DEPTH_RELATIVE)),
+                'reliability': cam.reliability.name.lower() if cam.reliability else '',
+                'publishers': self.count_publishers(cam.image_topic),
+                'input_fps': cs['input_fps'], 'output_fps': cs['output_fps'],
+                'latency_ms_p50': cs['latency_ms_p50'], 'latency_ms_p95': cs['latency_ms_p95'],
+                'latency_ms_p99': cs['latency_ms_p99'],
+                'camera_info': 'yes' if cam.latest_info is not None else 'not received',
+            }
+            ckv.update(cc)
+            ckv['reasons'] = _reasons(cs['reasons'])
+            if cam.metric is not None:
+                ckv['metric_mode'] = cam.metric.mode
+                ckv['metric_ready'] = cam.metric.ready
+                ckv['metric_scale'] = cam.metric.scale
+                ckv['metric_shift'] = cam.metric.shift
+            name = f'{self.get_name()}: camera {cam.ns or self.get_namespace()}'
+            statuses.append(_status(clevel, name, hw, cwhy, ckv))
+        self._last_diag_time = now
+        return statuses
+
+    def _judge(self, snap, delta, health, camera: bool = False):
+        errors, warns = [], []
+        if health.hung_calls:
+            errors.append(f'{health.hung_calls} inference call(s) hung past '
+                          f"{self.values['backend_timeout_s']:g} s")
+        if delta['frames_failed'] and health.consecutive_failures:
+            errors.append(f"backend failing: {delta['frames_failed']} frame(s) failed "
+                          f'({health.last_failure})')
+        elif delta['frames_failed']:
+            warns.append(f"{delta['frames_failed']} frame(s) failed, backend recovered")
+        if not camera and self.started.fell_back:
+            warns.append(f"fallback active: running {self.pipeline.backend.info.name} on "
+                         f"{self.pipeline.backend.info.device} instead of "
+                         f"{self.values['backend']} ({self.started.fallback_reason})")
+        if self.min_fps > 0 and snap['input_fps'] > 0 and snap['output_fps'] < self.min_fps:
+            warns.append(f"output {snap['output_fps']:.1f} FPS below min_fps {self.min_fps:g}")
+        if delta['frames_dropped']:
+            warns.append(f"drops rising: {delta['frames_dropped']} stale frame(s) dropped "
+                         '(backend slower than input)')
+        if delta['frames_rejected']:
+            warns.append(f"{delta['frames_rejected']} bad input frame(s) rejected")
+        if errors:
+            return DiagnosticStatus.ERROR, '; '.join(errors + warns)
+        if warns:
+            return DiagnosticStatus.WARN, '; '.join(warns)
+        return DiagnosticStatus.OK, 'running'
+
+    # ----- shutdown -----
+    def close(self, timeout: float = 1.0) -> None:
+        """Stop workers, release the backend (device, traces). Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.scheduler is not None:
+            if not self.scheduler.stop(timeout):
+                self.get_logger().warning('an inference call did not return within '
+                                          f'{timeout:g} s; closing the backend anyway')
+        backend = self.started.backend if self.started is not None else None
+        if backend is not None:
+            try:
+                backend.close()
+            except Exception as exc:  # report, keep shutting down
+                self.get_logger().error(f'closing the backend failed: {exc}')
+        logging.getLogger('dpt_ros').removeHandler(self._log_handler)
+
+
+def _with_header(info: CameraInfo, header) -> CameraInfo:
+    out = CameraInfo(height=info.height, width=info.width,
+                     distortion_model=info.distortion_model, d=info.d, k=info.k, r=info.r,
+                     p=info.p, binning_x=info.binning_x, binning_y=info.binning_y, roi=info.roi)
+    out.header = header
+    return out
+
+
+def _reasons(reasons: dict) -> str:
+    return ', '.join(f'{k}={v}' for k, v in sorted(reasons.items())) or 'none'
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return 'nan' if value != value else f'{value:.3f}'
+    if isinstance(value, bool):
+        return 'true' if value else 'false'
+    return str(value)
+
+
+def _status(level, name, hardware_id, message, kv: dict) -> DiagnosticStatus:
+    return DiagnosticStatus(level=level, name=name, hardware_id=hardware_id, message=message,
+                            values=[KeyValue(key=k, value=_fmt(v)) for k, v in kv.items()])
+
+
+def main(args=None) -> int:
+    """Console script `depth_node`: run until SIGINT/SIGTERM; see the module doc for codes."""
+    stop = threading.Event()
+
+    def on_signal(signum, _frame):
+        if stop.is_set():   # second signal: the user wants out now
+            os._exit(EXIT_ERROR)
+        stop.set()
+
+    args = sys.argv if args is None else args
+    try:
+        # Our own handlers: rclpy's would shut the context down under the running workers.
+        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    except Exception as exc:  # unreadable params file, bad --ros-args
+        print(f'depth_node: cannot start: {str(exc).splitlines()[0]}', file=sys.stderr)
+        return EXIT_CONFIG
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    node = None
+    code = EXIT_OK
+    try:
+        register_extra_backends()
+        node = DepthNode()
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        while not stop.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)
+    except StartupError as exc:
+        rclpy.logging.get_logger('depth_node').error(f'invalid configuration: {exc}')
+        code = EXIT_CONFIG
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except Exception as exc:  # a bug: say what, exit non-zero, still release the device
+        rclpy.logging.get_logger('depth_node').error(
+            f'unexpected error: {type(exc).__name__}: {exc}')
+        code = EXIT_ERROR
+    finally:
+        if node is not None:
+            node.close()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return code
+
+
+if __name__ == '__main__':
+    sys.exit(main())

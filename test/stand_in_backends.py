@@ -1,0 +1,85 @@
+"""Test doubles for the depth backend: stand-ins for timing and fault behaviour only.
+
+They implement the real `DepthBackend` interface with no model, so node tests and the node
+benchmark can measure the node itself. Registered in a node subprocess through the documented
+mechanism (see dpt_ros/node.py):
+
+    DPT_ROS_EXTRA_BACKENDS='standin_zero=stand_in_backends:create_zero,...'
+
+with `test/` on PYTHONPATH. Behaviour is tuned with environment variables so one registry
+name serves several tests:
+
+    DPT_ROS_STANDIN_DELAY_MS   fixed delay per infer call (create_delay; default 40)
+    DPT_ROS_STANDIN_FAIL_EVERY create_flaky: every Nth call raises (default 3)
+
+`max_concurrency` is the requested `dp`, like one traced pipeline per TT chip.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import numpy as np
+
+from dpt_ros.backends.base import BackendError, BackendInfo, BackendUnavailable
+
+
+class StandInBackend:
+    """Returns a cheap function of the input (so outputs follow the image), optionally late."""
+
+    def __init__(self, opts, name: str, delay_s: float = 0.0, fail_every: int = 0):
+        self.info = BackendInfo(name=name, device='test-double', dtype='fp32',
+                                image_size=opts.image_size, execution_mode='eager', dp=opts.dp,
+                                batch_size=1, model_name='stand-in (no model)',
+                                weights='none (test double)')
+        self.max_concurrency = max(1, int(opts.dp))
+        self.delay_s = delay_s
+        self.fail_every = fail_every
+        self.calls = 0
+        self.closed = False
+        self._lock = threading.Lock()
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        with self._lock:
+            self.calls += 1
+            n = self.calls
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        if self.fail_every and n % self.fail_every == 0:
+            raise BackendError(f'stand-in fault on call {n} (every {self.fail_every})')
+        # Brightness as 'inverse depth': cheap, input dependent, >= 0 like DPT's output.
+        return (batch[:, 0] + 1.0).astype(np.float32)
+
+    def fallback_counts(self) -> dict[str, int]:
+        return {}
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def create_zero(opts) -> StandInBackend:
+    """Zero-cost stand-in: the node's own overhead is all that is measured."""
+    return StandInBackend(opts, 'standin_zero')
+
+
+def create_delay(opts) -> StandInBackend:
+    """Fixed-delay stand-in (DPT_ROS_STANDIN_DELAY_MS, default 40 ms), dp calls at once."""
+    ms = float(os.environ.get('DPT_ROS_STANDIN_DELAY_MS', '40'))
+    return StandInBackend(opts, 'standin_delay', delay_s=ms / 1e3)
+
+
+def create_flaky(opts) -> StandInBackend:
+    """Every Nth call raises BackendError (DPT_ROS_STANDIN_FAIL_EVERY, default 3)."""
+    n = int(os.environ.get('DPT_ROS_STANDIN_FAIL_EVERY', '3'))
+    return StandInBackend(opts, 'standin_flaky', fail_every=n)
+
+
+def create_failing(opts) -> StandInBackend:
+    """Every call raises: a backend that died."""
+    return StandInBackend(opts, 'standin_failing', fail_every=1)
+
+
+def create_unavailable(opts):
+    """Cannot start, like tt without a card: the registry falls back to torch cpu."""
+    raise BackendUnavailable('stand-in backend is never available (test double)')
