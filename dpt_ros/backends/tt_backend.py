@@ -26,12 +26,12 @@ from dpt_ros.backends.base import BackendError, BackendInfo, BackendUnavailable
 from dpt_ros.tt.device import (DEVICE_CHIPS, EXECUTION_MODES, TtDevices, import_ttnn,
                                open_devices)
 from dpt_ros.tt.executor import ChipPipeline, DataParallel
+from dpt_ros.tt.fallbacks import HOST_FALLBACK_COUNT, HOST_STAGE_KEYS, FallbackCounter
 
 log = logging.getLogger('dpt_ros.backends.tt')
 
 # Counters every TT backend reports, even when zero (the perf JSON's fallback_counts keys).
-HOST_FALLBACK_KEYS = ('host_fallback_count', 'vit_backbone_fallback_count',
-                      'reassembly_readout_fallback_count', 'upsample_host_fallback_count')
+HOST_FALLBACK_KEYS = (HOST_FALLBACK_COUNT,) + HOST_STAGE_KEYS
 
 
 def _check_options(opts: BackendOptions) -> None:
@@ -123,8 +123,11 @@ class TtBackend:
     def fallback_counts(self) -> dict[str, int]:
         """program_config_fallback_total (+ per op), host fallbacks (+ per stage)."""
         counts = {k: 0 for k in ('program_config_fallback_total',) + HOST_FALLBACK_KEYS}
-        if self._fallbacks is not None:
-            counts.update({k: int(v) for k, v in self._fallbacks.counts().items()})
+        snap = self._fallbacks.snapshot()
+        reasons = snap.pop('reasons', {})
+        counts.update({k: int(v) for k, v in snap.items()})
+        # Reasons are text: they go to info.extra (diagnostics, perf JSON), not the counters.
+        self.info.extra['fallback_reasons'] = dict(reasons)
         return counts
 
     def close(self) -> None:
@@ -148,25 +151,26 @@ def _teardown(dp: DataParallel | None, devices: TtDevices | None) -> None:
             devices.close()
 
 
-def _build_models(loaded, devices: TtDevices, opts: BackendOptions):
-    """Prepare weights once on host, build one TtDPT per chip. Returns (models, fallbacks)."""
-    from dpt_ros.tt import fallbacks as tt_fallbacks
+def _tt_dpt_factory(loaded, chip, opts: BackendOptions, fallbacks, prepared):
+    """The production model: TtDPT from the prepared weights on one chip."""
     from dpt_ros.tt import model as tt_model
+    return tt_model.TtDPT(prepared, chip, loaded.config, image_size=opts.image_size,
+                          fallbacks=fallbacks)
+
+
+def _prepare_weights(loaded, opts: BackendOptions):
+    """Host-side weight preparation, once for all chips (cached on disk by tt.weights)."""
     from dpt_ros.tt import weights as tt_weights
-
-    fallbacks = tt_fallbacks.FallbackCounter(strict=opts.strict)
-    params = tt_weights.prepare_weights(loaded.model, cache_dir=opts.cache_dir or None)
-    models = [tt_model.TtDPT(params, chip, loaded.config, image_size=opts.image_size,
-                             device_kind=devices.kind, fallbacks=fallbacks)
-              for chip in devices.chips]
-    return models, fallbacks
+    return tt_weights.prepare_weights(loaded.model, cache_dir=opts.cache_dir or None)
 
 
-def create(opts: BackendOptions, loaded=None) -> TtBackend:
+def create(opts: BackendOptions, loaded=None, *, model_factory=None) -> TtBackend:
     """Factory used by the registry (`create_backend('tt', opts)`).
 
     Raises BackendUnavailable (no ttnn, no device) so the registry can fall back; BackendError
-    for options that can never work; a strict-mode fallback error as it comes.
+    for options that can never work; FallbackError (a BackendError) from strict mode.
+    `loaded` shares an already loaded HF model; `model_factory(loaded, chip, opts, fallbacks,
+    prepared)` replaces TtDPT (runtime tests use a small device program).
     """
     _check_options(opts)
     import_ttnn()
@@ -179,7 +183,14 @@ def create(opts: BackendOptions, loaded=None) -> TtBackend:
         if int(loaded.config.image_size) != opts.image_size:
             raise BackendError(f'model was built for {loaded.config.image_size}px input, '
                                f'options ask for {opts.image_size}px')
-        models, fallbacks = _build_models(loaded, devices, opts)
+        fallbacks = FallbackCounter(strict=opts.strict)
+        if model_factory is None:
+            model_factory = _tt_dpt_factory
+            prepared = _prepare_weights(loaded, opts)
+        else:
+            prepared = None
+        models = [model_factory(loaded, chip, opts, fallbacks, prepared)
+                  for chip in devices.chips]
         pipes = [ChipPipeline(chip, m, opts.execution_mode, opts.image_size, chip_id=cid)
                  for chip, m, cid in zip(devices.chips, models, devices.ids)]
         dp = DataParallel(pipes)

@@ -402,21 +402,22 @@ class DataParallel:
         hosts = [pipes[i % k].prepare(batch[i:i + 1]) for i in range(n)]
         perf.prepare_ms = (time.perf_counter() - t0) * 1e3
         t_exec = time.perf_counter()
-        steps = -(-n // k)
-        for step in range(steps):
-            frames = [(i, pipes[i % k]) for i in range(step * k, min(n, (step + 1) * k))]
-            for i, pipe in frames:          # inputs go in while the previous traces run
+        unread: dict[int, int] = {}         # chip slot -> frame whose output it still holds
+        for start in range(0, n, k):
+            frames = [(i, i % k, pipes[i % k]) for i in range(start, min(n, start + k))]
+            for i, _, pipe in frames:       # inputs go in while the previous traces run
                 pipe.write(hosts[i])
-            for i, pipe in frames:
-                if step:
-                    out[i - k] = pipe.read()[0]
+            for i, slot, pipe in frames:
+                if slot in unread:
+                    out[unread.pop(slot)] = pipe.read()[0]
                 pipe.execute()
+                unread[slot] = i
         for pipe in pipes:                  # the barrier device time is measured to
             pipe.barrier()
         perf.trace_wall_ms = (time.perf_counter() - t_exec) * 1e3
         t_rb = time.perf_counter()
-        for i in range((steps - 1) * k, n):
-            out[i] = pipes[i % k].read()[0]
+        for slot, i in sorted(unread.items()):
+            out[i] = pipes[slot].read()[0]
         perf.readback_ms = (time.perf_counter() - t_rb) * 1e3
         perf.total_ms = (time.perf_counter() - t0) * 1e3
         return out, perf

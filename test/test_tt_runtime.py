@@ -1,0 +1,343 @@
+"""TT runtime under the device double: device opening, trace capture/replay, the trace_2cq
+event protocol, data parallel over two chips, shutdown order, strict mode.
+
+The device program here is a small stand-in (`ToyProgram`: a few real ttnn ops whose torch
+reference is one line), so these tests isolate the runtime; the DPT model itself runs through
+the same runtime in test_tt_backend.py. `test/tt_device_double.py` runs CQ1 as early as its
+event waits allow and CQ0 as late as possible, so a wrongly placed event shows up as a frame
+computed on another frame's input.
+"""
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from dpt_ros.backends import BackendOptions
+from dpt_ros.tt.device import L1_SMALL_SIZE, TRACE_REGION_SIZE, open_devices
+from dpt_ros.tt.executor import CQ_COMPUTE, ChipPipeline, DataParallel
+from dpt_ros.tt.fallbacks import FallbackError
+from tt_device_double import tt_device_double
+
+S = 32   # image side for the stand-in program (one tile)
+
+
+class ToyProgram:
+    """relu(2x + 1) summed over channels: (1,3,S,S) -> (1,1,S,S), on device ops only."""
+
+    def __init__(self, fallbacks=None, force_fallback=False):
+        self.fallbacks = fallbacks
+        self.force_fallback = force_fallback
+
+    def __call__(self, x):
+        import ttnn
+        x = ttnn.to_layout(x, ttnn.TILE_LAYOUT)
+        y = ttnn.relu(ttnn.add(ttnn.multiply(x, 2.0), 1.0))
+        if self.fallbacks is None:
+            return ttnn.sum(y, dim=1, keepdim=True)
+
+        def tuned():
+            if self.force_fallback:
+                # A keyword ttnn.sum does not have: the real binding (and the double) reject it
+                # with TypeError, as a bad tuned config is rejected on the card.
+                return ttnn.sum(y, dim=1, keepdim=True, program_config='tuned')
+            return ttnn.sum(y, dim=1, keepdim=True)
+        return self.fallbacks.run_with_config(
+            'channel_sum', tuned, lambda: ttnn.sum(y, dim=1, keepdim=True))
+
+
+def reference(frames: np.ndarray) -> np.ndarray:
+    """Torch reference of ToyProgram for (N,3,S,S) -> (N,S,S), with the bf16 input rounding."""
+    x = torch.from_numpy(frames).bfloat16().float()
+    return torch.relu(2 * x + 1).sum(1).numpy()
+
+
+def frames(n: int, seed: int = 0) -> np.ndarray:
+    """n clearly different frames (each offset by its index, so no two are alike)."""
+    rng = np.random.default_rng(seed)
+    base = rng.standard_normal((n, 3, S, S)).astype(np.float32)
+    return base + np.arange(n, dtype=np.float32)[:, None, None, None] * 0.5
+
+
+def assert_own_output(outs: np.ndarray, inputs: np.ndarray) -> None:
+    """Each output matches its own input's reference, and not a neighbour's."""
+    ref = reference(inputs)
+    for i in range(len(inputs)):
+        err_own = float(np.abs(outs[i] - ref[i]).max())
+        assert err_own < 0.25, f'frame {i}: max error {err_own} vs its own reference'
+        for j in range(len(inputs)):
+            if j != i:
+                assert float(np.abs(outs[i] - ref[j]).max()) > 1.0, f'frame {i} looks like {j}'
+
+
+def post_capture(log, device_ids):
+    """The log entries of one chip after its last trace capture ended."""
+    entries = [e for e in log if len(e) > 1 and e[1] == tuple(device_ids)]
+    last_end = max(i for i, e in enumerate(entries) if e[0] == 'end_trace_capture')
+    return entries[last_end + 1:]
+
+
+def check_2cq_order(entries, trace_in: int) -> int:
+    """Raise AssertionError unless every input copy (after the first) waited on CQ1 for an
+    event that CQ0 recorded after the previous frame's input-consuming trace (trace_in).
+    Returns the number of copies checked.
+    """
+    recorded_at = {}         # CQ0 event id -> log position
+    exec_in_since_copy = None
+    awaited = None           # the event CQ1 last waited for
+    copies = 0
+    for i, e in enumerate(entries):
+        kind = e[0]
+        if kind == 'record_event' and e[2] == CQ_COMPUTE:
+            recorded_at[e[3]] = i
+        elif kind == 'execute_trace' and e[3] == trace_in:
+            exec_in_since_copy = i
+        elif kind == 'wait_for_event' and e[2] == 1:
+            awaited = e[3]
+        elif kind == 'copy_h2d':
+            assert e[2] == 1, f'input copy on CQ{e[2]}, expected CQ1'
+            if copies:   # the first copy after capture follows the capture's own event
+                ok = (exec_in_since_copy is not None and awaited in recorded_at
+                      and recorded_at[awaited] > exec_in_since_copy)
+                assert ok, (f'copy {copies} waited for an event recorded before the previous '
+                            'trace consumed its input')
+            copies += 1
+            exec_in_since_copy = None
+    return copies
+
+
+# ---------------------------------------------------------------------------- devices
+
+def test_n300_opens_one_mesh_with_two_cqs_split_into_two_chips():
+    with tt_device_double() as dd:
+        devs = open_devices('wormhole_n300', 2, execution_mode='trace_2cq')
+        assert list(devs.mesh.shape) == [1, 2]
+        assert devs.mesh.num_command_queues == 2
+        assert devs.mesh.trace_region_size == TRACE_REGION_SIZE
+        assert devs.mesh.l1_small_size == L1_SMALL_SIZE
+        assert len(devs.chips) == 2
+        assert [c.get_device_ids() for c in devs.chips] == [[0], [1]]
+        assert all(list(c.shape) == [1, 1] for c in devs.chips)
+        assert devs.ids == ['wormhole_n300:0', 'wormhole_n300:1']
+        devs.close()
+        devs.close()   # idempotent
+        closes = [e for e in dd.log if e[0] == 'close']
+        assert closes == [('close', (0,)), ('close', (1,)), ('close', (0, 1))]
+
+
+@pytest.mark.parametrize('mode, cqs, traced', [('eager', 1, False), ('trace', 1, True),
+                                               ('trace_2cq', 2, True)])
+def test_single_chip_modes_open_what_they_need(mode, cqs, traced):
+    with tt_device_double(num_devices=1):
+        devs = open_devices('wormhole_n150', 1, execution_mode=mode)
+        assert devs.chips == [devs.mesh]
+        assert devs.mesh.num_command_queues == cqs
+        assert (devs.mesh.trace_region_size > 0) == traced
+        assert devs.ids == ['wormhole_n150:0']
+        devs.close()
+
+
+# ---------------------------------------------------------------------------- traces
+
+@pytest.mark.parametrize('mode', ['eager', 'trace', 'trace_2cq'])
+def test_capture_once_replay_with_different_inputs(mode):
+    x = frames(5)
+    with tt_device_double() as dd:
+        devs = open_devices('wormhole_n300', 1, execution_mode=mode)
+        pipe = ChipPipeline(devs.chips[0], ToyProgram(), mode, S)
+        pipe.compile(np.zeros((1, 3, S, S), np.float32))
+        outs = np.concatenate([pipe.run(x[i:i + 1])[0] for i in range(len(x))])
+        assert_own_output(outs, x)
+        # Streaming (input write of k+1 overlapping trace k) gives the same answers.
+        streamed = np.concatenate(list(pipe.stream(x[i:i + 1] for i in range(len(x)))))
+        assert_own_output(streamed, x)
+        captures = [e for e in dd.log if e[0] == 'begin_trace_capture']
+        replays = [e for e in dd.log if e[0] == 'execute_trace']
+        if mode == 'eager':
+            assert not captures and not replays
+        else:
+            assert len(captures) == 2                  # trace_in + trace_main, captured once
+            assert len(replays) == 2 * 2 * len(x)      # both traces, every frame, twice
+        pipe.release()
+        devs.close()
+
+
+def test_trace_2cq_event_order_copy_never_before_input_consumed():
+    x = frames(6, seed=1)
+    with tt_device_double() as dd:
+        devs = open_devices('wormhole_n300', 1, execution_mode='trace_2cq')
+        pipe = ChipPipeline(devs.chips[0], ToyProgram(), 'trace_2cq', S)
+        pipe.compile(np.zeros((1, 3, S, S), np.float32))
+        outs = np.concatenate(list(pipe.stream(x[i:i + 1] for i in range(len(x)))))
+        assert_own_output(outs, x)
+        entries = post_capture(dd.log, devs.chips[0].get_device_ids())
+        assert check_2cq_order(entries, pipe.trace_in) == len(x)
+        # Reads happen on CQ1 only after CQ0's last-op event.
+        reads = [i for i, e in enumerate(entries) if e[0] == 'readback']
+        assert len(reads) == len(x) and all(entries[i][2] == 1 for i in reads)
+        pipe.release()
+        devs.close()
+
+
+class EarlyEventPipeline(ChipPipeline):
+    """The known bug, on purpose: 'first op done' recorded before the input is consumed."""
+
+    def execute(self):
+        import ttnn
+        self._written, self._unread = None, True
+        self.first_op_done = ttnn.record_event(self.chip, CQ_COMPUTE)
+        ttnn.execute_trace(self.chip, self.trace_in, cq_id=CQ_COMPUTE, blocking=False)
+        ttnn.execute_trace(self.chip, self.trace_main, cq_id=CQ_COMPUTE, blocking=False)
+        self.last_op_done = ttnn.record_event(self.chip, CQ_COMPUTE)
+
+
+def test_the_checks_catch_an_event_recorded_too_early():
+    """Proves the two tests above can fail: the buggy order mixes frames up and the event
+    order check rejects its log."""
+    x = frames(4, seed=2)
+    with tt_device_double() as dd:
+        devs = open_devices('wormhole_n300', 1, execution_mode='trace_2cq')
+        pipe = EarlyEventPipeline(devs.chips[0], ToyProgram(), 'trace_2cq', S)
+        pipe.compile(np.zeros((1, 3, S, S), np.float32))
+        outs = np.concatenate(list(pipe.stream(x[i:i + 1] for i in range(len(x)))))
+        with pytest.raises(AssertionError):
+            assert_own_output(outs, x)
+        with pytest.raises(AssertionError, match='before the previous trace consumed'):
+            check_2cq_order(post_capture(dd.log, devs.chips[0].get_device_ids()),
+                            pipe.trace_in)
+        pipe.release()
+        devs.close()
+
+
+# ---------------------------------------------------------------------------- data parallel
+
+def _dp2(dd, mode='trace_2cq'):
+    devs = open_devices('wormhole_n300', 2, execution_mode=mode)
+    pipes = [ChipPipeline(c, ToyProgram(), mode, S, chip_id=cid)
+             for c, cid in zip(devs.chips, devs.ids)]
+    dp = DataParallel(pipes)
+    dp.compile(np.zeros((1, 3, S, S), np.float32))
+    return devs, dp
+
+
+def test_dp2_runs_one_frame_per_chip_at_once_and_keeps_order(monkeypatch):
+    import ttnn
+    x = frames(2, seed=3)
+    with tt_device_double() as dd:
+        devs, dp = _dp2(dd)
+        # The double logs commands when they RUN (CQ0 lazily); to see what is in flight,
+        # look at both chips' queues each time the host blocks on a barrier.
+        in_flight = []
+        real_sync = ttnn.synchronize_device
+
+        def spy(device, *args, **kwargs):
+            in_flight.append({tuple(c.get_device_ids()): sum(
+                kind == 'trace' for kind, _, _ in c.queues[CQ_COMPUTE]) for c in devs.chips})
+            return real_sync(device, *args, **kwargs)
+        monkeypatch.setattr(ttnn, 'synchronize_device', spy)
+        outs = dp.infer(x)
+        assert_own_output(outs, x)
+        # At the first barrier both chips hold their frame's traces (trace_in + trace_main).
+        assert in_flight[0] == {(0,): 2, (1,): 2}
+        assert dp.last_perf.frames == 2 and dp.last_perf.trace_wall_ms > 0
+        # More frames than chips: round robin, order kept.
+        x5 = frames(5, seed=4)
+        assert_own_output(dp.infer(x5), x5)
+        dp.release()
+        devs.close()
+
+
+def test_dp2_concurrent_callers_each_get_their_own_frames():
+    with tt_device_double() as dd:
+        devs, dp = _dp2(dd)
+        results, errors = {}, []
+        inputs = {t: frames(3, seed=10 + t) for t in range(2)}
+
+        def worker(t):
+            try:
+                results[t] = np.concatenate([dp.infer(inputs[t][i:i + 1])
+                                             for i in range(3)])
+            except Exception as exc:  # surfaced by the assertion below
+                errors.append(exc)
+        threads = [threading.Thread(target=worker, args=(t,)) for t in range(2)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(timeout=120)
+        assert not errors, errors
+        for t in range(2):
+            assert_own_output(results[t], inputs[t])
+        assert sum(p.frames_run for p in dp.pipelines) == 6
+        dp.release()
+        devs.close()
+
+
+# ---------------------------------------------------------------------------- backend
+
+def toy_factory(force_fallback=False):
+    def factory(loaded, chip, opts, fallbacks, prepared):
+        return ToyProgram(fallbacks, force_fallback=force_fallback)
+    return factory
+
+
+def _tiny_loaded():
+    from dpt_ros.model import load_model
+    return load_model('tiny-random', image_size=S)
+
+
+@pytest.fixture(scope='module')
+def tiny_loaded():
+    return _tiny_loaded()
+
+
+def test_backend_close_releases_traces_then_devices(tiny_loaded):
+    from dpt_ros.backends import tt_backend
+    opts = BackendOptions(weights='tiny-random', image_size=S, device='wormhole_n300', dp=2,
+                          execution_mode='trace_2cq')
+    with tt_device_double() as dd:
+        backend = tt_backend.create(opts, tiny_loaded, model_factory=toy_factory())
+        assert backend.max_concurrency == 2
+        assert backend.info.name == 'tt' and backend.info.device == 'wormhole_n300:0,wormhole_n300:1'
+        x = frames(2, seed=5)
+        assert_own_output(backend.infer(x), x)
+        extra = backend.info.extra
+        assert extra['tt_execution_mode'] == 'trace_2cq'
+        assert extra['trace_wall_ms'] > 0 and extra['device_fps'] > 0
+        assert backend.fallback_counts()['program_config_fallback_total'] == 0
+        start = len(dd.log)
+        backend.close()
+        tail = [e[0] for e in dd.log[start:] if e[0] in ('release_trace', 'close')]
+        assert tail == ['release_trace'] * 4 + ['close'] * 3
+        n = len(dd.log)
+        backend.close()                     # idempotent: nothing more happens
+        assert len(dd.log) == n
+        with pytest.raises(Exception, match='closed'):
+            backend.infer(x)
+
+
+def test_backend_counts_a_forced_program_config_fallback(tiny_loaded):
+    from dpt_ros.backends import tt_backend
+    opts = BackendOptions(weights='tiny-random', image_size=S, device='wormhole_n150', dp=1,
+                          execution_mode='trace')
+    with tt_device_double(num_devices=1):
+        backend = tt_backend.create(opts, tiny_loaded,
+                                    model_factory=toy_factory(force_fallback=True))
+        try:
+            x = frames(2, seed=6)
+            assert_own_output(backend.infer(x), x)    # the default config still computes
+            counts = backend.fallback_counts()
+            assert counts['program_config_fallback_total'] == 1
+            assert counts['program_config_fallback.channel_sum'] == 1
+            assert any('channel_sum' in r for r in backend.info.extra['fallback_reasons'])
+        finally:
+            backend.close()
+
+
+def test_backend_strict_raises_on_a_forced_fallback_and_releases_the_device(tiny_loaded):
+    from dpt_ros.backends import tt_backend
+    opts = BackendOptions(weights='tiny-random', image_size=S, device='wormhole_n300', dp=2,
+                          execution_mode='trace_2cq', strict=True)
+    with tt_device_double() as dd:
+        with pytest.raises(FallbackError, match='channel_sum'):
+            tt_backend.create(opts, tiny_loaded, model_factory=toy_factory(force_fallback=True))
+        assert ('close', (0, 1)) in dd.log       # nothing left open after the failed start
