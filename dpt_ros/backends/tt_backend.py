@@ -65,6 +65,7 @@ class TtBackend:
         self._idle = threading.Condition(self._lock)
         self.image_size = int(opts.image_size)
         self.max_concurrency = dp.dp
+        self.model_config = loaded.config      # for the perf header JSON
         model_name = ('dpt-tiny (same architecture, small config)'
                       if loaded.config_name == 'tiny' else 'Intel/dpt-large')
         dtype = getattr(models[0], 'dtype_name', None) or 'bf16 activations, bf16/bfp8_b weights'
