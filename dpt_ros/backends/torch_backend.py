@@ -15,6 +15,7 @@ Speed choices (measured on a 2-core AVX512-BF16 CPU with bench/bench_cpu.py):
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 
@@ -61,6 +62,13 @@ class TorchBackend:
         if loaded is None:
             from dpt_ros.model import load_model
             loaded = load_model(opts.weights, seed=opts.seed, image_size=opts.image_size)
+        else:
+            shared = loaded.model
+            if opts.dtype != 'fp32' or opts.device != 'cpu':
+                # .to() converts a module in place: keep the caller's fp32 CPU model intact
+                # (eval_pcc runs its reference on it).
+                import copy
+                loaded = dataclasses.replace(loaded, model=copy.deepcopy(shared))
         self.loaded = loaded
         model = loaded.model.eval()
         model_size = int(model.config.image_size)
