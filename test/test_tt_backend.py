@@ -82,3 +82,41 @@ def test_registry_falls_back_to_torch_cpu_and_says_why():
 def test_registry_without_fallback_raises():
     with pytest.raises(BackendUnavailable, match='No chips detected'):
         create_backend('tt', _opts(), allow_fallback=False)
+
+
+@pytest.mark.parametrize('mode, dp', [('trace_2cq', 2), ('trace', 1), ('eager', 1)])
+def test_whole_backend_under_the_device_double_matches_torch(mode, dp, tmp_path):
+    """The registry starts the real TT backend (TtDPT, weights, configs, runtime) on the
+    device double; every frame's output correlates >= 0.99 with torch fp32 on CPU."""
+    pytest.importorskip('dpt_ros.tt.model',
+                        reason='the TT model (dpt_ros/tt/model.py) is not in the tree yet')
+    from skimage import data
+
+    from dpt_ros.backends import torch_backend
+    from dpt_ros.metrics import pcc
+    from dpt_ros.model import load_model
+    from dpt_ros.preprocess import preprocess
+    from tt_device_double import tt_device_double
+
+    size = 64
+    loaded = load_model('tiny-random', image_size=size)
+    x = np.stack([preprocess(data.astronaut(), size), preprocess(data.coffee(), size)])
+    cpu = torch_backend.create(BackendOptions(weights='tiny-random', image_size=size),
+                               loaded=loaded)
+    try:
+        expected = cpu.infer(x)
+    finally:
+        cpu.close()
+    opts = _opts(image_size=size, dp=dp, execution_mode=mode, cache_dir=str(tmp_path))
+    with tt_device_double():
+        started = create_backend('tt', opts, allow_fallback=False)
+        backend = started.backend
+        try:
+            assert not started.fell_back and backend.info.name == 'tt'
+            got = backend.infer(x)
+            assert backend.info.extra['tt_execution_mode'] == mode
+            assert backend.fallback_counts()['program_config_fallback_total'] == 0
+        finally:
+            backend.close()
+    scores = [pcc(got[i], expected[i]) for i in range(len(x))]
+    assert all(s >= 0.99 for s in scores), scores

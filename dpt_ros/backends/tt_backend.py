@@ -153,16 +153,25 @@ def _teardown(dp: DataParallel | None, devices: TtDevices | None) -> None:
 
 
 def _tt_dpt_factory(loaded, chip, opts: BackendOptions, fallbacks, prepared):
-    """The production model: TtDPT from the prepared weights on one chip."""
+    """The production model: one TtDPT per chip from the shared prepared weights."""
     from dpt_ros.tt import model as tt_model
-    return tt_model.TtDPT(prepared, chip, loaded.config, image_size=opts.image_size,
-                          fallbacks=fallbacks)
+    configs, weights = prepared
+    return tt_model.TtDPT(weights, configs, chip, fallbacks=fallbacks)
 
 
 def _prepare_weights(loaded, opts: BackendOptions):
-    """Host-side weight preparation, once for all chips (cached on disk by tt.weights)."""
-    from dpt_ros.tt import weights as tt_weights
-    return tt_weights.prepare_weights(loaded.model, cache_dir=opts.cache_dir or None)
+    """Configs for (device, size, B=1 per chip) and host-side weights, once for all chips.
+
+    tt.weights caches them on disk keyed by a fingerprint of the state dict, the prepared-
+    weight config and the ttnn version, so a restart skips the preparation.
+    """
+    from dpt_ros.tt.configs import build_configs
+    from dpt_ros.tt.weights import prepare_weights
+    configs = build_configs(loaded.config, device=opts.device, image_size=opts.image_size,
+                            batch=1)
+    weights = prepare_weights(loaded.model.state_dict(), configs,
+                              cache_dir=opts.cache_dir or None)
+    return configs, weights
 
 
 def create(opts: BackendOptions, loaded=None, *, model_factory=None) -> TtBackend:
