@@ -44,6 +44,9 @@ log = logging.getLogger('dpt_ros.bag_eval')
 MODES = ('offline', 'replay')
 DEFAULT_STRIPS = 6
 DEFAULT_PCC_FRAMES = 2
+# torch's first two or three calls are much slower than the rest (allocator and kernel
+# caches); a replayed stream must not pay for that in dropped frames, so replay warms up more.
+DEFAULT_WARMUP = {'offline': 1, 'replay': 3}
 
 
 class EvalError(Exception):
@@ -401,13 +404,13 @@ class _Recorder:
 
 
 def _random_weights_in(diagnostics: dict) -> bool | None:
+    """From the node's diagnostics: True/False when a 'weights' value says, else None."""
     for st in diagnostics.values():
         for k, v in st.get('values', {}).items():
-            if 'weights' in k.lower():
-                if 'random' in str(v).lower() and str(v).lower() not in ('false', '0', 'no'):
-                    return True
-                if k.lower() in ('weights_random', 'random_weights'):
-                    return str(v).lower() in ('true', '1', 'yes')
+            if k.lower() == 'weights_random':
+                return str(v).lower() in ('true', '1', 'yes')
+            if k.lower() == 'weights':
+                return 'random' in str(v).lower()
     return None
 
 
@@ -509,9 +512,9 @@ def run_replay(args, src: bagio.BagSource) -> dict:
     info_pub = (ros_node.create_publisher(CameraInfo, info_topic, qos_out)
                 if infos and info_topic else None)
     subs = []
-    for topic, msg_cls, msgtype in ((depth_topic, Image, bagio.IMAGE_TYPE),
-                                    (color_topic, Image, bagio.IMAGE_TYPE),
-                                    (metric_topic, Image, bagio.IMAGE_TYPE)):
+    outputs = [depth_topic, metric_topic] + ([] if args.no_color else [color_topic])
+    for topic in outputs:
+        msg_cls, msgtype = Image, bagio.IMAGE_TYPE
         subs.append(ros_node.create_subscription(msg_cls, topic,
                                                  rec.callback(topic, msgtype), qos_in,
                                                  raw=True))
@@ -542,8 +545,8 @@ def run_replay(args, src: bagio.BagSource) -> dict:
                                 + _node_tail(node_proc))
         # Paced replay at the recorded rate x --rate.
         t0_bag = frames[0].bag_time_ns
-        t_start = time.perf_counter()
         bar = _progress(args, len(frames), 'replay')
+        t_start = time.perf_counter()
         for fr in frames:
             due = t_start + (fr.bag_time_ns - t0_bag) / 1e9 / args.rate
             delay = due - time.perf_counter()
@@ -715,8 +718,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--max-frames', type=int, default=0, help='evaluate at most N frames')
     p.add_argument('--strips', type=int, default=DEFAULT_STRIPS,
                    help='frames illustrated in the report (default: %(default)s)')
-    p.add_argument('--warmup', type=int, default=1,
-                   help='untimed warm-up runs/frames before timing (default: %(default)s)')
+    p.add_argument('--warmup', type=int, default=None,
+                   help='untimed warm-up runs (offline) or frames sent and answered one by '
+                   'one before the replay (default: offline %d, replay %d)'
+                   % (DEFAULT_WARMUP['offline'], DEFAULT_WARMUP['replay']))
     p.add_argument('--no-progress', action='store_true', help='no progress bar')
     p.add_argument('-v', '--verbose', action='store_true', help='debug logging')
     d = BackendOptions()
@@ -763,11 +768,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument('--output-bag', default=None,
                    help='where the node\'s outputs are recorded (default: <output>/outputs_bag)')
     r.add_argument('--output-storage', default='mcap', choices=bagio.STORAGES)
+    r.add_argument('--no-color', action='store_true',
+                   help='do not subscribe to the colour output (the node then skips colouring)')
     r.add_argument('--no-output-bag', action='store_true', help='do not record outputs')
     return p
 
 
 def _check_args(p: argparse.ArgumentParser, args) -> None:
+    if args.warmup is None:
+        args.warmup = DEFAULT_WARMUP[args.mode]
     if args.rate <= 0 or not math.isfinite(args.rate):
         p.error(f'--rate must be > 0, got {args.rate}')
     for name in ('max_frames', 'strips', 'warmup', 'pcc_frames'):
