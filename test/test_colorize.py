@@ -1,0 +1,82 @@
+"""colorize(): BGR uint8 output, robust normalisation, NaN safety, parameter validation."""
+import cv2
+import numpy as np
+import pytest
+
+from dpt_ros.colorize import COLORMAPS, NORM_MODES, colorize, validate, value_range
+
+
+def _ramp(h=20, w=256):
+    return np.tile(np.linspace(0.0, 1.0, w, dtype=np.float32), (h, 1))
+
+
+def test_default_is_turbo_bgr_and_ends_match_opencv():
+    out = colorize(_ramp(), norm='percentile', low=0.0, high=100.0)
+    assert out.shape == (20, 256, 3) and out.dtype == np.uint8
+    lut = cv2.applyColorMap(np.arange(256, dtype=np.uint8)[None], cv2.COLORMAP_TURBO)[0]
+    assert np.array_equal(out[0, 0], lut[0])      # smallest value -> cold end
+    assert np.array_equal(out[0, -1], lut[255])   # largest (nearest) -> hot end
+
+
+def test_gray_is_monotonic():
+    out = colorize(_ramp(), colormap='gray', low=0.0, high=100.0)
+    g = out[0, :, 0].astype(int)
+    assert np.all(np.diff(g) >= 0) and g[0] == 0 and g[-1] == 255
+    assert np.array_equal(out[..., 0], out[..., 2])
+
+
+def test_percentiles_ignore_outliers():
+    d = _ramp()
+    d[0, 0] = 1e6          # one wild pixel must not wash the image out
+    out = colorize(d, colormap='gray')
+    assert out[5, 128, 0] > 60 and out[5, 128, 0] < 200
+    assert value_range(d)[1] < 2.0
+
+
+def test_fixed_range_clips():
+    d = np.array([[-1.0, 0.0, 0.5, 1.0, 2.0]], np.float32)
+    out = colorize(d, colormap='gray', norm='fixed', low=0.0, high=1.0)[0, :, 0]
+    assert list(out[[0, 1, 3, 4]]) == [0, 0, 255, 255]
+    assert 120 <= out[2] <= 135
+
+
+def test_nan_and_inf_are_black_and_do_not_spoil_the_rest():
+    d = _ramp()
+    d[:, :10] = np.nan
+    d[:, 10] = np.inf
+    out = colorize(d)
+    assert not out[:, :11].any()
+    assert out[:, 128:].any()
+    assert not colorize(np.full((4, 4), np.nan, np.float32)).any()
+
+
+def test_flat_map_draws_mid_scale():
+    out = colorize(np.full((3, 3), 7.0, np.float32), colormap='gray')
+    assert np.all(out == out[0, 0]) and 100 < out[0, 0, 0] < 160
+
+
+@pytest.mark.parametrize('name', list(COLORMAPS))
+def test_every_colormap_runs(name):
+    assert colorize(_ramp(4, 16), colormap=name).shape == (4, 16, 3)
+
+
+@pytest.mark.parametrize('args', [('nope', 'percentile', 2, 98), ('turbo', 'log', 2, 98),
+                                  ('turbo', 'percentile', 98, 2),
+                                  ('turbo', 'percentile', -1, 98),
+                                  ('turbo', 'fixed', 1.0, float('nan')),
+                                  ('turbo', 'fixed', 'a', 3)])
+def test_bad_settings_raise_with_choices(args):
+    with pytest.raises(ValueError) as err:
+        validate(*args)
+    assert str(err.value)
+    if args[0] == 'nope':
+        assert 'turbo' in str(err.value)
+    if args[1] == 'log':
+        assert all(m in str(err.value) for m in NORM_MODES)
+
+
+def test_bad_shapes():
+    with pytest.raises(ValueError):
+        colorize(np.zeros((2, 2, 2), np.float32))
+    with pytest.raises(ValueError):
+        colorize(np.zeros((0, 5), np.float32))

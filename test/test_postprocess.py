@@ -1,0 +1,58 @@
+"""resize_depth() against transformers' post_process_depth_estimation."""
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from dpt_ros.postprocess import resize_depth
+
+
+@pytest.fixture(scope='module')
+def hf_processor():
+    import transformers
+    logging.getLogger('transformers').setLevel(logging.ERROR)
+    return transformers.DPTImageProcessor()
+
+
+def _reference(proc, raw, hw):
+    from transformers.modeling_outputs import DepthEstimatorOutput
+    out = DepthEstimatorOutput(predicted_depth=torch.from_numpy(raw)[None])
+    return proc.post_process_depth_estimation(out, target_sizes=[hw])[0]['predicted_depth']
+
+
+@pytest.fixture(scope='module')
+def raw():
+    # Smooth structure plus noise, positive like DPT's ReLU output.
+    yy, xx = np.mgrid[0:384, 0:384].astype(np.float32)
+    noise = np.random.default_rng(0).random((384, 384)).astype(np.float32)
+    return (10 + 5 * np.sin(xx / 17) * np.cos(yy / 23) + noise).astype(np.float32)
+
+
+@pytest.mark.parametrize('hw', [(1, 1), (479, 641), (4000, 3000), (384, 384), (100, 50),
+                                (2, 700)])
+def test_matches_transformers(hf_processor, raw, hw):
+    ours = resize_depth(raw, hw)
+    ref = _reference(hf_processor, raw, hw).reshape(hw).numpy()
+    assert ours.shape == hw
+    assert ours.dtype == np.float32
+    assert float(np.abs(ours - ref).max()) <= 1e-5 * float(np.abs(ref).max())
+
+
+def test_cv2_method_is_close(raw):
+    a = resize_depth(raw, (479, 641))
+    b = resize_depth(raw, (479, 641), method='cv2')
+    assert b.shape == (479, 641)
+    assert float(np.abs(a - b).max()) < 1e-3 * float(np.abs(a).max())
+
+
+def test_accepts_1xSxS_and_rejects_bad_input(raw):
+    assert resize_depth(raw[None], (10, 12)).shape == (10, 12)
+    with pytest.raises(ValueError):
+        resize_depth(raw, (0, 5))
+    with pytest.raises(ValueError):
+        resize_depth(raw, 'big')
+    with pytest.raises(ValueError):
+        resize_depth(np.zeros((2, 3, 4), np.float32), (5, 5))
+    with pytest.raises(ValueError):
+        resize_depth(raw, (5, 5), method='nearest')
