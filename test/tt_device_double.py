@@ -62,6 +62,7 @@ import itertools
 import math
 import os
 import re
+import time
 from typing import Any, Callable
 
 import pytest
@@ -509,6 +510,7 @@ class DeviceDouble:
         self.eager_cqs = set(eager_cqs)
         self.log: list[tuple] = []
         self.op_counts: collections.Counter[str] = collections.Counter()
+        self.op_seconds: collections.Counter[str] = collections.Counter()   # CPU time per op
         self.devices: list[DoubleMeshDevice] = []
         self._trace_ids = itertools.count(1)
         self._patches: list[tuple[Any, str, Any]] = []
@@ -862,7 +864,9 @@ class DeviceDouble:
         capturing = device.capturing is not None
         if not capturing:
             self._drain(device, 0)        # ops run on CQ0 after what is queued there
+        start = time.perf_counter()
         outputs = self._compute(dotted, golden, any_kw, args, kwargs)
+        self.op_seconds[dotted] += time.perf_counter() - start
         self.op_counts[dotted] += 1
         if capturing:
             device.traces[device.capturing[0]].append(

@@ -1,0 +1,285 @@
+"""Every TTNN program / memory / compute / conv config of the model, built in ONE place.
+
+`build_configs(hf_config, device='wormhole_n300', image_size=384)` derives all of them from
+the model dimensions, the image size and the device (Wormhole N150 / N300: an 8x8 worker grid
+per chip; data parallel gives each chip its own copy, so per-chip configs are the same).
+
+Layout decisions (why):
+* Tokens are padded to `tokens_padded`, a tile multiple whose tile count splits evenly over
+  the rows of the encoder grid (577 -> 640 at 384: 20 tiles over 5 rows of an 8x5 grid). Padded
+  keys are masked in attention so results are exact.
+* Encoder activations are block sharded in L1 over that grid; QKV / out-proj / FF1 (+GELU
+  fused) / FF2 use 2D multicast matmuls whose per-core blocks equal the shards; LayerNorm is
+  the sharded variant on the same grid.
+* Attention is ttnn's flash SDPA (non-causal, additive key mask) on the full grid: a
+  [heads, T, T] score tensor would not fit L1 at 512 (T=1152).
+* Convolutions: height sharding where the image is large and channels few, block sharding
+  where channels dominate; DRAM slicing for the two full-resolution head convs.
+* Weights bfloat8_b by default (bf16 selectable), activations bf16, matmul HiFi2,
+  LayerNorm/softmax HiFi4 with fp32 accumulation.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+TILE = 32
+WORMHOLE_GRID = (8, 8)          # compute_with_storage_grid_size (x, y) of N150/N300 chips
+DEVICES = {'wormhole_n150': 1, 'wormhole_n300': 2}   # name -> chips
+WEIGHT_DTYPES = ('bfloat8_b', 'bfloat16')
+MATH_FIDELITIES = ('LoFi', 'HiFi2', 'HiFi3', 'HiFi4')
+
+
+@dataclass(frozen=True)
+class ModelDims:
+    """The DPT dimensions the TT model needs (from a transformers DPTConfig)."""
+
+    hidden: int
+    layers: int
+    heads: int
+    intermediate: int
+    patch: int
+    image_size: int
+    out_indices: tuple
+    neck: tuple
+    factors: tuple
+    fusion: int
+    eps: float
+
+    @classmethod
+    def from_hf(cls, hf_config, image_size: int | None = None) -> 'ModelDims':
+        if getattr(hf_config, 'is_hybrid', False) or hf_config.readout_type != 'project':
+            raise ValueError('the TT model implements DPT-Large (ViT, readout "project") only')
+        if getattr(hf_config, 'add_projection', False) or \
+                getattr(hf_config, 'use_batch_norm_in_fusion_residual', False):
+            raise ValueError('head projection / fusion batch norm variants are not supported')
+        return cls(hidden=hf_config.hidden_size, layers=hf_config.num_hidden_layers,
+                   heads=hf_config.num_attention_heads,
+                   intermediate=hf_config.intermediate_size, patch=hf_config.patch_size,
+                   image_size=int(image_size or hf_config.image_size),
+                   out_indices=tuple(hf_config.backbone_out_indices),
+                   neck=tuple(hf_config.neck_hidden_sizes),
+                   factors=tuple(hf_config.reassemble_factors),
+                   fusion=hf_config.fusion_hidden_size, eps=hf_config.layer_norm_eps)
+
+    @property
+    def grid(self) -> int:
+        """Patches per side."""
+        return self.image_size // self.patch
+
+    @property
+    def patches(self) -> int:
+        return self.grid * self.grid
+
+    @property
+    def tokens(self) -> int:
+        """Patch tokens + CLS."""
+        return self.patches + 1
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden // self.heads
+
+
+def _largest_divisor(n: int, at_most: int, at_least: int = 1) -> int | None:
+    for d in range(min(n, at_most), at_least - 1, -1):
+        if n % d == 0:
+            return d
+    return None
+
+
+def subblock_w(per_core_n: int, limit: int = 8) -> int:
+    """out_subblock_w for out_subblock_h=1: the largest divisor of per_core_N <= limit."""
+    return _largest_divisor(per_core_n, limit)
+
+
+def pad_tokens(tokens: int, batch: int = 1, max_rows: int = WORMHOLE_GRID[1],
+               min_rows: int = 4) -> tuple[int, int]:
+    """(tokens_padded, grid_rows): the smallest multiple of 64 (two tiles: SDPA chunks) >=
+    tokens whose batch*tiles split evenly over `min_rows`..`max_rows` grid rows (most rows)."""
+    tiles = 2 * math.ceil(tokens / (2 * TILE))
+    while True:
+        rows = _largest_divisor(batch * tiles, max_rows, min_rows)
+        if rows is not None:
+            return tiles * TILE, rows
+        tiles += 2
+
+
+@dataclass
+class TtConfigs:
+    """Everything ttnn-config-shaped the model uses; see module doc for the choices."""
+
+    device: str
+    chips: int
+    image_size: int
+    batch: int                      # per chip
+    dims: ModelDims
+    weight_dtype_name: str
+    math_fidelity_name: str
+    tokens_padded: int
+    encoder_grid: tuple             # (x, y)
+    attention_grid: tuple           # (x, y)
+    sdpa_chunk: int = 0
+    memory: dict = field(default_factory=dict)
+    program: dict = field(default_factory=dict)
+    compute: dict = field(default_factory=dict)
+    conv: dict = field(default_factory=dict)
+    conv_slice: dict = field(default_factory=dict)
+    conv_shard: dict = field(default_factory=dict)
+
+    @property
+    def weight_dtype(self):
+        import ttnn
+        return getattr(ttnn, self.weight_dtype_name)
+
+    @property
+    def act_dtype(self):
+        import ttnn
+        return ttnn.bfloat16
+
+    def weight_key(self) -> dict:
+        """What prepared weights depend on (part of the on-disk cache key)."""
+        return {'dims': dataclasses.asdict(self.dims), 'image_size': self.image_size,
+                'tokens_padded': self.tokens_padded, 'weight_dtype': self.weight_dtype_name}
+
+    def describe(self) -> dict:
+        """Plain summary for logs / perf headers."""
+        return {'device': self.device, 'image_size': self.image_size, 'batch': self.batch,
+                'tokens': self.dims.tokens, 'tokens_padded': self.tokens_padded,
+                'encoder_grid': list(self.encoder_grid),
+                'attention_grid': list(self.attention_grid),
+                'weight_dtype': self.weight_dtype_name,
+                'math_fidelity': self.math_fidelity_name}
+
+
+# Convolutions whose activations are large and channels few: height sharding; the rest block.
+_HEIGHT_SHARDED_MIN_PIXELS = 64 * 64
+# Activation bytes above which a conv is sliced through DRAM (the two full-resolution head
+# convs at 384/512; everything else fits L1 sharded).
+_DRAM_SLICE_BYTES = 8 << 20
+
+
+def build_configs(hf_config, device: str = 'wormhole_n300', image_size: int | None = None,
+                  batch: int = 1, weight_dtype: str = 'bfloat8_b',
+                  math_fidelity: str = 'HiFi2') -> TtConfigs:
+    """Build every config for (model, device, image size, per-chip batch)."""
+    import ttnn
+
+    if device not in DEVICES:
+        raise ValueError(f'device {device!r}: one of {sorted(DEVICES)}')
+    if weight_dtype not in WEIGHT_DTYPES:
+        raise ValueError(f'weight_dtype {weight_dtype!r}: one of {WEIGHT_DTYPES}')
+    if math_fidelity not in MATH_FIDELITIES:
+        raise ValueError(f'math_fidelity {math_fidelity!r}: one of {MATH_FIDELITIES}')
+    dims = ModelDims.from_hf(hf_config, image_size)
+    s = dims.image_size
+    if s % (2 * dims.patch) or s <= 0:
+        # An odd patch grid makes the stride-2 reassemble conv and the x2 fusion upsamples
+        # disagree by one pixel (HF then resizes the residual); only even grids are supported.
+        raise ValueError(f'image_size {s} must be a positive multiple of {2 * dims.patch}')
+    if batch < 1:
+        raise ValueError('batch must be >= 1')
+
+    gx, gy_max = WORMHOLE_GRID
+    hidden_t = dims.hidden // TILE
+    inter_t = dims.intermediate // TILE
+    if dims.hidden % TILE or dims.intermediate % TILE:
+        raise ValueError('hidden and intermediate sizes must be multiples of 32')
+    x = _largest_divisor(math.gcd(hidden_t, inter_t), gx)
+    tokens_padded, y = pad_tokens(dims.tokens, batch, gy_max)
+    rows_t = batch * tokens_padded // TILE
+    m_t = rows_t // y                       # per-core token tiles
+    w_t = hidden_t // x                     # per-core hidden tiles
+    i_t = inter_t // x                      # per-core intermediate tiles
+
+    fid = getattr(ttnn.MathFidelity, math_fidelity)
+    cfg = TtConfigs(device=device, chips=DEVICES[device], image_size=s, batch=batch, dims=dims,
+                    weight_dtype_name=weight_dtype, math_fidelity_name=math_fidelity,
+                    tokens_padded=tokens_padded, encoder_grid=(x, y), attention_grid=(0, 0))
+
+    cfg.compute['matmul'] = ttnn.WormholeComputeKernelConfig(
+        math_fidelity=fid, math_approx_mode=False, fp32_dest_acc_en=False, packer_l1_acc=True)
+    cfg.compute['norm'] = ttnn.WormholeComputeKernelConfig(
+        math_fidelity=ttnn.MathFidelity.HiFi4, math_approx_mode=False, fp32_dest_acc_en=True,
+        packer_l1_acc=False)
+    cfg.compute['conv'] = ttnn.WormholeComputeKernelConfig(
+        math_fidelity=fid, math_approx_mode=False, fp32_dest_acc_en=False, packer_l1_acc=True)
+
+    core_grid = ttnn.CoreGrid(y=y, x=x)
+
+    def block(width):
+        return ttnn.create_sharded_memory_config(
+            (batch, tokens_padded, width), core_grid=core_grid,
+            strategy=ttnn.ShardStrategy.BLOCK, orientation=ttnn.ShardOrientation.ROW_MAJOR)
+
+    cfg.memory.update(dram=ttnn.DRAM_MEMORY_CONFIG, l1=ttnn.L1_MEMORY_CONFIG,
+                      tokens=block(dims.hidden), qkv=block(3 * dims.hidden),
+                      ff=block(dims.intermediate))
+
+    def mcast(k_t, n_t, act=None):
+        return ttnn.MatmulMultiCoreReuseMultiCastProgramConfig(  # 2D multicast, block shards
+            compute_with_storage_grid_size=(x, y), in0_block_w=_largest_divisor(k_t, 8),
+            out_subblock_h=1, out_subblock_w=subblock_w(n_t), per_core_M=m_t, per_core_N=n_t,
+            transpose_mcast=False, fused_activation=act)
+
+    ln = ttnn.LayerNormShardedMultiCoreProgramConfig(
+        compute_with_storage_grid_size=(x, y), subblock_w=subblock_w(w_t, 4), block_h=m_t,
+        block_w=w_t, inplace=False)
+    cfg.program.update(
+        layernorm=ln,
+        qkv=mcast(w_t, 3 * w_t),
+        out=mcast(w_t, w_t),
+        ff1=mcast(w_t, i_t, ttnn.UnaryWithParam(ttnn.UnaryOpType.GELU)),
+        ff2=mcast(i_t, w_t))
+
+    # Attention: flash-attention SDPA (no [T, T] score tensor in L1, which would not fit at
+    # 512), non-causal with an additive key mask; chunks must divide the padded token count.
+    chunk = next(c for c in (256, 128, 64) if tokens_padded % c == 0)
+    cfg.sdpa_chunk = chunk
+    cfg.program['sdpa'] = ttnn.SDPAProgramConfig(
+        compute_with_storage_grid_size=(gx, gy_max), q_chunk_size=chunk, k_chunk_size=chunk,
+        exp_approx_mode=False)
+    cfg.attention_grid = (gx, gy_max)
+
+    # Convolutions of the neck / fusion / head: (name, in_ch, out_ch, in_hw, kernel, act).
+    for name, cin, cout, hw, relu in conv_plan(dims):
+        pixels = batch * hw * hw
+        height = hw * hw >= _HEIGHT_SHARDED_MIN_PIXELS or cin < 64
+        shard = ttnn.TensorMemoryLayout.HEIGHT_SHARDED if height \
+            else ttnn.TensorMemoryLayout.BLOCK_SHARDED
+        cfg.conv_shard[name] = shard
+        cfg.conv[name] = ttnn.Conv2dConfig(
+            weights_dtype=cfg.weight_dtype, shard_layout=shard,
+            activation=ttnn.UnaryWithParam(ttnn.UnaryOpType.RELU) if relu else None,
+            deallocate_activation=False, reshard_if_not_optimal=True,
+            output_layout=ttnn.TILE_LAYOUT, enable_act_double_buffer=False)
+        in_bytes = pixels * max(cin, cout) * 2
+        cfg.conv_slice[name] = ttnn.Op2DSliceConfig(
+            slice_type=ttnn.Op2DSliceConfig.SliceTypeEnum.DRAMSliceHeight,
+            num_slices=max(2, math.ceil(in_bytes / _DRAM_SLICE_BYTES))) \
+            if in_bytes > _DRAM_SLICE_BYTES else None
+    return cfg
+
+
+def conv_plan(dims: ModelDims) -> list[tuple[str, int, int, int, bool]]:
+    """(config name, in channels, out channels, input side, fused ReLU) for every conv."""
+    g = dims.grid
+    f = dims.fusion
+    sides = [int(g * factor) if factor >= 1 else g // int(1 / factor)
+             for factor in dims.factors]
+    plan = []
+    for i, factor in enumerate(dims.factors):
+        if factor < 1:
+            plan.append((f'reassemble.{i}.resize', dims.neck[i], dims.neck[i], g, False))
+    for i, c in enumerate(dims.neck):
+        plan.append((f'neck.{i}', c, f, sides[i], False))
+    # Fusion runs from the coarsest map (last) to the finest.
+    for layer, side in enumerate(reversed(sides)):
+        for res in ((1, 2) if layer else (2,)):
+            plan.append((f'fusion.{layer}.res{res}.conv1', f, f, side, True))
+            plan.append((f'fusion.{layer}.res{res}.conv2', f, f, side, False))
+    head_side = sides[0] * 2
+    plan.append(('head.conv1', f, f // 2, head_side, False))
+    plan.append(('head.conv2', f // 2, 32, head_side * 2, True))
+    return plan

@@ -1,0 +1,100 @@
+"""DPT ViT-L encoder on device: 24 pre-LN transformer blocks over padded tokens.
+
+HF: DPTViTLayer = x + attn(LN1(x)); x + FF2(GELU(FF1(LN2(x)))). Tokens stay block sharded in
+L1 on the encoder grid for the whole stack (sharded LayerNorm, 2D multicast matmuls with the
+GELU fused into FF1, sharded residual adds). Attention: fused QKV linear -> split heads ->
+flash SDPA (non-causal, additive mask hiding the padded keys, so results are exact) ->
+concatenate heads -> out projection. The hidden states after the layers named by
+`backbone_out_indices` are copied to DRAM as taps for the reassemble stage (HF takes
+`hidden_states[1:]` at those indices, i.e. layer outputs before the final LayerNorm).
+"""
+from __future__ import annotations
+
+from dpt_ros.tt.fallbacks import FallbackCounter
+from dpt_ros.tt.ops import ensure_memory, tuned_linear
+
+
+class TtEncoder:
+    """`forward(tokens) -> list of taps` ((N, Tp, D) DRAM tensors, one per out index)."""
+
+    def __init__(self, params: dict, configs, device, fb: FallbackCounter):
+        self.cfg = configs
+        self.fb = fb
+        self.p = params
+        self.mask = params['encoder.attention_mask']
+
+    def _layer_norm(self, i, name, x):
+        import ttnn
+        cfg = self.cfg
+        w = self.p[f'encoder.{i}.{name}.weight']
+        b = self.p[f'encoder.{i}.{name}.bias']
+        mem = cfg.memory['tokens']
+
+        def tuned():
+            return ttnn.layer_norm(ensure_memory(x, mem), epsilon=cfg.dims.eps, weight=w,
+                                   bias=b, memory_config=mem,
+                                   program_config=cfg.program['layernorm'],
+                                   compute_kernel_config=cfg.compute['norm'])
+
+        def default():
+            return ttnn.layer_norm(ensure_memory(x, ttnn.DRAM_MEMORY_CONFIG),
+                                   epsilon=cfg.dims.eps, weight=w, bias=b,
+                                   memory_config=ttnn.DRAM_MEMORY_CONFIG,
+                                   compute_kernel_config=cfg.compute['norm'])
+        return self.fb.run_with_config(f'encoder.{name}', tuned, default)
+
+    def _linear(self, i, name, x, in_key, out_key, act=None):
+        cfg = self.cfg
+        return tuned_linear(self.fb, f'encoder.{name}', x, self.p[f'encoder.{i}.{name}.weight'],
+                            self.p[f'encoder.{i}.{name}.bias'],
+                            program_config=cfg.program[name], input_memory=cfg.memory[in_key],
+                            memory_config=cfg.memory[out_key], compute=cfg.compute['matmul'],
+                            activation=act)
+
+    def _attention(self, i, x):
+        import ttnn
+        cfg = self.cfg
+        dims = cfg.dims
+        qkv = self._linear(i, 'qkv', x, 'tokens', 'qkv')
+        qkv = ensure_memory(qkv, ttnn.L1_MEMORY_CONFIG)
+        q, k, v = ttnn.transformer.split_query_key_value_and_split_heads(
+            qkv, num_heads=dims.heads, transpose_key=False, memory_config=ttnn.L1_MEMORY_CONFIG)
+        ttnn.deallocate(qkv)
+
+        def tuned():
+            return ttnn.transformer.scaled_dot_product_attention(
+                q, k, v, attn_mask=self.mask, is_causal=False, scale=dims.head_dim ** -0.5,
+                program_config=cfg.program['sdpa'], compute_kernel_config=cfg.compute['norm'],
+                memory_config=ttnn.L1_MEMORY_CONFIG)
+
+        def default():
+            return ttnn.transformer.scaled_dot_product_attention(
+                q, k, v, attn_mask=self.mask, is_causal=False, scale=dims.head_dim ** -0.5,
+                memory_config=ttnn.DRAM_MEMORY_CONFIG)
+        ctx = self.fb.run_with_config('encoder.sdpa', tuned, default)
+        for t in (q, k, v):
+            ttnn.deallocate(t)
+        ctx = ttnn.transformer.concatenate_heads(ctx, memory_config=ttnn.L1_MEMORY_CONFIG)
+        return self._linear(i, 'out', ctx, 'tokens', 'tokens')
+
+    def layer(self, i, x):
+        """One ViT block (HF DPTViTLayer)."""
+        import ttnn
+        mem = self.cfg.memory['tokens']
+        h = self._layer_norm(i, 'ln1', x)
+        x = ttnn.add(ensure_memory(self._attention(i, h), mem), ensure_memory(x, mem),
+                     memory_config=mem)
+        h = self._layer_norm(i, 'ln2', x)
+        h = self._linear(i, 'ff1', h, 'tokens', 'ff', act='gelu')
+        h = self._linear(i, 'ff2', h, 'ff', 'tokens')
+        return ttnn.add(ensure_memory(h, mem), x, memory_config=mem)
+
+    def forward(self, x) -> list:
+        import ttnn
+        taps = []
+        wanted = set(self.cfg.dims.out_indices)
+        for i in range(max(wanted) + 1):     # layers after the last tap do not matter
+            x = self.layer(i, x)
+            if i in wanted:
+                taps.append(ttnn.to_memory_config(x, ttnn.DRAM_MEMORY_CONFIG))
+        return taps

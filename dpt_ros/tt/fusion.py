@@ -1,0 +1,64 @@
+"""DPT feature fusion stage on device (HF DPTFeatureFusionStage / DPTFeatureFusionLayer).
+
+From the coarsest map to the finest: h = h + RCU1(feature) (not for the first layer);
+h = RCU2(h); h = project(upsample_x2(h)). RCU (pre-activation residual conv unit):
+x + conv2(relu(conv1(relu(x)))), the inner ReLU fused into conv1.
+The 1x1 projection runs BEFORE the upsample (4x fewer pixels): a 1x1 conv and a bilinear
+resize are both linear and every output pixel's bilinear weights sum to 1, so
+project(up(h)) == up(project(h)) including the bias, up to rounding. The x2 resize is the
+exact align_corners=True bilinear of ops.Upsample2x.
+"""
+from __future__ import annotations
+
+from dpt_ros.tt.fallbacks import FallbackCounter
+from dpt_ros.tt.ops import Spatial, TtConv2d, Upsample2x
+
+
+class TtFusion:
+    """`forward(features finest-first) -> Spatial` (the last, finest fused map)."""
+
+    def __init__(self, params: dict, configs, device, fb: FallbackCounter,
+                 upsample: Upsample2x):
+        self.cfg = configs
+        self.p = params
+        self.up = upsample
+        self.convs = {}
+        for layer in range(len(configs.dims.neck)):
+            for res in ((1, 2) if layer else (2,)):
+                for conv in (1, 2):
+                    name = f'fusion.{layer}.res{res}.conv{conv}'
+                    self.convs[name] = TtConv2d(
+                        name, params[name + '.weight'], params[name + '.bias'], kernel=3,
+                        stride=1, padding=1, configs=configs, device=device, fb=fb)
+
+    def _rcu(self, layer, res, x: Spatial) -> Spatial:
+        import ttnn
+        h = Spatial(ttnn.relu(x.tensor), x.n, x.h, x.w, x.c)
+        h = self.convs[f'fusion.{layer}.res{res}.conv1'](h)      # + fused ReLU
+        h = self.convs[f'fusion.{layer}.res{res}.conv2'](h)
+        return Spatial(ttnn.add(h.tensor, _tile(x.tensor), memory_config=ttnn.L1_MEMORY_CONFIG),
+                       x.n, x.h, x.w, x.c)
+
+    def forward(self, features) -> Spatial:
+        import ttnn
+        h = None
+        for layer, feat in enumerate(reversed(features)):
+            if h is None:
+                h = feat
+            else:
+                r = self._rcu(layer, 1, feat)
+                h = Spatial(ttnn.add(_tile(h.tensor), r.tensor,
+                                     memory_config=ttnn.L1_MEMORY_CONFIG),
+                            h.n, h.h, h.w, h.c)
+            h = self._rcu(layer, 2, h)
+            proj = ttnn.linear(_tile(h.tensor), self.p[f'fusion.{layer}.proj.weight'],
+                               bias=self.p[f'fusion.{layer}.proj.bias'],
+                               memory_config=ttnn.DRAM_MEMORY_CONFIG,
+                               compute_kernel_config=self.cfg.compute['matmul'])
+            h = self.up(Spatial(proj, h.n, h.h, h.w, h.c))
+        return h
+
+
+def _tile(t):
+    import ttnn
+    return t if t.layout == ttnn.TILE_LAYOUT else ttnn.to_layout(t, ttnn.TILE_LAYOUT)

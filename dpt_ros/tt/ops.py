@@ -1,0 +1,177 @@
+"""Small building blocks shared by the TT stages: tuned linear, conv2d, exact x2 upsample.
+
+Spatial activations travel as flat NHWC tensors (1, 1, N*H*W, C) with (N, H, W) tracked in
+Python, the layout ttnn.conv2d consumes and produces.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from dpt_ros.tt.fallbacks import FallbackCounter
+from dpt_ros.tt.weights import bilinear_matrix
+
+
+@dataclass
+class Spatial:
+    """A flat NHWC device tensor plus its geometry."""
+
+    tensor: object
+    n: int
+    h: int
+    w: int
+    c: int
+
+
+def ensure_memory(x, memory_config):
+    """x in `memory_config` (no op when it already is)."""
+    import ttnn
+    if x.memory_config() == memory_config:
+        return x
+    return ttnn.to_memory_config(x, memory_config)
+
+
+def tuned_linear(fb: FallbackCounter, name: str, x, weight, bias, *, program_config,
+                 input_memory, memory_config, compute, activation: str | None = None,
+                 dtype=None):
+    """ttnn.linear with a sharded program config (input resharded to `input_memory`),
+    falling back (counted) to the default interleaved config."""
+    import ttnn
+    dtype = dtype or ttnn.bfloat16
+
+    def tuned():
+        return ttnn.linear(ensure_memory(x, input_memory), weight, bias=bias,
+                           program_config=program_config, memory_config=memory_config,
+                           dtype=dtype, compute_kernel_config=compute)
+
+    def default():
+        return ttnn.linear(ensure_memory(x, ttnn.DRAM_MEMORY_CONFIG), weight, bias=bias,
+                           activation=activation, memory_config=ttnn.DRAM_MEMORY_CONFIG,
+                           dtype=dtype, compute_kernel_config=compute)
+    return fb.run_with_config(name, tuned, default)
+
+
+class TtConv2d:
+    """ttnn.conv2d with the config from configs.conv[name]; keeps the prepared weights the
+    first call returns so later calls (and the trace) skip host-side weight preparation."""
+
+    def __init__(self, name: str, weight, bias, *, kernel: int, stride: int, padding: int,
+                 configs, device, fb: FallbackCounter):
+        self.name = name
+        self.weight = weight
+        self.bias = bias
+        self.out_channels, self.in_channels = int(weight.shape[0]), int(weight.shape[1])
+        self.kernel, self.stride, self.padding = kernel, stride, padding
+        self.configs = configs
+        self.device = device
+        self.fb = fb
+
+    def __call__(self, x: Spatial) -> Spatial:
+        import ttnn
+        cfg = self.configs
+        sliced = cfg.conv_slice.get(self.name) is not None
+        out_mem = ttnn.DRAM_MEMORY_CONFIG if sliced else ttnn.L1_MEMORY_CONFIG
+
+        def call(conv_config, slice_config, memory_config):
+            kwargs = dict(
+                input_tensor=x.tensor, weight_tensor=self.weight, bias_tensor=self.bias,
+                device=self.device, in_channels=self.in_channels,
+                out_channels=self.out_channels, batch_size=x.n, input_height=x.h,
+                input_width=x.w, kernel_size=(self.kernel, self.kernel),
+                stride=(self.stride, self.stride), padding=(self.padding, self.padding),
+                dtype=cfg.act_dtype, conv_config=conv_config,
+                compute_config=cfg.compute['conv'], memory_config=memory_config,
+                return_output_dim=True, return_weights_and_bias=True)
+            if slice_config is not None:
+                kwargs['slice_config'] = slice_config
+            return ttnn.conv2d(**kwargs)
+
+        tuned_cfg = cfg.conv[self.name]
+
+        def tuned():
+            return call(tuned_cfg, cfg.conv_slice.get(self.name), out_mem)
+
+        def default():
+            plain = ttnn.Conv2dConfig(weights_dtype=tuned_cfg.weights_dtype,
+                                      activation=tuned_cfg.activation)
+            return call(plain, ttnn.Op2DSliceConfig(
+                slice_type=ttnn.Op2DSliceConfig.SliceTypeEnum.DRAMSliceHeight),
+                ttnn.DRAM_MEMORY_CONFIG)
+
+        out, (oh, ow), (self.weight, self.bias) = self.fb.run_with_config(
+            f'conv.{self.name}', tuned, default)
+        return Spatial(out, x.n, oh, ow, self.out_channels)
+
+
+class Upsample2x:
+    """Exact x2 bilinear resize with align_corners=True (HF DPT fusion and head).
+
+    ttnn.upsample's bilinear mode samples like align_corners=False, which is not what DPT
+    uses, so the resize is done as two matmuls with constant interpolation matrices:
+    rows: A_h (kron over the batch) @ X[(n,h), (w,c)]; columns: A_w @ X^T-ish after a
+    (1, 0, 2) permute. Exact up to the bf16 storage of the matrices' weights.
+    On failure it runs on the host (counted as upsample_host_fallback_count).
+    """
+
+    def __init__(self, device, fb: FallbackCounter):
+        self.device = device
+        self.fb = fb
+        self._mats: dict[tuple, object] = {}
+        self._host = False
+
+    def _matrix(self, key: tuple, array: np.ndarray):
+        import ttnn
+        if key not in self._mats:
+            self._mats[key] = ttnn.from_torch(
+                _torch().from_numpy(array.astype(np.float32)), ttnn.bfloat16,
+                layout=ttnn.TILE_LAYOUT, device=self.device,
+                memory_config=ttnn.DRAM_MEMORY_CONFIG)
+        return self._mats[key]
+
+    def prepare(self, n: int, h: int, w: int) -> None:
+        """Upload the matrices for (n, h, w) ahead of time (outside any trace capture)."""
+        self._matrix(('h', n, h), np.kron(np.eye(n), bilinear_matrix(h)))
+        self._matrix(('w', w), bilinear_matrix(w))
+
+    def __call__(self, x: Spatial) -> Spatial:
+        if not self._host:
+            try:
+                return self._device(x)
+            except Exception as exc:
+                self.fb.host_fallback('upsample_host_fallback_count',
+                                      f'device x2 bilinear failed: {exc}')
+                self._host = True
+        return self._on_host(x)
+
+    def _device(self, x: Spatial) -> Spatial:
+        import ttnn
+        n, h, w, c = x.n, x.h, x.w, x.c
+        a_h = self._matrix(('h', n, h), np.kron(np.eye(n), bilinear_matrix(h)))
+        a_w = self._matrix(('w', w), bilinear_matrix(w))
+        t = ttnn.to_layout(x.tensor, ttnn.TILE_LAYOUT)
+        t = ttnn.reshape(t, (n * h, w * c))
+        t = ttnn.matmul(a_h, t)                               # (n*2h, w*c)
+        t = ttnn.reshape(t, (n * 2 * h, w, c))
+        t = ttnn.permute(t, (1, 0, 2))                        # (w, n*2h, c)
+        t = ttnn.reshape(t, (w, n * 2 * h * c))
+        t = ttnn.matmul(a_w, t)                               # (2w, n*2h*c)
+        t = ttnn.reshape(t, (2 * w, n * 2 * h, c))
+        t = ttnn.permute(t, (1, 0, 2))                        # (n*2h, 2w, c)
+        t = ttnn.reshape(t, (1, 1, n * 4 * h * w, c))
+        return Spatial(t, n, 2 * h, 2 * w, c)
+
+    def _on_host(self, x: Spatial) -> Spatial:
+        import ttnn
+        torch = _torch()
+        t = ttnn.to_torch(x.tensor).float().reshape(x.n, x.h, x.w, x.c).permute(0, 3, 1, 2)
+        t = torch.nn.functional.interpolate(t, scale_factor=2, mode='bilinear',
+                                            align_corners=True)
+        t = t.permute(0, 2, 3, 1).reshape(1, 1, -1, x.c)
+        dev = ttnn.from_torch(t, ttnn.bfloat16, layout=ttnn.TILE_LAYOUT, device=self.device)
+        return Spatial(dev, x.n, 2 * x.h, 2 * x.w, x.c)
+
+
+def _torch():
+    import torch
+    return torch

@@ -1,0 +1,272 @@
+"""Prepare ttnn weights from a HF `DPTForDepthEstimation` state dict, cached on disk.
+
+All reshaping and algebraic folding happens here, once (float64 on the host), never per frame:
+
+* patch embedding conv (D,3,16,16) -> one matrix (16*16*4, D) matching the device patchify
+  order (kh, kw, c) with RGB padded to 4 channels; conv bias folded into the additive table.
+* additive table (1, Tp, D): rows 0..P²-1 = position embeddings (interpolated to the image size
+  exactly as HF does) + patch bias; row P² = CLS + its position embedding; padding rows 0.
+  The TT model keeps the CLS token AFTER the patch tokens (attention is permutation-equivariant
+  per token, so results are identical) so that the patch rows start tile aligned at row 0.
+* attention mask (1,1,Tp,Tp): 0 for real keys, -1e9 for padded keys.
+* fused QKV (D, 3D) + bias; every linear weight transposed to (in, out).
+* readout 'project' Linear(2D -> D) split into a token part and a CLS part (both (D, D)).
+* reassemble: the 1x1 projection conv is folded INTO the following ConvTranspose2d (kernel ==
+  stride, so it is a per-pixel linear map): one (D, f*f*C) matrix + bias, columns (a, b, c).
+  Factor 1 / 0.5: the 1x1 projection as a (D, C) linear; the 3x3 stride-2 conv stays a conv.
+* 3x3 convs: torch (O, I, kh, kw) row-major host tensors, which ttnn.conv2d prepares on its
+  first call (it returns the prepared device weights; the model keeps those).
+* fusion 1x1 projection as a (C, C) linear (the model applies it BEFORE the x2 upsample:
+  both are linear and the bilinear weights of every output pixel sum to 1, so they commute).
+* head 1x1 conv 32 -> 1 as a (32, 1) linear.
+
+Linear weights are stored in `configs.weight_dtype` (bfloat8_b by default) TILE layout;
+biases, norms and tables bf16 TILE. Cache: $DPT_ROS_CACHE or ~/.cache/dpt_ros, one folder per
+sha256 of (weights id, prepared-weight config, ttnn version, format version).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+
+import numpy as np
+
+log = logging.getLogger('dpt_ros.tt.weights')
+
+FORMAT_VERSION = 1
+MASK_VALUE = -1e9
+PAD_CHANNELS = 4    # RGB padded to 4 so that one patch row is 16*4 = 64 values
+
+
+@dataclass
+class PreparedWeights:
+    """Host ttnn tensors by name, plus where they came from."""
+
+    params: dict
+    key: str
+    path: str | None
+    cache_hit: bool
+
+
+def cache_root(cache_dir: str | None = None) -> str:
+    """The on-disk cache folder for prepared weights."""
+    base = cache_dir or os.environ.get('DPT_ROS_CACHE') or os.path.join(
+        os.path.expanduser('~'), '.cache', 'dpt_ros')
+    return os.path.join(base, 'tt_weights')
+
+
+def weights_fingerprint(state_dict) -> str:
+    """A cheap content id for a state dict: names, shapes and a strided sample of values."""
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        t = state_dict[name].detach().reshape(-1)
+        h.update(name.encode())
+        h.update(str(tuple(state_dict[name].shape)).encode())
+        step = max(1, t.numel() // 4096)
+        h.update(t[::step].float().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def cache_key(weights_id: str, configs) -> str:
+    """sha256 over what prepared weights depend on."""
+    import ttnn
+    payload = {'weights_id': weights_id, 'config': configs.weight_key(),
+               'ttnn': getattr(ttnn, '__version__', 'unknown'), 'format': FORMAT_VERSION}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def prepare_weights(state_dict, configs, *, weights_id: str | None = None,
+                    cache_dir: str | None = None, use_cache: bool = True) -> PreparedWeights:
+    """Host ttnn tensors for TtDPT, from the cache when present (else prepared and stored)."""
+    import ttnn
+    weights_id = weights_id or f'sd:{weights_fingerprint(state_dict)}'
+    key = cache_key(weights_id, configs)
+    folder = os.path.join(cache_root(cache_dir), key)
+    manifest_path = os.path.join(folder, 'manifest.json')
+    if use_cache and os.path.isfile(manifest_path):
+        try:
+            with open(manifest_path) as f:
+                manifest = json.load(f)
+            params = {name: ttnn.load_tensor(os.path.join(folder, entry['file']))
+                      for name, entry in manifest['tensors'].items()}
+            log.info('prepared TT weights loaded from cache %s', folder)
+            return PreparedWeights(params, key, folder, True)
+        except Exception as exc:  # a damaged cache entry is rebuilt, not fatal
+            log.warning('TT weight cache %s unreadable (%s); rebuilding', folder, exc)
+    params = _prepare(state_dict, configs)
+    if use_cache:
+        _store(params, folder, weights_id, configs)
+    return PreparedWeights(params, key, folder if use_cache else None, False)
+
+
+def _store(params: dict, folder: str, weights_id: str, configs) -> None:
+    import ttnn
+    parent = os.path.dirname(folder)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix='.tmp-', dir=parent)
+    try:
+        tensors = {}
+        for i, (name, t) in enumerate(sorted(params.items())):
+            fname = f'{i:04d}.tensorbin'
+            ttnn.dump_tensor(os.path.join(tmp, fname), t)
+            tensors[name] = {'file': fname, 'shape': list(t.shape), 'dtype': str(t.dtype),
+                             'layout': str(t.layout)}
+        with open(os.path.join(tmp, 'manifest.json'), 'w') as f:
+            json.dump({'weights_id': weights_id, 'config': configs.weight_key(),
+                       'tensors': tensors}, f, indent=1)
+        try:
+            os.rename(tmp, folder)       # atomic: readers never see a half-written entry
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)   # another process stored it first
+    except Exception:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+# ---------------------------------------------------------------------------------------------
+# The preparation itself.
+# ---------------------------------------------------------------------------------------------
+
+def resize_position_embeddings(pos, grid: int):
+    """HF DPTViTEmbeddings._resize_pos_embed: (1, 1+g0², D) -> (1, 1+grid², D), bilinear."""
+    import torch
+    tok, table = pos[:, :1], pos[0, 1:]
+    g0 = int(round(table.shape[0] ** 0.5))
+    table = table.reshape(1, g0, g0, -1).permute(0, 3, 1, 2)
+    table = torch.nn.functional.interpolate(table, size=(grid, grid), mode='bilinear')
+    table = table.permute(0, 2, 3, 1).reshape(1, grid * grid, -1)
+    return torch.cat([tok, table], dim=1)
+
+
+def bilinear_matrix(n: int) -> np.ndarray:
+    """(2n, n) matrix of a x2 bilinear resize with align_corners=True (HF fusion / head)."""
+    out = np.zeros((2 * n, n), dtype=np.float64)
+    if n == 1:
+        out[:, 0] = 1.0
+        return out
+    scale = (n - 1) / (2 * n - 1)
+    for i in range(2 * n):
+        src = i * scale
+        i0 = min(int(np.floor(src)), n - 1)
+        frac = src - i0
+        out[i, i0] += 1.0 - frac
+        if frac > 0:
+            out[i, i0 + 1] += frac
+    return out
+
+
+def _prepare(sd, configs) -> dict:
+    import torch
+    import ttnn
+    dims = configs.dims
+    wdt = configs.weight_dtype
+    tp = configs.tokens_padded
+    d = dims.hidden
+    g = dims.grid
+    p2 = dims.patches
+
+    def f64(name):
+        return sd[name].detach().to(torch.float64)
+
+    def linear_w(w_in_out):     # (in, out) matrix in the weight dtype, TILE
+        return ttnn.from_torch(w_in_out.float().contiguous(), wdt, layout=ttnn.TILE_LAYOUT)
+
+    def row(v):                 # (1, n) bf16 TILE: biases, norm weights
+        return ttnn.from_torch(v.float().reshape(1, -1).contiguous(), ttnn.bfloat16,
+                               layout=ttnn.TILE_LAYOUT)
+
+    def conv_w(w):              # torch (O, I, kh, kw), row-major host, bf16
+        return ttnn.from_torch(w.float().contiguous(), ttnn.bfloat16)
+
+    def conv_b(b):
+        return ttnn.from_torch(b.float().reshape(1, 1, 1, -1).contiguous(), ttnn.bfloat16)
+
+    params = {}
+    e = 'dpt.embeddings.'
+    pw = f64(e + 'patch_embeddings.projection.weight')            # (D, 3, p, p)
+    patch = dims.patch
+    pw4 = torch.zeros(d, PAD_CHANNELS, patch, patch, dtype=torch.float64)
+    pw4[:, :pw.shape[1]] = pw
+    # Device patch vector order is (kh, kw, c) — see embeddings.py.
+    params['embeddings.patch.weight'] = linear_w(pw4.permute(2, 3, 1, 0).reshape(-1, d))
+    pos = resize_position_embeddings(f64(e + 'position_embeddings'), g)[0]   # (1+P², D)
+    table = torch.zeros(tp, d, dtype=torch.float64)
+    table[:p2] = pos[1:] + f64(e + 'patch_embeddings.projection.bias')
+    table[p2] = f64(e + 'cls_token').reshape(-1) + pos[0]
+    params['embeddings.additive'] = ttnn.from_torch(
+        table.float().reshape(1, tp, d), ttnn.bfloat16, layout=ttnn.TILE_LAYOUT)
+    mask = torch.zeros(1, 1, tp, tp)
+    mask[..., dims.tokens:] = MASK_VALUE
+    params['encoder.attention_mask'] = ttnn.from_torch(mask, ttnn.bfloat16,
+                                                       layout=ttnn.TILE_LAYOUT)
+
+    for i in range(dims.layers):
+        src = f'dpt.encoder.layer.{i}.'
+        dst = f'encoder.{i}.'
+        att = src + 'attention.attention.'
+        wq, wk, wv = (f64(att + n + '.weight') for n in ('query', 'key', 'value'))
+        bq, bk, bv = (f64(att + n + '.bias') for n in ('query', 'key', 'value'))
+        params[dst + 'qkv.weight'] = linear_w(torch.cat([wq, wk, wv], 0).t())
+        params[dst + 'qkv.bias'] = row(torch.cat([bq, bk, bv]))
+        for name, hf in (('out', 'attention.output.dense'), ('ff1', 'intermediate.dense'),
+                         ('ff2', 'output.dense')):
+            params[dst + name + '.weight'] = linear_w(f64(src + hf + '.weight').t())
+            params[dst + name + '.bias'] = row(f64(src + hf + '.bias'))
+        for name, hf in (('ln1', 'layernorm_before'), ('ln2', 'layernorm_after')):
+            params[dst + name + '.weight'] = row(f64(src + hf + '.weight'))
+            params[dst + name + '.bias'] = row(f64(src + hf + '.bias'))
+
+    r = 'neck.reassemble_stage.'
+    for i, factor in enumerate(dims.factors):
+        dst = f'reassemble.{i}.'
+        ro = f64(r + f'readout_projects.{i}.0.weight')               # (D, 2D): [tokens | cls]
+        params[dst + 'readout_tokens.weight'] = linear_w(ro[:, :d].t())
+        params[dst + 'readout_cls.weight'] = linear_w(ro[:, d:].t())
+        params[dst + 'readout_cls.bias'] = row(f64(r + f'readout_projects.{i}.0.bias'))
+        proj_w = f64(r + f'layers.{i}.projection.weight')[:, :, 0, 0]   # (C, D)
+        proj_b = f64(r + f'layers.{i}.projection.bias')
+        if factor > 1:
+            f = int(factor)
+            ct_w = f64(r + f'layers.{i}.resize.weight')              # (C, C, f, f)
+            ct_b = f64(r + f'layers.{i}.resize.bias')
+            fused = torch.einsum('cd,coab->dabo', proj_w, ct_w).reshape(d, -1)
+            fused_b = (torch.einsum('c,coab->abo', proj_b, ct_w) + ct_b).reshape(-1)
+            params[dst + 'resize.weight'] = linear_w(fused)
+            params[dst + 'resize.bias'] = row(fused_b)
+        else:
+            params[dst + 'project.weight'] = linear_w(proj_w.t())
+            params[dst + 'project.bias'] = row(proj_b)
+            if factor < 1:
+                params[dst + 'resize.conv_weight'] = conv_w(f64(r + f'layers.{i}.resize.weight'))
+                params[dst + 'resize.conv_bias'] = conv_b(f64(r + f'layers.{i}.resize.bias'))
+    for i in range(len(dims.neck)):
+        params[f'neck.{i}.weight'] = conv_w(f64(f'neck.convs.{i}.weight'))
+
+    fs = 'neck.fusion_stage.layers.'
+    for layer in range(len(dims.neck)):
+        src = f'{fs}{layer}.'
+        dst = f'fusion.{layer}.'
+        for res in ((1, 2) if layer else (2,)):
+            for conv in (1, 2):
+                hf = f'{src}residual_layer{res}.convolution{conv}.'
+                params[f'{dst}res{res}.conv{conv}.weight'] = conv_w(f64(hf + 'weight'))
+                params[f'{dst}res{res}.conv{conv}.bias'] = conv_b(f64(hf + 'bias'))
+        params[dst + 'proj.weight'] = linear_w(f64(src + 'projection.weight')[:, :, 0, 0].t())
+        params[dst + 'proj.bias'] = row(f64(src + 'projection.bias'))
+
+    params['head.conv1.weight'] = conv_w(f64('head.head.0.weight'))
+    params['head.conv1.bias'] = conv_b(f64('head.head.0.bias'))
+    params['head.conv2.weight'] = conv_w(f64('head.head.2.weight'))
+    params['head.conv2.bias'] = conv_b(f64('head.head.2.bias'))
+    # The last 1x1 conv has one output channel: keep it bf16 (bfloat8_b's shared exponents
+    # buy nothing on 32 values and cost precision at the very output).
+    params['head.conv3.weight'] = ttnn.from_torch(
+        f64('head.head.4.weight')[:, :, 0, 0].t().float().contiguous(), ttnn.bfloat16,
+        layout=ttnn.TILE_LAYOUT)
+    params['head.conv3.bias'] = row(f64('head.head.4.bias'))
+    return params
