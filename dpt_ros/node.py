@@ -185,6 +185,7 @@ class DepthNode(Node):
         self.pipeline = DepthPipeline(self.started, colormap=v['colormap'], norm=v['norm'],
                                       norm_low=v['norm_low'], norm_high=v['norm_high'],
                                       perf=self.perf)
+        self._warm_up(backend)
         concurrency = max(1, int(getattr(backend, 'max_concurrency', 1)))
         self.cameras = {ns: _Camera(ns) for ns in v['cameras']}
         self.scheduler = FrameScheduler(
@@ -208,6 +209,26 @@ class DepthNode(Node):
             f' with {info.name} on {info.device} ({info.execution_mode}, dp {info.dp}, '
             f'{concurrency} worker(s), {info.image_size}x{info.image_size}, '
             f'weights {info.weights})')
+
+    def _warm_up(self, backend) -> None:
+        # One frame through every stage before serving: first calls import torch for the
+        # resize, build traces, compile kernels. Outside `perf`, so no figure includes them.
+        import numpy as np
+
+        from dpt_ros import colorize
+        from dpt_ros.postprocess import resize_depth
+        from dpt_ros.preprocess import preprocess
+        t0 = time.monotonic()
+        s = self.pipeline.image_size
+        batch = preprocess(np.zeros((s, s, 3), np.uint8), s)[None]
+        try:
+            raw = np.asarray(backend.infer(batch), dtype=np.float32)[0]
+        except Exception as exc:  # the backend is judged frame by frame; say it now too
+            self.get_logger().error(f'warm-up inference failed: {type(exc).__name__}: {exc}')
+            raw = np.zeros((s, s), np.float32)
+        # A size other than S x S: same-size resizes take a shortcut that imports nothing.
+        colorize.colorize(resize_depth(raw, (s // 2 + 1, s)), *self.pipeline.colorization)
+        self.get_logger().info(f'warm-up took {time.monotonic() - t0:.2f} s')
 
     def _declare_parameters(self) -> dict:
         overrides = getattr(self, '_parameter_overrides', {}) or {}
@@ -454,6 +475,8 @@ class DepthNode(Node):
                 'latency_ms_p50': cs['latency_ms_p50'], 'latency_ms_p95': cs['latency_ms_p95'],
                 'latency_ms_p99': cs['latency_ms_p99'],
                 'camera_info': 'yes' if cam.latest_info is not None else 'not received',
+                # Slot + prepared frame waiting for a worker; never more than 2 by design.
+                'max_waiting_frames': self.scheduler.max_pending(cam.ns),
             }
             ckv.update(cc)
             ckv['reasons'] = _reasons(cs['reasons'])

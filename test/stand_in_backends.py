@@ -11,6 +11,8 @@ name serves several tests:
 
     DPT_ROS_STANDIN_DELAY_MS   fixed delay per infer call (create_delay; default 40)
     DPT_ROS_STANDIN_FAIL_EVERY create_flaky: every Nth call raises (default 3)
+    DPT_ROS_STANDIN_CLOSED_FILE  close() appends a line to this file
+    DPT_ROS_STANDIN_CLOSE_HANG_S close() sleeps this long first (a device that hangs)
 
 `max_concurrency` is the requested `dp`, like one traced pipeline per TT chip.
 """
@@ -55,7 +57,15 @@ class StandInBackend:
         return {}
 
     def close(self) -> None:
+        # Tests watch for the release from another process: a marker file says it happened.
+        marker = os.environ.get('DPT_ROS_STANDIN_CLOSED_FILE')
+        hang = float(os.environ.get('DPT_ROS_STANDIN_CLOSE_HANG_S', '0'))
+        if hang:
+            time.sleep(hang)   # a device that will not let go (second-signal test)
         self.closed = True
+        if marker:
+            with open(marker, 'a') as f:
+                f.write(f'{self.info.name} closed after {self.calls} calls\n')
 
 
 def create_zero(opts) -> StandInBackend:

@@ -1,0 +1,187 @@
+"""Helpers for tests and benchmarks that run the real depth node in a subprocess.
+
+`NodeProcess` starts `python -m dpt_ros.node --ros-args --params-file <yaml>` with the stand-in
+backends registered (DPT_ROS_EXTRA_BACKENDS), collects its log lines on a thread, and stops it
+with a signal. `Graph` is an in-process rclpy node with an executor and `spin_until`, so every
+wait is a condition with a timeout. The caller sets ROS_DOMAIN_ID /
+ROS_AUTOMATIC_DISCOVERY_RANGE (test/conftest.py does for tests).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+import yaml
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+STAND_INS = ','.join(f'standin_{n}=stand_in_backends:create_{n}'
+                     for n in ('zero', 'delay', 'flaky', 'failing', 'unavailable'))
+
+
+def write_params(values: dict, path: str | None = None, node_name: str = 'depth_node') -> str:
+    """A params file for `values` (dotted names nested as the node's yaml is)."""
+    tree: dict = {}
+    for key, value in values.items():
+        parts = key.split('.')
+        d = tree
+        for p in parts[:-1]:
+            d = d.setdefault(p, {})
+        d[parts[-1]] = value
+    if path is None:
+        fd, path = tempfile.mkstemp(suffix='.yaml', prefix='dpt_params_')
+        os.close(fd)
+    with open(path, 'w') as f:
+        yaml.safe_dump({node_name: {'ros__parameters': tree}}, f)
+    return path
+
+
+class NodeProcess:
+    """The depth node in a subprocess; `lines` collects stdout+stderr as they come."""
+
+    def __init__(self, values: dict, extra_args=(), env: dict | None = None,
+                 wait_ready: float = 60.0):
+        self.params_file = write_params(values)
+        full_env = dict(os.environ)
+        full_env['PYTHONPATH'] = os.pathsep.join(
+            [HERE, ROOT] + [p for p in full_env.get('PYTHONPATH', '').split(os.pathsep) if p])
+        full_env['DPT_ROS_EXTRA_BACKENDS'] = STAND_INS
+        full_env['PYTHONUNBUFFERED'] = '1'
+        full_env['RCUTILS_LOGGING_BUFFERED_STREAM'] = '0'
+        full_env.update(env or {})
+        cmd = [sys.executable, '-m', 'dpt_ros.node', '--ros-args',
+               '--params-file', self.params_file, *extra_args]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True, env=full_env, cwd=ROOT)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        if wait_ready:
+            if not self.wait_for_line('serving', wait_ready):
+                self.kill()
+                raise RuntimeError('depth node did not start:\n' + self.output())
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip('\n'))
+
+    def output(self) -> str:
+        return '\n'.join(self.lines)
+
+    def wait_for_line(self, text: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(text in line for line in self.lines):
+                return True
+            if self.proc.poll() is not None:
+                self._reader.join(1.0)
+                return any(text in line for line in self.lines)
+            time.sleep(0.01)
+        return False
+
+    def wait(self, timeout: float) -> int | None:
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        self._reader.join(2.0)
+        return rc
+
+    def stop(self, sig=signal.SIGINT, timeout: float = 5.0) -> tuple[int | None, float]:
+        """Send `sig`; return (exit code or None, seconds until exit)."""
+        t0 = time.monotonic()
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        rc = self.wait(timeout)
+        return rc, time.monotonic() - t0
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.proc.poll() is None:
+            self.stop(signal.SIGINT, 5.0)
+        self.kill()
+        try:
+            os.unlink(self.params_file)
+        except OSError:
+            pass
+
+
+class Graph:
+    """An in-process rclpy node for publishing inputs and collecting outputs."""
+
+    def __init__(self, name: str = 'dpt_test_graph'):
+        import rclpy
+        from rclpy.context import Context
+        from rclpy.executors import SingleThreadedExecutor
+        self.rclpy = rclpy
+        self.context = Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node(name, context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.subs: dict = {}
+
+    def collect(self, msg_type, topic: str, qos=10, timed: list | None = None) -> list:
+        """Messages on `topic` as they arrive; `timed` also gets each arrival (ns, ROS clock)."""
+        box: list = []
+
+        def on_msg(msg):
+            if timed is not None:
+                timed.append(self.node.get_clock().now().nanoseconds)
+            box.append(msg)
+        sub = self.node.create_subscription(msg_type, topic, on_msg, qos)
+        self.subs[topic] = sub
+        return box
+
+    def wait_matched(self, topic: str, timeout: float = 10.0) -> bool:
+        """Wait until our subscription to `topic` is matched with a publisher."""
+        sub = self.subs[topic]
+        return self.spin_until(lambda: sub.get_publisher_count() > 0, timeout)
+
+    def spin_until(self, cond, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if cond():
+                return True
+            self.executor.spin_once(timeout_sec=0.01)
+        return bool(cond())
+
+    def wait_for_subscriber(self, pub, timeout: float = 10.0) -> bool:
+        return self.spin_until(lambda: pub.get_subscription_count() > 0, timeout)
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self.rclpy.try_shutdown(context=self.context)
+
+
+def rgb_image(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """A smooth RGB test image (gradients + a disc) so outputs vary across the frame."""
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    r = (x / max(w - 1, 1) * 255)
+    g = (y / max(h - 1, 1) * 255)
+    b = ((x - w / 2) ** 2 + (y - h / 2) ** 2 < (min(h, w) / 4) ** 2) * 200.0 + seed % 50
+    return np.stack([r, g, b], axis=-1).astype(np.uint8)
+
+
+def diag_values(status) -> dict:
+    """A DiagnosticStatus' key-values as a dict."""
+    return {kv.key: kv.value for kv in status.values}
+
+
+def level_of(status) -> int:
+    lvl = status.level
+    return lvl[0] if isinstance(lvl, (bytes, bytearray)) else int(lvl)
