@@ -47,6 +47,10 @@ DEFAULT_PCC_FRAMES = 2
 # torch's first two or three calls are much slower than the rest (allocator and kernel
 # caches); a replayed stream must not pay for that in dropped frames, so replay warms up more.
 DEFAULT_WARMUP = {'offline': 1, 'replay': 3}
+# Replay warm-up stops early after this long (seconds) in total.
+WARMUP_BUDGET_S = 10.0
+# Frames a node may hold between receipt and output (decode/infer/publish overlap).
+_IN_FLIGHT = 3
 
 
 class EvalError(Exception):
@@ -359,6 +363,7 @@ class _Recorder:
         self.counts: collections.Counter = collections.Counter()
         self.diagnostics: dict[str, dict] = {}
         self.write_errors = 0
+        self.warmup_rtt_s: list[float] = []      # warm-up frames' round trips
 
     def callback(self, topic: str, msgtype: str):
         def on_msg(raw):
@@ -534,15 +539,23 @@ def run_replay(args, src: bagio.BagSource) -> dict:
         # Warm-up frames (stamps before the bag's first) wake the model up: the first
         # inference allocates/compiles and would otherwise cost the first replayed frames.
         first = frames[0]
+        warm_rtt = rec.warmup_rtt_s
         for k in range(max(args.warmup, 0)):
             stamp = first.stamp_ns - (k + 1) * 1_000_000_000
             if info_pub is not None and first.stamp_ns in infos:
                 info_pub.publish(_with_stamp(infos[first.stamp_ns], stamp))
+            w0 = time.perf_counter()
             img_pub.publish(_with_stamp(first.raw, stamp))
             if not rec.wait_for(depth_topic, [stamp], args.wait_node_s):
                 raise EvalError(f'the node did not answer a warm-up frame on {depth_topic} '
                                 f'within {args.wait_node_s:g} s'
                                 + _node_tail(node_proc))
+            warm_rtt.append(time.perf_counter() - w0)
+            if sum(warm_rtt) > WARMUP_BUDGET_S:
+                break   # a model this slow drops frames at camera rates anyway
+        # Frames still in the node's pipeline when the replay ends need about one model
+        # round trip each; the node keeps a few in flight.
+        drain_s = args.drain_s + _IN_FLIGHT * (max(warm_rtt) if warm_rtt else 0.0)
         # Paced replay at the recorded rate x --rate.
         t0_bag = frames[0].bag_time_ns
         bar = _progress(args, len(frames), 'replay')
@@ -562,7 +575,7 @@ def run_replay(args, src: bagio.BagSource) -> dict:
                 break
         bar.close()
         t_end_pub = time.perf_counter()
-        rec.wait_for(depth_topic, pub_times.keys(), args.drain_s)
+        rec.wait_for(depth_topic, pub_times.keys(), drain_s)
     finally:
         executor.shutdown(timeout_sec=2.0)
         ros_node.destroy_node()
@@ -666,6 +679,7 @@ def _replay_results(args, src, frames, pub_times, t_start, t_end_pub, rec: _Reco
         'color_frames': len([s for s in rec.arrivals[color_topic] if s in pub_times]),
         'metric_depth_frames': len([s for s in rec.arrivals[metric_topic] if s in pub_times]),
         'rate_factor': args.rate,
+        'warmup_round_trip_ms': [x * 1e3 for x in rec.warmup_rtt_s],
     }
     rnd = _random_weights_in(rec.diagnostics)
     if rnd is None and args.start_node:
@@ -763,8 +777,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument('--wait-node-s', type=float, default=120.0,
                    help='how long to wait for the node to appear and answer (default: '
                    '%(default)s s; a DPT-Large start on CPU takes tens of seconds)')
-    r.add_argument('--drain-s', type=float, default=10.0,
-                   help='how long to wait for outstanding outputs after the last frame')
+    r.add_argument('--drain-s', type=float, default=5.0,
+                   help='how long to wait for outstanding outputs after the last frame, on '
+                   'top of 3 model round trips as measured in the warm-up (default: '
+                   '%(default)s s)')
     r.add_argument('--output-bag', default=None,
                    help='where the node\'s outputs are recorded (default: <output>/outputs_bag)')
     r.add_argument('--output-storage', default='mcap', choices=bagio.STORAGES)
