@@ -258,8 +258,14 @@ class DepthNode(Node):
         v = self.values
         ns = cam.ns
         raw_topic = self.resolve_topic_name(_topic(ns, params.TOPIC_IMAGE))
-        cam.image_topic = (raw_topic if v['transport'] == 'raw'
-                           else f'{raw_topic}/{params.COMPRESSED_SUFFIX}')
+        cam.image_topic = raw_topic
+        if v['transport'] == 'compressed':
+            # image_transport style: <image>/compressed follows a remapped `image`; a remap of
+            # `image/compressed` itself wins.
+            name = _topic(ns, f'{params.TOPIC_IMAGE}/{params.COMPRESSED_SUFFIX}')
+            resolved = self.resolve_topic_name(name)
+            cam.image_topic = (resolved if resolved != self.resolve_topic_name(
+                name, only_expand=True) else f'{raw_topic}/{params.COMPRESSED_SUFFIX}')
         cam.pub_depth = self.create_publisher(Image, _topic(ns, params.TOPIC_DEPTH_RELATIVE),
                                               _OUTPUT_QOS)
         cam.pub_color = self.create_publisher(

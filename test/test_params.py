@@ -24,8 +24,8 @@ def flatten(d, prefix=''):
 def yaml_params():
     with open(YAML_PATH) as f:
         doc = yaml.safe_load(f)
-    assert list(doc) == ['depth_node'], 'parameters must sit under the node name'
-    return flatten(doc['depth_node']['ros__parameters'])
+    assert list(doc) == ['/**/depth_node'], 'parameters sit under the node name, any namespace'
+    return flatten(doc['/**/depth_node']['ros__parameters'])
 
 
 def test_yaml_mirrors_every_declared_parameter_and_default():
