@@ -1,0 +1,93 @@
+"""eval_pcc end to end (tiny-random) and the shared PCC metric."""
+import json
+import math
+
+import numpy as np
+import pytest
+
+from dpt_ros import eval_pcc
+from dpt_ros.metrics import max_abs_diff, pcc
+
+FAST = ['--weights', 'tiny-random', '--warmup', '1', '--repeat', '1']
+
+
+def test_pcc_values():
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal(1000)
+    assert pcc(a, a) == pytest.approx(1.0)
+    assert pcc(a, -a) == pytest.approx(-1.0)
+    assert pcc(a, 3 * a + 7) == pytest.approx(1.0)
+    b = rng.standard_normal(1000)
+    assert pcc(a, b) == pytest.approx(np.corrcoef(a, b)[0, 1], abs=1e-12)
+    assert abs(pcc(a, b)) < 0.1
+
+
+def test_pcc_degenerate_cases():
+    ones = np.ones((4, 4), np.float32)
+    assert pcc(ones, ones) == 1.0
+    assert pcc(ones, 2 * ones) == 0.0                       # constant but different
+    assert pcc(ones, np.arange(16.0).reshape(4, 4)) == 0.0   # a flat output never passes
+    a = np.arange(10.0)
+    b = a.copy()
+    b[3] = np.nan
+    assert pcc(a, b) == pytest.approx(1.0)                  # NaN pairs are dropped
+    assert math.isnan(pcc(np.full(3, np.nan), np.arange(3.0)))
+    with pytest.raises(ValueError):
+        pcc(np.zeros(3), np.zeros(4))
+
+
+def test_pcc_accepts_torch_bf16():
+    import torch
+    t = torch.linspace(0, 1, 100)
+    assert pcc(t.bfloat16(), t) > 0.999
+    assert max_abs_diff(t.bfloat16(), t) < 1e-2
+
+
+def test_cpu_baseline_is_exact(tmp_path, capsys):
+    out = tmp_path / 'e.json'
+    assert eval_pcc.main(FAST + ['--dump-json', str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data['baseline'] is True and data['num_images'] == 1
+    assert data['pcc_min'] == pytest.approx(1.0, abs=1e-9)
+    assert data['images'][0]['name'] == 'astronaut'
+    assert data['images'][0]['hw'] == [512, 512]
+    assert data['fps'] > 0 and data['reference']['fps'] > 0
+    assert data['weights_random'] is True
+    assert 'astronaut' in capsys.readouterr().out
+
+
+def test_bf16_scores_high_but_not_exact_and_min_pcc_gates(tmp_path):
+    out = tmp_path / 'e.json'
+    assert eval_pcc.main(FAST + ['--dtype', 'bf16', '--dump-json', str(out),
+                                 '--min-pcc', '0.99']) == 0
+    data = json.loads(out.read_text())
+    assert data['baseline'] is False and data['passed'] is True
+    assert 0.99 <= data['pcc_min'] < 1.0
+    assert data['backend']['dtype'] == 'bf16'
+    # No backend can beat PCC 1: the gate must fail and say so with exit status 3.
+    assert eval_pcc.main(FAST + ['--dtype', 'bf16', '--min-pcc', '1.01']) == 3
+
+
+def test_folder_and_tt_fallback(tmp_path):
+    from PIL import Image
+    src = tmp_path / 'imgs'
+    src.mkdir()
+    Image.fromarray(np.full((30, 40, 3), 100, np.uint8)).save(src / 'flat.png')
+    rng = np.random.default_rng(2)
+    Image.fromarray(rng.integers(0, 256, (33, 44, 3), dtype=np.uint8)).save(src / 'noise.jpg')
+    (src / 'junk.png').write_text('not an image')
+    out = tmp_path / 'e.json'
+    assert eval_pcc.main(FAST + ['--images-dir', str(src), '--tt-run', '--device',
+                                 'wormhole_n300', '--no-strict', '--dump-json', str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert [r['name'] for r in data['images']] == ['flat', 'noise']
+    assert [f['reason'] for f in data['failed_images']] == ['decode_failed']
+    if data['backend']['fell_back']:
+        assert data['fallback_counts']['backend_fallback_count'] == 1
+        assert data['backend']['fallback_reason']
+        assert data['pcc_min'] == pytest.approx(1.0, abs=1e-9)   # fell back to fp32 CPU
+
+
+def test_nothing_to_evaluate_exits_1(tmp_path, capsys):
+    assert eval_pcc.main(FAST + ['--image', str(tmp_path / 'missing.png')]) == 1
+    assert 'not found' in capsys.readouterr().err
