@@ -1,6 +1,7 @@
 """Prepare ttnn weights from a HF `DPTForDepthEstimation` state dict, cached on disk.
 
-All reshaping and algebraic folding happens here, once (float64 on the host), never per frame:
+All reshaping and algebraic folding happens here, once on the host (folds in float64), never
+per frame:
 
 * patch embedding conv (D,3,16,16) -> one matrix (16*16*4, D) matching the device patchify
   order (kh, kw, c) with RGB padded to 4 channels; conv bias folded into the additive table.
@@ -98,6 +99,7 @@ def prepare_weights(state_dict, configs, *, weights_id: str | None = None,
             return PreparedWeights(params, key, folder, True)
         except Exception as exc:  # a damaged cache entry is rebuilt, not fatal
             log.warning('TT weight cache %s unreadable (%s); rebuilding', folder, exc)
+            shutil.rmtree(folder, ignore_errors=True)
     params = _prepare(state_dict, configs)
     if use_cache:
         _store(params, folder, weights_id, configs)
@@ -170,7 +172,10 @@ def _prepare(sd, configs) -> dict:
     g = dims.grid
     p2 = dims.patches
 
-    def f64(name):
+    def f32(name):
+        return sd[name].detach().float()
+
+    def f64(name):              # only where values are combined (folds, tables)
         return sd[name].detach().to(torch.float64)
 
     def linear_w(w_in_out):     # (in, out) matrix in the weight dtype, TILE
@@ -209,25 +214,25 @@ def _prepare(sd, configs) -> dict:
         src = f'dpt.encoder.layer.{i}.'
         dst = f'encoder.{i}.'
         att = src + 'attention.attention.'
-        wq, wk, wv = (f64(att + n + '.weight') for n in ('query', 'key', 'value'))
-        bq, bk, bv = (f64(att + n + '.bias') for n in ('query', 'key', 'value'))
+        wq, wk, wv = (f32(att + n + '.weight') for n in ('query', 'key', 'value'))
+        bq, bk, bv = (f32(att + n + '.bias') for n in ('query', 'key', 'value'))
         params[dst + 'qkv.weight'] = linear_w(torch.cat([wq, wk, wv], 0).t())
         params[dst + 'qkv.bias'] = row(torch.cat([bq, bk, bv]))
         for name, hf in (('out', 'attention.output.dense'), ('ff1', 'intermediate.dense'),
                          ('ff2', 'output.dense')):
-            params[dst + name + '.weight'] = linear_w(f64(src + hf + '.weight').t())
-            params[dst + name + '.bias'] = row(f64(src + hf + '.bias'))
+            params[dst + name + '.weight'] = linear_w(f32(src + hf + '.weight').t())
+            params[dst + name + '.bias'] = row(f32(src + hf + '.bias'))
         for name, hf in (('ln1', 'layernorm_before'), ('ln2', 'layernorm_after')):
-            params[dst + name + '.weight'] = row(f64(src + hf + '.weight'))
-            params[dst + name + '.bias'] = row(f64(src + hf + '.bias'))
+            params[dst + name + '.weight'] = row(f32(src + hf + '.weight'))
+            params[dst + name + '.bias'] = row(f32(src + hf + '.bias'))
 
     r = 'neck.reassemble_stage.'
     for i, factor in enumerate(dims.factors):
         dst = f'reassemble.{i}.'
-        ro = f64(r + f'readout_projects.{i}.0.weight')               # (D, 2D): [tokens | cls]
+        ro = f32(r + f'readout_projects.{i}.0.weight')               # (D, 2D): [tokens | cls]
         params[dst + 'readout_tokens.weight'] = linear_w(ro[:, :d].t())
         params[dst + 'readout_cls.weight'] = linear_w(ro[:, d:].t())
-        params[dst + 'readout_cls.bias'] = row(f64(r + f'readout_projects.{i}.0.bias'))
+        params[dst + 'readout_cls.bias'] = row(f32(r + f'readout_projects.{i}.0.bias'))
         proj_w = f64(r + f'layers.{i}.projection.weight')[:, :, 0, 0]   # (C, D)
         proj_b = f64(r + f'layers.{i}.projection.bias')
         if factor > 1:
@@ -242,10 +247,10 @@ def _prepare(sd, configs) -> dict:
             params[dst + 'project.weight'] = linear_w(proj_w.t())
             params[dst + 'project.bias'] = row(proj_b)
             if factor < 1:
-                params[dst + 'resize.conv_weight'] = conv_w(f64(r + f'layers.{i}.resize.weight'))
-                params[dst + 'resize.conv_bias'] = conv_b(f64(r + f'layers.{i}.resize.bias'))
+                params[dst + 'resize.conv_weight'] = conv_w(f32(r + f'layers.{i}.resize.weight'))
+                params[dst + 'resize.conv_bias'] = conv_b(f32(r + f'layers.{i}.resize.bias'))
     for i in range(len(dims.neck)):
-        params[f'neck.{i}.weight'] = conv_w(f64(f'neck.convs.{i}.weight'))
+        params[f'neck.{i}.weight'] = conv_w(f32(f'neck.convs.{i}.weight'))
 
     fs = 'neck.fusion_stage.layers.'
     for layer in range(len(dims.neck)):
@@ -254,19 +259,19 @@ def _prepare(sd, configs) -> dict:
         for res in ((1, 2) if layer else (2,)):
             for conv in (1, 2):
                 hf = f'{src}residual_layer{res}.convolution{conv}.'
-                params[f'{dst}res{res}.conv{conv}.weight'] = conv_w(f64(hf + 'weight'))
-                params[f'{dst}res{res}.conv{conv}.bias'] = conv_b(f64(hf + 'bias'))
-        params[dst + 'proj.weight'] = linear_w(f64(src + 'projection.weight')[:, :, 0, 0].t())
-        params[dst + 'proj.bias'] = row(f64(src + 'projection.bias'))
+                params[f'{dst}res{res}.conv{conv}.weight'] = conv_w(f32(hf + 'weight'))
+                params[f'{dst}res{res}.conv{conv}.bias'] = conv_b(f32(hf + 'bias'))
+        params[dst + 'proj.weight'] = linear_w(f32(src + 'projection.weight')[:, :, 0, 0].t())
+        params[dst + 'proj.bias'] = row(f32(src + 'projection.bias'))
 
-    params['head.conv1.weight'] = conv_w(f64('head.head.0.weight'))
-    params['head.conv1.bias'] = conv_b(f64('head.head.0.bias'))
-    params['head.conv2.weight'] = conv_w(f64('head.head.2.weight'))
-    params['head.conv2.bias'] = conv_b(f64('head.head.2.bias'))
+    params['head.conv1.weight'] = conv_w(f32('head.head.0.weight'))
+    params['head.conv1.bias'] = conv_b(f32('head.head.0.bias'))
+    params['head.conv2.weight'] = conv_w(f32('head.head.2.weight'))
+    params['head.conv2.bias'] = conv_b(f32('head.head.2.bias'))
     # The last 1x1 conv has one output channel: keep it bf16 (bfloat8_b's shared exponents
     # buy nothing on 32 values and cost precision at the very output).
     params['head.conv3.weight'] = ttnn.from_torch(
         f64('head.head.4.weight')[:, :, 0, 0].t().float().contiguous(), ttnn.bfloat16,
         layout=ttnn.TILE_LAYOUT)
-    params['head.conv3.bias'] = row(f64('head.head.4.bias'))
+    params['head.conv3.bias'] = row(f32('head.head.4.bias'))
     return params

@@ -1,0 +1,174 @@
+"""TT configs: built with the real ttnn 0.81.1 pybind constructors, internally consistent with
+the tensor shapes they will see, and every ttnn name the TT code uses exists in ttnn 0.81.1."""
+import ast
+import os
+
+import pytest
+
+ttnn = pytest.importorskip('ttnn')
+
+from dpt_ros.model import make_config  # noqa: E402
+from dpt_ros.tt.configs import TILE, build_configs, conv_plan, pad_tokens  # noqa: E402
+
+TT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                      'dpt_ros', 'tt')
+CASES = [(dev, size, name) for dev in ('wormhole_n150', 'wormhole_n300')
+         for size in (384, 512) for name in ('dpt-large', 'tiny')]
+
+
+@pytest.fixture(scope='module', params=CASES, ids=lambda c: f'{c[0]}-{c[1]}-{c[2]}')
+def cfg(request):
+    device, size, name = request.param
+    return build_configs(make_config(name, size), device, size)
+
+
+def test_config_objects_are_real_ttnn_types(cfg):
+    p = cfg.program
+    for key in ('qkv', 'out', 'ff1', 'ff2'):
+        assert isinstance(p[key], ttnn.MatmulMultiCoreReuseMultiCastProgramConfig), key
+    assert isinstance(p['layernorm'], ttnn.LayerNormShardedMultiCoreProgramConfig)
+    assert isinstance(p['sdpa'], ttnn.SDPAProgramConfig)
+    for key in ('matmul', 'norm', 'conv'):
+        assert isinstance(cfg.compute[key], ttnn.WormholeComputeKernelConfig)
+    for key in ('tokens', 'qkv', 'ff'):
+        assert isinstance(cfg.memory[key], ttnn.MemoryConfig)
+        assert cfg.memory[key].memory_layout == ttnn.TensorMemoryLayout.BLOCK_SHARDED
+    for name, conv in cfg.conv.items():
+        assert isinstance(conv, ttnn.Conv2dConfig), name
+        assert conv.weights_dtype == cfg.weight_dtype
+        sl = cfg.conv_slice[name]
+        assert sl is None or isinstance(sl, ttnn.Op2DSliceConfig)
+    assert p['ff1'].fused_activation.op_type == ttnn.UnaryOpType.GELU
+    assert p['qkv'].fused_activation is None
+
+
+def test_token_padding_and_grid_are_consistent(cfg):
+    dims = cfg.dims
+    tp = cfg.tokens_padded
+    x, y = cfg.encoder_grid
+    assert dims.tokens == (cfg.image_size // 16) ** 2 + 1
+    assert tp >= dims.tokens and tp % (2 * TILE) == 0
+    assert tp - dims.tokens < 4 * TILE          # padding stays small
+    assert (cfg.batch * tp // TILE) % y == 0 and 1 <= y <= 8 and 1 <= x <= 8
+    assert tp % cfg.sdpa_chunk == 0
+    assert cfg.program['sdpa'].q_chunk_size == cfg.sdpa_chunk
+    if cfg.image_size == 384:
+        assert tp == 640 and cfg.encoder_grid[1] == 5
+
+
+def test_shard_shapes_match_tensor_shapes(cfg):
+    dims = cfg.dims
+    tp = cfg.tokens_padded
+    x, y = cfg.encoder_grid
+    rows = cfg.batch * tp
+    for key, width in (('tokens', dims.hidden), ('qkv', 3 * dims.hidden),
+                       ('ff', dims.intermediate)):
+        spec = cfg.memory[key].shard_spec
+        sh, sw = spec.shape
+        assert rows % sh == 0 and rows // sh == y, key      # shard height divides tokens
+        assert width % sw == 0 and width // sw == x, key
+        assert sh % TILE == 0 and sw % TILE == 0
+        assert spec.grid.num_cores() == x * y
+
+
+def test_matmul_blocks_match_shards(cfg):
+    dims = cfg.dims
+    x, y = cfg.encoder_grid
+    m_tiles = cfg.batch * cfg.tokens_padded // TILE
+    for key, k, n in (('qkv', dims.hidden, 3 * dims.hidden), ('out', dims.hidden, dims.hidden),
+                      ('ff1', dims.hidden, dims.intermediate),
+                      ('ff2', dims.intermediate, dims.hidden)):
+        pc = cfg.program[key]
+        assert pc.per_core_M * y == m_tiles, key
+        assert pc.per_core_N * x * TILE == n, key
+        assert (k // TILE // x) % pc.in0_block_w == 0, key
+        assert pc.per_core_N % pc.out_subblock_w == 0, key
+        assert pc.out_subblock_h * pc.out_subblock_w <= 8, key
+        grid = pc.compute_with_storage_grid_size
+        assert (grid.x, grid.y) == (x, y), key
+    ln = cfg.program['layernorm']
+    assert ln.block_h == m_tiles // y
+    assert ln.block_w * x * TILE == dims.hidden and ln.block_w % ln.subblock_w == 0
+
+
+def test_conv_plan_covers_every_conv(cfg):
+    dims = cfg.dims
+    plan = conv_plan(dims)
+    assert {name for name, *_ in plan} == set(cfg.conv)
+    names = [name for name, *_ in plan]
+    assert len(names) == len(set(names))
+    # 4 neck convs, 7 fusion residual units x 2 convs, 2 head convs, 1 stride-2 resize
+    assert len(plan) == 4 + 14 + 2 + 1
+    sides = {name: side for name, _, _, side, _ in plan}
+    assert sides['head.conv2'] == cfg.image_size       # the full-resolution conv
+    for name, cin, cout, side, _ in plan:
+        sliced = cfg.conv_slice[name] is not None
+        big = cfg.batch * side * side * max(cin, cout) * 2 > (8 << 20)
+        assert sliced == big, name
+
+
+def test_bad_choices_are_refused():
+    hf = make_config('tiny', 384)
+    with pytest.raises(ValueError, match='device'):
+        build_configs(hf, 'grayskull', 384)
+    with pytest.raises(ValueError, match='multiple of 32'):
+        build_configs(hf, 'wormhole_n300', 400)
+    with pytest.raises(ValueError, match='weight_dtype'):
+        build_configs(hf, 'wormhole_n300', 384, weight_dtype='float64')
+    with pytest.raises(ValueError, match='math_fidelity'):
+        build_configs(hf, 'wormhole_n300', 384, math_fidelity='Ultra')
+
+
+def test_weight_key_tracks_what_weights_depend_on():
+    hf = make_config('tiny', 384)
+    a = build_configs(hf, 'wormhole_n300', 384).weight_key()
+    assert a == build_configs(hf, 'wormhole_n150', 384).weight_key()   # same per chip
+    assert a != build_configs(hf, 'wormhole_n300', 512).weight_key()
+    assert a != build_configs(hf, 'wormhole_n300', 384, weight_dtype='bfloat16').weight_key()
+
+
+def test_pad_tokens_rule():
+    assert pad_tokens(577) == (640, 5)
+    tp, rows = pad_tokens(1025)
+    assert tp % 64 == 0 and (tp // 32) % rows == 0 and 4 <= rows <= 8
+    tp2, rows2 = pad_tokens(577, batch=2)
+    assert (2 * tp2 // 32) % rows2 == 0
+
+
+def _ttnn_chains(tree):
+    """Every ttnn.a.b.c attribute chain in a module's AST."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute):
+            parts = []
+            cur = node
+            while isinstance(cur, ast.Attribute):
+                parts.append(cur.attr)
+                cur = cur.value
+            if isinstance(cur, ast.Name) and cur.id == 'ttnn':
+                yield '.'.join(reversed(parts))
+
+
+def test_every_ttnn_name_used_by_the_tt_code_exists():
+    used = set()
+    for fname in sorted(os.listdir(TT_DIR)):
+        if fname.endswith('.py'):
+            with open(os.path.join(TT_DIR, fname)) as f:
+                used.update(_ttnn_chains(ast.parse(f.read())))
+    assert len(used) > 40
+    missing = []
+    for chain in sorted(used):
+        obj = ttnn
+        for part in chain.split('.'):
+            if not hasattr(obj, part):
+                missing.append(chain)
+                break
+            obj = getattr(obj, part)
+    assert not missing, f'not in ttnn {ttnn.__version__ if hasattr(ttnn, "__version__") else ""}: {missing}'
+
+
+def test_sdpa_and_mcast_configs_accept_their_fields():
+    """The constructors reject wrong keywords: building them here is a real check."""
+    with pytest.raises(TypeError):
+        ttnn.SDPAProgramConfig(compute_with_storage_grid_size=(8, 8), q_chunk=128)
+    with pytest.raises(TypeError):
+        ttnn.MatmulMultiCoreReuseMultiCastProgramConfig(compute_with_storage_grid_size=(8, 8))
