@@ -1,0 +1,211 @@
+"""Node benchmark (issue 3): what the ROS node adds around the model, measured over real DDS.
+
+Three processes: a camera publisher (640x480 rgb8 at --rate Hz for --duration s, stamps =
+publish time), the depth node (python -m dpt_ros.node), and this process, which subscribes to
+the outputs (depth_relative and depth_relative/color, so colourising is included) and to
+/diagnostics. Cases:
+
+  zero      zero-cost stand-in backend: the node's own overhead and latency
+  tiny      the real torch backend with tiny-random weights (same architecture, small)
+  dp1, dp2  a fixed 40 ms stand-in backend with max_concurrency 1 and 2, fed faster than both
+            (--dp-rate Hz): output FPS ratio dp2/dp1 (target >= 1.9)
+
+Reported per case: frames sent / received by the node / processed / dropped (stale) / lost in
+DDS, output FPS, node overhead per frame (decode + preprocess + postprocess + colourise +
+publish, node's own stage means), e2e latency p50/p95/p99 (stamp -> arrival here) and the
+node's stamp -> publish latency. Writes generated/bench_node.json.
+
+    .venv/bin/python bench/bench_node.py [--duration 20] [--rate 30] [--cases zero,tiny,dp1,dp2]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [ROOT, os.path.join(ROOT, 'test')]
+os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+os.environ.setdefault('ROS_DOMAIN_ID', str(120 + os.getpid() % 100))
+os.environ.setdefault('HF_HUB_OFFLINE', '1')
+os.environ.setdefault('ROS_LOG_DIR', '/tmp/dpt_ros_bench_logs')
+
+import numpy as np  # noqa: E402
+
+OVERHEAD_STAGES = ('decode', 'preprocess', 'postprocess', 'colorize', 'publish')
+
+
+def run_publisher(rate: float, duration: float, height: int, width: int) -> None:
+    """Child process: publish rgb8 frames at `rate` for `duration`, print the count sent."""
+    import rclpy
+    from sensor_msgs.msg import Image
+
+    from dpt_ros.image_codec import rgb_to_image_fields
+    from ros_harness import rgb_image
+    rclpy.init()
+    node = rclpy.create_node('bench_camera')
+    pub = node.create_publisher(Image, 'image', 10)
+    msg = Image(**rgb_to_image_fields(rgb_image(height, width)))
+    msg.header.frame_id = 'bench_camera'
+    deadline = time.monotonic() + 30
+    while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+        rclpy.spin_once(node, timeout_sec=0.05)
+    print('READY', flush=True)
+    sys.stdin.readline()   # the parent says go once its own subscriptions are matched
+    period = 1.0 / rate
+    t0 = time.monotonic()
+    sent = 0
+    while True:
+        t_next = t0 + sent * period
+        if t_next - t0 >= duration:
+            break
+        delay = t_next - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        msg.header.stamp = node.get_clock().now().to_msg()
+        pub.publish(msg)
+        sent += 1
+    print(f'SENT {sent} {time.monotonic() - t0:.3f}', flush=True)
+    node.destroy_node()
+    rclpy.try_shutdown()
+
+
+def run_case(name: str, values: dict, env: dict, rate: float, duration: float,
+             height: int, width: int) -> dict:
+    from diagnostic_msgs.msg import DiagnosticArray
+    from sensor_msgs.msg import Image
+
+    from ros_harness import Graph, NodeProcess, diag_values
+    graph = Graph(f'bench_sink_{name}')
+    arrivals: list[int] = []
+    depth = graph.collect(Image, 'depth_relative', timed=arrivals)
+    graph.collect(Image, 'depth_relative/color')
+    diags = graph.collect(DiagnosticArray, '/diagnostics')
+    node = NodeProcess(values, env=env, wait_ready=300)
+    cam = subprocess.Popen([sys.executable, __file__, '--publisher', '--rate', str(rate),
+                            '--duration', str(duration), '--height', str(height),
+                            '--width', str(width)], stdin=subprocess.PIPE,
+                           stdout=subprocess.PIPE, text=True, env=dict(os.environ))
+    try:
+        assert cam.stdout.readline().strip() == 'READY', 'publisher did not start'
+        ok = graph.wait_matched('depth_relative', 30) and \
+            graph.wait_matched('depth_relative/color', 30)
+        assert ok, 'outputs not matched:\n' + node.output()
+        cam.stdin.write('go\n')
+        cam.stdin.flush()
+        t_start = time.monotonic()
+        sent_line = ''
+        while not sent_line:
+            graph.executor.spin_once(timeout_sec=0.01)
+            if cam.poll() is not None or time.monotonic() - t_start > duration + 60:
+                sent_line = cam.stdout.readline()
+                break
+            if time.monotonic() - t_start > duration:
+                import select
+                if select.select([cam.stdout], [], [], 0)[0]:
+                    sent_line = cam.stdout.readline()
+        sent = int(sent_line.split()[1])
+
+        def settled():
+            for arr in reversed(diags):
+                for s in arr.status:
+                    if 'depth pipeline' in s.name:
+                        v = diag_values(s)
+                        return v['in_pipeline'] == '0' and \
+                            int(v['frames_processed']) == len(depth)
+            return False
+        graph.spin_until(settled, 120)
+        graph.spin_until(lambda: False, 1.5)   # one more diagnostics period for fresh means
+        v = next(diag_values(s) for arr in reversed(diags) for s in arr.status
+                 if 'depth pipeline' in s.name)
+    finally:
+        rc, took = node.stop()
+        cam.kill()
+        graph.close()
+    lat = np.array([(t - (m.header.stamp.sec * 10**9 + m.header.stamp.nanosec)) / 1e6
+                    for m, t in zip(depth, arrivals)])
+    span = (arrivals[-1] - arrivals[0]) / 1e9 if len(arrivals) > 1 else float('nan')
+    stage = {s: float(v[f'{s}_ms']) for s in OVERHEAD_STAGES}
+    received = int(v['frames_received'])
+    out = {
+        'case': name, 'input': f'{width}x{height} rgb8 @ {rate:g} Hz for {duration:g} s',
+        'backend': v['backend'], 'workers': int(v['workers']), 'dp': int(v['dp']),
+        'frames_sent': sent, 'frames_received_by_node': received,
+        'frames_lost_in_dds': sent - received,
+        'frames_processed': int(v['frames_processed']),
+        'frames_dropped': int(v['frames_dropped']),
+        'frames_rejected': int(v['frames_rejected']), 'frames_failed': int(v['frames_failed']),
+        'outputs_delivered_here': len(depth),
+        'output_fps': (len(depth) - 1) / span if span == span and span > 0 else 0.0,
+        'node_overhead_ms_per_frame': sum(stage.values()),
+        'stage_ms': dict(stage, inference=float(v['inference_ms'])),
+        'e2e_latency_ms': {f'p{q}': float(np.percentile(lat, q)) if lat.size else None
+                           for q in (50, 95, 99)},
+        'node_latency_ms': {f'p{q}': float(v[f'latency_ms_p{q}']) for q in (50, 95, 99)},
+        'reasons': v['reasons'], 'node_exit_code': rc, 'node_exit_s': round(took, 3),
+    }
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('--duration', type=float, default=20.0)
+    ap.add_argument('--rate', type=float, default=30.0)
+    ap.add_argument('--dp-rate', type=float, default=100.0,
+                    help='camera rate for the dp1/dp2 cases (must exceed 2 x 25 FPS)')
+    ap.add_argument('--dp-duration', type=float, default=10.0)
+    ap.add_argument('--height', type=int, default=480)
+    ap.add_argument('--width', type=int, default=640)
+    ap.add_argument('--tiny-image-size', type=int, default=384)
+    ap.add_argument('--cases', default='zero,tiny,dp1,dp2')
+    ap.add_argument('--out', default=os.path.join(ROOT, 'generated', 'bench_node.json'))
+    ap.add_argument('--publisher', action='store_true', help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.publisher:
+        run_publisher(a.rate, a.duration, a.height, a.width)
+        return 0
+
+    base = {'diagnostics_rate': 2.0, 'backend_timeout_s': 0.0}
+    cases = {
+        'zero': ({'backend': 'standin_zero'}, {}, a.rate, a.duration),
+        'tiny': ({'backend': 'torch', 'weights': 'tiny-random',
+                  'image_size': a.tiny_image_size}, {}, a.rate, a.duration),
+        'dp1': ({'backend': 'standin_delay', 'dp': 1}, {'DPT_ROS_STANDIN_DELAY_MS': '40'},
+                a.dp_rate, a.dp_duration),
+        'dp2': ({'backend': 'standin_delay', 'dp': 2}, {'DPT_ROS_STANDIN_DELAY_MS': '40'},
+                a.dp_rate, a.dp_duration),
+    }
+    results = {}
+    for name in a.cases.split(','):
+        values, env, rate, duration = cases[name]
+        r = run_case(name, dict(base, **values), env, rate, duration, a.height, a.width)
+        results[name] = r
+        lat = r['e2e_latency_ms']
+        print(f"{name:5s} {r['backend']:14s} sent {r['frames_sent']:4d} node got "
+              f"{r['frames_received_by_node']:4d} processed {r['frames_processed']:4d} "
+              f"dropped {r['frames_dropped']:4d} delivered {r['outputs_delivered_here']:4d} | "
+              f"out {r['output_fps']:6.2f} FPS | overhead {r['node_overhead_ms_per_frame']:.2f} "
+              f'ms/frame | e2e p50/p95/p99 {lat["p50"]:.1f}/{lat["p95"]:.1f}/{lat["p99"]:.1f} ms'
+              f" | exit {r['node_exit_code']} in {r['node_exit_s']} s", flush=True)
+    summary = {}
+    if 'dp1' in results and 'dp2' in results and results['dp1']['output_fps'] > 0:
+        ratio = results['dp2']['output_fps'] / results['dp1']['output_fps']
+        summary['dp2_over_dp1_output_fps'] = ratio
+        print(f'dp2/dp1 output FPS with a 40 ms stand-in backend: {ratio:.2f} (target >= 1.9)')
+    if 'zero' in results:
+        z = results['zero']
+        summary['zero_backend_frames_lost'] = z['frames_sent'] - z['frames_processed']
+        summary['zero_backend_overhead_ms'] = z['node_overhead_ms_per_frame']
+    os.makedirs(os.path.dirname(a.out), exist_ok=True)
+    with open(a.out, 'w') as f:
+        json.dump({'cases': results, 'summary': summary,
+                   'machine': f'{os.cpu_count()} CPU cores, no accelerator'}, f, indent=2)
+    print(f'wrote {a.out}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
