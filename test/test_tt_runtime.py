@@ -220,7 +220,7 @@ def _dp2(dd, mode='trace_2cq'):
     return devs, dp
 
 
-def test_dp2_runs_one_frame_per_chip_at_once_and_keeps_order(monkeypatch):
+def test_dp2_runs_one_frame_per_chip_at_once_and_keeps_order():
     import ttnn
     x = frames(2, seed=3)
     with tt_device_double() as dd:
@@ -234,8 +234,11 @@ def test_dp2_runs_one_frame_per_chip_at_once_and_keeps_order(monkeypatch):
             in_flight.append({tuple(c.get_device_ids()): sum(
                 kind == 'trace' for kind, _, _ in c.queues[CQ_COMPUTE]) for c in devs.chips})
             return real_sync(device, *args, **kwargs)
-        monkeypatch.setattr(ttnn, 'synchronize_device', spy)
-        outs = dp.infer(x)
+        ttnn.synchronize_device = spy     # restored before the double uninstalls itself
+        try:
+            outs = dp.infer(x)
+        finally:
+            ttnn.synchronize_device = real_sync
         assert_own_output(outs, x)
         # At the first barrier both chips hold their frame's traces (trace_in + trace_main).
         assert in_flight[0] == {(0,): 2, (1,): 2}
@@ -297,7 +300,8 @@ def test_backend_close_releases_traces_then_devices(tiny_loaded):
     with tt_device_double() as dd:
         backend = tt_backend.create(opts, tiny_loaded, model_factory=toy_factory())
         assert backend.max_concurrency == 2
-        assert backend.info.name == 'tt' and backend.info.device == 'wormhole_n300:0,wormhole_n300:1'
+        assert backend.info.name == 'tt'
+        assert backend.info.device == 'wormhole_n300:0,wormhole_n300:1'
         x = frames(2, seed=5)
         assert_own_output(backend.infer(x), x)
         extra = backend.info.extra

@@ -76,6 +76,9 @@ class TtBackend:
             batch_size=max(1, int(opts.batch_size)), model_name=model_name,
             weights=loaded.weights,
             extra={'tt_execution_mode': opts.execution_mode,
+                   # differs only when a host fallback forced a chip to run eagerly
+                   'tt_execution_mode_effective': ','.join(sorted({p.mode
+                                                                   for p in dp.pipelines})),
                    'tt_device': devices.kind,
                    'device_ids': list(devices.ids),
                    'num_command_queues': devices.num_command_queues,
@@ -152,11 +155,30 @@ def _teardown(dp: DataParallel | None, devices: TtDevices | None) -> None:
             devices.close()
 
 
+class _TtDPTProgram:
+    """TtDPT seen through the executor's device-program interface."""
+
+    def __init__(self, tt_dpt):
+        self.tt = tt_dpt
+        self.input_memory_config = tt_dpt.input_memory_config
+        self.dtype_name = f'bf16 activations, {tt_dpt.cfg.weight_dtype_name} weights'
+
+    def __call__(self, x):
+        return self.tt.forward(x)
+
+    def prepare_input(self, frame):
+        return self.tt.preprocess_host(frame)
+
+    @property
+    def has_host_stages(self) -> bool:
+        return bool(self.tt.has_host_stages)
+
+
 def _tt_dpt_factory(loaded, chip, opts: BackendOptions, fallbacks, prepared):
     """The production model: one TtDPT per chip from the shared prepared weights."""
-    from dpt_ros.tt import model as tt_model
+    from dpt_ros.tt.model import TtDPT
     configs, weights = prepared
-    return tt_model.TtDPT(weights, configs, chip, fallbacks=fallbacks)
+    return _TtDPTProgram(TtDPT(weights.params, loaded.config, chip, configs, fallbacks))
 
 
 def _prepare_weights(loaded, opts: BackendOptions):

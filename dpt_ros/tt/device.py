@@ -181,6 +181,11 @@ def detect() -> tuple[bool, str]:
 
     Used by the hardware tests and the benchmark to skip/exit with a clear reason.
     """
+    mock = os.environ.get('TT_METAL_MOCK_CLUSTER_DESC_PATH')
+    if mock:
+        # tt-metal then reports the chips described in that file, none of which exists.
+        return False, (f'TT_METAL_MOCK_CLUSTER_DESC_PATH={mock} is set: the cluster is mocked, '
+                       'no real Tenstorrent device')
     try:
         ttnn = import_ttnn()
     except BackendUnavailable as exc:

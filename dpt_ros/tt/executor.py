@@ -170,6 +170,15 @@ class ChipPipeline:
         ttnn.synchronize_device(self.chip)
         ttnn.deallocate(out)
         ttnn.deallocate(x)
+        if getattr(self.model, 'has_host_stages', False):
+            # A stage fell back to the host (counted by the model): such a program cannot be
+            # captured, so this chip runs eagerly from now on.
+            log.warning('%s: the model has host stages; running eager instead of %s',
+                        self.chip_id, self.mode)
+            self.mode = 'eager'
+            self.staging = None
+            self.compiled = True
+            return time.perf_counter() - t0
         # 2) capture. The model input allocated in trace_in stays alive (we hold it), so
         #    trace_main keeps reading the address trace_in writes.
         self._write_staging(host)
