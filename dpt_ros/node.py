@@ -204,8 +204,9 @@ class DepthNode(Node):
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.scheduler.start()
         info = backend.info
+        topics = [c.image_topic for c in self.cameras.values()]
         self.get_logger().info(
-            f"serving {len(self.cameras)} camera(s) {[c.image_topic for c in self.cameras.values()]}"
+            f'serving {len(self.cameras)} camera(s) {topics}'
             f' with {info.name} on {info.device} ({info.execution_mode}, dp {info.dp}, '
             f'{concurrency} worker(s), {info.image_size}x{info.image_size}, '
             f'weights {info.weights})')

@@ -4,9 +4,7 @@ Backends are the stand-ins of test/stand_in_backends.py (zero-cost, fixed delay,
 except the fallback test, which asks for the real tt backend (no card here) and gets the real
 torch backend with tiny random weights. Every wait is a condition with a timeout.
 """
-import os
 import signal
-import time
 
 import cv2
 import numpy as np
@@ -386,3 +384,33 @@ def test_second_signal_forces_exit(tmp_path):
         assert rc is not None and rc != 0 and took < 1.0
     finally:
         node.kill()
+
+
+def test_backend_faults_counted_error_then_back_to_ok(graph):
+    env = {'DPT_ROS_STANDIN_FAIL_EVERY': '3'}
+    with NodeProcess(dict(BASE, backend='standin_flaky'), env=env) as node:
+        depth = graph.collect(Image, 'depth_relative')
+        diags = graph.collect(DiagnosticArray, '/diagnostics')
+        pub = graph.node.create_publisher(Image, 'image', 10)
+        assert graph.wait_for_subscriber(pub), node.output()
+        levels = []
+        for i in range(1, 7):     # the warm-up was call 1: calls 3 and 6 fail (frames 2, 5)
+            pub.publish(stamp(raw_msg('rgb8', rgb_image(H, W)), 500 + i))
+
+            def settled():
+                s = latest_status(diags, 'depth pipeline')
+                return s is not None and int(diag_values(s)['frames_received']) == i and \
+                    diag_values(s)['in_pipeline'] == '0'
+            assert graph.spin_until(settled, 10), node.output()
+            s = latest_status(diags, 'depth pipeline')
+            levels.append((level_of(s), s.message))
+        v = diag_values(latest_status(diags, 'depth pipeline'))
+        assert (v['frames_failed'], v['frames_processed']) == ('2', '4'), v
+        assert 'frames_failed:backend_error=2' in v['reasons']
+        assert 'stand-in fault' in v['last_failure']
+        assert [m.header.stamp.sec for m in depth] == [501, 503, 504, 506]
+        assert any(lvl == 2 and 'backend failing' in msg for lvl, msg in levels), levels
+        # Healthy again: the next periods report OK.
+        assert graph.spin_until(lambda: level_of(latest_status(diags, 'depth pipeline')) == 0,
+                                5)
+        assert node.wait_for_line('inference failed (backend_error)', 1)
