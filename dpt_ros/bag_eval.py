@@ -211,8 +211,9 @@ def run_offline(args, src: bagio.BagSource) -> dict:
             if m is not None:
                 rec.update(m.as_dict())
             records.append(rec)
-            if strips.wants(frame.index, frame.gt_depth is not None):
-                strips.add(*_strip(frame, rgb, res.depth, res.color, m), frame.gt_depth is not None)
+            has_gt = frame.gt_depth is not None
+            if strips.wants(frame.index, has_gt):
+                strips.add(*_strip(frame, rgb, res.depth, res.color, m), has_gt)
     finally:
         bar.close()
         wall_s = (time.perf_counter() - t_start) if t_start else 0.0

@@ -123,7 +123,8 @@ def fps_chart(times_s, fps, title: str = 'Output FPS over time',
     if t.size == 0:
         return _no_data(title)
     top = max(float(np.nanmax(f)) if f.size else 1.0, target or 0.0) * 1.15 or 1.0
-    ch = _Chart(title, 'time (s)', 'FPS', (float(t.min()), float(max(t.max(), t.min() + 1))),
+    ch = _Chart(title, 'time since the first input frame (s)', 'FPS',
+                (0.0, float(max(t.max() + 0.5, 1.0))),
                 (0, top))
     if target:
         y = ch.py(target)
@@ -138,12 +139,17 @@ def fps_chart(times_s, fps, title: str = 'Output FPS over time',
     return ch.img
 
 
-def fps_series(times_s, window_s: float = 1.0) -> tuple[list[float], list[float]]:
-    """Output FPS per `window_s` bin from output arrival times (s). Returns (bin centres, fps)."""
+def fps_series(times_s, window_s: float = 1.0,
+               origin: float | None = None) -> tuple[list[float], list[float]]:
+    """Output FPS per `window_s` bin from output arrival times (s). Returns (bin centres, fps).
+
+    Times are taken from `origin` (default: the first arrival), e.g. 0 = the first input.
+    """
     t = np.sort(np.asarray(times_s, float))
     if t.size == 0:
         return [], []
-    t = t - t[0]
+    t = t - (t[0] if origin is None else origin)
+    t = t[t >= 0]
     n_bins = max(1, int(math.ceil((t[-1] + 1e-9) / window_s)))
     counts, edges = np.histogram(t, bins=n_bins, range=(0.0, n_bins * window_s))
     centres = (edges[:-1] + edges[1:]) / 2
@@ -258,7 +264,8 @@ def write_report(out_dir: str | Path, results: dict, strips: list[tuple[str, np.
     (out / 'strips').mkdir(parents=True, exist_ok=True)
     paths = {'json': str(out / 'report.json'), 'html': str(out / 'report.html')}
     paths['latency_png'] = write_png(out / 'latency.png', latency_histogram(latencies_ms))
-    t, f = fps_series(out_times_s)
+    # out_times_s count from the first input frame, so a slow start shows as a gap.
+    t, f = fps_series(out_times_s, origin=0.0)
     paths['fps_png'] = write_png(out / 'fps.png', fps_chart(t, f, target=target_fps))
     paths['strips'] = []
     for i, (caption, img) in enumerate(strips):
