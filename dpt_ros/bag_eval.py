@@ -124,6 +124,22 @@ def _accuracy(per_frame: list[FrameDepthMetrics], src: bagio.BagSource, failures
     return acc
 
 
+def _frames(src: bagio.BagSource, warnings: list[str]):
+    """bagio.iter_frames, but a read error part-way ends the stream with a warning instead of
+    losing the frames already evaluated (a truncated recording is still worth a report)."""
+    it = bagio.iter_frames(src)
+    while True:
+        try:
+            frame = next(it)
+        except StopIteration:
+            return
+        except Exception as err:  # rosbags/mcap/sqlite errors on a damaged tail
+            warnings.append(f'reading the bag stopped early: {err}')
+            log.warning('reading the bag stopped early: %s', err)
+            return
+        yield frame
+
+
 def _backend_options(args) -> BackendOptions:
     return BackendOptions(weights=args.weights, image_size=args.image_size, device=args.device,
                           dtype=args.dtype, compile=args.compile, seed=args.seed,
@@ -168,8 +184,9 @@ def run_offline(args, src: bagio.BagSource) -> dict:
     first_run_ms = None
     t_start = None
     bar = _progress(args, min(limit, src.frame_count), 'offline')
+    warnings: list[str] = []
     try:
-        for frame in bagio.iter_frames(src):
+        for frame in _frames(src, warnings):
             if frame.index >= limit:
                 break
             bar.update(1)
@@ -244,7 +261,7 @@ def run_offline(args, src: bagio.BagSource) -> dict:
         'mode': 'offline', 'evaluated': n,
         'weights_random': bool(info.extra.get('weights_random', False)),
         'throughput': throughput, 'pcc': pcc_section, 'backend': backend,
-        'accuracy': _accuracy(per_frame, src, align_fail),
+        'accuracy': _accuracy(per_frame, src, align_fail), 'warnings': warnings,
         'frames': records, '_strips': strips.items, '_latencies': lat_ms,
         '_out_times': out_times, '_target_fps': None,
     }
@@ -452,8 +469,9 @@ def run_replay(args, src: bagio.BagSource) -> dict:
 
     # Everything to publish, loaded up front so disk reads never disturb the pacing.
     frames = []
+    warnings: list[str] = []
     limit = args.max_frames or src.frame_count
-    for fr in bagio.iter_frames(src):
+    for fr in _frames(src, warnings):
         if fr.index >= limit:
             break
         frames.append(fr)
@@ -534,7 +552,6 @@ def run_replay(args, src: bagio.BagSource) -> dict:
     spin = threading.Thread(target=executor.spin, daemon=True)
     spin.start()
     pub_times: dict[int, float] = {}
-    warnings: list[str] = []
     try:
         _wait_connected(args, img_pub, subs[0], node_proc, publish_topic, depth_topic)
         # Warm-up frames (stamps before the bag's first) wake the model up: the first
