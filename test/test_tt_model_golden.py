@@ -1,0 +1,286 @@
+"""TT DPT model vs the HF reference, executed on the device TEST DOUBLE (ttnn goldens on CPU).
+
+The code path is the perf path: the same build_configs() configs (sharded program configs,
+bfloat8_b weights, SDPA with the key mask, exact align_corners upsample), strict fallbacks
+(any program-config or host fallback raises). Per stage, each TT stage is fed the HF
+reference input of that stage, so a failure points at one stage. Then the whole model, tiny
+and full DPT-Large (random weights, fixed seed), and a trace captured once and replayed on
+different inputs.
+"""
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from tt_device_double import tt_device_double
+from tt_reference import pcc, pixels, reference_model
+
+ttnn = pytest.importorskip('ttnn')
+
+from dpt_ros.tt.configs import build_configs  # noqa: E402
+from dpt_ros.tt.fallbacks import FallbackCounter, FallbackError  # noqa: E402
+from dpt_ros.tt.model import TtDPT, build_tt_model  # noqa: E402
+from dpt_ros.tt.ops import Spatial  # noqa: E402
+from dpt_ros.tt.weights import prepare_weights  # noqa: E402
+
+log = logging.getLogger(__name__)
+MIN_PCC = 0.99
+
+
+@pytest.fixture(scope='module')
+def double():
+    with tt_device_double() as d:
+        yield d
+
+
+@pytest.fixture(scope='module')
+def device(double):
+    dev = ttnn.open_mesh_device(ttnn.MeshShape(1, 1), l1_small_size=24576,
+                                trace_region_size=8 << 20, num_command_queues=2)
+    yield dev
+    ttnn.close_mesh_device(dev)
+
+
+@pytest.fixture(scope='module')
+def tiny():
+    return reference_model('tiny', seed=0)
+
+
+@pytest.fixture(scope='module')
+def tiny_prepared(tiny):
+    cfg = build_configs(tiny.config, 'wormhole_n300', 384)
+    return cfg, prepare_weights(tiny.state_dict(), cfg, use_cache=False)
+
+
+@pytest.fixture(scope='module')
+def tiny_tt(tiny, tiny_prepared, device):
+    cfg, prepared = tiny_prepared
+    return TtDPT(prepared.params, tiny.config, device, cfg, FallbackCounter(strict=True))
+
+
+@pytest.fixture(scope='module')
+def tiny_ref(tiny):
+    x = pixels(1, 384, seed=1)
+    with torch.no_grad():
+        out = tiny(pixel_values=x, output_hidden_states=True)
+        emb = tiny.dpt.embeddings(x).last_hidden_states
+        hidden = [out.hidden_states[1:][i] for i in tiny.config.backbone_out_indices]
+        feats = tiny.neck.reassemble_stage(hidden, None, None)
+        feats = [conv(f) for conv, f in zip(tiny.neck.convs, feats)]
+        fused = tiny.neck.fusion_stage(feats)[-1]
+    return dict(x=x, depth=out.predicted_depth, emb=emb, hidden=hidden, feats=feats,
+                fused=fused)
+
+
+# ---- layout converters between HF tensors and the TT model's device layouts ---------------
+
+def tokens_to_tt(hs, cfg, device):
+    """HF (N, 1+P², D) with CLS first -> TT (N, Tp, D): patches, CLS, zero padding."""
+    n, t, d = hs.shape
+    out = torch.zeros(n, cfg.tokens_padded, d)
+    out[:, :t - 1] = hs[:, 1:]
+    out[:, t - 1] = hs[:, 0]
+    return ttnn.from_torch(out, ttnn.bfloat16, layout=ttnn.TILE_LAYOUT, device=device,
+                           memory_config=ttnn.DRAM_MEMORY_CONFIG)
+
+
+def tokens_from_tt(t, cfg):
+    """TT (N, Tp, D) -> HF order (N, 1+P², D)."""
+    x = ttnn.to_torch(t).float()
+    p2 = cfg.dims.patches
+    return torch.cat([x[:, p2:p2 + 1], x[:, :p2]], dim=1)
+
+
+def spatial_to_tt(nchw, device):
+    n, c, h, w = nchw.shape
+    flat = nchw.permute(0, 2, 3, 1).reshape(1, 1, n * h * w, c)
+    return Spatial(ttnn.from_torch(flat, ttnn.bfloat16, layout=ttnn.TILE_LAYOUT, device=device),
+                   n, h, w, c)
+
+
+def spatial_from_tt(sp):
+    return ttnn.to_torch(sp.tensor).float().reshape(sp.n, sp.h, sp.w, sp.c).permute(0, 3, 1, 2)
+
+
+def run_model(model, x, device):
+    out = model.forward(ttnn.to_device(model.preprocess_host(x.numpy()), device))
+    return torch.from_numpy(model.postprocess_host(out))
+
+
+# ---- per stage -----------------------------------------------------------------------------
+
+def test_embeddings_stage(tiny_tt, tiny_ref, device):
+    host = tiny_tt.preprocess_host(tiny_ref['x'].numpy())
+    assert tuple(host.shape) == tiny_tt.input_shape and host.dtype == ttnn.bfloat16
+    out = tiny_tt.embeddings.forward(ttnn.to_device(host, device))
+    cfg = tiny_tt.cfg
+    assert list(out.shape) == [1, cfg.tokens_padded, cfg.dims.hidden]
+    assert out.memory_config() == cfg.memory['tokens']
+    got = tokens_from_tt(out, cfg)
+    assert pcc(got, tiny_ref['emb']) > 0.999
+    assert torch.all(ttnn.to_torch(out).float()[:, cfg.dims.tokens:] == 0)   # padding rows
+
+
+def test_encoder_stage(tiny_tt, tiny_ref, device):
+    cfg = tiny_tt.cfg
+    taps = tiny_tt.encoder.forward(tokens_to_tt(tiny_ref['emb'], cfg, device))
+    assert len(taps) == len(cfg.dims.out_indices)
+    for i, (tap, ref) in enumerate(zip(taps, tiny_ref['hidden'])):
+        value = pcc(tokens_from_tt(tap, cfg), ref)
+        log.info('encoder tap %d PCC %.5f', i, value)
+        assert value > 0.995, i
+
+
+def test_reassemble_stage(tiny_tt, tiny_ref, device):
+    cfg = tiny_tt.cfg
+    taps = [tokens_to_tt(h, cfg, device) for h in tiny_ref['hidden']]
+    feats = tiny_tt.reassembly(taps)
+    for i, (sp, ref) in enumerate(zip(feats, tiny_ref['feats'])):
+        got = spatial_from_tt(sp)
+        assert got.shape == ref.shape, i
+        assert pcc(got, ref) > 0.995, i
+
+
+def test_fusion_stage(tiny_tt, tiny_ref, device):
+    feats = [spatial_to_tt(f, device) for f in tiny_ref['feats']]
+    got = spatial_from_tt(tiny_tt.fusion.forward(feats))
+    assert got.shape == tiny_ref['fused'].shape
+    assert pcc(got, tiny_ref['fused']) > 0.995
+
+
+def test_head_stage(tiny, tiny_tt, tiny_ref, device):
+    out = tiny_tt.head.forward(spatial_to_tt(tiny_ref['fused'], device))
+    got = torch.from_numpy(tiny_tt.postprocess_host(out))
+    with torch.no_grad():
+        ref = tiny.head([tiny_ref['fused']])
+    assert got.shape == ref.shape
+    assert pcc(got, ref) > 0.995
+    assert got.min() >= 0                          # final ReLU
+
+
+# ---- whole model ---------------------------------------------------------------------------
+
+def test_full_tiny_model_pcc(tiny_tt, tiny_ref, device, double):
+    got = run_model(tiny_tt, tiny_ref['x'], device)
+    value = pcc(got, tiny_ref['depth'])
+    log.info('tiny DPT 384 full-model PCC %.5f', value)
+    assert value >= MIN_PCC
+    assert tiny_tt.fb.snapshot()['program_config_fallback_total'] == 0
+    # Every stage really ran as device ops (no host stage).
+    assert not tiny_tt.has_host_stages
+    for op in ('transformer.scaled_dot_product_attention', 'conv2d', 'layer_norm', 'matmul'):
+        assert double.op_counts[op] > 0, op
+
+
+def test_tiny_model_at_512_interpolates_position_embeddings(tiny, device):
+    """The HF model is configured for 384; at 512 both resize the position table (HF per
+    frame, TT once at weight preparation)."""
+    model = build_tt_model(tiny, device, image_size=512, use_cache=False,
+                           fallbacks=FallbackCounter(strict=True))
+    assert model.cfg.tokens_padded == 1152
+    x = pixels(1, 512, seed=2)
+    with torch.no_grad():
+        ref = tiny(pixel_values=x).predicted_depth
+    got = run_model(model, x, device)
+    assert got.shape == ref.shape == (1, 512, 512)
+    value = pcc(got, ref)
+    log.info('tiny DPT 512 full-model PCC %.5f', value)
+    assert value >= MIN_PCC
+
+
+def test_trace_capture_once_replay_with_new_inputs(tiny, tiny_tt, device):
+    """The forward is traceable (no host work inside) and the trace re-reads the input."""
+    model = tiny_tt
+    first = model.preprocess_host(pixels(1, 384, seed=10).numpy())
+    dev_in = ttnn.allocate_tensor_on_device(first.shape, first.dtype, first.layout, device,
+                                            model.input_memory_config)
+    ttnn.copy_host_to_device_tensor(first, dev_in, cq_id=0)
+    model.forward(dev_in)                                  # compile / weight-prep run
+    tid = ttnn.begin_trace_capture(device, cq_id=0)
+    out = model.forward(dev_in)
+    ttnn.end_trace_capture(device, tid, cq_id=0)
+    try:
+        for seed in (11, 12):
+            x = pixels(1, 384, seed=seed)
+            with torch.no_grad():
+                ref = tiny(pixel_values=x).predicted_depth
+            ttnn.copy_host_to_device_tensor(model.preprocess_host(x.numpy()), dev_in, cq_id=0)
+            ttnn.execute_trace(device, tid, cq_id=0, blocking=False)
+            got = torch.from_numpy(model.postprocess_host(ttnn.from_device(out)))
+            assert pcc(got, ref) >= MIN_PCC, seed
+    finally:
+        ttnn.release_trace(device, tid)
+
+
+def test_preprocess_rejects_wrong_shape(tiny_tt):
+    with pytest.raises(ValueError, match='expected pixel batch'):
+        tiny_tt.preprocess_host(np.zeros((1, 3, 256, 256), np.float32))
+
+
+# ---- fallbacks -----------------------------------------------------------------------------
+
+def _fail_when(monkeypatch, attr, predicate, message):
+    real = getattr(ttnn, attr)
+
+    def flaky(*args, **kwargs):
+        if predicate(args, kwargs):
+            raise RuntimeError(message)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(ttnn, attr, flaky)
+
+
+def test_program_config_fallback_is_counted_or_raises_in_strict(tiny, tiny_prepared, device,
+                                                               tiny_ref, monkeypatch):
+    cfg, prepared = tiny_prepared
+    _fail_when(monkeypatch, 'layer_norm', lambda a, k: k.get('program_config') is not None,
+               'Statically allocated circular buffers clash with L1 buffers (injected)')
+    strict = TtDPT(prepared.params, tiny.config, device, cfg, FallbackCounter(strict=True))
+    with pytest.raises(FallbackError, match='encoder.ln1'):
+        run_model(strict, tiny_ref['x'], device)
+    fb = FallbackCounter(strict=False)
+    model = TtDPT(prepared.params, tiny.config, device, cfg, fb)
+    got = run_model(model, tiny_ref['x'], device)
+    snap = fb.snapshot()
+    # Counted once per op (ln1, ln2), not once per layer or per frame.
+    assert snap['program_config_fallback_total'] == 2
+    assert snap['program_config_fallback.encoder.ln1'] == 1
+    assert any('injected' in r for r in snap['reasons'])
+    run_model(model, tiny_ref['x'], device)
+    assert fb.snapshot()['program_config_fallback_total'] == 2
+    assert pcc(got, tiny_ref['depth']) >= MIN_PCC        # the default config is still right
+
+
+def test_host_fallback_is_counted_or_raises_in_strict(tiny, tiny_prepared, device, tiny_ref,
+                                                     monkeypatch):
+    cfg, prepared = tiny_prepared
+    _fail_when(monkeypatch, 'matmul', lambda a, k: True, 'matmul kernel failed (injected)')
+    strict = TtDPT(prepared.params, tiny.config, device, cfg, FallbackCounter(strict=True))
+    with pytest.raises(FallbackError, match='upsample_host_fallback_count'):
+        run_model(strict, tiny_ref['x'], device)
+    fb = FallbackCounter(strict=False)
+    model = TtDPT(prepared.params, tiny.config, device, cfg, fb)
+    got = run_model(model, tiny_ref['x'], device)
+    snap = fb.snapshot()
+    assert snap['upsample_host_fallback_count'] == 1 and snap['host_fallback_count'] == 1
+    assert model.has_host_stages
+    assert pcc(got, tiny_ref['depth']) >= MIN_PCC
+
+
+# ---- full DPT-Large ------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_full_dpt_large_random_weights_pcc(device, tmp_path_factory):
+    """DPT-Large config (343M parameters), random weights, seed 0, at 384 — the perf path."""
+    model = reference_model('dpt-large', seed=0)
+    x = pixels(1, 384, seed=5)
+    with torch.no_grad():
+        ref = model(pixel_values=x).predicted_depth
+    tt = build_tt_model(model, device, image_size=384, weights_id='random-dpt-large-seed0',
+                        cache_dir=str(tmp_path_factory.mktemp('tt_cache')),
+                        fallbacks=FallbackCounter(strict=True))
+    assert tt.cfg.tokens_padded == 640 and tt.cfg.weight_dtype_name == 'bfloat8_b'
+    got = run_model(tt, x, device)
+    value = pcc(got, ref)
+    log.info('DPT-Large 384 random-weights full-model PCC %.5f', value)
+    assert value >= MIN_PCC
