@@ -211,3 +211,42 @@ def test_submeshes_and_device_queries(double):
     with pytest.raises(RuntimeError):
         ttnn.open_mesh_device(ttnn.MeshShape(1, 4))
     ttnn.close_mesh_device(mesh)
+
+
+def test_ttnn_is_restored_after_the_double():
+    real_linear = ttnn.linear
+    with tt_device_double():
+        assert ttnn.linear is not real_linear
+        assert ttnn.linear.__tt_double__ == 'linear'
+    assert ttnn.linear is real_linear
+    with pytest.raises(RuntimeError):      # the real device path again: no card here
+        ttnn.open_mesh_device(ttnn.MeshShape(1, 1))
+
+
+def test_use_after_deallocate_is_refused(double):
+    dev = _dev(double)
+    t = ttnn.from_torch(torch.ones(32, 32), ttnn.bfloat16, layout=ttnn.TILE_LAYOUT, device=dev)
+    ttnn.deallocate(t)
+    with pytest.raises(DoubleError, match='deallocate'):
+        ttnn.relu(t)
+
+
+def test_conv_weights_are_quantized_as_configured(double):
+    torch.manual_seed(2)
+    dev = _dev(double, l1_small_size=24576)
+    x = torch.randn(1, 4, 4, 32)
+    w = torch.randn(32, 32, 3, 3)
+    kwargs = dict(input_tensor=ttnn.from_torch(x, ttnn.bfloat16, device=dev),
+                  weight_tensor=ttnn.from_torch(w, ttnn.float32), device=dev, in_channels=32,
+                  out_channels=32, batch_size=1, input_height=4, input_width=4,
+                  kernel_size=(3, 3), padding=(1, 1))
+    outs = {}
+    for dt in (ttnn.bfloat16, ttnn.bfloat8_b):
+        out = ttnn.conv2d(conv_config=ttnn.Conv2dConfig(weights_dtype=dt), **kwargs)
+        outs[dt] = ttnn.to_torch(out).float()
+    ref = torch.nn.functional.conv2d(x.permute(0, 3, 1, 2).bfloat16().float(), w, padding=1)
+    ref = ref.permute(0, 2, 3, 1).reshape(outs[ttnn.bfloat16].shape)
+    err16 = (outs[ttnn.bfloat16] - ref).abs().mean()
+    err8 = (outs[ttnn.bfloat8_b] - ref).abs().mean()
+    assert err8 > err16                      # block-float weights really lose precision
+    assert pcc(outs[ttnn.bfloat8_b], ref) > 0.999

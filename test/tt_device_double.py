@@ -41,6 +41,13 @@ the device while everything else stays real ttnn 0.81.1:
   device, cq), ('synchronize', device, cq) ... in the order they EXECUTE, so tests can assert
   ordering.
 
+Use: ``with tt_device_double() as double: ...`` (``num_devices=1`` for an N150), or import the
+fixture into a test module: ``from tt_device_double import tt_double  # noqa: F401``.
+Importing this module sets TT_METAL_MOCK_CLUSTER_DESC_PATH (test/data/wormhole_n300_cluster.yaml)
+for the rest of the process; outside the double a real ``ttnn.open_mesh_device`` then fails
+with a RuntimeError about the missing kernel toolchain instead of "No chips detected" —
+code under test must treat any RuntimeError from opening the device as "no device".
+
 What this double CAN show: that the code uses only ttnn 0.81.1 names, keywords and real config
 objects; that the numerics of the op sequence (with bf16/bfloat8_b storage rounding) match the
 reference; that trace capture/replay and the CQ/event protocol feed each frame its own input.

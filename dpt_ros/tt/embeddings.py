@@ -27,13 +27,11 @@ class TtEmbeddings:
         cfg = self.cfg
         dims = cfg.dims
         n = cfg.batch
-        g = dims.grid
         x = ttnn.permute(pixels, (0, 2, 1, 3))                    # (N*P, P, 16, 64)
         x = ttnn.reshape(x, (n, dims.patches, dims.patch * dims.patch * 4))
         x = ttnn.pad(x, [(0, 0), (0, cfg.tokens_padded - dims.patches), (0, 0)], 0.0)
         x = ttnn.to_layout(x, ttnn.TILE_LAYOUT)
         x = ttnn.linear(x, self.weight, memory_config=ttnn.L1_MEMORY_CONFIG,
                         dtype=ttnn.bfloat16, compute_kernel_config=cfg.compute['matmul'])
-        assert g * g == dims.patches
         return ttnn.add(x, self.additive, memory_config=cfg.memory['tokens'],
                         dtype=ttnn.bfloat16)
