@@ -250,3 +250,22 @@ def test_conv_weights_are_quantized_as_configured(double):
     err8 = (outs[ttnn.bfloat8_b] - ref).abs().mean()
     assert err8 > err16                      # block-float weights really lose precision
     assert pcc(outs[ttnn.bfloat8_b], ref) > 0.999
+
+
+def test_conv_transpose2d_torch_reference(double):
+    torch.manual_seed(3)
+    dev = _dev(double)
+    x = torch.randn(1, 5, 6, 8)
+    w = torch.randn(8, 4, 2, 2)
+    b = torch.randn(4)
+    out, (oh, ow) = ttnn.conv_transpose2d(
+        input_tensor=ttnn.from_torch(x, ttnn.bfloat16, device=dev),
+        weight_tensor=ttnn.from_torch(w, ttnn.float32),
+        bias_tensor=ttnn.from_torch(b.reshape(1, 1, 1, 4), ttnn.float32), device=dev,
+        in_channels=8, out_channels=4, batch_size=1, input_height=5, input_width=6,
+        kernel_size=(2, 2), stride=(2, 2), return_output_dim=True)
+    assert (oh, ow) == (10, 12)
+    ref = torch.nn.functional.conv_transpose2d(x.permute(0, 3, 1, 2).bfloat16().float(), w, b,
+                                               stride=2)
+    got = ttnn.to_torch(out).float().reshape(1, 10, 12, 4).permute(0, 3, 1, 2)
+    assert pcc(got, ref) > 0.999

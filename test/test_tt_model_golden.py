@@ -284,3 +284,35 @@ def test_full_dpt_large_random_weights_pcc(device, tmp_path_factory):
     value = pcc(got, ref)
     log.info('DPT-Large 384 random-weights full-model PCC %.5f', value)
     assert value >= MIN_PCC
+
+
+def test_two_frames_per_chip_batch(tiny, device):
+    """Per-chip batch 2 (configs, kron'd upsample matrices, conv batch) stays exact per frame."""
+    model = build_tt_model(tiny, device, batch=2, use_cache=False,
+                           fallbacks=FallbackCounter(strict=True))
+    x = pixels(2, 384, seed=3)
+    with torch.no_grad():
+        ref = tiny(pixel_values=x).predicted_depth
+    got = run_model(model, x, device)
+    assert got.shape == (2, 384, 384)
+    for i in range(2):
+        assert pcc(got[i], ref[i]) >= MIN_PCC, i
+    assert pcc(got[0], got[1]) < 0.99           # two different frames, not one repeated
+
+
+def test_fallback_counter_keys_and_validation():
+    fb = FallbackCounter()
+    snap = fb.snapshot()
+    for key in ('program_config_fallback_total', 'host_fallback_count',
+                'vit_backbone_fallback_count', 'reassembly_readout_fallback_count',
+                'upsample_host_fallback_count'):
+        assert snap[key] == 0, key
+    with pytest.raises(ValueError):
+        fb.host_fallback('no_such_stage', 'x')
+    assert fb.run_with_config('op', lambda: 1, lambda: 2) == 1
+    assert not fb.uses_default('op')
+
+    def boom():
+        raise TypeError('bad kwarg')
+    assert fb.run_with_config('op', boom, lambda: 2) == 2
+    assert fb.uses_default('op') and fb.snapshot()['program_config_fallback_total'] == 1
