@@ -1,7 +1,9 @@
 """TTNN implementation of DPT-Large for Tenstorrent Wormhole (N150 / N300).
 
-One module per HF stage (embeddings, encoder, reassemble, fusion, head), all configs in
-`configs`, weight preparation + disk cache in `weights`, fallback accounting in `fallbacks`,
-the assembled model in `model` (TtDPT, build_tt_model). ttnn is imported lazily inside the
-functions, so importing this package never needs ttnn.
+Model side: one module per HF stage (embeddings, encoder, reassemble, fusion, head) built from
+`ops`; every program/memory/compute/conv config in `configs`; weight preparation and its disk
+cache in `weights`; fallback accounting in `fallbacks`; the assembled model in `model`
+(TtDPT, build_tt_model). Runtime side: device opening in `device`, eager / trace / trace_2cq
+execution and data parallel in `executor`. ttnn is imported lazily inside functions, so
+importing this package never needs ttnn.
 """
