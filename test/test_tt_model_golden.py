@@ -14,14 +14,14 @@ import pytest
 import torch
 
 from tt_device_double import tt_device_double
-from tt_reference import pcc, pixels, reference_model
+from tt_reference import (pcc, pixels, reference_model, run_model, spatial_from_tt,
+                          spatial_to_tt, tokens_from_tt, tokens_to_tt)
 
 ttnn = pytest.importorskip('ttnn')
 
 from dpt_ros.tt.configs import build_configs  # noqa: E402
 from dpt_ros.tt.fallbacks import FallbackCounter, FallbackError  # noqa: E402
 from dpt_ros.tt.model import TtDPT, build_tt_model  # noqa: E402
-from dpt_ros.tt.ops import Spatial  # noqa: E402
 from dpt_ros.tt.weights import prepare_weights  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -71,41 +71,6 @@ def tiny_ref(tiny):
         fused = tiny.neck.fusion_stage(feats)[-1]
     return dict(x=x, depth=out.predicted_depth, emb=emb, hidden=hidden, feats=feats,
                 fused=fused)
-
-
-# ---- layout converters between HF tensors and the TT model's device layouts ---------------
-
-def tokens_to_tt(hs, cfg, device):
-    """HF (N, 1+P², D) with CLS first -> TT (N, Tp, D): patches, CLS, zero padding."""
-    n, t, d = hs.shape
-    out = torch.zeros(n, cfg.tokens_padded, d)
-    out[:, :t - 1] = hs[:, 1:]
-    out[:, t - 1] = hs[:, 0]
-    return ttnn.from_torch(out, ttnn.bfloat16, layout=ttnn.TILE_LAYOUT, device=device,
-                           memory_config=ttnn.DRAM_MEMORY_CONFIG)
-
-
-def tokens_from_tt(t, cfg):
-    """TT (N, Tp, D) -> HF order (N, 1+P², D)."""
-    x = ttnn.to_torch(t).float()
-    p2 = cfg.dims.patches
-    return torch.cat([x[:, p2:p2 + 1], x[:, :p2]], dim=1)
-
-
-def spatial_to_tt(nchw, device):
-    n, c, h, w = nchw.shape
-    flat = nchw.permute(0, 2, 3, 1).reshape(1, 1, n * h * w, c)
-    return Spatial(ttnn.from_torch(flat, ttnn.bfloat16, layout=ttnn.TILE_LAYOUT, device=device),
-                   n, h, w, c)
-
-
-def spatial_from_tt(sp):
-    return ttnn.to_torch(sp.tensor).float().reshape(sp.n, sp.h, sp.w, sp.c).permute(0, 3, 1, 2)
-
-
-def run_model(model, x, device):
-    out = model.forward(ttnn.to_device(model.preprocess_host(x.numpy()), device))
-    return torch.from_numpy(model.postprocess_host(out))
 
 
 # ---- per stage -----------------------------------------------------------------------------

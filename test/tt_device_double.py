@@ -43,8 +43,9 @@ the device while everything else stays real ttnn 0.81.1:
 
 Use: ``with tt_device_double() as double: ...`` (``num_devices=1`` for an N150), or import the
 fixture into a test module: ``from tt_device_double import tt_double  # noqa: F401``.
-Importing this module sets TT_METAL_MOCK_CLUSTER_DESC_PATH (test/data/wormhole_n300_cluster.yaml)
-for the rest of the process; outside the double a real ``ttnn.open_mesh_device`` then fails
+Importing this module on a machine without a card (no /dev/tenstorrent) sets
+TT_METAL_MOCK_CLUSTER_DESC_PATH (test/data/wormhole_n300_cluster.yaml) for the rest of the
+process; outside the double a real ``ttnn.open_mesh_device`` then fails
 with a RuntimeError about the missing kernel toolchain instead of "No chips detected" —
 code under test must treat any RuntimeError from opening the device as "no device".
 
@@ -77,9 +78,22 @@ import torch
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 CLUSTER_DESC = os.path.join(_HERE, 'data', 'wormhole_n300_cluster.yaml')
-# Must be set before the first TILE/bfloat8_b conversion initialises tt-metal's cluster
-# singleton; setting it late (after `import ttnn`) still works because that is lazy.
-os.environ.setdefault('TT_METAL_MOCK_CLUSTER_DESC_PATH', CLUSTER_DESC)
+
+
+def real_card_present() -> bool:
+    """A Tenstorrent kernel-driver node exists (checked without touching tt-metal)."""
+    try:
+        return bool(os.listdir('/dev/tenstorrent'))
+    except OSError:
+        return False
+
+
+# Host-side TILE/bfloat8_b conversion needs a cluster description. Without a card, give
+# tt-metal the mock N300 one; it must be set before the first such conversion initialises
+# tt-metal's (process-wide, lazy) cluster singleton. With a card present the real cluster
+# serves, and mocking it would hide the card from the hardware tests in the same session.
+if not real_card_present():
+    os.environ.setdefault('TT_METAL_MOCK_CLUSTER_DESC_PATH', CLUSTER_DESC)
 
 import ttnn  # noqa: E402  (after the env var on purpose)
 
