@@ -12,8 +12,9 @@ with `test/` on PYTHONPATH. Behaviour comes from environment variables:
     DPT_ROS_FAULT_EVERY         create_every_nth: every Nth call raises (default 3)
     DPT_ROS_FAULT_DIE_AFTER     create_dying: calls after this many raise forever (default 3)
     DPT_ROS_FAULT_CONTROL       create_controlled: a file read at every call, one word:
-                                  ok | raise | hang <seconds> | die
-                                (die is permanent: later calls raise whatever the file says)
+                                  ok | raise | hang <seconds> | die | nan | shape
+                                (die is permanent: later calls raise whatever the file says;
+                                nan returns an all-NaN map, shape one of the wrong size)
     DPT_ROS_FAULT_EVENTS        every call appends 'start <n>' / 'end <n>' and close() appends
                                 'closed <n>' to this file, so a test can wait for "inference
                                 in progress" or "backend released" as conditions
@@ -102,7 +103,12 @@ class FaultBackend:
                 time.sleep(self.delay_s)
             if self.every and n % self.every == 0:
                 raise BackendError(f'fault double raised on call {n} (every {self.every})')
-            return (np.asarray(batch)[:, 0] + 1.0).astype(np.float32)
+            out = (np.asarray(batch)[:, 0] + 1.0).astype(np.float32)
+            if mode == 'nan':
+                out[:] = np.nan
+            elif mode == 'shape':
+                out = out[:, 1:, :]
+            return out
         finally:
             self._event(f'end {n}')
 

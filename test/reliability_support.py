@@ -135,3 +135,63 @@ class Pacer:
                 time.sleep(delay)
         elif delay < -1.0:   # fell far behind (loaded machine): do not burst to catch up
             self.next = time.monotonic()
+
+
+class NodeLines:
+    """New node log lines since the last look (the node logs every rejection and failure)."""
+
+    def __init__(self, node):
+        self.node = node
+        self.pos = len(node.lines)
+
+    def new(self) -> list[str]:
+        lines = self.node.lines[self.pos:]
+        self.pos += len(lines)
+        return lines
+
+
+def line_outcome(line: str):
+    """('rejected', reason) / ('failed', reason) for a node log line about a frame, or None."""
+    if 'frame rejected (' in line:
+        return 'rejected', line.split('frame rejected (', 1)[1].split(')', 1)[0]
+    if 'inference failed (' in line:
+        return 'failed', line.split('inference failed (', 1)[1].split(')', 1)[0]
+    if 'preparing a frame failed' in line:
+        return 'failed', 'prepare_error'
+    if 'finishing a frame failed' in line:
+        return 'failed', 'finish_error'
+    return None
+
+
+def send_lock_step(graph, node, pub, depth: list, msg, tag: str, timeout: float = 60.0,
+                   lines: NodeLines | None = None):
+    """Publish `msg` (frame_id `tag`, stamped now) and wait for what became of it.
+
+    Returns ('ok', output Image), ('rejected', reason) or ('failed', reason). Only one frame
+    may be in flight: `depth` (a matched depth_relative subscription's list) must be empty.
+    """
+    lines = lines or NodeLines(node)
+    assert not depth, 'an output arrived outside lock step'
+    msg.header.stamp = graph.node.get_clock().now().to_msg()
+    msg.header.frame_id = tag
+    pub.publish(msg)
+    got = []
+    deadline = time.monotonic() + timeout
+    while not got and time.monotonic() < deadline:
+        got += [o for o in map(line_outcome, lines.new()) if o]
+        if depth:
+            out = depth.pop()
+            assert not depth, 'more than one output in lock step'
+            assert out.header.frame_id == tag, (out.header.frame_id, tag)
+            got.append(('ok', out))
+        if not got:
+            graph.executor.spin_once(timeout_sec=0.002)
+        if node.proc.poll() is not None:
+            raise AssertionError(f'node exited while {tag} was in flight:\n{node.output()}')
+    assert len(got) == 1, (tag, got, node.output()[-2000:])
+    return got[0]
+
+
+def no_crash_signs(text: str) -> list[str]:
+    """Words in a node's output that mean something escaped or broke."""
+    return [w for w in ('Traceback', 'unexpected error', 'Exception in thread') if w in text]

@@ -16,7 +16,6 @@ The backend is the zero-cost fault double (`fault_ok`), so the node itself is wh
 from __future__ import annotations
 
 import struct
-import time
 import zlib
 from dataclasses import dataclass
 
@@ -26,7 +25,8 @@ import pytest
 from sensor_msgs.msg import CompressedImage, Image
 
 from dpt_ros import image_codec
-from reliability_support import Diagnostics, reconciles, start_node
+from reliability_support import (Diagnostics, NodeLines, line_outcome, no_crash_signs,
+                                 reconciles, send_lock_step, start_node)
 from ros_harness import Graph, rgb_image
 
 SEED = 20240607
@@ -310,65 +310,23 @@ def compressed_cases(rng) -> list[Case]:
     return cases
 
 
-class _Lines:
-    """New node log lines since the last look (the node logs every rejection and failure)."""
-
-    def __init__(self, node):
-        self.node = node
-        self.pos = len(node.lines)
-
-    def new(self) -> list[str]:
-        lines = self.node.lines[self.pos:]
-        self.pos += len(lines)
-        return lines
-
-
-def _outcome(line: str):
-    if 'frame rejected (' in line:
-        return 'rejected', line.split('frame rejected (', 1)[1].split(')', 1)[0]
-    if 'failed' in line and ('preparing a frame' in line or 'inference failed' in line or
-                             'finishing a frame' in line):
-        return 'failed', line
-    return None
-
-
 def _summary(out: Image) -> dict:
     # Outputs are not kept (an 8K depth image is 133 MB): only what the checks need.
-    small = out.height * out.width <= 1 << 20
+    n = out.height * out.width
+    arr = image_codec.image_fields_to_array(out) if n <= 1 << 20 else None
     return {'encoding': out.encoding, 'shape': (out.height, out.width),
-            'finite': bool(np.isfinite(image_codec.image_fields_to_array(out)).all())
-            if small else True,
-            'array': image_codec.image_fields_to_array(out) if out.height * out.width <= 4096
-            else None}
+            'finite': bool(np.isfinite(arr).all()) if arr is not None else True,
+            'array': arr if n <= 4096 else None}
 
 
-def run_lock_step(graph, node, pub, depth: list, cases, timeout: float = 60.0) -> list:
-    """Publish each case and wait for its output or its rejection; returns the outcomes.
-
-    `depth` is the list a matched depth_relative subscription fills.
-    """
-    lines = _Lines(node)
+def run_lock_step(graph, node, pub, depth: list, cases) -> list:
+    """Publish each case and wait for its output or its rejection; returns the outcomes."""
+    lines = NodeLines(node)
     results = []
     for i, case in enumerate(cases):
-        msg = case.make()
-        msg.header.stamp = graph.node.get_clock().now().to_msg()
-        msg.header.frame_id = f'fuzz{i}'
-        pub.publish(msg)
-        got = []
-        deadline = time.monotonic() + timeout
-        while not got and time.monotonic() < deadline:
-            got += [o for o in map(_outcome, lines.new()) if o]
-            if depth:
-                out = depth.pop()
-                assert not depth, 'more than one output in lock step'
-                assert out.header.frame_id == f'fuzz{i}', (out.header.frame_id, i)
-                got.append(('ok', _summary(out)))
-            if not got:
-                graph.executor.spin_once(timeout_sec=0.002)
-            if node.proc.poll() is not None:
-                raise AssertionError(f'node died at case {i} ({case.kind}):\n{node.output()}')
-        assert len(got) == 1, (i, case.kind, got)
-        results.append(got[0])
+        kind, detail = send_lock_step(graph, node, pub, depth, case.make(), f'fuzz{i}',
+                                      lines=lines)
+        results.append((kind, _summary(detail) if kind == 'ok' else detail))
     return results
 
 
@@ -429,9 +387,9 @@ def _fuzz(values, msg_type, topic, cases, must_see):
             assert n_ok >= 0.3 * total, n_ok
 
             assert node.proc.poll() is None, node.output()
-            out_text = node.output()
-            for bad in ('Traceback', 'unexpected error', 'Exception in', 'failed:'):
-                assert bad not in out_text, (bad, out_text[-3000:])
+            assert not no_crash_signs(node.output()), node.output()[-3000:]
+            failed = [ln for ln in node.lines if (o := line_outcome(ln)) and o[0] == 'failed']
+            assert not failed, failed
         return tally, n_ok
     finally:
         graph.close()
