@@ -161,6 +161,11 @@ def test_cache_hit_and_invalidation(tiny, tmp_path):
     # Any change of what the weights depend on is a different entry.
     assert prepare_weights(sd, cfg, weights_id='other', cache_dir=str(tmp_path)).cache_hit \
         is False
+    from dpt_ros.tt import weights as weights_mod
+    assert weights_mod.ttnn_version() == '0.81.1'
+    with pytest.MonkeyPatch.context() as mp:           # a ttnn upgrade invalidates the entry
+        mp.setattr(weights_mod, 'ttnn_version', lambda: '0.82.0')
+        assert cache_key('tiny-seed3', cfg) != first.key
     cfg512 = build_configs(tiny.config, 'wormhole_n300', 512)
     assert cache_key('tiny-seed3', cfg512) != first.key
     assert not prepare_weights(sd, cfg512, weights_id='tiny-seed3',

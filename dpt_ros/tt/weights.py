@@ -73,11 +73,20 @@ def weights_fingerprint(state_dict) -> str:
     return h.hexdigest()[:16]
 
 
+def ttnn_version() -> str:
+    """The installed ttnn distribution's version (the module has no __version__)."""
+    from importlib import metadata
+    try:
+        return metadata.version('ttnn')
+    except metadata.PackageNotFoundError:
+        import ttnn
+        return getattr(ttnn, '__version__', 'unknown')
+
+
 def cache_key(weights_id: str, configs) -> str:
     """sha256 over what prepared weights depend on."""
-    import ttnn
     payload = {'weights_id': weights_id, 'config': configs.weight_key(),
-               'ttnn': getattr(ttnn, '__version__', 'unknown'), 'format': FORMAT_VERSION}
+               'ttnn': ttnn_version(), 'format': FORMAT_VERSION}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
 
