@@ -162,7 +162,7 @@ def test_cache_hit_and_invalidation(tiny, tmp_path):
     assert prepare_weights(sd, cfg, weights_id='other', cache_dir=str(tmp_path)).cache_hit \
         is False
     from dpt_ros.tt import weights as weights_mod
-    assert weights_mod.ttnn_version() == '0.81.1'
+    assert weights_mod.ttnn_version()[0].isdigit()     # a real version, not 'unknown'
     with pytest.MonkeyPatch.context() as mp:           # a ttnn upgrade invalidates the entry
         mp.setattr(weights_mod, 'ttnn_version', lambda: '0.82.0')
         assert cache_key('tiny-seed3', cfg) != first.key
