@@ -24,7 +24,7 @@ DPT_ROS_EXTRA_BACKENDS='name=module:factory,...'; the `backend` parameter then a
 
 Exit codes: 0 after SIGINT/SIGTERM (workers stopped, backend closed, node destroyed), 2 for
 an invalid parameter or a backend that cannot start, 1 for an unexpected error. A second
-signal during shutdown exits at once.
+signal during shutdown exits at once with 1 (cleanup skipped).
 """
 from __future__ import annotations
 
