@@ -33,5 +33,8 @@ class TtEmbeddings:
         x = ttnn.to_layout(x, ttnn.TILE_LAYOUT)
         x = ttnn.linear(x, self.weight, memory_config=ttnn.L1_MEMORY_CONFIG,
                         dtype=ttnn.bfloat16, compute_kernel_config=cfg.compute['matmul'])
-        return ttnn.add(x, self.additive, memory_config=cfg.memory['tokens'],
-                        dtype=ttnn.bfloat16)
+        x = ttnn.add(x, self.additive, memory_config=ttnn.L1_MEMORY_CONFIG,
+                     dtype=ttnn.bfloat16)
+        # Interleaved -> block sharded for the encoder (one explicit reshard, not an
+        # interleaved-in / sharded-out eltwise).
+        return ttnn.to_memory_config(x, cfg.memory['tokens'])
