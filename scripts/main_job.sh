@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# DRAFT of the README's main job (the lead wires it in as scripts/main_job.sh).
+# The README's main job.
 # On a fresh machine, with no arguments: set up the venv, build the sample bag, start the depth
 # node (TT where a card is found, else torch on CPU; weights auto = Intel/dpt-large from the HF
 # cache/hub, else RANDOM weights, said in the log and at the top of the report), replay the bag
