@@ -64,7 +64,7 @@ def evaluate(args) -> dict:
 
     perf = PerfStats()
     try:
-        paths, _ = runner.collect_sources(args)
+        paths = runner.collect_sources(args)
     except InvalidImage as exc:
         raise runner.RunFailed(str(exc)) from exc
     images, failed = runner.load_sources(paths, perf)

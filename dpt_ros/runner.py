@@ -190,14 +190,15 @@ def _start_torch(opts, allow_fallback: bool, loaded):
                               requested=f'torch:{opts.device}', fallback_reason=str(exc))
 
 
-def collect_sources(args) -> tuple[list[str] | None, list]:
-    """-> (file paths to load, or None for the bundled image; invalid-input records)."""
+def collect_sources(args) -> list[str] | None:
+    """File paths to load, or None for the bundled image. Raises InvalidImage for a missing
+    or empty folder (the message names the supported extensions)."""
     from dpt_ros.images import list_images
     if args.image:
-        return [args.image], []
+        return [args.image]
     if args.images_dir:
-        return list_images(args.images_dir), []
-    return None, []
+        return list_images(args.images_dir)
+    return None
 
 
 def load_sources(paths, perf):
@@ -209,15 +210,20 @@ def load_sources(paths, perf):
         log.info('no --image/--images-dir: using the bundled image %s (%dx%d)', img.path,
                  img.rgb.shape[1], img.rgb.shape[0])
         return [img], []
-    loaded, failed = [], []
+    loaded, failed, names = [], [], set()
     for path in paths:
         try:
             with perf.stage('decode'):
-                loaded.append(load_image(path))
+                img = load_image(path)
         except InvalidImage as exc:
             log.error('skipping %s: %s', path, exc)
             perf.count('invalid_image_count', 1, reason=exc.reason)
             failed.append({'path': path, 'reason': exc.reason, 'message': str(exc)})
+            continue
+        if img.name in names:   # a.png and a.jpg: keep both, with distinct output names
+            img.name = os.path.basename(path).replace('.', '_')
+        names.add(img.name)
+        loaded.append(img)
     return loaded, failed
 
 
@@ -252,7 +258,7 @@ def run(args) -> dict:
 
     perf = PerfStats(window=100000)
     try:
-        paths, failed = collect_sources(args)
+        paths = collect_sources(args)
     except InvalidImage as exc:
         raise RunFailed(str(exc)) from exc
     images, failed = load_sources(paths, perf)
@@ -282,7 +288,11 @@ def run(args) -> dict:
         prepared0 = np.stack([preprocess(im.rgb, pipe.image_size) for im in batches[0]])
         for i in range(args.warmup):
             t0 = time.perf_counter()
-            backend.infer(prepared0)
+            try:
+                backend.infer(prepared0)
+            except Exception as exc:  # e.g. a strict TT run hitting a fallback
+                raise RunFailed(f'warm-up inference failed on {info.name}/{info.device}: '
+                                f'{type(exc).__name__}: {exc}') from exc
             if i == 0:
                 timings.first_run_s = time.perf_counter() - t0
 

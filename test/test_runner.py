@@ -192,3 +192,21 @@ def test_batch_size_defaults_to_dp():
     args = p.parse_args([])
     runner.check_args(p, args)
     assert args.batch_size == 1 and args.strict is False and args.dtype == 'fp32'
+
+
+def test_image_loading_conversions_and_duplicate_names(tmp_path):
+    from dpt_ros.images import load_image
+    from dpt_ros.perf import PerfStats
+    g16 = tmp_path / 'depth16.png'
+    Image.fromarray(np.array([[0, 65535], [32768, 1000]], np.uint16)).save(g16)
+    im = load_image(str(g16))
+    assert im.rgb.dtype == np.uint8 and im.rgb.shape == (2, 2, 3)
+    assert im.rgb[0, 1, 0] == 255 and im.rgb[0, 0, 0] == 0 and 'grayscale' in im.note
+    pal = tmp_path / 'pal.png'
+    Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8) * 3).convert('P').save(pal)
+    assert load_image(str(pal)).rgb.shape == (8, 8, 3)
+    for ext in ('png', 'jpg'):
+        Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / f'same.{ext}')
+    loaded, failed = runner.load_sources([str(tmp_path / 'same.jpg'),
+                                          str(tmp_path / 'same.png')], PerfStats())
+    assert not failed and len({im.name for im in loaded}) == 2
