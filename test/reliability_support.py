@@ -79,6 +79,14 @@ class Diagnostics:
         s = self.latest()
         return diag_values(s) if s is not None else {}
 
+    def camera_values(self) -> dict:
+        """Key-values of the latest per-camera status."""
+        for a in reversed(self.arrays):
+            for s in a.status:
+                if ': camera ' in s.name:
+                    return diag_values(s)
+        return {}
+
     def counts(self) -> dict[str, int]:
         v = self.values()
         return {k: int(v[k]) for k in COUNT_KEYS + ('in_pipeline',) if k in v}
@@ -195,3 +203,186 @@ def send_lock_step(graph, node, pub, depth: list, msg, tag: str, timeout: float 
 def no_crash_signs(text: str) -> list[str]:
     """Words in a node's output that mean something escaped or broke."""
     return [w for w in ('Traceback', 'unexpected error', 'Exception in thread') if w in text]
+
+
+def percentiles(values, qs=(50, 95, 99)) -> dict:
+    """{'p50': .., 'p95': .., 'p99': .., 'max': ..} of a list (NaN when empty)."""
+    import numpy as np
+    if not values:
+        return {**{f'p{q}': float('nan') for q in qs}, 'max': float('nan')}
+    arr = np.asarray(values, dtype=np.float64)
+    return {**{f'p{q}': float(np.percentile(arr, q)) for q in qs}, 'max': float(arr.max())}
+
+
+class PacedPublisher:
+    """Publishes one prepared image at a fixed rate from its own thread and rclpy context.
+
+    Each message is stamped with the current time just before it is published, so the node's
+    stamp -> publish latency is the real end-to-end delay.
+    """
+
+    def __init__(self, topic: str, image_fields: dict, hz: float, name: str = 'dpt_load_pub'):
+        from ros_harness import Graph
+        from sensor_msgs.msg import Image
+        self.graph = Graph(name)
+        self.pub = self.graph.node.create_publisher(Image, topic, 10)
+        self.msg = Image(**image_fields)
+        self.msg.header.frame_id = 'load'
+        self.hz = hz
+        self.sent = 0
+        self.stop_event = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def wait_subscriber(self, timeout: float = 10.0) -> bool:
+        return self.graph.wait_for_subscriber(self.pub, timeout)
+
+    def start(self, duration_s: float) -> None:
+        def loop():
+            pacer = Pacer(self.hz)
+            end = time.monotonic() + duration_s
+            while not self.stop_event.is_set() and time.monotonic() < end:
+                self.msg.header.stamp = self.graph.node.get_clock().now().to_msg()
+                self.pub.publish(self.msg)
+                self.sent += 1
+                pacer.wait(self.stop_event)
+        self.thread = threading.Thread(target=loop, name='paced-publisher', daemon=True)
+        self.thread.start()
+
+    def running(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+    def close(self) -> None:
+        self.stop_event.set()
+        if self.thread is not None:
+            self.thread.join(5)
+        self.graph.close()
+
+
+def run_load(graph, node, *, hz: float, duration_s: float, warmup_s: float,
+             size=(240, 320), sample_every_s: float = 0.25) -> dict:
+    """Drive `node` with `size` rgb8 frames at `hz` for `duration_s`; return the figures.
+
+    Figures: frames sent and the node's counters and reasons once it is idle; RSS / threads /
+    fds at start (after warm-up), peak and end; latency percentiles from the node (stamp ->
+    publish) and measured here (stamp -> arrival), the latter after warm-up only.
+    """
+    from sensor_msgs.msg import Image
+
+    from dpt_ros import image_codec
+    from ros_harness import rgb_image
+    diags = Diagnostics(graph)
+    arrivals: list[int] = []
+    depth = graph.collect(Image, 'depth_relative', timed=arrivals)
+    assert graph.wait_matched('depth_relative'), node.output()
+    pub = PacedPublisher('image', image_codec.rgb_to_image_fields(rgb_image(*size)), hz)
+    try:
+        assert pub.wait_subscriber(), node.output()
+        pid = node.proc.pid
+        t_start = time.monotonic()
+        pub.start(duration_s)
+        samples = []
+        next_sample = t_start
+        while pub.running():
+            graph.executor.spin_once(timeout_sec=0.005)
+            now = time.monotonic()
+            if now >= next_sample:
+                samples.append((now - t_start, proc_stats(pid)))
+                next_sample += sample_every_s
+            assert node.proc.poll() is None, node.output()
+        sent = pub.sent
+    finally:
+        pub.close()
+    # Everything sent has reached the node's counters and left the pipeline.
+    idle = diags.wait_counts(lambda c: c['in_pipeline'] == 0 and c['frames_received'] > 0 and
+                             time.monotonic() > t_start + duration_s + 0.5, 15)
+    counts, reasons, values = diags.counts(), diags.reasons(), diags.values()
+    samples.append((time.monotonic() - t_start, proc_stats(node.proc.pid)))
+    after = [s for t, s in samples if t >= warmup_s]
+    warm = after[0] if after else samples[-1]
+    peak = {k: max(s[k] for _, s in samples) for k in ('rss_mb', 'threads', 'fds')}
+    warm_ns = None
+    own = []
+    for msg, t_arr in zip(depth, arrivals):
+        stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        if warm_ns is None:
+            warm_ns = stamp_ns + int(warmup_s * 1e9)
+        if stamp_ns >= warm_ns:
+            own.append((t_arr - stamp_ns) / 1e6)
+    stamps = [(m.header.stamp.sec, m.header.stamp.nanosec) for m in depth]
+
+    def f(key):
+        try:
+            return float(values.get(key, 'nan'))
+        except ValueError:
+            return float('nan')
+    return {
+        'hz': hz, 'duration_s': duration_s, 'image': f'{size[1]}x{size[0]} rgb8',
+        'sent': sent, 'idle': idle, 'counts': counts, 'reasons': reasons,
+        'outputs_seen': len(depth), 'outputs_in_order': stamps == sorted(stamps),
+        'inference_ms': f('inference_ms'),
+        'node_latency_ms': {'p50': f('latency_ms_p50'), 'p95': f('latency_ms_p95'),
+                            'p99': f('latency_ms_p99')},
+        'arrival_latency_ms': percentiles(own),
+        'max_waiting_frames': int(diags.camera_values().get('max_waiting_frames', -1)),
+        'rss_mb': {'start': samples[0][1]['rss_mb'], 'after_warmup': warm['rss_mb'],
+                   'peak': peak['rss_mb'], 'end': samples[-1][1]['rss_mb']},
+        'threads': {'start': samples[0][1]['threads'], 'after_warmup': warm['threads'],
+                    'peak': peak['threads'], 'end': samples[-1][1]['threads']},
+        'fds': {'start': samples[0][1]['fds'], 'after_warmup': warm['fds'],
+                'peak': peak['fds'], 'end': samples[-1][1]['fds']},
+        'rss_growth_after_warmup_mb': max(s['rss_mb'] for s in after or [warm]) -
+        warm['rss_mb'],
+    }
+
+
+def run_soak(graph, node, *, frames: int, warmup_frames: int, size=(120, 160),
+             sample_every: int = 50, per_frame_timeout: float = 30.0) -> dict:
+    """Push `frames` frames through the node one at a time (the next is sent when the last
+    came out, so none is dropped) and sample RSS / threads / fds every `sample_every`."""
+    from sensor_msgs.msg import Image
+
+    from dpt_ros import image_codec
+    from ros_harness import rgb_image
+    diags = Diagnostics(graph)
+    arrivals: list[int] = []
+    depth = graph.collect(Image, 'depth_relative', timed=arrivals)
+    assert graph.wait_matched('depth_relative'), node.output()
+    pub = graph.node.create_publisher(Image, 'image', 10)
+    assert graph.wait_for_subscriber(pub), node.output()
+    msg = Image(**image_codec.rgb_to_image_fields(rgb_image(*size)))
+    msg.header.frame_id = 'soak'
+    pid = node.proc.pid
+    samples = [(0, proc_stats(pid))]
+    latency = []
+    t0 = time.monotonic()
+    for i in range(frames):
+        msg.header.stamp = graph.node.get_clock().now().to_msg()
+        stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        pub.publish(msg)
+        if not graph.spin_until(lambda: len(depth) > i, per_frame_timeout):
+            raise AssertionError(f'frame {i} did not come out:\n{node.output()[-3000:]}')
+        if i >= warmup_frames:
+            latency.append((arrivals[i] - stamp_ns) / 1e6)
+        if (i + 1) % sample_every == 0:
+            samples.append((i + 1, proc_stats(pid)))
+        # Keep only what is needed: the outputs themselves would grow this process.
+        depth[i] = None
+    wall = time.monotonic() - t0
+    assert diags.wait_idle(received=frames, timeout=10), diags.values()
+    warm = next(s for n, s in samples if n >= warmup_frames)
+    after = [s for n, s in samples if n >= warmup_frames]
+    half = after[len(after) // 2]
+    return {
+        'frames': frames, 'warmup_frames': warmup_frames, 'image': f'{size[1]}x{size[0]} rgb8',
+        'wall_s': wall, 'fps': frames / wall, 'counts': diags.counts(),
+        'reasons': diags.reasons(), 'arrival_latency_ms': percentiles(latency),
+        'samples': [{'frame': n, **s} for n, s in samples],
+        'rss_mb': {'start': samples[0][1]['rss_mb'], 'after_warmup': warm['rss_mb'],
+                   'mid': half['rss_mb'], 'peak': max(s['rss_mb'] for _, s in samples),
+                   'end': samples[-1][1]['rss_mb']},
+        'threads': {'start': samples[0][1]['threads'], 'after_warmup': warm['threads'],
+                    'peak': max(s['threads'] for _, s in samples),
+                    'end': samples[-1][1]['threads']},
+        'fds': {'start': samples[0][1]['fds'], 'after_warmup': warm['fds'],
+                'peak': max(s['fds'] for _, s in samples), 'end': samples[-1][1]['fds']},
+    }
