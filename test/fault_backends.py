@@ -18,6 +18,7 @@ with `test/` on PYTHONPATH. Behaviour comes from environment variables:
     DPT_ROS_FAULT_EVENTS        every call appends 'start <n>' / 'end <n>' and close() appends
                                 'closed <n>' to this file, so a test can wait for "inference
                                 in progress" or "backend released" as conditions
+    DPT_ROS_FAULT_CLOSE_HANG_S  close() takes this long (a device that will not let go)
     DPT_ROS_FAULT_EXIT_PROBE    at interpreter exit, write the Python threads still alive and
                                 the OS thread count of the process to this file as JSON (the
                                 orphan-thread check of the shutdown tests)
@@ -116,6 +117,10 @@ class FaultBackend:
         return {}
 
     def close(self) -> None:
+        self._event(f'closing {self.calls}')
+        hang = _env_float('DPT_ROS_FAULT_CLOSE_HANG_S', 0.0)
+        if hang:
+            time.sleep(hang)
         self.closed = True
         self._event(f'closed {self.calls}')
 
