@@ -158,6 +158,12 @@ PARAMS: tuple[Param, ...] = (
           'An inference call running longer than this is counted failed (reason timeout) and '
           'diagnostics go ERROR; its late result is discarded. 0 disables the watchdog.',
           min=0.0, max=3600.0),
+    Param('fallback_after_failures', 10,
+          'After this many consecutive failed inference calls (the backend died after '
+          'start-up), replace it with torch on cpu, like a start-up fallback: counted in '
+          'backend_fallback_count (reason runtime: <error>), diagnostics WARN. Needs '
+          'allow_fallback; never when torch on cpu is already running. 0 = never.',
+          min=0, max=1_000_000),
     # --- colourised output (runtime-changeable) ---
     Param('colormap', 'turbo', 'Colormap of depth_relative/color.', choices=_colormaps,
           read_only=False),
@@ -176,15 +182,19 @@ PARAMS: tuple[Param, ...] = (
     # --- metric depth (REP 118 `depth`, metres) ---
     Param('metric.mode', 'none',
           'none: no metric output. fixed: depth_m = 1 / (scale * pred + shift). reference: '
-          'scale/shift fitted (robust, smoothed) against metric.reference_topic.',
+          'scale/shift fitted (robust, smoothed) against metric.reference_topic. Depths are '
+          'clamped to [metric.min_depth, metric.max_depth]; pixels with no valid depth '
+          '(scale * pred + shift <= 0) are NaN.',
           choices=('none', 'fixed', 'reference')),
     Param('metric.scale', 1.0, 'fixed mode: scale (> 0) from relative inverse depth to '
           '1/metres.'),
     Param('metric.shift', 0.0, 'fixed mode: shift in 1/metres.'),
-    Param('metric.min_depth', 0.1, 'Metric depths are clamped to at least this (m); also the '
-          'nearest reference depth used in a fit.', min=1e-6, max=1e6),
-    Param('metric.max_depth', 100.0, 'Metric depths are clamped to at most this (m); also '
-          'the farthest reference depth used in a fit.', min=1e-6, max=1e6),
+    Param('metric.min_depth', 0.1, 'Metric depths nearer than this (m) are clamped up to it '
+          '(not made NaN); also the nearest reference depth used in a fit. '
+          '0 < metric.min_depth < metric.max_depth.', min=0.0, max=1e6),
+    Param('metric.max_depth', 100.0, 'Metric depths farther than this (m) are clamped down to '
+          'it (not made NaN); also the farthest reference depth used in a fit.',
+          min=0.0, max=1e6),
     Param('metric.smoothing', 0.8, 'reference mode: weight of the previous fit in the running '
           'scale/shift (0 = use each new fit as is).', min=0.0, max=0.999),
     Param('metric.reference_topic', 'depth_reference',
@@ -281,9 +291,11 @@ def validate(values: Mapping[str, object]) -> list[str]:
     msg = check_colorization(v['colormap'], v['norm'], v['norm_low'], v['norm_high'])
     if msg:
         errors.append(msg)
-    if v['metric.max_depth'] <= v['metric.min_depth']:
-        errors.append(f"parameter 'metric.max_depth' ({v['metric.max_depth']}) must be greater "
-                      f"than 'metric.min_depth' ({v['metric.min_depth']})")
+    lo, hi = v['metric.min_depth'], v['metric.max_depth']
+    if not 0.0 < lo < hi:
+        errors.append(f"parameters 'metric.min_depth' ({lo}) and 'metric.max_depth' ({hi}) "
+                      'must satisfy 0 < metric.min_depth < metric.max_depth (metres; depths '
+                      'are clamped to that range)')
     if v['metric.mode'] == 'fixed' and v['metric.scale'] <= 0.0:
         errors.append(f"parameter 'metric.scale' = {v['metric.scale']} must be > 0 in "
                       'metric.mode fixed (larger prediction = nearer)')

@@ -93,7 +93,14 @@ def test_constraint_text_lists_choices_and_ranges():
     ({'cameras': ['left', 'left']}, ["'cameras'", 'twice']),
     ({'cameras': ['1cam']}, ["'cameras'", 'not a valid ROS namespace']),
     ({'metric.mode': 'stereo'}, ["'metric.mode'", 'none, fixed, reference']),
-    ({'metric.min_depth': 5.0, 'metric.max_depth': 1.0}, ["'metric.max_depth'", 'greater']),
+    ({'metric.min_depth': 5.0, 'metric.max_depth': 1.0},
+     ["'metric.max_depth'", '0 < metric.min_depth < metric.max_depth']),
+    ({'metric.min_depth': 2.0, 'metric.max_depth': 2.0}, ['0 < metric.min_depth <']),
+    # 0 m would divide by zero in a fit and clamp everything to the camera: refused.
+    ({'metric.min_depth': 0.0}, ["'metric.min_depth' (0.0)", 'clamped']),
+    ({'metric.max_depth': -1.0}, ["'metric.max_depth'", 'out of range']),
+    ({'fallback_after_failures': -1}, ["'fallback_after_failures'", 'out of range']),
+    ({'fallback_after_failures': 2.5}, ["'fallback_after_failures'", 'integer']),
     ({'metric.mode': 'fixed', 'metric.scale': -1.0}, ["'metric.scale'", '> 0']),
     ({'compile': 'yes'}, ["'compile'", 'true or false']),
     ({'no_such_param': 1}, ["unknown parameter 'no_such_param'"]),
@@ -124,3 +131,28 @@ def test_runtime_changes():
     # Changing several at once is judged on the combined result.
     assert params.check_runtime_change(
         {'norm': 'fixed', 'norm_low': 0.0, 'norm_high': 1000.0}, cur) is None
+
+
+def test_metric_range_words_match_what_metric_depth_does():
+    """The parameters promise clamping to [min_depth, max_depth] (NaN only where no depth
+    exists); the real MetricDepth built from the defaults must do exactly that."""
+    import numpy as np
+
+    from dpt_ros.metric import MetricDepth
+    d = params.defaults()
+    for name in ('metric.min_depth', 'metric.max_depth'):
+        assert 'clamped' in params.BY_NAME[name].description, name
+    assert 'NaN' in params.BY_NAME['metric.mode'].description
+    m = MetricDepth('fixed', scale=1.0, shift=0.0, min_depth=d['metric.min_depth'],
+                    max_depth=d['metric.max_depth'], smoothing=d['metric.smoothing'])
+    # 1/pred metres: 1000 m (too far), 0.001 m (too near), 2 m, and no depth (pred <= 0).
+    out = m.to_metric(np.array([[1e-3, 1e3, 0.5, -1.0]], np.float32))
+    assert out[0, 0] == np.float32(d['metric.max_depth'])
+    assert out[0, 1] == np.float32(d['metric.min_depth'])
+    assert out[0, 2] == np.float32(2.0) and np.isnan(out[0, 3])
+
+
+def test_fallback_after_failures_is_read_only_and_defaults_on():
+    p = params.BY_NAME['fallback_after_failures']
+    assert p.read_only and p.default > 0 and p.min == 0
+    assert '0 = never' in p.description
