@@ -19,7 +19,17 @@ starts. Every received frame ends in exactly one counter once the pipeline is id
 
 with reasons (`frames_dropped:stale`, `frames_rejected:truncated`, `frames_failed:timeout`,
 ...). An inference call running past `timeout_s` is counted failed and its late result
-discarded, so one hung call cannot stall a camera's output order.
+discarded, so one hung call cannot stall a camera's output order. `on_failure` hears of every
+failed inference (outside the lock), so the owner can replace a backend that keeps failing.
+
+Two latencies per published frame:
+
+  latency_ms       receive (submit) -> publish, on this process' clock: always meaningful;
+                   goes into PerfStats (`latency_ms_p50/p95/p99` of its snapshot)
+  e2e_latency_ms   header stamp -> publish: includes the camera and transport delay, but only
+                   when the stamp is on the same clock; a stamp more than E2E_MAX_SKEW_S away
+                   from now (a replayed bag, sim time, a camera with its own clock) is not
+                   sampled, and with no samples the percentiles are NaN
 
 Pure Python: the stages are callables, so this is tested without rclpy or a model.
 """
@@ -33,9 +43,13 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from dpt_ros.errors import InvalidImage
-from dpt_ros.perf import PerfStats
+from dpt_ros.perf import PerfStats, percentile
 
 OUTCOMES = ('frames_processed', 'frames_dropped', 'frames_rejected', 'frames_failed')
+# A header stamp further than this from the node's clock is not on that clock (bag replay,
+# sim time): its stamp -> publish time would be meaningless, so it is not sampled.
+E2E_MAX_SKEW_S = 60.0
+E2E_KEYS = ('e2e_latency_ms_p50', 'e2e_latency_ms_p95', 'e2e_latency_ms_p99')
 
 
 @dataclass
@@ -51,10 +65,32 @@ class Frame:
     infer_started: float = 0.0    # monotonic
 
 
+class LatencyWindow:
+    """The last `window` latency samples (ms) with their percentiles; thread-safe."""
+
+    def __init__(self, window: int = 300):
+        self._samples: collections.deque[float] = collections.deque(maxlen=window)
+        self._lock = threading.Lock()
+
+    def add(self, ms: float) -> None:
+        with self._lock:
+            self._samples.append(float(ms))
+
+    def __len__(self) -> int:
+        return len(self._samples)
+
+    def percentiles(self, prefix: str = 'e2e_latency_ms') -> dict[str, float]:
+        """{prefix_p50, prefix_p95, prefix_p99}; NaN when there are no samples."""
+        with self._lock:
+            values = list(self._samples)
+        return {f'{prefix}_p{q}': percentile(values, q) for q in (50, 95, 99)}
+
+
 @dataclass
 class _Camera:
     name: str
     perf: PerfStats
+    e2e: LatencyWindow = field(default_factory=LatencyWindow)
     slot: Frame | None = None
     waiting_prepared: int = 0     # prepared frames of this camera not yet inferring
     next_seq: int = 0
@@ -80,12 +116,15 @@ class FrameScheduler:
     prepare(frame) -> prepared      may raise InvalidImage (counted rejected, with reason)
     infer(prepared) -> result       any exception counts the frame failed
     finish(frame, result) -> None   publishes; an exception counts the frame failed
+    on_failure(health) -> None      optional: after each failed inference (error or timeout),
+                                    called on a worker thread without the lock held
     """
 
     def __init__(self, cameras: list[str], prepare: Callable, infer: Callable,
                  finish: Callable, *, concurrency: int = 1, timeout_s: float = 0.0,
                  total: PerfStats | None = None, clock_ns: Callable[[], int] = time.time_ns,
-                 logger: logging.Logger | None = None):
+                 logger: logging.Logger | None = None,
+                 on_failure: Callable[['Health'], None] | None = None):
         if concurrency < 1:
             raise ValueError(f'concurrency must be >= 1, got {concurrency}')
         self._prepare, self._infer, self._finish = prepare, infer, finish
@@ -107,6 +146,9 @@ class FrameScheduler:
         self._stopping = False
         self._threads: list[threading.Thread] = []
         self.health = Health()
+        self._on_failure = on_failure
+        self._failures_to_report = 0               # failures not yet passed to on_failure
+        self._e2e_total = LatencyWindow()
 
     # ----- public API -----
     def start(self) -> None:
@@ -178,6 +220,14 @@ class FrameScheduler:
             c = {k: perf.counters.get(k, 0) for k in ('frames_received',) + OUTCOMES}
         c['in_pipeline'] = c['frames_received'] - sum(c[k] for k in OUTCOMES)
         return c
+
+    def e2e_latency(self, camera: str | None = None) -> dict[str, float]:
+        """Header stamp -> publish percentiles (E2E_KEYS); NaN without comparable stamps."""
+        return (self._e2e_total if camera is None else self._cams[camera].e2e).percentiles()
+
+    def alive_threads(self) -> list[str]:
+        """Names of this scheduler's threads still running (after stop(): stuck in a call)."""
+        return [t.name for t in self._threads if t.is_alive()]
 
     def pending(self, camera: str) -> int:
         """Frames of `camera` waiting (slot + prepared, not yet inferring)."""
@@ -289,6 +339,17 @@ class FrameScheduler:
                     self._complete(frame, result, ok=True)
                 else:
                     self._fail_locked(frame, 'backend_error', error)
+            self._report_failures()
+
+    def _report_failures(self) -> None:
+        # Outside the lock: the owner may start a new backend, log, or read our state.
+        with self._cond:
+            n, self._failures_to_report = self._failures_to_report, 0
+        if n and self._on_failure is not None:
+            try:
+                self._on_failure(self.health)
+            except Exception as exc:  # the owner's bug must not kill a worker
+                self._log.error('on_failure handler failed: %s: %s', type(exc).__name__, exc)
 
     def _fail_locked(self, frame: Frame, reason: str, message: str) -> None:
         h = self.health
@@ -298,6 +359,7 @@ class FrameScheduler:
         self._log.error('camera %r: inference failed (%s): %s', frame.camera or '/', reason,
                         message)
         self._count(self._cams[frame.camera], 'frames_failed', reason)
+        self._failures_to_report += 1
         self._complete(frame, None, ok=False)
 
     def _complete(self, frame: Frame, result: object, ok: bool) -> None:
@@ -330,10 +392,15 @@ class FrameScheduler:
                 while not self._stopping and not self._finish_q:
                     self._cond.wait(poll)
                     self._check_timeouts_locked()
+                    if self._failures_to_report:
+                        break
                 if self._stopping:
                     return
-                frame, result = self._finish_q.popleft()
+                frame, result = self._finish_q.popleft() if self._finish_q else (None, None)
                 self._finishing = frame
+            if frame is None:        # woke up only to report timed-out calls
+                self._report_failures()
+                continue
             cam = self._cams[frame.camera]
             try:
                 self._finish(frame, result)
@@ -346,14 +413,19 @@ class FrameScheduler:
                         self._count(cam, 'frames_failed', 'finish_error')
                 continue
             now = self._clock_ns()
-            start = frame.stamp_ns if frame.stamp_ns > 0 else frame.received_ns
-            latency_ms = (now - start) / 1e6
+            latency_ms = (now - frame.received_ns) / 1e6
+            e2e_ms = (now - frame.stamp_ns) / 1e6 if frame.stamp_ns > 0 else None
+            if e2e_ms is not None and abs(e2e_ms) > E2E_MAX_SKEW_S * 1e3:
+                e2e_ms = None      # stamp not on our clock (bag replay, sim time)
             with self._cond:
                 if self._finishing is not frame:   # stop() already counted it
                     return
                 self._finishing = None
                 cam.perf.frame_done(latency_ms)
                 self.total.frame_done(latency_ms)
+                if e2e_ms is not None:
+                    cam.e2e.add(e2e_ms)
+                    self._e2e_total.add(e2e_ms)
 
 
 _FAILED = object()

@@ -259,7 +259,114 @@ def test_stop_counts_leftovers_and_returns_quickly_with_hung_backend():
     assert s.total.reasons['frames_dropped:shutdown'] == 2
     s.submit('', 3)                    # after stop: counted, not queued
     assert s.counts()['frames_dropped'] == 4
+    assert s.alive_threads() == ['dpt-infer-0']   # what the node's exit checks for
     never.set()
+    assert wait_for(lambda: s.alive_threads() == [], 5)
+
+
+def test_on_failure_hears_every_failed_call_with_the_running_count_outside_the_lock():
+    heard = []
+    s = None
+
+    def on_failure(health):
+        # Calling back into the scheduler must not deadlock: the lock is not held here.
+        heard.append((health.consecutive_failures, health.last_failure, s.pending('')))
+
+    rec = Recorder(fail_every=1)
+    s = FrameScheduler([''], rec.prepare, rec.infer, rec.finish, on_failure=on_failure)
+    s.start()
+    try:
+        for i in range(1, 4):
+            s.submit('', i)
+            assert wait_for(lambda: len(heard) == i, 5), heard
+        assert [n for n, _, _ in heard] == [1, 2, 3]
+        assert all('backend fault' in why for _, why, _ in heard)
+        rec.fail_every = 0
+        s.submit('', 4)
+        assert wait_for(lambda: rec.published == [('', 4)], 5)
+        assert s.health.consecutive_failures == 0 and len(heard) == 3
+    finally:
+        s.stop()
+
+
+def test_on_failure_hears_a_timed_out_call_and_its_errors_do_not_kill_workers():
+    release = threading.Event()
+    heard = []
+
+    def infer(p):
+        if p == 0:
+            release.wait(10)
+        return p
+
+    def on_failure(health):
+        heard.append(health.last_failure)
+        raise RuntimeError('handler bug')
+
+    published = []
+    s = FrameScheduler([''], lambda f: f.msg, infer, lambda f, r: published.append(r),
+                       concurrency=2, timeout_s=0.1, on_failure=on_failure)
+    s.start()
+    try:
+        s.submit('', 0)
+        assert wait_for(lambda: len(heard) == 1, 5)
+        assert heard[0].startswith('timeout')
+        s.submit('', 1)
+        assert wait_for(lambda: published == [1], 5)
+    finally:
+        release.set()
+        s.stop()
+
+
+class Clock:
+    """A settable wall clock (ns) for the scheduler: latency figures become exact."""
+
+    def __init__(self, t_ns):
+        self.t = t_ns
+
+    def __call__(self):
+        return self.t
+
+
+def test_latency_receive_to_publish_always_and_e2e_only_for_comparable_stamps():
+    clock = Clock(1_700_000_000 * 10**9)
+    gate = {}
+
+    def finish(frame, result):
+        clock.t += gate[frame.msg]          # publishing happens this much after receipt
+
+    s = FrameScheduler([''], lambda f: f.msg, lambda p: p, finish, clock_ns=clock)
+    s.start()
+    try:
+        # A bag recorded long ago (stamp 1e9 ns = 1970): receive -> publish 7 ms, no e2e.
+        gate[1] = 7_000_000
+        s.submit('', 1, stamp_ns=10**9)
+        assert s.wait_idle(5)
+        snap = s.total.snapshot()
+        assert snap['latency_ms_p50'] == pytest.approx(7.0)
+        e2e = s.e2e_latency()
+        assert set(e2e) == {'e2e_latency_ms_p50', 'e2e_latency_ms_p95', 'e2e_latency_ms_p99'}
+        assert all(v != v for v in e2e.values()), e2e     # NaN: not sampled
+        # A live camera: stamped 20 ms before receipt, published 5 ms after it -> 25 ms e2e.
+        gate[2] = 5_000_000
+        s.submit('', 2, stamp_ns=clock.t - 20_000_000)
+        assert s.wait_idle(5)
+        assert s.e2e_latency()['e2e_latency_ms_p50'] == pytest.approx(25.0)
+        assert s.e2e_latency('')['e2e_latency_ms_p99'] == pytest.approx(25.0)
+        lat = s.perf('').snapshot()
+        assert lat['latency_ms_p50'] == pytest.approx(6.0)   # median of 7 and 5
+        # Just inside / outside the 60 s comparability window; no stamp at all.
+        gate.update({3: 1_000_000, 4: 1_000_000, 5: 1_000_000})
+        for msg, stamp in ((3, clock.t - 59 * 10**9),
+                           (4, clock.t + 61 * 10**9),       # from the future: other clock
+                           (5, 0)):
+            s.submit('', msg, stamp_ns=stamp)
+            assert s.wait_idle(5)
+        assert s.counts()['frames_processed'] == 5
+        assert len(s._e2e_total) == 2
+        assert s.e2e_latency()['e2e_latency_ms_p99'] > 50_000   # the 59 s stamp counted
+        assert s.total.snapshot()['latency_ms_p99'] < 8.0
+    finally:
+        s.stop()
 
 
 def test_bad_concurrency():
