@@ -18,13 +18,18 @@ Per camera namespace <ns> (parameter `cameras`; '' = the node's own namespace):
 
 Every output carries the input header (stamp, frame_id) unchanged.
 
+A backend that dies after start-up (`fallback_after_failures` consecutive failed calls) is
+replaced by torch on cpu when `allow_fallback` is true, the same policy as at start-up:
+counted in backend_fallback_count (reason 'runtime: <error>'), diagnostics WARN.
+
 Extra backends (test doubles, plug-ins) are registered at start-up from the environment:
 DPT_ROS_EXTRA_BACKENDS='name=module:factory,...'; the `backend` parameter then accepts
 `name`. Nothing else is loaded dynamically.
 
 Exit codes: 0 after SIGINT/SIGTERM (workers stopped, backend closed, node destroyed), 2 for
 an invalid parameter or a backend that cannot start, 1 for an unexpected error. A second
-signal during shutdown exits at once with 1 (cleanup skipped).
+signal during shutdown exits at once with 1 (cleanup skipped). When an inference call is still
+stuck in native code after the cleanup, the process ends with os._exit (see main()).
 """
 from __future__ import annotations
 
@@ -48,9 +53,12 @@ from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from dpt_ros import image_codec, params
-from dpt_ros.backends import BackendError, create_backend, register_backend
+from dpt_ros.backends import BackendError, StartedBackend, create_backend, register_backend
 from dpt_ros.perf import FALLBACK_KEYS, STAGES, PerfStats
 from dpt_ros.scheduler import FrameScheduler
+
+# The runtime fallback: the backend (and device) that replaces one that died after start-up.
+RUNTIME_FALLBACK_BACKEND, RUNTIME_FALLBACK_DEVICE = 'torch', 'cpu'
 
 EXTRA_BACKENDS_ENV = 'DPT_ROS_EXTRA_BACKENDS'
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG = 0, 1, 2
@@ -151,6 +159,14 @@ class DepthNode(Node):
         self.pipeline = None
         self.started = None
         self._closed = False
+        # Runtime fallback state: the swap runs on its own thread, once per node.
+        self._swap_lock = threading.Lock()
+        self._swap_thread: threading.Thread | None = None
+        self._swap_tried = False
+        # Inference calls in progress per backend (id), so a replaced backend is closed only
+        # once nothing runs inside it any more.
+        self._calls = threading.Condition()
+        self._active_calls: dict[int, int] = {}
         try:
             self._start()
         except BaseException:
@@ -191,7 +207,7 @@ class DepthNode(Node):
         self.scheduler = FrameScheduler(
             list(self.cameras), self._prepare, self._infer, self._finish,
             concurrency=concurrency, timeout_s=v['backend_timeout_s'], total=self.perf,
-            logger=logging.getLogger('dpt_ros.scheduler'))
+            logger=logging.getLogger('dpt_ros.scheduler'), on_failure=self._on_backend_failure)
         for cam in self.cameras.values():
             self._make_camera_io(cam)
         self.diag_pub = self.create_publisher(DiagnosticArray, params.TOPIC_DIAGNOSTICS, 10)
@@ -350,7 +366,15 @@ class DepthNode(Node):
         return tensor, rgb.shape[:2], msg.header
 
     def _infer(self, prepared):
-        return self.pipeline.infer(prepared[0][None])[0]
+        with self._calls:
+            key = id(self.pipeline.backend)
+            self._active_calls[key] = self._active_calls.get(key, 0) + 1
+        try:
+            return self.pipeline.infer(prepared[0][None])[0]
+        finally:
+            with self._calls:
+                self._active_calls[key] -= 1
+                self._calls.notify_all()
 
     def _finish(self, frame, raw) -> None:
         _, hw, header = frame.prepared
@@ -387,6 +411,71 @@ class DepthNode(Node):
                 self.get_logger().warning(f'reference depth rejected ({exc.reason}): {exc}',
                                           throttle_duration_sec=5.0)
         return cam.metric.to_metric(depth) if cam.metric.ready else None
+
+    # ----- runtime fallback -----
+    def _on_backend_failure(self, health) -> None:
+        """Scheduler hook after each failed call: swap in torch cpu once the backend is dead."""
+        limit = self.values['fallback_after_failures']
+        if (limit <= 0 or health.consecutive_failures < limit or
+                not self.values['allow_fallback'] or self._closed):
+            return
+        with self._swap_lock:
+            if self._swap_tried or self._closed:
+                return
+            info = self.pipeline.backend.info
+            if (info.name, info.device) == (RUNTIME_FALLBACK_BACKEND, RUNTIME_FALLBACK_DEVICE):
+                return   # already the fallback: nothing better to switch to
+            self._swap_tried = True
+            reason = f'runtime: {health.last_failure}'
+            # Starting torch takes seconds (model load): not on a scheduler worker, which
+            # would stall the watchdog and the other cameras.
+            self._swap_thread = threading.Thread(target=self._swap_to_fallback, args=(reason,),
+                                                 name='dpt-fallback', daemon=True)
+            self._swap_thread.start()
+
+    def _swap_to_fallback(self, reason: str) -> None:
+        old = self.pipeline.backend
+        log = self.get_logger()
+        log.error(f"backend '{old.info.name}' on {old.info.device} failed "
+                  f"{self.values['fallback_after_failures']} times in a row ({reason}); "
+                  f"starting '{RUNTIME_FALLBACK_BACKEND}' on {RUNTIME_FALLBACK_DEVICE} "
+                  '(counted in backend_fallback_count)')
+        opts = params.backend_options(self.values).replace(
+            device=RUNTIME_FALLBACK_DEVICE, dp=1, batch_size=1)
+        try:
+            new = create_backend(RUNTIME_FALLBACK_BACKEND, opts, allow_fallback=False,
+                                 logger=logging.getLogger('dpt_ros.backends')).backend
+        except Exception as exc:  # keep the old one: diagnostics stay ERROR with its reason
+            log.error(f'runtime fallback failed to start: {type(exc).__name__}: {exc}')
+            return
+        try:
+            # First call outside `perf`: it pays for lazy imports and allocations.
+            s = self.pipeline.image_size
+            import numpy as np
+            new.infer(np.zeros((1, 3, s, s), np.float32))
+        except Exception as exc:
+            log.error(f'runtime fallback failed its first inference: {type(exc).__name__}: '
+                      f'{exc}')
+            _close_quietly(new, log)
+            return
+        with self._swap_lock:
+            if self._closed:          # shut down while we were starting it
+                _close_quietly(new, log)
+                return
+            self.started = StartedBackend(new, requested=self.values['backend'],
+                                          fallback_reason=reason)
+            self.pipeline.backend = new
+            self.pipeline.fallback_reason = reason
+        self.perf.count('backend_fallback_count', 1, reason=reason)
+        log.warning(f"running '{new.info.name}' on {new.info.device} instead of "
+                    f"'{old.info.name}' from now on ({reason})")
+        # Close the dead backend only once no call is inside it (a device must not be
+        # released under a running trace); a call stuck past the watchdog is not waited for.
+        limit = self.values['backend_timeout_s'] or 30.0
+        with self._calls:
+            self._calls.wait_for(lambda: self._closed or
+                                 self._active_calls.get(id(old), 0) == 0, limit)
+        _close_quietly(old, log)
 
     # ----- runtime parameters -----
     def _on_set_parameters(self, changes) -> SetParametersResult:
@@ -440,7 +529,9 @@ class DepthNode(Node):
         if not device_fps == device_fps:   # NaN: no trace wall time; use extra or infer time
             device_fps = info.extra.get('device_fps', float('nan'))
         if not device_fps == device_fps and snap['inference_ms'] == snap['inference_ms']:
-            device_fps = self.scheduler.concurrency * 1e3 / snap['inference_ms']
+            parallel = min(self.scheduler.concurrency,
+                           max(1, int(getattr(backend, 'max_concurrency', 1))))
+            device_fps = parallel * 1e3 / snap['inference_ms']
         kv = {
             'backend': info.name, 'backend_requested': self.values['backend'],
             'fallback_reason': self.started.fallback_reason or '',
@@ -450,8 +541,11 @@ class DepthNode(Node):
             'dtype': info.dtype,
             'input_fps': snap['input_fps'], 'output_fps': snap['output_fps'],
             'device_fps': device_fps,
+            # receive -> publish: always valid. e2e (header stamp -> publish): NaN while the
+            # stamps are not on this clock (bag replay, sim time).
             'latency_ms_p50': snap['latency_ms_p50'], 'latency_ms_p95': snap['latency_ms_p95'],
             'latency_ms_p99': snap['latency_ms_p99'],
+            **self.scheduler.e2e_latency(),
         }
         for s in STAGES:
             kv[f'{s}_ms'] = snap.get(f'{s}_ms', float('nan'))
@@ -481,6 +575,7 @@ class DepthNode(Node):
                 'input_fps': cs['input_fps'], 'output_fps': cs['output_fps'],
                 'latency_ms_p50': cs['latency_ms_p50'], 'latency_ms_p95': cs['latency_ms_p95'],
                 'latency_ms_p99': cs['latency_ms_p99'],
+                **self.scheduler.e2e_latency(cam.ns),
                 'camera_info': 'yes' if cam.latest_info is not None else 'not received',
                 # Slot + prepared frame waiting for a worker; never more than 2 by design.
                 'max_waiting_frames': self.scheduler.max_pending(cam.ns),
@@ -527,13 +622,21 @@ class DepthNode(Node):
     # ----- shutdown -----
     def close(self, timeout: float = 1.0) -> None:
         """Stop workers, release the backend (device, traces). Safe to call twice."""
-        if self._closed:
-            return
-        self._closed = True
+        with self._swap_lock:
+            if self._closed:
+                return
+            self._closed = True   # a fallback still starting closes its backend itself
+        deadline = time.monotonic() + timeout
         if self.scheduler is not None:
             if not self.scheduler.stop(timeout):
                 self.get_logger().warning('an inference call did not return within '
                                           f'{timeout:g} s; closing the backend anyway')
+        with self._calls:
+            self._calls.notify_all()   # a fallback waiting to close the old backend: go now
+        swap = self._swap_thread
+        if swap is not None:
+            # It closes the backend it replaced (or the fallback it was still starting).
+            swap.join(max(0.0, deadline - time.monotonic()))
         backend = self.started.backend if self.started is not None else None
         if backend is not None:
             try:
@@ -541,6 +644,19 @@ class DepthNode(Node):
             except Exception as exc:  # report, keep shutting down
                 self.get_logger().error(f'closing the backend failed: {exc}')
         logging.getLogger('dpt_ros').removeHandler(self._log_handler)
+
+    def stuck_threads(self) -> list[str]:
+        """Names of the node's threads still alive after close() (stuck in a backend call)."""
+        names = self.scheduler.alive_threads() if self.scheduler is not None else []
+        t = self._swap_thread
+        return names + ([t.name] if t is not None and t.is_alive() else [])
+
+
+def _close_quietly(backend, log) -> None:
+    try:
+        backend.close()
+    except Exception as exc:  # report, keep going
+        log.error(f'closing backend {backend.info.name} failed: {type(exc).__name__}: {exc}')
 
 
 def _with_header(info: CameraInfo, header) -> CameraInfo:
@@ -605,10 +721,25 @@ def main(args=None) -> int:
             f'unexpected error: {type(exc).__name__}: {exc}')
         code = EXIT_ERROR
     finally:
+        stuck = []
         if node is not None:
             node.close()
+            stuck = node.stuck_threads()
             node.destroy_node()
         rclpy.try_shutdown()
+    if stuck:
+        # A worker is still inside a backend call in native code (torch, ttnn) that ignores
+        # our stop request. Letting the interpreter tear down now races that thread: when the
+        # call returns, re-taking the GIL during finalization ends the thread with a forced
+        # unwind through C++ frames, which aborts the process ('terminate called without an
+        # active exception', exit 134). Everything we own is released above (backend closed,
+        # node destroyed, context shut down), so skip the teardown: flush and leave.
+        rclpy.logging.get_logger('depth_node').warning(
+            f"exiting while {', '.join(stuck)} is still inside a backend call")
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     return code
 
 

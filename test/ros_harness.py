@@ -22,7 +22,7 @@ import yaml
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 STAND_INS = ','.join(f'standin_{n}=stand_in_backends:create_{n}'
-                     for n in ('zero', 'delay', 'flaky', 'failing', 'unavailable'))
+                     for n in ('zero', 'delay', 'flaky', 'failing', 'unavailable', 'busy'))
 
 
 def write_params(values: dict, path: str | None = None, node_name: str = 'depth_node') -> str:

@@ -13,6 +13,11 @@ name serves several tests:
     DPT_ROS_STANDIN_FAIL_EVERY create_flaky: every Nth call raises (default 3)
     DPT_ROS_STANDIN_CLOSED_FILE  close() appends a line to this file
     DPT_ROS_STANDIN_CLOSE_HANG_S close() sleeps this long first (a device that hangs)
+    DPT_ROS_STANDIN_BUSY_S     create_busy: every call after the warm-up keeps torch busy
+                               this long (default 3) in back-to-back matmuls, ignoring any
+                               stop request, like a long native inference call
+    DPT_ROS_STANDIN_EVENTS     infer appends 'start <n>' / 'end <n>' to this file, so a test
+                               can wait for "inside the backend call" as a condition
 
 `max_concurrency` is the requested `dp`, like one traced pipeline per TT chip.
 """
@@ -46,6 +51,19 @@ class StandInBackend:
         with self._lock:
             self.calls += 1
             n = self.calls
+        self._event(f'start {n}')
+        try:
+            return self._infer(batch, n)
+        finally:
+            self._event(f'end {n}')
+
+    def _event(self, text: str) -> None:
+        path = os.environ.get('DPT_ROS_STANDIN_EVENTS')
+        if path:
+            with self._lock, open(path, 'a') as f:
+                f.write(text + '\n')
+
+    def _infer(self, batch: np.ndarray, n: int) -> np.ndarray:
         if self.delay_s:
             time.sleep(self.delay_s)
         if self.fail_every and n % self.fail_every == 0:
@@ -83,6 +101,32 @@ def create_flaky(opts) -> StandInBackend:
     """Every Nth call raises BackendError (DPT_ROS_STANDIN_FAIL_EVERY, default 3)."""
     n = int(os.environ.get('DPT_ROS_STANDIN_FAIL_EVERY', '3'))
     return StandInBackend(opts, 'standin_flaky', fail_every=n)
+
+
+class BusyBackend(StandInBackend):
+    """Keeps torch busy in native code for `busy_s` per call (after the warm-up call).
+
+    Back-to-back matmuls: each one drops the GIL and takes it back on return, like a real
+    torch model does between ops, and nothing checks for a stop request.
+    """
+
+    def __init__(self, opts, busy_s: float):
+        super().__init__(opts, 'standin_busy')
+        self.busy_s = busy_s
+
+    def _infer(self, batch: np.ndarray, n: int) -> np.ndarray:
+        if n > 1:
+            import torch
+            a = torch.randn(256, 256)
+            end = time.monotonic() + self.busy_s
+            while time.monotonic() < end:
+                a = torch.mm(a, a).tanh_()
+        return super()._infer(batch, n)
+
+
+def create_busy(opts) -> StandInBackend:
+    """Long non-cooperative native calls (DPT_ROS_STANDIN_BUSY_S, default 3 s)."""
+    return BusyBackend(opts, float(os.environ.get('DPT_ROS_STANDIN_BUSY_S', '3')))
 
 
 def create_failing(opts) -> StandInBackend:

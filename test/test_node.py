@@ -195,6 +195,11 @@ def test_slow_backend_drops_stale_frames_bounded_latency_and_counts_reconcile(gr
                            for m, t in zip(depth, arrivals)]
         assert len(arrival_latency) >= 5
         assert float(np.percentile(arrival_latency, 95)) < 2 * delay_ms + 150, arrival_latency
+        # Live stamps: e2e (stamp -> publish) is sampled and includes the DDS hop, so it is at
+        # least the node's own receive -> publish time, and within the bound above.
+        assert float(v['e2e_latency_ms_p50']) >= 0.9 * float(v['latency_ms_p50']) > 0, v
+        assert float(v['e2e_latency_ms_p95']) < 2 * delay_ms + 150, v
+        assert float(cam['e2e_latency_ms_p50']) > 0, cam
         # Drops are rising while the camera outruns the backend: WARN says so.
         warned = [s for arr in diags for s in arr.status
                   if 'depth pipeline' in s.name and 'drops rising' in s.message]
@@ -217,7 +222,8 @@ def test_diagnostics_every_key_and_warn_when_tt_fell_back(graph):
         s = latest_status(diags, 'depth pipeline')
         v = diag_values(s)
         expected = {'input_fps', 'output_fps', 'device_fps', 'latency_ms_p50',
-                    'latency_ms_p95', 'latency_ms_p99', 'decode_ms', 'preprocess_ms',
+                    'latency_ms_p95', 'latency_ms_p99', 'e2e_latency_ms_p50',
+                    'e2e_latency_ms_p95', 'e2e_latency_ms_p99', 'decode_ms', 'preprocess_ms',
                     'inference_ms', 'postprocess_ms', 'colorize_ms', 'publish_ms',
                     'frames_received', 'frames_processed', 'frames_dropped',
                     'frames_rejected', 'frames_failed', 'backend_fallback_count',
@@ -231,6 +237,12 @@ def test_diagnostics_every_key_and_warn_when_tt_fell_back(graph):
         assert v['backend_fallback_count'] == '1' and v['image_size'] == '64'
         assert 'tiny-random' in v['weights']
         assert float(v['inference_ms']) > 0 and float(v['latency_ms_p50']) > 0
+        # Stamped 5 s after the epoch, like a replayed bag: receive -> publish is still a real
+        # figure (it was ~1.8e12 ms when measured from the stamp); e2e is not comparable.
+        assert float(v['latency_ms_p99']) < 30_000, v
+        assert all(v[f'e2e_latency_ms_p{q}'] == 'nan' for q in (50, 95, 99)), v
+        assert {'latency_ms_p50', 'e2e_latency_ms_p50'} <= set(diag_values(
+            latest_status(diags, 'camera')))
         # The fallback is logged once with its reason.
         assert sum('falling back' in line for line in node.lines) == 1, node.output()
         cam = latest_status(diags, 'camera')
@@ -414,3 +426,90 @@ def test_backend_faults_counted_error_then_back_to_ok(graph):
         assert graph.spin_until(lambda: level_of(latest_status(diags, 'depth pipeline')) == 0,
                                 5)
         assert node.wait_for_line('inference failed (backend_error)', 1)
+
+
+def test_sigint_during_a_long_native_inference_exits_0_within_2s_without_abort(graph,
+                                                                               tmp_path):
+    """A 3 s torch call that ignores the stop request is still running when the cleanup ends:
+    the node must leave at once with exit 0, not let interpreter teardown race the worker
+    (that aborted with 'terminate called without an active exception')."""
+    events = tmp_path / 'events.txt'
+    marker = tmp_path / 'closed.txt'
+    env = {'DPT_ROS_STANDIN_BUSY_S': '3', 'DPT_ROS_STANDIN_EVENTS': str(events),
+           'DPT_ROS_STANDIN_CLOSED_FILE': str(marker)}
+    node = NodeProcess(dict(BASE, backend='standin_busy'), env=env)
+    try:
+        pub = graph.node.create_publisher(Image, 'image', 10)
+        assert graph.wait_for_subscriber(pub), node.output()
+        pub.publish(stamp(raw_msg('rgb8', rgb_image(H, W)), 1))
+        # Call 1 was the warm-up; call 2 is the long one.
+        assert graph.spin_until(lambda: events.exists() and 'start 2' in events.read_text(),
+                                10), node.output()
+        assert graph.spin_until(lambda: False, 0.3) is False   # well inside the 3 s call
+        rc, took = node.stop(signal.SIGINT, timeout=10)
+        out = node.output()
+        assert rc == 0, out
+        assert took < 2.0, took
+        assert 'end 2' not in events.read_text()      # it really was still running
+        assert 'terminate called' not in out and 'Traceback' not in out, out
+        assert marker.read_text().startswith('standin_busy closed')
+        assert 'still inside a backend call' in out, out
+    finally:
+        node.kill()
+
+
+def test_backend_dying_after_start_is_replaced_by_torch_cpu_counted(graph, tmp_path):
+    marker = tmp_path / 'closed.txt'
+    values = dict(BASE, backend='standin_failing', weights='tiny-random',
+                  fallback_after_failures=3)
+    with NodeProcess(values, env={'DPT_ROS_STANDIN_CLOSED_FILE': str(marker)}) as node:
+        depth = graph.collect(Image, 'depth_relative')
+        diags = graph.collect(DiagnosticArray, '/diagnostics')
+        pub = graph.node.create_publisher(Image, 'image', 10)
+        assert graph.wait_for_subscriber(pub), node.output()
+        sec = 600
+        # Frames keep coming: 3 fail, then torch (started on its own thread) serves them.
+        while not depth and sec < 900:
+            sec += 1
+            pub.publish(stamp(raw_msg('rgb8', rgb_image(H, W)), sec))
+            graph.spin_until(lambda: bool(depth), 0.1)
+        assert depth, node.output()
+
+        def fallback_reported():
+            s = latest_status(diags, 'depth pipeline')
+            return s is not None and diag_values(s)['backend'] == 'torch' and \
+                'fallback active' in s.message and level_of(s) == 1
+        assert graph.spin_until(fallback_reported, 10), node.output()
+        s = latest_status(diags, 'depth pipeline')
+        v = diag_values(s)
+        assert v['backend_fallback_count'] == '1' and v['device'] == 'cpu', v
+        assert 'runtime: backend_error' in s.message and 'stand-in fault' in s.message
+        assert 'backend_fallback_count:runtime: backend_error' in v['reasons']
+        assert int(v['frames_failed']) >= 3 and s.hardware_id == 'cpu'
+        # The dead backend was released once nothing ran inside it.
+        assert graph.spin_until(lambda: marker.exists(), 10)
+        assert marker.read_text().startswith('standin_failing closed')
+        # And frames keep flowing on the fallback.
+        pub.publish(stamp(raw_msg('rgb8', rgb_image(H, W)), 950))
+        assert graph.spin_until(lambda: any(m.header.stamp.sec == 950 for m in depth), 10)
+        assert sum("instead of 'standin_failing' from now on" in line
+                   for line in node.lines) == 1, node.output()
+
+
+def test_fallback_after_failures_0_never_replaces_the_backend(graph):
+    values = dict(BASE, backend='standin_failing', fallback_after_failures=0)
+    with NodeProcess(values) as node:
+        diags = graph.collect(DiagnosticArray, '/diagnostics')
+        pub = graph.node.create_publisher(Image, 'image', 10)
+        assert graph.wait_for_subscriber(pub), node.output()
+        for i in range(1, 13):
+            pub.publish(stamp(raw_msg('rgb8', rgb_image(H, W)), 700 + i))
+
+            def failed():
+                s = latest_status(diags, 'depth pipeline')
+                return s is not None and diag_values(s)['frames_failed'] == str(i)
+            assert graph.spin_until(failed, 10), node.output()
+        s = latest_status(diags, 'depth pipeline')
+        assert diag_values(s)['backend'] == 'standin_failing' and level_of(s) == 2
+        assert diag_values(s)['backend_fallback_count'] == '0'
+        assert not any('in a row' in line or 'from now on' in line for line in node.lines)
