@@ -173,7 +173,6 @@ def test_backend_that_dies_counts_every_frame_failed_error_and_node_stays_up(gra
         rig.assert_healthy_process()
 
 
-@pytest.mark.xfail(strict=True, reason='R1')
 def test_backend_that_dies_is_replaced_by_the_cpu_fallback_counted(graph):
     """A permanently dead backend must not end depth output for good (issue 6: the node
     recovers or falls back to CPU, counted). Here the CPU fallback is torch + tiny-random."""
