@@ -33,6 +33,7 @@ stuck in native code after the cleanup, the process ends with os._exit (see main
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import signal
@@ -733,9 +734,11 @@ def main(args=None) -> int:
         # call returns, re-taking the GIL during finalization ends the thread with a forced
         # unwind through C++ frames, which aborts the process ('terminate called without an
         # active exception', exit 134). Everything we own is released above (backend closed,
-        # node destroyed, context shut down), so skip the teardown: flush and leave.
+        # node destroyed, context shut down), so skip the teardown: run the Python exit
+        # handlers (as a normal exit would, also while daemon threads still run), flush, leave.
         rclpy.logging.get_logger('depth_node').warning(
             f"exiting while {', '.join(stuck)} is still inside a backend call")
+        atexit._run_exitfuncs()
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
