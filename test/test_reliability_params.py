@@ -190,7 +190,6 @@ def test_weights_auto_offline_runs_random_weights_flagged_loudly(graph):
         assert not no_crash_signs(node.output()), node.output()
 
 
-@pytest.mark.xfail(strict=True, reason='R4')
 def test_cuda_absent_falls_back_to_cpu_counted(graph):
     values = {'backend': 'torch', 'device': 'cuda', 'weights': 'tiny-random',
               'image_size': 32, 'threads': 1, 'diagnostics_rate': 10.0}

@@ -85,16 +85,24 @@ def _factory(name: str) -> Callable[[BackendOptions], DepthBackend]:
 def create_backend(name: str, opts: BackendOptions, *, allow_fallback: bool = True,
                    fallback: str = 'torch',
                    logger: logging.Logger | None = None) -> StartedBackend:
-    """Start backend `name`; on BackendUnavailable fall back to torch CPU or raise."""
+    """Start backend `name`; on BackendUnavailable fall back to torch CPU or raise.
+
+    Falls back for any request that is not already torch on the CPU: tt without ttnn or a
+    device, torch on CUDA without CUDA. The caller counts `backend_fallback_count` from
+    `StartedBackend.fell_back` and shows the reason (diagnostics WARN, perf JSON).
+    """
     logger = logger or log
     try:
         return StartedBackend(_factory(name)(opts), requested=name)
     except BackendUnavailable as exc:
-        if not allow_fallback or name == fallback:
+        # Falling back means torch on the CPU; a request that already was exactly that has
+        # nowhere to go. torch on CUDA without CUDA does fall back (same policy as tt).
+        already_cpu_fallback = name == fallback and opts.device == 'cpu'
+        if not allow_fallback or already_cpu_fallback:
             raise
         reason = str(exc)
-    logger.warning("backend '%s' unavailable (%s); falling back to '%s' on cpu "
-                   '(counted in backend_fallback_count)', name, reason, fallback)
+    logger.warning("backend '%s' (device %s) unavailable (%s); falling back to '%s' on cpu "
+                   '(counted in backend_fallback_count)', name, opts.device, reason, fallback)
     cpu_opts = opts.replace(device='cpu', dp=1, batch_size=1)
     backend = _factory(fallback)(cpu_opts)
     return StartedBackend(backend, requested=name, fallback_reason=reason)
