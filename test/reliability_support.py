@@ -271,9 +271,13 @@ def run_load(graph, node, *, hz: float, duration_s: float, warmup_s: float,
     from dpt_ros import image_codec
     from ros_harness import rgb_image
     diags = Diagnostics(graph)
-    arrivals: list[int] = []
-    depth = graph.collect(Image, 'depth_relative', timed=arrivals)
-    assert graph.wait_matched('depth_relative'), node.output()
+    seen: list[tuple[int, int]] = []    # (stamp ns, arrival ns): outputs are not kept
+
+    def on_depth(msg):
+        seen.append((msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec,
+                     graph.node.get_clock().now().nanoseconds))
+    sub = graph.node.create_subscription(Image, 'depth_relative', on_depth, 10)
+    assert graph.spin_until(lambda: sub.get_publisher_count() > 0, 10), node.output()
     pub = PacedPublisher('image', image_codec.rgb_to_image_fields(rgb_image(*size)), hz)
     try:
         assert pub.wait_subscriber(), node.output()
@@ -300,15 +304,10 @@ def run_load(graph, node, *, hz: float, duration_s: float, warmup_s: float,
     after = [s for t, s in samples if t >= warmup_s]
     warm = after[0] if after else samples[-1]
     peak = {k: max(s[k] for _, s in samples) for k in ('rss_mb', 'threads', 'fds')}
-    warm_ns = None
-    own = []
-    for msg, t_arr in zip(depth, arrivals):
-        stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-        if warm_ns is None:
-            warm_ns = stamp_ns + int(warmup_s * 1e9)
-        if stamp_ns >= warm_ns:
-            own.append((t_arr - stamp_ns) / 1e6)
-    stamps = [(m.header.stamp.sec, m.header.stamp.nanosec) for m in depth]
+    graph.node.destroy_subscription(sub)
+    warm_ns = seen[0][0] + int(warmup_s * 1e9) if seen else 0
+    own = [(t_arr - stamp) / 1e6 for stamp, t_arr in seen if stamp >= warm_ns]
+    stamps = [stamp for stamp, _ in seen]
 
     def f(key):
         try:
@@ -318,7 +317,7 @@ def run_load(graph, node, *, hz: float, duration_s: float, warmup_s: float,
     return {
         'hz': hz, 'duration_s': duration_s, 'image': f'{size[1]}x{size[0]} rgb8',
         'sent': sent, 'idle': idle, 'counts': counts, 'reasons': reasons,
-        'outputs_seen': len(depth), 'outputs_in_order': stamps == sorted(stamps),
+        'outputs_seen': len(seen), 'outputs_in_order': stamps == sorted(stamps),
         'inference_ms': f('inference_ms'),
         'node_latency_ms': {'p50': f('latency_ms_p50'), 'p95': f('latency_ms_p95'),
                             'p99': f('latency_ms_p99')},
