@@ -263,8 +263,8 @@ def run_load(graph, node, *, hz: float, duration_s: float, warmup_s: float,
     """Drive `node` with `size` rgb8 frames at `hz` for `duration_s`; return the figures.
 
     Figures: frames sent and the node's counters and reasons once it is idle; RSS / threads /
-    fds at start (after warm-up), peak and end; latency percentiles from the node (stamp ->
-    publish) and measured here (stamp -> arrival), the latter after warm-up only.
+    fds at start, after warm-up, peak and end; latency percentiles from the node (header stamp
+    -> publish, and receive -> publish) and measured here (stamp -> arrival, after warm-up).
     """
     from sensor_msgs.msg import Image
 
@@ -319,8 +319,10 @@ def run_load(graph, node, *, hz: float, duration_s: float, warmup_s: float,
         'sent': sent, 'idle': idle, 'counts': counts, 'reasons': reasons,
         'outputs_seen': len(seen), 'outputs_in_order': stamps == sorted(stamps),
         'inference_ms': f('inference_ms'),
-        'node_latency_ms': {'p50': f('latency_ms_p50'), 'p95': f('latency_ms_p95'),
-                            'p99': f('latency_ms_p99')},
+        # The node's own figures: header stamp -> publish (e2e) and receive -> publish.
+        'node_latency_ms': {q: f(f'e2e_latency_ms_{q}') if f'e2e_latency_ms_{q}' in values
+                            else f(f'latency_ms_{q}') for q in ('p50', 'p95', 'p99')},
+        'node_receive_latency_ms': {q: f(f'latency_ms_{q}') for q in ('p50', 'p95', 'p99')},
         'arrival_latency_ms': percentiles(own),
         'max_waiting_frames': int(diags.camera_values().get('max_waiting_frames', -1)),
         'rss_mb': {'start': samples[0][1]['rss_mb'], 'after_warmup': warm['rss_mb'],

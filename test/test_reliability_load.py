@@ -8,7 +8,9 @@ Load: a camera publishing 640x480 rgb8 at 2x and 10x the rate of a 300 ms backen
     only drops are stale frames; the backend is kept busy;
   - memory stays flat (RSS growth after warm-up < 50 MB), threads and fds do not grow;
   - outputs stay in stamp order, never more than two frames wait per camera;
-  - latency p99 < 2 x backend time + 20 ms (xfail R2: see /tmp/reliability_findings.md).
+  - latency p99 (header stamp -> publish) < 2 x backend time + 20 ms. xfail R2: a frame
+    prepared during inference then waits for it, so latency is ~2 x backend + one input
+    period (docs/reliability.md).
 
 Soak: SOAK_FRAMES frames through the real torch backend with the tiny-random model, one at a
 time; RSS, threads and open fds must not grow after warm-up (bench: 10,000 frames).
