@@ -16,8 +16,9 @@ with `test/` on PYTHONPATH. Behaviour comes from environment variables:
                                 (die is permanent: later calls raise whatever the file says;
                                 nan returns an all-NaN map, shape one of the wrong size)
     DPT_ROS_FAULT_EVENTS        every call appends 'start <n>' / 'end <n>' and close() appends
-                                'closed <n>' to this file, so a test can wait for "inference
-                                in progress" or "backend released" as conditions
+                                'closing <n>' / 'closed <n>' (n = calls so far) to this file,
+                                so a test can wait for "inference in progress" or "backend
+                                released" as conditions
     DPT_ROS_FAULT_CLOSE_HANG_S  close() takes this long (a device that will not let go)
     DPT_ROS_FAULT_EXIT_PROBE    at interpreter exit, write the Python threads still alive and
                                 the OS thread count of the process to this file as JSON (the

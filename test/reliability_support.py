@@ -300,6 +300,7 @@ def run_load(graph, node, *, hz: float, duration_s: float, warmup_s: float,
     idle = diags.wait_counts(lambda c: c['in_pipeline'] == 0 and c['frames_received'] > 0 and
                              time.monotonic() > t_start + duration_s + 0.5, 15)
     counts, reasons, values = diags.counts(), diags.reasons(), diags.values()
+    statuses = diags.node_statuses()
     samples.append((time.monotonic() - t_start, proc_stats(node.proc.pid)))
     after = [s for t, s in samples if t >= warmup_s]
     warm = after[0] if after else samples[-1]
@@ -325,6 +326,9 @@ def run_load(graph, node, *, hz: float, duration_s: float, warmup_s: float,
         'node_receive_latency_ms': {q: f(f'latency_ms_{q}') for q in ('p50', 'p95', 'p99')},
         'arrival_latency_ms': percentiles(own),
         'max_waiting_frames': int(diags.camera_values().get('max_waiting_frames', -1)),
+        'diag_levels': {lvl: sum(level_of(st) == lvl for st in statuses)
+                        for lvl in (OK, WARN, ERROR)},
+        'diag_drop_warnings': sum('drops rising' in st.message for st in statuses),
         'rss_mb': {'start': samples[0][1]['rss_mb'], 'after_warmup': warm['rss_mb'],
                    'peak': peak['rss_mb'], 'end': samples[-1][1]['rss_mb']},
         'threads': {'start': samples[0][1]['threads'], 'after_warmup': warm['threads'],

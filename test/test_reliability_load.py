@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import pytest
 
-from reliability_support import no_crash_signs, reconciles, run_load, run_soak, start_node
+from reliability_support import (ERROR, no_crash_signs, reconciles, run_load, run_soak,
+                                 start_node)
 from ros_harness import Graph
 
 DELAY_MS = 300.0
@@ -68,6 +69,12 @@ def test_load_memory_threads_and_fds_flat_after_warmup(load_run):
     assert r['rss_growth_after_warmup_mb'] < 50.0, r['rss_mb']
     assert r['threads']['end'] <= r['threads']['after_warmup'], r['threads']
     assert r['fds']['end'] <= r['fds']['after_warmup'], r['fds']
+
+
+def test_load_diagnostics_warn_drops_rising_and_never_error(load_run):
+    levels = load_run['diag_levels']
+    assert load_run['diag_drop_warnings'] >= 1, levels
+    assert levels[ERROR] == 0, levels
 
 
 def test_load_outputs_in_order_and_at_most_two_frames_waiting(load_run):
