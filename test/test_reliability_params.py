@@ -91,7 +91,8 @@ STARTUP = {
                                    'allow_fallback:=false'), {}, {'PYTHONPATH': NO_TTNN_PATH},
                                 ["backend 'tt'", 'ttnn is not installed']),
     'device_absent_no_fallback': (_p('backend:=tt', 'device:=wormhole_n300',
-                                     'allow_fallback:=false'), {}, {}, ["backend 'tt'"]),
+                                     'allow_fallback:=false'), {}, {},
+                                  ["backend 'tt'", 'no Tenstorrent device']),
     'cuda_absent_no_fallback': (_p('backend:=torch', 'device:=cuda', 'allow_fallback:=false',
                                    'weights:=tiny-random'), {}, {},
                                 ["backend 'torch'", 'CUDA is not available']),
@@ -160,16 +161,20 @@ def _serve_one_frame(graph, node):
     return depth[0]
 
 
-def test_ttnn_absent_falls_back_to_torch_cpu_counted_and_warns(graph):
+@pytest.mark.parametrize('env, why', [
+    ({'PYTHONPATH': NO_TTNN_PATH}, 'ttnn is not installed'),   # test/no_ttnn_double
+    ({}, 'No chips detected'),                                 # the real ttnn, no card here
+], ids=['ttnn_absent', 'device_absent'])
+def test_tt_missing_falls_back_to_torch_cpu_counted_and_warns(graph, env, why):
     values = {'backend': 'tt', 'device': 'wormhole_n300', 'weights': 'tiny-random',
               'image_size': 32, 'threads': 1, 'diagnostics_rate': 10.0}
-    with start_node(values, env={'PYTHONPATH': NO_TTNN_PATH}, wait_ready=120) as node:
+    with start_node(values, env=env, wait_ready=120) as node:
         diags = Diagnostics(graph)
         out = _serve_one_frame(graph, node)
         assert (out.height, out.width) == (24, 32)
         warn = diags.wait_level(WARN, 10)
         assert warn is not None and 'fallback active' in warn.message
-        assert 'ttnn is not installed' in warn.message
+        assert why in warn.message, warn.message
         v = diags.values()
         assert (v['backend'], v['backend_requested'], v['backend_fallback_count']) == (
             'torch', 'tt', '1')
