@@ -12,8 +12,13 @@ Three kinds of threads, so that the executor callback only drops a message into 
                                    on another chip)
 
 Per camera at most one frame waits in the slot and at most one prepared frame waits for a
-free inference worker, so a frame is never older than about two inference times when it
-starts. Every received frame ends in exactly one counter once the pipeline is idle or stopped:
+free inference worker. A prepared frame waiting while inference runs grows old: just before
+the running call is expected to end (running estimates of the inference and prepare times),
+the newest frame in the slot is prepared too and replaces it (the older one is counted
+dropped, stale). So a frame starts inference at most about one input period + one prepare
+time after it arrived, and its output is out about one inference time later, while the
+prepare thread does not preprocess every frame of a fast camera. Every received frame ends in
+exactly one counter once the pipeline is idle or stopped:
 
   frames_received = frames_processed + frames_dropped + frames_rejected + frames_failed
 
@@ -50,6 +55,8 @@ OUTCOMES = ('frames_processed', 'frames_dropped', 'frames_rejected', 'frames_fai
 # sim time): its stamp -> publish time would be meaningless, so it is not sampled.
 E2E_MAX_SKEW_S = 60.0
 E2E_KEYS = ('e2e_latency_ms_p50', 'e2e_latency_ms_p95', 'e2e_latency_ms_p99')
+# Weight of the newest sample in the running inference / prepare time estimates.
+_EWMA = 0.2
 
 
 @dataclass
@@ -60,7 +67,7 @@ class Frame:
     msg: object
     stamp_ns: int                 # source stamp (header), 0 when unknown
     received_ns: int              # wall clock at submit()
-    seq: int = -1                 # per-camera publication order, given once prepared
+    seq: int = -1                 # per-camera publication order, given when inference starts
     prepared: object = None       # what prepare() returned
     infer_started: float = 0.0    # monotonic
 
@@ -92,7 +99,7 @@ class _Camera:
     perf: PerfStats
     e2e: LatencyWindow = field(default_factory=LatencyWindow)
     slot: Frame | None = None
-    waiting_prepared: int = 0     # prepared frames of this camera not yet inferring
+    waiting_prepared: int = 0     # prepared frames of this camera not yet inferring (0 or 1)
     next_seq: int = 0
     next_release: int = 0
     done: dict = field(default_factory=dict)   # seq -> (frame, result) or (frame, None) failed
@@ -149,6 +156,8 @@ class FrameScheduler:
         self._on_failure = on_failure
         self._failures_to_report = 0               # failures not yet passed to on_failure
         self._e2e_total = LatencyWindow()
+        self._infer_est = 0.0                      # s, running estimates (0 = none yet)
+        self._prepare_est = 0.0
 
     # ----- public API -----
     def start(self) -> None:
@@ -253,27 +262,52 @@ class FrameScheduler:
         cam.perf.count(key, reason=reason)
         self.total.count(key, reason=reason)
 
-    def _pick_camera(self) -> _Camera | None:
-        # Round robin so one fast camera cannot starve the others.
-        if len(self._ready) >= self.concurrency:
-            return None
+    def _pick_camera(self) -> tuple[_Camera | None, float | None]:
+        """The camera whose slot frame to prepare now, or (None, seconds until one is due).
+
+        Round robin so one fast camera cannot starve the others. A camera with no prepared
+        frame waiting is due at once (while a worker can still take it); one whose prepared
+        frame waits behind running inference is due shortly before that inference should end,
+        so the frame it then prepares is the freshest one available when a worker frees up.
+        """
+        now = time.monotonic()
         n = len(self._order)
+        wait = None
         for i in range(n):
             cam = self._cams[self._order[(self._rr + i) % n]]
-            if cam.slot is not None and cam.waiting_prepared == 0:
-                self._rr = (self._rr + i + 1) % n
-                return cam
-        return None
+            if cam.slot is None:
+                continue
+            if cam.waiting_prepared == 0:
+                if len(self._ready) >= self.concurrency:
+                    continue
+            elif not self._inflight:
+                continue   # a worker is about to take the prepared frame: nothing to win
+            else:
+                ends = min(f.infer_started for f in self._inflight.values()) + self._infer_est
+                # Early enough that the fresh frame is ready before the call ends (the
+                # estimates and the wake-up both jitter); frames arriving in this window
+                # are prepared as they come, each replacing the last.
+                due = ends - (2.0 * self._prepare_est + 0.1 * self._infer_est + 0.002)
+                if due > now:
+                    wait = due - now if wait is None else min(wait, due - now)
+                    continue
+            self._rr = (self._rr + i + 1) % n
+            return cam, None
+        return None, wait
 
     def _prepare_loop(self) -> None:
         while True:
             with self._cond:
-                while not self._stopping and (cam := self._pick_camera()) is None:
-                    self._cond.wait()
+                while not self._stopping:
+                    cam, wait = self._pick_camera()
+                    if cam is not None:
+                        break
+                    self._cond.wait(wait)
                 if self._stopping:
                     return
                 frame, cam.slot = cam.slot, None
                 self._preparing = frame
+            t0 = time.monotonic()
             try:
                 frame.prepared = self._prepare(frame)
             except InvalidImage as exc:
@@ -290,12 +324,16 @@ class FrameScheduler:
                 if self._preparing is not frame:   # stop() gave up waiting and counted it
                     return
                 self._preparing = None
+                self._prepare_est = _ewma(self._prepare_est, time.monotonic() - t0)
                 if self._stopping:
                     self._count(cam, 'frames_dropped', 'shutdown')
                     return
-                frame.seq = cam.next_seq
-                cam.next_seq += 1
-                cam.waiting_prepared += 1
+                older = next((f for f in self._ready if f.camera == frame.camera), None)
+                if older is not None:      # not taken yet: the fresher frame goes instead
+                    self._ready.remove(older)
+                    self._count(cam, 'frames_dropped', 'stale')
+                else:
+                    cam.waiting_prepared += 1
                 cam.max_pending = max(cam.max_pending,
                                       int(cam.slot is not None) + cam.waiting_prepared)
                 self._ready.append(frame)
@@ -316,7 +354,12 @@ class FrameScheduler:
                 if self._stopping:
                     return
                 frame = self._ready.popleft()
-                self._cams[frame.camera].waiting_prepared -= 1
+                cam = self._cams[frame.camera]
+                cam.waiting_prepared -= 1
+                # Order is fixed here, not when prepared: a prepared frame may still be
+                # replaced by a fresher one until a worker takes it.
+                frame.seq = cam.next_seq
+                cam.next_seq += 1
                 frame.infer_started = time.monotonic()
                 self._inflight[id(frame)] = frame
                 self._cond.notify_all()
@@ -325,8 +368,12 @@ class FrameScheduler:
                 result = self._infer(frame.prepared)
             except Exception as exc:  # any backend failure is this frame's failure
                 result, error = None, f'{type(exc).__name__}: {exc}'
+            took = time.monotonic() - frame.infer_started
             with self._cond:
-                if self._inflight.pop(id(frame), None) is None:
+                if self._inflight.pop(id(frame), None) is not None:
+                    # Hung calls (popped by the watchdog) would skew it for long: left out.
+                    self._infer_est = _ewma(self._infer_est, took)
+                else:
                     # Timed out (already counted failed) or stopped: the late result is
                     # discarded so outputs stay in order and counts stay exact.
                     if id(frame) in self._timed_out:
@@ -429,3 +476,7 @@ class FrameScheduler:
 
 
 _FAILED = object()
+
+
+def _ewma(estimate: float, sample: float) -> float:
+    return sample if estimate <= 0.0 else (1.0 - _EWMA) * estimate + _EWMA * sample

@@ -372,3 +372,36 @@ def test_latency_receive_to_publish_always_and_e2e_only_for_comparable_stamps():
 def test_bad_concurrency():
     with pytest.raises(ValueError):
         FrameScheduler([''], None, None, None, concurrency=0)
+
+
+def test_a_prepared_frame_waiting_behind_inference_is_replaced_by_a_fresher_one():
+    """Issue 6's bound (p99 < 2 x backend + 20 ms) needs the frame that starts inference to be
+    fresh: not one prepared right after the previous call started, which then waited a whole
+    inference time. Frames arrive every 20 ms against a 200 ms backend."""
+    delay, period = 0.2, 0.02
+    rec = Recorder(delay=delay)
+    submitted = {}
+    s = make(rec)
+    try:
+        for i in range(70):
+            submitted[i] = time.monotonic()
+            s.submit('', i)
+            time.sleep(period)   # the camera's pace, not synchronisation
+        assert s.wait_idle(5)
+        starts = [(m, t) for kind, m, t in rec.events if kind == 'infer_start']
+        preps = [m for kind, m, _ in rec.events if kind == 'prep']
+        ages = sorted(t - submitted[m] for m, t in starts[1:] if m < 69)
+        assert len(ages) >= 4, starts
+        # Before: every frame waited ~one inference time (>= 180 ms) after it arrived.
+        assert ages[len(ages) // 2] < delay / 2, ages
+        assert ages[-1] < 0.75 * delay, ages
+        # The replaced frames count as stale drops; everything reconciles, in order.
+        c = s.counts()
+        assert c['frames_received'] == 70 == sum(c[k] for k in OUTCOMES)
+        assert s.total.reasons['frames_dropped:stale'] == c['frames_dropped']
+        pub = [m for _, m in rec.published]
+        assert pub == sorted(pub) and pub[-1] == 69
+        # Just in time, not every frame: a few prepares per inference, far from all 70.
+        assert len(preps) <= 4 * len(starts) and len(preps) < 45, (len(preps), len(starts))
+    finally:
+        s.stop()
