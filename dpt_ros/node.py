@@ -54,7 +54,8 @@ from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from dpt_ros import image_codec, params
-from dpt_ros.backends import BackendError, StartedBackend, create_backend, register_backend
+from dpt_ros.backends import (BackendError, BackendUnavailable, StartedBackend, create_backend,
+                              register_backend)
 from dpt_ros.perf import FALLBACK_KEYS, STAGES, PerfStats
 from dpt_ros.scheduler import FrameScheduler
 
@@ -68,6 +69,10 @@ _OUTPUT_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
 
 class StartupError(Exception):
     """The node cannot start as configured; the message is one line for the user."""
+
+
+class StartAborted(Exception):
+    """start() gave up because abort_start() was called (a signal during start-up)."""
 
 
 def register_extra_backends(spec: str | None = None) -> list[str]:
@@ -149,7 +154,12 @@ class _Camera:
 class DepthNode(Node):
     """Subscribes to camera images, runs the depth pipeline off the executor, publishes."""
 
-    def __init__(self, node_name: str = 'depth_node', **kwargs):
+    def __init__(self, node_name: str = 'depth_node', *, autostart: bool = True, **kwargs):
+        """Create the rclpy node; with autostart (default) also start() it.
+
+        autostart=False leaves the slow part (backend start, warm-up) to a later start(),
+        which main() runs on a thread so that a signal during start-up is honoured.
+        """
         super().__init__(node_name, **kwargs)
         self._log_handler = _RosLogHandler(self.get_logger())
         pkg_log = logging.getLogger('dpt_ros')
@@ -164,18 +174,41 @@ class DepthNode(Node):
         self._swap_lock = threading.Lock()
         self._swap_thread: threading.Thread | None = None
         self._swap_tried = False
+        self._prefetched = False
+        self._prefetch_thread: threading.Thread | None = None
         # Inference calls in progress per backend (id), so a replaced backend is closed only
         # once nothing runs inside it any more.
         self._calls = threading.Condition()
         self._active_calls: dict[int, int] = {}
+        self._abort = threading.Event()
+        self._released = None     # the backend close() has released
+        if autostart:
+            try:
+                self.start()
+            except BaseException:
+                self.destroy_node()
+                raise
+
+    # ----- start-up -----
+    def start(self) -> None:
+        """Declare and check parameters, start the backend, warm up, start serving.
+
+        Raises StartupError (message for the user) or StartAborted; either way whatever
+        was started is closed again.
+        """
         try:
             self._start()
         except BaseException:
             self.close()
-            self.destroy_node()
             raise
 
-    # ----- start-up -----
+    def abort_start(self) -> None:
+        """Ask a running start() to stop at its next step (it cannot cut a call short)."""
+        self._abort.set()
+
+    def _check_abort(self, step: str) -> None:
+        if self._abort.is_set():
+            raise StartAborted(f'start-up aborted after {step}')
     def _start(self) -> None:
         self.values = self._declare_parameters()
         errors = params.validate(self.values)
@@ -185,12 +218,9 @@ class DepthNode(Node):
         self.max_pixels = v['max_pixels']
         self.min_fps = v['min_fps']
 
-        try:
-            self.started = create_backend(v['backend'], params.backend_options(v),
-                                          allow_fallback=v['allow_fallback'],
-                                          logger=logging.getLogger('dpt_ros.backends'))
-        except BackendError as exc:
-            raise StartupError(f"backend '{v['backend']}' cannot start: {exc}") from None
+        self._check_abort('reading parameters')
+        self.started = self._start_backend(v)
+        self._check_abort('starting the backend')
         backend = self.started.backend
         if self.started.fell_back:
             self.get_logger().warning(
@@ -203,6 +233,7 @@ class DepthNode(Node):
                                       norm_low=v['norm_low'], norm_high=v['norm_high'],
                                       perf=self.perf)
         self._warm_up(backend)
+        self._check_abort('the warm-up')
         concurrency = max(1, int(getattr(backend, 'max_concurrency', 1)))
         self.cameras = {ns: _Camera(ns) for ns in v['cameras']}
         self.scheduler = FrameScheduler(
@@ -227,6 +258,34 @@ class DepthNode(Node):
             f' with {info.name} on {info.device} ({info.execution_mode}, dp {info.dp}, '
             f'{concurrency} worker(s), {info.image_size}x{info.image_size}, '
             f'weights {info.weights})')
+
+    def _start_backend(self, v: dict) -> StartedBackend:
+        opts = params.backend_options(v)
+        log = logging.getLogger('dpt_ros.backends')
+        try:
+            return create_backend(v['backend'], opts, allow_fallback=v['allow_fallback'],
+                                  logger=log)
+        except BackendUnavailable as exc:
+            # The registry never falls torch back onto itself, but torch on cuda without
+            # CUDA has the same answer as tt without a card: torch on cpu, counted.
+            fallback_ok = (v['allow_fallback'] and v['backend'] == RUNTIME_FALLBACK_BACKEND
+                           and v['device'] != RUNTIME_FALLBACK_DEVICE)
+            if not fallback_ok:
+                raise StartupError(f"backend '{v['backend']}' cannot start: {exc}") from None
+            reason = str(exc)
+        except BackendError as exc:
+            raise StartupError(f"backend '{v['backend']}' cannot start: {exc}") from None
+        log.warning("backend '%s' on %s unavailable (%s); falling back to '%s' on %s "
+                    '(counted in backend_fallback_count)', v['backend'], v['device'], reason,
+                    RUNTIME_FALLBACK_BACKEND, RUNTIME_FALLBACK_DEVICE)
+        try:
+            cpu = create_backend(RUNTIME_FALLBACK_BACKEND, opts.replace(
+                device=RUNTIME_FALLBACK_DEVICE, dp=1, batch_size=1), allow_fallback=False,
+                logger=log)
+        except BackendError as exc:
+            raise StartupError(f"backend '{v['backend']}' cannot start ({reason}) and its "
+                               f'cpu fallback cannot either: {exc}') from None
+        return StartedBackend(cpu.backend, requested=v['backend'], fallback_reason=reason)
 
     def _warm_up(self, backend) -> None:
         # One frame through every stage before serving: first calls import torch for the
@@ -417,15 +476,24 @@ class DepthNode(Node):
     def _on_backend_failure(self, health) -> None:
         """Scheduler hook after each failed call: swap in torch cpu once the backend is dead."""
         limit = self.values['fallback_after_failures']
-        if (limit <= 0 or health.consecutive_failures < limit or
-                not self.values['allow_fallback'] or self._closed):
+        if limit <= 0 or not self.values['allow_fallback'] or self._closed:
+            return
+        info = self.pipeline.backend.info
+        if (info.name, info.device) == (RUNTIME_FALLBACK_BACKEND, RUNTIME_FALLBACK_DEVICE):
+            return   # already the fallback: nothing better to switch to
+        if not self._prefetched:
+            # First sign of trouble: load the fallback's model code (transformers: seconds)
+            # while the backend still gets its remaining chances, so a swap, if it comes,
+            # only has to build the model. Costs nothing more when the backend recovers.
+            self._prefetched = True
+            self._prefetch_thread = threading.Thread(
+                target=_import_fallback_code, name='dpt-fallback-prefetch', daemon=True)
+            self._prefetch_thread.start()
+        if health.consecutive_failures < limit:
             return
         with self._swap_lock:
             if self._swap_tried or self._closed:
                 return
-            info = self.pipeline.backend.info
-            if (info.name, info.device) == (RUNTIME_FALLBACK_BACKEND, RUNTIME_FALLBACK_DEVICE):
-                return   # already the fallback: nothing better to switch to
             self._swap_tried = True
             reason = f'runtime: {health.last_failure}'
             # Starting torch takes seconds (model load): not on a scheduler worker, which
@@ -443,6 +511,9 @@ class DepthNode(Node):
                   '(counted in backend_fallback_count)')
         opts = params.backend_options(self.values).replace(
             device=RUNTIME_FALLBACK_DEVICE, dp=1, batch_size=1)
+        if self._prefetch_thread is not None:
+            # transformers' lazy imports are not safe to race from two threads.
+            self._prefetch_thread.join()
         try:
             new = create_backend(RUNTIME_FALLBACK_BACKEND, opts, allow_fallback=False,
                                  logger=logging.getLogger('dpt_ros.backends')).backend
@@ -463,11 +534,13 @@ class DepthNode(Node):
             if self._closed:          # shut down while we were starting it
                 _close_quietly(new, log)
                 return
+            # Counted before the first frame can reach the new backend, so no output is
+            # ever published by a fallback that diagnostics do not show yet.
+            self.perf.count('backend_fallback_count', 1, reason=reason)
             self.started = StartedBackend(new, requested=self.values['backend'],
                                           fallback_reason=reason)
-            self.pipeline.backend = new
             self.pipeline.fallback_reason = reason
-        self.perf.count('backend_fallback_count', 1, reason=reason)
+            self.pipeline.backend = new
         log.warning(f"running '{new.info.name}' on {new.info.device} instead of "
                     f"'{old.info.name}' from now on ({reason})")
         # Close the dead backend only once no call is inside it (a device must not be
@@ -606,7 +679,8 @@ class DepthNode(Node):
         if not camera and self.started.fell_back:
             warns.append(f"fallback active: running {self.pipeline.backend.info.name} on "
                          f"{self.pipeline.backend.info.device} instead of "
-                         f"{self.values['backend']} ({self.started.fallback_reason})")
+                         f"{self.values['backend']} on {self.values['device']} "
+                         f'({self.started.fallback_reason})')
         if self.min_fps > 0 and snap['input_fps'] > 0 and snap['output_fps'] < self.min_fps:
             warns.append(f"output {snap['output_fps']:.1f} FPS below min_fps {self.min_fps:g}")
         if delta['frames_dropped']:
@@ -622,35 +696,52 @@ class DepthNode(Node):
 
     # ----- shutdown -----
     def close(self, timeout: float = 1.0) -> None:
-        """Stop workers, release the backend (device, traces). Safe to call twice."""
+        """Stop workers, release the backend (device, traces). Safe to call twice.
+
+        A second call still releases a backend that a start-up step finished starting after
+        the first one (a signal arrived while the model was loading).
+        """
         with self._swap_lock:
-            if self._closed:
-                return
-            self._closed = True   # a fallback still starting closes its backend itself
-        deadline = time.monotonic() + timeout
-        if self.scheduler is not None:
-            if not self.scheduler.stop(timeout):
-                self.get_logger().warning('an inference call did not return within '
-                                          f'{timeout:g} s; closing the backend anyway')
-        with self._calls:
-            self._calls.notify_all()   # a fallback waiting to close the old backend: go now
-        swap = self._swap_thread
-        if swap is not None:
-            # It closes the backend it replaced (or the fallback it was still starting).
-            swap.join(max(0.0, deadline - time.monotonic()))
-        backend = self.started.backend if self.started is not None else None
+            first, self._closed = not self._closed, True
+        if first:
+            deadline = time.monotonic() + timeout
+            if self.scheduler is not None:
+                if not self.scheduler.stop(timeout):
+                    self.get_logger().warning('an inference call did not return within '
+                                              f'{timeout:g} s; closing the backend anyway')
+            with self._calls:
+                self._calls.notify_all()   # a fallback waiting to close the old one: go now
+            swap = self._swap_thread
+            if swap is not None:
+                # It closes the backend it replaced (or the fallback it was still starting).
+                swap.join(max(0.0, deadline - time.monotonic()))
+        started = self.started
+        with self._swap_lock:
+            backend = started.backend if started is not None else None
+            if backend is None or self._released is backend:
+                backend = None
+            else:
+                self._released = backend
         if backend is not None:
             try:
                 backend.close()
             except Exception as exc:  # report, keep shutting down
                 self.get_logger().error(f'closing the backend failed: {exc}')
-        logging.getLogger('dpt_ros').removeHandler(self._log_handler)
+        if first:
+            logging.getLogger('dpt_ros').removeHandler(self._log_handler)
 
     def stuck_threads(self) -> list[str]:
         """Names of the node's threads still alive after close() (stuck in a backend call)."""
         names = self.scheduler.alive_threads() if self.scheduler is not None else []
         t = self._swap_thread
         return names + ([t.name] if t is not None and t.is_alive() else [])
+
+
+def _import_fallback_code() -> None:
+    try:
+        from transformers import DPTForDepthEstimation  # noqa: F401  (the fallback's model)
+    except Exception:  # creating the fallback will report it properly
+        pass
 
 
 def _close_quietly(backend, log) -> None:
@@ -685,6 +776,17 @@ def _status(level, name, hardware_id, message, kv: dict) -> DiagnosticStatus:
                             values=[KeyValue(key=k, value=_fmt(v)) for k, v in kv.items()])
 
 
+# How long a signal during start-up waits for the current start-up step before giving up on it.
+STARTUP_ABORT_WAIT_S = 1.0
+
+
+def _run_start(node: DepthNode, failure: list) -> None:
+    try:
+        node.start()
+    except BaseException as exc:  # handed to main(), which reports it
+        failure.append(exc)
+
+
 def main(args=None) -> int:
     """Console script `depth_node`: run until SIGINT/SIGTERM; see the module doc for codes."""
     stop = threading.Event()
@@ -704,18 +806,35 @@ def main(args=None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     node = None
+    starter = None
     code = EXIT_OK
     try:
         register_extra_backends()
-        node = DepthNode()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        while not stop.is_set() and rclpy.ok():
-            executor.spin_once(timeout_sec=0.1)
+        node = DepthNode(autostart=False)
+        # Start-up (model load, warm-up: minutes on a TT card while traces compile) runs on
+        # its own thread so that a signal now is honoured: launch systems escalate to a
+        # second signal after a few seconds, which would skip releasing the device.
+        failure: list[BaseException] = []
+        starter = threading.Thread(target=_run_start, args=(node, failure), name='dpt-startup',
+                                   daemon=True)
+        starter.start()
+        while starter.is_alive() and not stop.is_set():
+            starter.join(0.05)
+        if starter.is_alive():
+            node.get_logger().info('signal during start-up: stopping')
+            node.abort_start()
+            starter.join(STARTUP_ABORT_WAIT_S)   # let the current step end if it is quick
+        if failure:
+            raise failure[0]
+        if not starter.is_alive() and not stop.is_set():
+            executor = SingleThreadedExecutor()
+            executor.add_node(node)
+            while not stop.is_set() and rclpy.ok():
+                executor.spin_once(timeout_sec=0.1)
     except StartupError as exc:
         rclpy.logging.get_logger('depth_node').error(f'invalid configuration: {exc}')
         code = EXIT_CONFIG
-    except (KeyboardInterrupt, ExternalShutdownException):
+    except (KeyboardInterrupt, ExternalShutdownException, StartAborted):
         pass
     except Exception as exc:  # a bug: say what, exit non-zero, still release the device
         rclpy.logging.get_logger('depth_node').error(
@@ -724,9 +843,14 @@ def main(args=None) -> int:
     finally:
         stuck = []
         if node is not None:
+            # Also closes the backend under a start-up step that is still running (a hung
+            # warm-up call); that thread is then left to the forced exit below.
             node.close()
             stuck = node.stuck_threads()
-            node.destroy_node()
+            if starter is not None and starter.is_alive():
+                stuck.append(starter.name)
+            else:   # never destroy the node under the start-up thread still using it
+                node.destroy_node()
         rclpy.try_shutdown()
     if stuck:
         # A worker is still inside a backend call in native code (torch, ttnn) that ignores
