@@ -195,3 +195,45 @@ def test_backend_that_dies_is_replaced_by_the_cpu_fallback_counted(graph):
         warn = rig.diags.wait_level(WARN, 5, since=rig.mark())
         assert warn is not None and 'fallback' in warn.message
         rig.assert_healthy_process()
+
+
+def test_faults_on_two_workers_keep_each_camera_in_order_and_counts_exact(graph):
+    """dp 2 (two inference workers, like two TT chips): a failing call on one worker must not
+    reorder or stall the other's outputs; every frame still ends in exactly one counter."""
+    values = dict(BASE, backend='fault_every', dp=2, cameras=['left', 'right'])
+    env = {'DPT_ROS_FAULT_EVERY': '4', 'DPT_ROS_FAULT_DELAY_MS': '40'}
+    with start_node(values, env=env) as node:
+        diags = Diagnostics(graph)
+        outs = {ns: graph.collect(Image, f'{ns}/depth_relative', qos=100)
+                for ns in ('left', 'right')}
+        pubs = {ns: graph.node.create_publisher(Image, f'{ns}/image', 10)
+                for ns in ('left', 'right')}
+        for ns in pubs:
+            assert graph.wait_for_subscriber(pubs[ns]), node.output()
+            assert graph.wait_matched(f'{ns}/depth_relative'), node.output()
+        msg = Image(**image_codec.rgb_to_image_fields(rgb_image(24, 32)))
+        sent, period = 90, 1 / 30.0
+        t0 = time.monotonic()
+        for i in range(sent):
+            for ns, pub in pubs.items():
+                msg.header.stamp = graph.node.get_clock().now().to_msg()
+                msg.header.frame_id = ns
+                pub.publish(msg)
+            # Pace the cameras at 30 Hz while taking the outputs as they come.
+            next_at = t0 + (i + 1) * period
+            while (left := next_at - time.monotonic()) > 0:
+                graph.executor.spin_once(timeout_sec=left)
+        assert diags.wait_counts(lambda c: c['in_pipeline'] == 0 and
+                                 c['frames_received'] >= 2 * sent * 0.9, 15), diags.values()
+        c = diags.counts()
+        assert reconciles(c), c
+        assert c['frames_failed'] > 0 and c['frames_processed'] > 0, c
+        assert set(diags.reasons()) <= {'frames_failed:backend_error', 'frames_dropped:stale'}
+        graph.spin_until(lambda: sum(map(len, outs.values())) >= c['frames_processed'], 5)
+        assert sum(map(len, outs.values())) == c['frames_processed']
+        for ns, msgs in outs.items():
+            stamps = [(m.header.stamp.sec, m.header.stamp.nanosec) for m in msgs]
+            assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps), ns
+            assert all(m.header.frame_id == ns for m in msgs)
+        assert int(diags.values()['workers']) == 2
+        assert node.proc.poll() is None and not no_crash_signs(node.output())
