@@ -200,11 +200,12 @@ def decode(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
 
 
 def _fields(array: np.ndarray, encoding: str) -> dict:
-    array = np.ascontiguousarray(array)
+    # One copy: tobytes() writes C order whatever the layout (a prior ascontiguousarray would
+    # copy a strided view twice). The message's array.array takes that buffer with a memcpy.
     height, width = array.shape[:2]
-    return dict(encoding=encoding, height=int(height), width=int(width),
-                step=int(array.strides[0]), is_bigendian=int(sys.byteorder == 'big'),
-                data=array.tobytes())
+    step = width * (array.shape[2] if array.ndim == 3 else 1) * array.itemsize
+    return dict(encoding=encoding, height=int(height), width=int(width), step=int(step),
+                is_bigendian=int(sys.byteorder == 'big'), data=array.tobytes())
 
 
 def depth_to_image_fields(depth: np.ndarray) -> dict:
