@@ -8,9 +8,8 @@ Load: a camera publishing 640x480 rgb8 at 2x and 10x the rate of a 300 ms backen
     only drops are stale frames; the backend is kept busy;
   - memory stays flat (RSS growth after warm-up < 50 MB), threads and fds do not grow;
   - outputs stay in stamp order, never more than two frames wait per camera;
-  - latency p99 (header stamp -> publish) < 2 x backend time + 20 ms. xfail R2: a frame
-    prepared during inference then waits for it, so latency is ~2 x backend + one input
-    period (docs/reliability.md).
+  - latency p99 (header stamp -> publish) < 2 x backend time + 20 ms (finding R2: before
+    2f375b2 a frame prepared during inference waited behind it, ~2 x backend + one period).
 
 Soak: SOAK_FRAMES frames through the real torch backend with the tiny-random model, one at a
 time; RSS, threads and open fds must not grow after warm-up (bench: 10,000 frames).
@@ -82,7 +81,6 @@ def test_load_outputs_in_order_and_at_most_two_frames_waiting(load_run):
     assert 1 <= load_run['max_waiting_frames'] <= 2, load_run['max_waiting_frames']
 
 
-@pytest.mark.xfail(strict=True, reason='R2')
 def test_load_p99_latency_within_two_backend_times_plus_20ms(load_run):
     r = load_run
     bound = 2 * r['inference_ms'] + 20.0

@@ -124,7 +124,6 @@ def test_idle_node_sigterm_exit_0_and_backend_closed(tmp_path):
         node.kill()
 
 
-@pytest.mark.xfail(strict=True, reason='R3')
 def test_sigint_during_startup_warmup_exits_within_2s_and_closes_backend(tmp_path):
     """A launch system stops nodes with SIGINT and escalates after a few seconds; a node
     still warming up (TT trace compile takes minutes) must honour the first signal too."""
