@@ -71,6 +71,25 @@ def random_model(name: str = 'dpt-large', seed: int = 0, image_size: int = 384):
     return model.eval()
 
 
+def hub_reachable(timeout_s: float = 3.0) -> bool:
+    """Whether the HF hub endpoint answers a TCP connect within timeout_s.
+
+    huggingface_hub retries an unreachable hub five times with back-off (about 30-50 s);
+    one quick probe first keeps `weights: auto` start-up short where there is no network.
+    """
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+    url = urlparse(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == 'https' else 80)
+    try:
+        with socket.create_connection((url.hostname, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
 def _from_pretrained(source: str, local_only: bool):
     from transformers import DPTForDepthEstimation
     return DPTForDepthEstimation.from_pretrained(source, local_files_only=local_only).eval()
@@ -104,6 +123,9 @@ def load_model(weights: str = 'auto', *, seed: int = 0, image_size: int = 384,
             if not local_only:
                 break
             if os.environ.get('HF_HUB_OFFLINE') == '1':
+                break
+            if not hub_reachable():
+                errors.append('the hub is not reachable from this machine')
                 break
     if weights == 'auto':
         logger.warning(

@@ -79,6 +79,10 @@ def _factory(name: str) -> Callable[[BackendOptions], DepthBackend]:
     except ImportError as exc:
         raise BackendUnavailable(
             f"backend '{name}' needs a package that is not installed: {exc}") from exc
+    except Exception as exc:  # a broken install must end in one clear line, not a traceback
+        raise BackendUnavailable(
+            f"backend '{name}' could not be imported ({module_name}): "
+            f'{type(exc).__name__}: {exc}') from exc
     return getattr(module, attr)
 
 
