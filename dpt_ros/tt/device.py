@@ -140,6 +140,13 @@ def open_devices(device: str = 'wormhole_n300', dp: int = 1, *, execution_mode: 
         trace_region_size = int(os.environ.get('DPT_TT_TRACE_REGION_SIZE', TRACE_REGION_SIZE))
     if execution_mode == 'eager':
         trace_region_size = 0
+    mock = os.environ.get('TT_METAL_MOCK_CLUSTER_DESC_PATH')
+    if mock and getattr(ttnn.open_mesh_device, '__module__', '').startswith('ttnn'):
+        # With a mocked cluster tt-metal reports chips that do not exist; a real open then
+        # half-succeeds and crashes in the first device call (seen: a segfault), so refuse.
+        raise BackendUnavailable(
+            f'no Tenstorrent device: the cluster is mocked (TT_METAL_MOCK_CLUSTER_DESC_PATH='
+            f'{mock}), so there is no real {device} to open')
     try:
         mesh = ttnn.open_mesh_device(mesh_shape=ttnn.MeshShape(1, dp),
                                      l1_small_size=l1_small_size,
