@@ -9,7 +9,9 @@ Three kinds of threads, so that the executor callback only drops a message into 
   infer         (`concurrency` threads, = backend.max_concurrency: one per TT chip)
   finish        (1 thread)         postprocess, colourise, publish; per camera in arrival
                                    order (a reorder buffer holds frames that finished early
-                                   on another chip)
+                                   on another chip). While `concurrency` results already
+                                   wait for it, no new frame is prepared: a slow publish
+                                   stage drops stale frames instead of queueing them
 
 Per camera at most one frame waits in the slot and at most one prepared frame waits for a
 free inference worker. A prepared frame waiting while inference runs grows old: just before
@@ -270,6 +272,11 @@ class FrameScheduler:
         frame waits behind running inference is due shortly before that inference should end,
         so the frame it then prepares is the freshest one available when a worker frees up.
         """
+        if len(self._finish_q) >= self.concurrency:
+            # Publishing is the slow stage (big frames, colour): starting more frames would
+            # only queue them behind it, stale. They wait in their slots (latest only) and
+            # the finish thread wakes us when it takes the next one.
+            return None, None
         now = time.monotonic()
         n = len(self._order)
         wait = None
@@ -445,6 +452,7 @@ class FrameScheduler:
                     return
                 frame, result = self._finish_q.popleft() if self._finish_q else (None, None)
                 self._finishing = frame
+                self._cond.notify_all()   # room behind publishing: preparing may go on
             if frame is None:        # woke up only to report timed-out calls
                 self._report_failures()
                 continue

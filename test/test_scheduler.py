@@ -405,3 +405,34 @@ def test_a_prepared_frame_waiting_behind_inference_is_replaced_by_a_fresher_one(
         assert len(preps) <= 4 * len(starts) and len(preps) < 45, (len(preps), len(starts))
     finally:
         s.stop()
+
+
+def test_slow_publishing_does_not_queue_frames_behind_it():
+    """A zero-cost backend with a 50 ms finish stage (big frames, colour) and a 10 ms camera:
+    results must not pile up in front of publishing (they did: latency grew without bound);
+    stale frames are dropped in the slot instead and every output is recent."""
+    published = []
+    lat = []
+
+    def finish(frame, result):
+        time.sleep(0.05)
+        published.append(result)
+        lat.append(time.monotonic() - received[result])
+
+    received = {}
+    s = FrameScheduler([''], lambda f: f.msg, lambda p: p, finish)
+    s.start()
+    try:
+        for i in range(80):
+            received[i] = time.monotonic()
+            s.submit('', i)
+            time.sleep(0.01)   # the camera's pace
+        assert s.wait_idle(5)
+        c = s.counts()
+        assert c['frames_received'] == 80 == sum(c[k] for k in OUTCOMES)
+        assert c['frames_dropped'] > 40 and published[-1] == 79
+        assert published == sorted(published)
+        # Receive -> published within a few finish times, not growing with the run length.
+        assert max(lat) < 0.25, [round(x, 3) for x in lat]
+    finally:
+        s.stop()
