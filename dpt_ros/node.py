@@ -54,8 +54,7 @@ from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from dpt_ros import image_codec, params
-from dpt_ros.backends import (BackendError, BackendUnavailable, StartedBackend, create_backend,
-                              register_backend)
+from dpt_ros.backends import BackendError, StartedBackend, create_backend, register_backend
 from dpt_ros.perf import FALLBACK_KEYS, STAGES, PerfStats
 from dpt_ros.scheduler import FrameScheduler
 
@@ -174,8 +173,6 @@ class DepthNode(Node):
         self._swap_lock = threading.Lock()
         self._swap_thread: threading.Thread | None = None
         self._swap_tried = False
-        self._prefetched = False
-        self._prefetch_thread: threading.Thread | None = None
         # Inference calls in progress per backend (id), so a replaced backend is closed only
         # once nothing runs inside it any more.
         self._calls = threading.Condition()
@@ -260,32 +257,14 @@ class DepthNode(Node):
             f'weights {info.weights})')
 
     def _start_backend(self, v: dict) -> StartedBackend:
-        opts = params.backend_options(v)
-        log = logging.getLogger('dpt_ros.backends')
+        # The fallback policy (tt without a card, torch on cuda without CUDA -> torch on cpu)
+        # lives in create_backend, shared with the runner.
         try:
-            return create_backend(v['backend'], opts, allow_fallback=v['allow_fallback'],
-                                  logger=log)
-        except BackendUnavailable as exc:
-            # The registry never falls torch back onto itself, but torch on cuda without
-            # CUDA has the same answer as tt without a card: torch on cpu, counted.
-            fallback_ok = (v['allow_fallback'] and v['backend'] == RUNTIME_FALLBACK_BACKEND
-                           and v['device'] != RUNTIME_FALLBACK_DEVICE)
-            if not fallback_ok:
-                raise StartupError(f"backend '{v['backend']}' cannot start: {exc}") from None
-            reason = str(exc)
+            return create_backend(v['backend'], params.backend_options(v),
+                                  allow_fallback=v['allow_fallback'],
+                                  logger=logging.getLogger('dpt_ros.backends'))
         except BackendError as exc:
             raise StartupError(f"backend '{v['backend']}' cannot start: {exc}") from None
-        log.warning("backend '%s' on %s unavailable (%s); falling back to '%s' on %s "
-                    '(counted in backend_fallback_count)', v['backend'], v['device'], reason,
-                    RUNTIME_FALLBACK_BACKEND, RUNTIME_FALLBACK_DEVICE)
-        try:
-            cpu = create_backend(RUNTIME_FALLBACK_BACKEND, opts.replace(
-                device=RUNTIME_FALLBACK_DEVICE, dp=1, batch_size=1), allow_fallback=False,
-                logger=log)
-        except BackendError as exc:
-            raise StartupError(f"backend '{v['backend']}' cannot start ({reason}) and its "
-                               f'cpu fallback cannot either: {exc}') from None
-        return StartedBackend(cpu.backend, requested=v['backend'], fallback_reason=reason)
 
     def _warm_up(self, backend) -> None:
         # One frame through every stage before serving: first calls import torch for the
@@ -481,14 +460,6 @@ class DepthNode(Node):
         info = self.pipeline.backend.info
         if (info.name, info.device) == (RUNTIME_FALLBACK_BACKEND, RUNTIME_FALLBACK_DEVICE):
             return   # already the fallback: nothing better to switch to
-        if not self._prefetched:
-            # First sign of trouble: load the fallback's model code (transformers: seconds)
-            # while the backend still gets its remaining chances, so a swap, if it comes,
-            # only has to build the model. Costs nothing more when the backend recovers.
-            self._prefetched = True
-            self._prefetch_thread = threading.Thread(
-                target=_import_fallback_code, name='dpt-fallback-prefetch', daemon=True)
-            self._prefetch_thread.start()
         if health.consecutive_failures < limit:
             return
         with self._swap_lock:
@@ -511,9 +482,6 @@ class DepthNode(Node):
                   '(counted in backend_fallback_count)')
         opts = params.backend_options(self.values).replace(
             device=RUNTIME_FALLBACK_DEVICE, dp=1, batch_size=1)
-        if self._prefetch_thread is not None:
-            # transformers' lazy imports are not safe to race from two threads.
-            self._prefetch_thread.join()
         try:
             new = create_backend(RUNTIME_FALLBACK_BACKEND, opts, allow_fallback=False,
                                  logger=logging.getLogger('dpt_ros.backends')).backend
@@ -735,13 +703,6 @@ class DepthNode(Node):
         names = self.scheduler.alive_threads() if self.scheduler is not None else []
         t = self._swap_thread
         return names + ([t.name] if t is not None and t.is_alive() else [])
-
-
-def _import_fallback_code() -> None:
-    try:
-        from transformers import DPTForDepthEstimation  # noqa: F401  (the fallback's model)
-    except Exception:  # creating the fallback will report it properly
-        pass
 
 
 def _close_quietly(backend, log) -> None:
