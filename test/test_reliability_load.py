@@ -1,6 +1,6 @@
 """Load and soak through the real node (rclpy + Fast DDS on loopback, node subprocess).
 
-Load: a camera publishing 640x480 rgb8 at 2x and 10x the rate of a 300 ms backend (the
+Load: a camera publishing 320x240 rgb8 at 2x and 10x the rate of a 300 ms backend (the
 `fault_ok` double with a fixed delay) for LOAD_S seconds. CI runs 12 s per rate; the full
 60 s runs are bench/bench_stress.py's job. What must hold:
 
@@ -37,7 +37,7 @@ def load_run(request):
     try:
         with start_node(LOAD_VALUES, env={'DPT_ROS_FAULT_DELAY_MS': str(DELAY_MS)}) as node:
             run = run_load(graph, node, hz=request.param * 1e3 / DELAY_MS, duration_s=LOAD_S,
-                           warmup_s=WARMUP_S, size=(480, 640))
+                           warmup_s=WARMUP_S, size=(240, 320))
             run['alive'] = node.proc.poll() is None
             run['crash_signs'] = no_crash_signs(node.output())
         yield run
