@@ -49,6 +49,9 @@ class NodeProcess:
                  wait_ready: float = 60.0):
         self.params_file = write_params(values)
         full_env = dict(os.environ)
+        # The device double (imported in-process by other test modules) mocks the TT cluster
+        # for this process only; a node subprocess must see the machine as it really is.
+        full_env.pop('TT_METAL_MOCK_CLUSTER_DESC_PATH', None)
         full_env['PYTHONPATH'] = os.pathsep.join(
             [HERE, ROOT] + [p for p in full_env.get('PYTHONPATH', '').split(os.pathsep) if p])
         full_env['DPT_ROS_EXTRA_BACKENDS'] = STAND_INS
