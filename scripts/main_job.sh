@@ -23,7 +23,7 @@ mkdir -p "$out"
 
 # 3. Backend: TT when a Tenstorrent card is visible, torch on CPU otherwise. The node falls back
 #    to CPU by itself (counted, diagnostics WARN) if the card cannot be opened.
-backend=(--backend torch --device cpu)
+backend=(--backend torch --device cpu --dtype bf16)
 if compgen -G '/dev/tenstorrent/*' >/dev/null; then
   backend=(--backend tt --device "${DPT_ROS_TT_DEVICE:-wormhole_n300}"
            --dp "${DPT_ROS_TT_DP:-2}" --execution-mode trace_2cq)
