@@ -155,10 +155,7 @@ def start_backend(args, loaded=None):
     allow = not (args.no_fallback or args.strict)
     name = 'tt' if args.tt_run else 'torch'
     try:
-        if name == 'torch':
-            return _start_torch(opts, allow, loaded)
-        started = create_backend(name, opts, allow_fallback=allow)
-        return started
+        return create_backend(name, opts, allow_fallback=allow, loaded=loaded)
     except WeightsNotFound as exc:
         raise RunFailed(str(exc)) from exc
     except BackendError as exc:
@@ -173,21 +170,6 @@ def start_backend(args, loaded=None):
         log.debug('backend start-up failure', exc_info=True)
         raise RunFailed(f"backend '{name}' failed to start: {type(exc).__name__}: "
                         f'{exc} (run with -v for the traceback)') from exc
-
-
-def _start_torch(opts, allow_fallback: bool, loaded):
-    """torch on cpu/cuda; CUDA missing -> CPU when allowed (the registry never falls back a
-    backend onto itself, so the device fallback is handled here)."""
-    from dpt_ros.backends import BackendUnavailable, StartedBackend
-    from dpt_ros.backends.torch_backend import create as create_torch
-    try:
-        return StartedBackend(create_torch(opts, loaded), requested='torch')
-    except BackendUnavailable as exc:
-        if not allow_fallback or opts.device == 'cpu':
-            raise
-        log.warning('%s; falling back to the CPU (counted in backend_fallback_count)', exc)
-        return StartedBackend(create_torch(opts.replace(device='cpu'), loaded),
-                              requested=f'torch:{opts.device}', fallback_reason=str(exc))
 
 
 def collect_sources(args) -> list[str] | None:

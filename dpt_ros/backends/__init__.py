@@ -87,17 +87,19 @@ def _factory(name: str) -> Callable[[BackendOptions], DepthBackend]:
 
 
 def create_backend(name: str, opts: BackendOptions, *, allow_fallback: bool = True,
-                   fallback: str = 'torch',
+                   fallback: str = 'torch', loaded=None,
                    logger: logging.Logger | None = None) -> StartedBackend:
     """Start backend `name`; on BackendUnavailable fall back to torch CPU or raise.
 
     Falls back for any request that is not already torch on the CPU: tt without ttnn or a
     device, torch on CUDA without CUDA. The caller counts `backend_fallback_count` from
     `StartedBackend.fell_back` and shows the reason (diagnostics WARN, perf JSON).
+    `loaded` (a dpt_ros.model.LoadedModel) lets a caller that already holds the model share
+    it with the backend, and with the fallback, instead of loading it twice.
     """
     logger = logger or log
     try:
-        return StartedBackend(_factory(name)(opts), requested=name)
+        return StartedBackend(_make(name, opts, loaded), requested=name)
     except BackendUnavailable as exc:
         # Falling back means torch on the CPU; a request that already was exactly that has
         # nowhere to go. torch on CUDA without CUDA does fall back (same policy as tt).
@@ -108,5 +110,11 @@ def create_backend(name: str, opts: BackendOptions, *, allow_fallback: bool = Tr
     logger.warning("backend '%s' (device %s) unavailable (%s); falling back to '%s' on cpu "
                    '(counted in backend_fallback_count)', name, opts.device, reason, fallback)
     cpu_opts = opts.replace(device='cpu', dp=1, batch_size=1)
-    backend = _factory(fallback)(cpu_opts)
-    return StartedBackend(backend, requested=name, fallback_reason=reason)
+    backend = _make(fallback, cpu_opts, loaded)
+    requested = name if name != fallback else f'{name}:{opts.device}'
+    return StartedBackend(backend, requested=requested, fallback_reason=reason)
+
+
+def _make(name: str, opts: BackendOptions, loaded) -> DepthBackend:
+    factory = _factory(name)
+    return factory(opts) if loaded is None else factory(opts, loaded)
