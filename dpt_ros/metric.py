@@ -347,7 +347,9 @@ class MetricDepth:
                 else 'no reference fit has been accepted yet'))
         inv = self._scale * np.asarray(pred_inv, dtype=np.float32) + np.float32(self._shift)
         with np.errstate(divide='ignore', invalid='ignore'):
-            depth = np.where(inv > 0, 1.0 / inv, np.nan).astype(np.float32)
+            # A non-finite prediction (+inf from an overflowing device run) has no depth: it
+            # must come out NaN, not 1/inf = 0 clamped to min_depth (an obstacle at the lens).
+            depth = np.where(np.isfinite(inv) & (inv > 0), 1.0 / inv, np.nan).astype(np.float32)
         # NaN stays NaN through clip; +inf (inv subnormal) clamps to max_depth.
         np.clip(depth, self.min_depth, self.max_depth, out=depth)
         return depth
