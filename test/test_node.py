@@ -83,8 +83,10 @@ def test_every_raw_encoding_gives_outputs_with_input_header(graph):
         assert graph.wait_for_subscriber(pub), node.output()
         # The colour output is computed only while someone subscribes: we do.
         assert graph.spin_until(lambda: info_pub.get_subscription_count() > 0, 10)
-        info_pub.publish(CameraInfo(height=H, width=W, distortion_model='plumb_bob'))
         for i, (enc, arr) in enumerate(encodings_cases()):
+            # Like a camera driver, camera_info goes out with every frame: one message sent
+            # before the node's subscription has matched our publisher would be lost.
+            info_pub.publish(CameraInfo(height=H, width=W, distortion_model='plumb_bob'))
             msg = stamp(raw_msg(enc, arr), 100 + i, 7, frame_id=f'cam_{enc}')
             pub.publish(msg)
             assert graph.spin_until(
