@@ -191,8 +191,10 @@ def detect() -> tuple[bool, str]:
     mock = os.environ.get('TT_METAL_MOCK_CLUSTER_DESC_PATH')
     if mock:
         # tt-metal then reports the chips described in that file, none of which exists.
-        return False, (f'TT_METAL_MOCK_CLUSTER_DESC_PATH={mock} is set: the cluster is mocked, '
-                       'no real Tenstorrent device')
+        card = ('no /dev/tenstorrent on this machine' if not os.path.exists('/dev/tenstorrent')
+                else 'a card may exist, but')
+        return False, (f'no Tenstorrent device: {card}; TT_METAL_MOCK_CLUSTER_DESC_PATH={mock} '
+                       'mocks the cluster in this process')
     try:
         ttnn = import_ttnn()
     except BackendUnavailable as exc:
