@@ -25,23 +25,25 @@ def _reference(proc, rgb, size=384):
     return out['pixel_values'][0]
 
 
+@pytest.mark.parametrize('method', ['compiled', 'pillow'])
 @pytest.mark.parametrize('hw', [(480, 640), (384, 384), (1, 1), (2, 3), (1000, 37),
                                 (37, 1000), (721, 1281)])
-def test_matches_transformers_processor(hf_processor, hw):
+def test_matches_transformers_processor(hf_processor, hw, method):
     rng = np.random.default_rng(sum(hw))
     rgb = rng.integers(0, 256, size=hw + (3,), dtype=np.uint8)
-    ours = preprocess(rgb)
+    ours = preprocess(rgb, method=method)
     ref = _reference(hf_processor, rgb)
     assert ours.shape == ref.shape == (3, 384, 384)
     assert ours.dtype == np.float32
     assert float(np.abs(ours - ref).max()) <= 1e-5
 
 
-def test_matches_on_a_natural_image_and_other_size(hf_processor):
+@pytest.mark.parametrize('method', ['compiled', 'pillow'])
+def test_matches_on_a_natural_image_and_other_size(hf_processor, method):
     from skimage import data
     rgb = np.ascontiguousarray(data.coffee())       # 400x600, smooth regions and edges
     for size in (384, 256):
-        ours = preprocess(rgb, size)
+        ours = preprocess(rgb, size, method=method)
         ref = _reference(hf_processor, rgb, size)
         assert ours.shape == (3, size, size)
         assert float(np.abs(ours - ref).max()) <= 1e-5
@@ -74,10 +76,12 @@ def test_invalid_images_raise_with_reason(bad, reason):
     assert str(err.value)
 
 
-def test_bad_size_and_batch():
+def test_bad_size_method_and_batch():
     rgb = np.zeros((8, 8, 3), np.uint8)
     with pytest.raises(ValueError):
         preprocess(rgb, 0)
+    with pytest.raises(ValueError, match='auto, compiled, pillow'):
+        preprocess(rgb, method='cv2')
     batch = preprocess_batch([rgb, np.full((5, 9, 3), 200, np.uint8)])
     assert batch.shape == (2, 3, 384, 384) and batch.dtype == np.float32
     assert not np.array_equal(batch[0], batch[1])
