@@ -7,8 +7,12 @@ Values follow DPT's convention (relative inverse depth: larger = nearer = hot en
 """
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
+
+from dpt_ros import jit
 
 # Names accepted by the `colormap` parameter -> OpenCV ids. 'turbo' is perceptually ordered
 # and readable by most colour-blind viewers; 'gray' gives the reference's plain output.
@@ -25,8 +29,10 @@ COLORMAPS = {
 }
 DEFAULT_COLORMAP = 'turbo'
 NORM_MODES = ('percentile', 'fixed')
-# Percentiles over at most this many samples: exact enough, and fast on 12-MP frames.
-_PERCENTILE_SAMPLES = 1 << 15
+# Percentiles over at most this many samples (a strided sample): the estimate of the 2nd
+# percentile moves by about 0.15 percentile points (one standard error), far below one of the
+# colormap's 256 steps, and sorting them costs ~0.05 ms whatever the frame size.
+PERCENTILE_SAMPLES = 1 << 13
 
 
 def validate(colormap: str, norm: str, low: float, high: float) -> None:
@@ -52,18 +58,29 @@ def value_range(depth: np.ndarray, norm: str = 'percentile', low: float = 2.0,
     if norm == 'fixed':
         return float(low), float(high)
     flat = depth.ravel()
-    if flat.size > _PERCENTILE_SAMPLES:
+    if flat.size > PERCENTILE_SAMPLES:
         # A strided sample (before the finite filter, so no full-size mask copy) gives the
         # range to well under a colormap step at a fraction of a full sort's cost.
-        flat = flat[::flat.size // _PERCENTILE_SAMPLES]
+        flat = flat[::flat.size // PERCENTILE_SAMPLES]
     finite = flat[np.isfinite(flat)]
     if finite.size == 0:
         if flat.size < depth.size and np.isfinite(depth).any():
             finite = depth[np.isfinite(depth)]
         else:
             return float('nan'), float('nan')
-    vmin, vmax = np.percentile(finite, [low, high])
-    return float(vmin), float(vmax)
+    # numpy's vectorised sort beats np.percentile's partition here (~0.1 vs ~0.4 ms for 32k
+    # samples); the interpolation below is np.percentile's default ('linear').
+    ordered = np.sort(finite)
+    return _linear_percentile(ordered, low), _linear_percentile(ordered, high)
+
+
+def _linear_percentile(ordered: np.ndarray, q: float) -> float:
+    """q-th percentile (0..100) of a sorted 1-D array, linear between closest ranks."""
+    pos = q / 100.0 * (ordered.size - 1)
+    lo = int(np.floor(pos))
+    hi = min(lo + 1, ordered.size - 1)
+    a, b = float(ordered[lo]), float(ordered[hi])
+    return a + (b - a) * (pos - lo)
 
 
 def colorize(depth: np.ndarray, colormap: str = DEFAULT_COLORMAP, norm: str = 'percentile',
@@ -81,10 +98,17 @@ def colorize(depth: np.ndarray, colormap: str = DEFAULT_COLORMAP, norm: str = 'p
     # A flat map (or a degenerate fixed range) draws mid-scale rather than dividing by zero.
     scale = 255.0 / span if span > 0 else 0.0
     offset = -vmin * scale if span > 0 else 127.5
-    # Clip first: convertScaleAbs takes |x|, so values below vmin must not go negative.
-    # NaN survives the clip and saturates to 0; those pixels are blacked out below.
-    lo, hi = (vmin, vmax) if span > 0 else (-np.inf, np.inf)
-    u8 = cv2.convertScaleAbs(np.clip(depth, lo, hi), alpha=scale, beta=offset)
+    if jit.available():
+        bgr = np.empty(depth.shape + (3,), np.uint8)
+        # One pass (range, round, colour, black where non-finite) instead of five.
+        _colorize_kernel(np.ascontiguousarray(depth), float(vmin) if span > 0 else -np.inf,
+                         float(scale), float(offset), _bgr_table(colormap), bgr)
+        return bgr
+    # Clip to [vmin, vmax] first: convertScaleAbs takes |x|, so values below vmin must not
+    # go negative, and a huge value (1e30) would overflow its rounding to 0 (black). NaN
+    # pixels are blacked out below, whatever min/max made of them.
+    src = cv2.min(cv2.max(depth, float(vmin)), float(vmax)) if span > 0 else depth
+    u8 = cv2.convertScaleAbs(src, alpha=scale, beta=offset)
     if COLORMAPS[colormap] is None:
         bgr = cv2.cvtColor(u8, cv2.COLOR_GRAY2BGR)
     else:
@@ -93,3 +117,41 @@ def colorize(depth: np.ndarray, colormap: str = DEFAULT_COLORMAP, norm: str = 'p
     if not valid.all():
         bgr[~valid] = 0
     return bgr
+
+
+@functools.lru_cache(maxsize=None)
+def _bgr_table(colormap: str) -> np.ndarray:
+    """(257, 3) uint8: the BGR colour OpenCV draws for each level of `colormap`, then black
+    (row 256, for non-finite pixels)."""
+    levels = np.arange(256, dtype=np.uint8).reshape(1, 256)
+    table = np.zeros((257, 3), np.uint8)
+    if COLORMAPS[colormap] is None:
+        table[:256] = np.repeat(levels.reshape(256, 1), 3, axis=1)
+    else:
+        table[:256] = cv2.applyColorMap(levels, COLORMAPS[colormap])[0]
+    return table
+
+
+@jit.kernel
+def _colorize_kernel(depth, lo, scale, offset, table, out):
+    """out = table[level]: level = round(max(d, lo) * scale + offset) clipped to 0..255
+    (half to even, as OpenCV's convertScaleAbs), 256 (black) where d is not finite.
+
+    Two loops: the first is branch-free float arithmetic the compiler vectorises, the
+    second a plain table lookup.
+    """
+    n = depth.size
+    flat = depth.reshape(n)
+    dst = out.reshape(n, 3)
+    level = np.empty(n, np.int32)
+    lo32, scale32, offset32 = np.float32(lo), np.float32(scale), np.float32(offset)
+    for k in range(n):
+        d = flat[k]
+        v = np.rint(max(d, lo32) * scale32 + offset32)
+        v = min(max(v, np.float32(0.0)), np.float32(255.0))
+        level[k] = np.int32(v) if np.isfinite(d) else 256
+    for k in range(n):
+        i = level[k]
+        dst[k, 0] = table[i, 0]
+        dst[k, 1] = table[i, 1]
+        dst[k, 2] = table[i, 2]

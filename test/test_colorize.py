@@ -3,7 +3,8 @@ import cv2
 import numpy as np
 import pytest
 
-from dpt_ros.colorize import COLORMAPS, NORM_MODES, colorize, validate, value_range
+from dpt_ros.colorize import (COLORMAPS, NORM_MODES, PERCENTILE_SAMPLES, colorize, validate,
+                              value_range)
 
 
 def _ramp(h=20, w=256):
@@ -80,3 +81,42 @@ def test_bad_shapes():
         colorize(np.zeros((2, 2, 2), np.float32))
     with pytest.raises(ValueError):
         colorize(np.zeros((0, 5), np.float32))
+
+
+def test_percentile_range_equals_numpy_percentile():
+    rng = np.random.default_rng(7)
+    for shape in [(1, 1), (3, 5), (480, 640), (1000, 1000)]:
+        d = rng.standard_normal(shape).astype(np.float32)
+        d[rng.random(shape) < 0.01] = np.nan
+        for low, high in [(2.0, 98.0), (0.0, 100.0), (10.5, 33.3)]:
+            flat = d.ravel()
+            if flat.size > PERCENTILE_SAMPLES:   # value_range samples large maps so
+                flat = flat[::flat.size // PERCENTILE_SAMPLES]
+            ref = np.percentile(flat[np.isfinite(flat)], [low, high])
+            assert np.allclose(value_range(d, 'percentile', low, high), ref, rtol=1e-6,
+                               atol=1e-7)
+
+
+def test_compiled_and_opencv_paths_agree(monkeypatch):
+    # With numba the colours come from one compiled pass; without it, from OpenCV's
+    # convertScaleAbs + applyColorMap. Same levels, but for float ties at .5 rounding.
+    from dpt_ros import jit
+    assert jit.available()   # pinned in requirements.txt: the compiled path is what runs
+    rng = np.random.default_rng(11)
+    d = (rng.standard_normal((480, 640)) * 3).astype(np.float32)
+    d[rng.random(d.shape) < 0.02] = np.nan
+    d[0, :5] = [np.inf, -np.inf, 1e30, -1e30, 0.0]
+    fixed = dict(norm='fixed', low=-2.0, high=2.0)
+    compiled = [colorize(d, 'gray'), colorize(d, 'turbo'), colorize(d, 'gray', **fixed),
+                colorize(np.full((4, 4), 2.0, np.float32), 'gray')]
+    monkeypatch.setattr(jit, 'numba', None)
+    opencv = [colorize(d, 'gray'), colorize(d, 'turbo'), colorize(d, 'gray', **fixed),
+              colorize(np.full((4, 4), 2.0, np.float32), 'gray')]
+    for a, b in zip(compiled, opencv):
+        assert a.shape == b.shape and a.dtype == b.dtype == np.uint8
+        differ = (a != b).any(axis=2)
+        assert differ.mean() < 1e-4
+    for a, b in ((compiled[0], opencv[0]), (compiled[2], opencv[2])):   # gray: BGR = level
+        assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+    assert (compiled[0][~np.isfinite(d)] == 0).all()
+    assert (compiled[3] == 128).all()      # a flat map draws mid-scale
