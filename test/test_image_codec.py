@@ -180,3 +180,15 @@ def test_output_field_helpers_round_trip():
         codec.depth_to_image_fields(np.zeros((2, 2, 2)))
     with pytest.raises(ValueError):
         codec.bgr_to_image_fields(np.zeros((2, 2, 3), np.float32))
+
+
+def test_new_message_takes_the_data_over_without_copies():
+    depth = RNG.random((6, 9), dtype=np.float32)
+    fields = codec.depth_to_image_fields(depth[:, ::-1])     # a strided view: copied once
+    data = fields['data']
+    msg = codec.new_message(Image, **fields)
+    assert msg.data is data                                  # the same buffer, not a copy
+    assert np.array_equal(codec.image_fields_to_array(msg), depth[:, ::-1])
+    assert (msg.height, msg.width, msg.encoding, msg.step) == (6, 9, '32FC1', 36)
+    plain = Image(**codec.depth_to_image_fields(depth))      # the ordinary constructor too
+    assert np.array_equal(codec.image_fields_to_array(plain), depth)
