@@ -41,6 +41,7 @@ OVERHEAD_STAGES = ('decode', 'preprocess', 'postprocess', 'colorize', 'publish')
 def run_publisher(rate: float, duration: float, height: int, width: int) -> None:
     """Child process: publish rgb8 frames at `rate` for `duration`, print the count sent."""
     import rclpy
+    from rclpy.duration import Duration
     from sensor_msgs.msg import Image
 
     from dpt_ros.image_codec import rgb_to_image_fields
@@ -57,18 +58,30 @@ def run_publisher(rate: float, duration: float, height: int, width: int) -> None
     sys.stdin.readline()   # the parent says go once its own subscriptions are matched
     period = 1.0 / rate
     t0 = time.monotonic()
-    sent = 0
-    while True:
-        t_next = t0 + sent * period
-        if t_next - t0 >= duration:
-            break
-        delay = t_next - time.monotonic()
+    sent, slot, skipped = 0, 0, []
+    first_stamp_ns = 0
+    while slot * period < duration:
+        t_slot = t0 + slot * period
+        delay = t_slot - time.monotonic()
         if delay > 0:
             time.sleep(delay)
+        elif -delay > period / 2:
+            # This process was held up past the slot: skip it, as a camera drops a frame,
+            # rather than send two frames back to back (a burst no camera makes, which a
+            # depth-1 subscriber answers by keeping only the newer).
+            skipped.append(slot)
+            slot += 1
+            continue
         msg.header.stamp = node.get_clock().now().to_msg()
+        if sent == 0:
+            first_stamp_ns = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
         pub.publish(msg)
         sent += 1
-    print(f'SENT {sent} {time.monotonic() - t0:.3f}', flush=True)
+        slot += 1
+    # A reliable frame is delivered only while its writer lives: let the last ones arrive.
+    pub.wait_for_all_acked(Duration(seconds=5))
+    print(f"SENT {sent} {time.monotonic() - t0:.3f} {first_stamp_ns} {slot} "
+          f"{','.join(map(str, skipped)) or '-'}", flush=True)
     node.destroy_node()
     rclpy.try_shutdown()
 
@@ -107,7 +120,9 @@ def run_case(name: str, values: dict, env: dict, rate: float, duration: float,
                 import select
                 if select.select([cam.stdout], [], [], 0)[0]:
                     sent_line = cam.stdout.readline()
-        sent = int(sent_line.split()[1])
+        fields = sent_line.split()
+        sent, first_sent_ns, slots = int(fields[1]), int(fields[3]), int(fields[4])
+        skipped = [] if fields[5] == '-' else [int(k) for k in fields[5].split(',')]
 
         def settled():
             for arr in reversed(diags):
@@ -128,17 +143,25 @@ def run_case(name: str, values: dict, env: dict, rate: float, duration: float,
     lat = np.array([(t - (m.header.stamp.sec * 10**9 + m.header.stamp.nanosec)) / 1e6
                     for m, t in zip(depth, arrivals)])
     span = (arrivals[-1] - arrivals[0]) / 1e9 if len(arrivals) > 1 else float('nan')
+    # Which sent frames never came out here (by stamp: frame k was stamped about k periods
+    # after the first), to tell a loss at start-up (discovery) from one mid-run (overload).
+    stamps = [m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for m in depth]
+    first_slot = min(set(range(slots)) - set(skipped), default=0)
+    seen = {first_slot + round((st - first_sent_ns) * rate / 1e9) for st in stamps}
+    missing = sorted(set(range(slots)) - set(skipped) - seen)
     stage = {s: float(v[f'{s}_ms']) for s in OVERHEAD_STAGES}
     received = int(v['frames_received'])
     out = {
         'case': name, 'input': f'{width}x{height} rgb8 @ {rate:g} Hz for {duration:g} s',
         'backend': v['backend'], 'workers': int(v['workers']), 'dp': int(v['dp']),
-        'frames_sent': sent, 'frames_received_by_node': received,
+        'frames_sent': sent, 'camera_slots_skipped': len(skipped),
+        'frames_received_by_node': received,
         'frames_lost_in_dds': sent - received,
         'frames_processed': int(v['frames_processed']),
         'frames_dropped': int(v['frames_dropped']),
         'frames_rejected': int(v['frames_rejected']), 'frames_failed': int(v['frames_failed']),
         'outputs_delivered_here': len(depth),
+        'missing_here_frame_indices': missing[:50],
         'output_fps': (len(depth) - 1) / span if span == span and span > 0 else 0.0,
         'node_overhead_ms_per_frame': sum(stage.values()),
         'stage_ms': dict(stage, inference=float(v['inference_ms'])),
