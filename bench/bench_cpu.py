@@ -38,7 +38,7 @@ if _ROOT not in sys.path:
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 
 from dpt_ros.metrics import pcc  # noqa: E402
-from dpt_ros.perf_report import host, versions, write_json  # noqa: E402
+from dpt_ros.perf_report import MATMUL_CPU_FLAGS, host, versions, write_json  # noqa: E402
 
 MODES = {
     'fp32': dict(dtype='fp32', compile=False),
@@ -136,6 +136,10 @@ def main(argv=None) -> int:
     loaded = load_model('random', seed=0)
     print(f'DPT-Large (random weights, seed 0) built in {time.perf_counter() - t0:.1f} s; '
           f'torch threads {torch.get_num_threads()}, load average {load_before}', flush=True)
+    machine = host()
+    print(f"CPU: {machine['cpu']} x{machine['cpu_count']}, matmul features: "
+          f"{' '.join(machine['cpu_matmul_flags']) or 'none of ' + str(MATMUL_CPU_FLAGS)} "
+          '(bf16 speed-ups depend on AMX)', flush=True)
 
     runners, pipes, what = {}, [], {}
     runners['baseline'], what['baseline'] = make_baseline(loaded.model, rgb)
