@@ -180,6 +180,9 @@ def main() -> int:
     ap.add_argument('--dp-rate', type=float, default=100.0,
                     help='camera rate for the dp1/dp2 cases (must exceed 2 x 25 FPS)')
     ap.add_argument('--dp-duration', type=float, default=10.0)
+    ap.add_argument('--dp-size', default='320x240',
+                    help='WxH of the dp1/dp2 frames: at 640x480 and 100 Hz Fast DDS here hands '
+                         'a depth-1 reader only 5-10%% of the frames, which would measure DDS')
     ap.add_argument('--height', type=int, default=480)
     ap.add_argument('--width', type=int, default=640)
     ap.add_argument('--tiny-image-size', type=int, default=384)
@@ -192,19 +195,20 @@ def main() -> int:
         return 0
 
     base = {'diagnostics_rate': 2.0, 'backend_timeout_s': 0.0}
+    dp_w, dp_h = (int(v) for v in a.dp_size.lower().split('x'))
     cases = {
-        'zero': ({'backend': 'standin_zero'}, {}, a.rate, a.duration),
+        'zero': ({'backend': 'standin_zero'}, {}, a.rate, a.duration, a.height, a.width),
         'tiny': ({'backend': 'torch', 'weights': 'tiny-random',
-                  'image_size': a.tiny_image_size}, {}, a.rate, a.duration),
+                  'image_size': a.tiny_image_size}, {}, a.rate, a.duration, a.height, a.width),
         'dp1': ({'backend': 'standin_delay', 'dp': 1}, {'DPT_ROS_STANDIN_DELAY_MS': '40'},
-                a.dp_rate, a.dp_duration),
+                a.dp_rate, a.dp_duration, dp_h, dp_w),
         'dp2': ({'backend': 'standin_delay', 'dp': 2}, {'DPT_ROS_STANDIN_DELAY_MS': '40'},
-                a.dp_rate, a.dp_duration),
+                a.dp_rate, a.dp_duration, dp_h, dp_w),
     }
     results = {}
     for name in a.cases.split(','):
-        values, env, rate, duration = cases[name]
-        r = run_case(name, dict(base, **values), env, rate, duration, a.height, a.width)
+        values, env, rate, duration, height, width = cases[name]
+        r = run_case(name, dict(base, **values), env, rate, duration, height, width)
         results[name] = r
         lat = r['e2e_latency_ms']
         print(f"{name:5s} {r['backend']:14s} sent {r['frames_sent']:4d} node got "
