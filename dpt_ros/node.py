@@ -34,7 +34,6 @@ stuck in native code after the cleanup, the process ends with os._exit (see main
 from __future__ import annotations
 
 import atexit
-import gc
 import logging
 import os
 import signal
@@ -54,7 +53,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from dpt_ros import image_codec, params
+from dpt_ros import image_codec, params, serving
 from dpt_ros.backends import BackendError, StartedBackend, create_backend, register_backend
 from dpt_ros.perf import FALLBACK_KEYS, STAGES, PerfStats
 from dpt_ros.scheduler import FrameScheduler
@@ -744,46 +743,6 @@ def _status(level, name, hardware_id, message, kv: dict) -> DiagnosticStatus:
 STARTUP_ABORT_WAIT_S = 1.0
 
 
-# glibc malloc options (mallopt): every frame allocates a few MB of short-lived buffers
-# (decoded image, model input, depth, colour, message copies). By default glibc maps buffers
-# of this size fresh from the kernel and unmaps them on free, so each frame page-faults its
-# way through them again: about 1,100 faults (36,000/s) per 640x480 frame, 1.5 ms of the
-# node's overhead. Keeping them in the heap, and not giving freed heap back, removes that.
-# The cost is that the node keeps its high-water mark of frame buffers resident (a few tens
-# of MB); model weights are loaded before this is applied, so they are not affected.
-_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
-MALLOC_MMAP_THRESHOLD_BYTES = 32 << 20   # glibc's maximum; larger buffers are still mapped
-MALLOC_TRIM_THRESHOLD_BYTES = 256 << 20
-MALLOC_TOP_PAD_BYTES = 16 << 20
-
-
-def _tune_malloc() -> bool:
-    """Apply the options above where the C library is glibc; False elsewhere (no harm)."""
-    try:
-        import ctypes
-        libc = ctypes.CDLL('libc.so.6')
-        return all(libc.mallopt(opt, val) == 1 for opt, val in (
-            (_M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD_BYTES),
-            (_M_TRIM_THRESHOLD, MALLOC_TRIM_THRESHOLD_BYTES),
-            (_M_TOP_PAD, MALLOC_TOP_PAD_BYTES)))
-    except (OSError, AttributeError):
-        return False
-
-
-def tune_interpreter_for_latency() -> dict:
-    """Process-wide settings for serving frames, applied once start-up is done.
-
-    The malloc options (above), and gc.freeze(): torch, transformers and rclpy leave some
-    400,000 long-lived objects, and a full collection walks them all while holding the GIL
-    (about 100-140 ms on our CPUs: 3-4 camera frames in which nothing moves; one happened in
-    a 20 s bench_node run). Frozen start-up objects are never scanned again; objects made
-    while serving are collected as usual. Returns what was applied, for the log.
-    """
-    gc.collect()
-    gc.freeze()
-    return {'gc_frozen_objects': gc.get_freeze_count(), 'malloc_tuned': _tune_malloc()}
-
-
 def _run_start(node: DepthNode, failure: list) -> None:
     try:
         node.start()
@@ -831,7 +790,7 @@ def main(args=None) -> int:
         if failure:
             raise failure[0]
         if not starter.is_alive() and not stop.is_set():
-            tuned = tune_interpreter_for_latency()
+            tuned = serving.tune_process_for_serving()
             node.get_logger().info('serving-time tuning: ' + ', '.join(
                 f'{k} {v}' for k, v in tuned.items()))
             executor = SingleThreadedExecutor()

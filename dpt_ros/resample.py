@@ -7,8 +7,9 @@ part of the node's per-frame overhead). This module computes the same integers i
 vectorisable loops (numba), and writes the normalised float32 CHW tensor in the second pass
 instead of a uint8 image that is then transposed and looked up again.
 
-Same result, by construction: Pillow's documented resampling is separable (a horizontal
-pass, then a vertical pass, each rounded and clipped to uint8). Each output sample is a
+Same result, by construction: Pillow's resampling is separable (two 1-D passes, each
+rounded and clipped to uint8; which one runs first depends on the Pillow version and the
+shapes, see pillow_vertical_first). Each output sample is a
 weighted sum of the inputs inside the filter's support, the support is stretched by the scale
 factor when shrinking (anti-aliasing), the weights of each sample are normalised to sum 1 in
 double precision and then turned into fixed-point integers with 22 fractional bits, the sum
@@ -22,15 +23,12 @@ Pure numpy + OpenCV (+ numba); no torch, no rclpy.
 from __future__ import annotations
 
 import functools
-import logging
 import math
 
 import cv2
 import numpy as np
 
 from dpt_ros import jit
-
-log = logging.getLogger(__name__)
 
 # Fixed-point fraction bits of Pillow's 8-bit resampling: 32-bit sums, 8 bits of value, two
 # bits of headroom for the bicubic kernel's negative lobes and overshoot.
@@ -155,13 +153,17 @@ def _pillow_major() -> int:
         return 99
 
 
+# Read once: the pass order is decided per frame.
+_PILLOW_MAJOR = _pillow_major()
+
+
 def pillow_vertical_first(in_h: int, in_w: int, out_h: int, out_w: int) -> bool:
     """Which pass Pillow runs first; the intermediate is rounded to uint8, so order matters.
 
     Pillow before 13 always resamples horizontally first. Pillow 13 runs the vertical pass
     first when the height shrinks by more than twice as many pixels as the width does.
     """
-    if _pillow_major() < 13:
+    if _PILLOW_MAJOR < 13:
         return False
     dy = in_h - out_h
     return dy > 0 and dy > 2 * (in_w - out_w)

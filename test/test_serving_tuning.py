@@ -1,4 +1,4 @@
-"""The node's serving-time process settings (node.tune_interpreter_for_latency), measured.
+"""The serving-time process settings (dpt_ros.serving), measured.
 
 Each case runs in a fresh interpreter: the settings are process-wide. Page faults are counted
 by the kernel (getrusage), so the test does not depend on timing or machine load.
@@ -16,8 +16,8 @@ SCRIPT = r'''
 import gc, resource, sys
 import numpy as np
 if sys.argv[1] == 'tuned':
-    from dpt_ros.node import tune_interpreter_for_latency
-    tuned = tune_interpreter_for_latency()
+    from dpt_ros.serving import tune_process_for_serving
+    tuned = tune_process_for_serving()
     assert tuned['malloc_tuned'] is True and tuned['gc_frozen_objects'] > 0, tuned
     assert gc.get_freeze_count() == tuned['gc_frozen_objects']
 def frame():
