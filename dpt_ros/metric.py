@@ -12,6 +12,7 @@ Pure numpy: no rclpy, no torch.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import NamedTuple
 
 import numpy as np
@@ -219,6 +220,49 @@ def sample_reference(pred_inv: np.ndarray,
     else:
         vs_p, us_p = vs, us
     return (pred_inv[vs_p, us_p].astype(np.float64), ref[vs, us].astype(np.float64))
+
+
+class ReferenceBuffer:
+    """The last few reference depth messages, matched to frames by header stamp.
+
+    A reference sensor (LiDAR, RGB-D) runs at its own rate, and its message for a frame may
+    arrive before or after the frame. Fitting against whatever reference came last would pair
+    a frame with a view up to one reference period (or a stalled sensor's minutes) away; on a
+    moving robot that fits the wrong scene. `take` returns the reference nearest the frame's
+    stamp when it is within `max_dt_ns`, and forgets it and every older one: frames of one
+    camera are finished in stamp order, so no later frame is nearer to those, and a reference
+    is never fitted twice. Thread-safe: filled by the subscription, read by the publish thread.
+    """
+
+    def __init__(self, capacity: int = 8):
+        if capacity < 1:
+            raise ValueError(f'capacity must be >= 1, got {capacity}')
+        self.capacity = capacity
+        self._items: list[tuple[int, object]] = []       # (stamp_ns, item), oldest first
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+    def add(self, stamp_ns: int, item: object) -> None:
+        with self._lock:
+            self._items.append((int(stamp_ns), item))
+            self._items.sort(key=lambda e: e[0])          # out-of-order arrivals
+            del self._items[:-self.capacity]
+
+    def take(self, stamp_ns: int, max_dt_ns: int) -> tuple[object | None, str]:
+        """(reference, '') or (None, why): 'none' (nothing buffered), 'unmatched' (the nearest
+        is more than `max_dt_ns` away; it stays for a later frame)."""
+        with self._lock:
+            if not self._items:
+                return None, 'none'
+            i = min(range(len(self._items)), key=lambda k: abs(self._items[k][0] - stamp_ns))
+            if abs(self._items[i][0] - stamp_ns) > max_dt_ns:
+                return None, 'unmatched'
+            item = self._items[i][1]
+            del self._items[:i + 1]
+            return item, ''
 
 
 class MetricDepth:

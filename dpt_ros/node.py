@@ -8,7 +8,8 @@ Per camera namespace <ns> (parameter `cameras`; '' = the node's own namespace):
   in   <ns>/image                sensor_msgs/Image (transport raw)
        <ns>/image/compressed     sensor_msgs/CompressedImage (transport compressed)
        <ns>/camera_info          optional
-       <ns>/depth_reference      metric.mode reference only (metric.reference_topic)
+       <ns>/depth_reference      metric.mode reference only (metric.reference_topic);
+                                 each frame is fitted against the one nearest its stamp
   out  <ns>/depth_relative       32FC1 relative inverse depth: larger = nearer, unknown scale
                                  and shift (NOT metres, hence not `depth`)
        <ns>/depth_relative/color bgr8, computed only while someone subscribes
@@ -55,6 +56,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from dpt_ros import image_codec, params, serving
 from dpt_ros.backends import BackendError, StartedBackend, create_backend, register_backend
+from dpt_ros.metric import MetricDepth, ReferenceBuffer
 from dpt_ros.perf import FALLBACK_KEYS, STAGES, PerfStats
 from dpt_ros.scheduler import FrameScheduler
 
@@ -64,6 +66,9 @@ RUNTIME_FALLBACK_BACKEND, RUNTIME_FALLBACK_DEVICE = 'torch', 'cpu'
 EXTRA_BACKENDS_ENV = 'DPT_ROS_EXTRA_BACKENDS'
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG = 0, 1, 2
 _OUTPUT_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+# Reference depth messages kept per camera for matching by stamp (metric.mode reference): a
+# 30 Hz reference sensor covers ~0.27 s, more than a frame's time in the pipeline on a card.
+REFERENCE_BUFFER = 8
 
 
 class StartupError(Exception):
@@ -142,8 +147,9 @@ class _Camera:
         self.latest_info: CameraInfo | None = None
         self.ref_sub = None
         self.ref_reliability = None
-        self.latest_ref = None
-        self.used_ref = None
+        self.refs = ReferenceBuffer(REFERENCE_BUFFER)
+        self.refs_fitted = 0          # references taken for a fit (accepted or rejected by it)
+        self.refs_unmatched = 0       # frames whose nearest reference was too far in time
         self.metric = None
         self.pub_depth = self.pub_color = self.pub_info = None
         self.pub_metric = self.pub_metric_info = None
@@ -236,7 +242,8 @@ class DepthNode(Node):
         self.scheduler = FrameScheduler(
             list(self.cameras), self._prepare, self._infer, self._finish,
             concurrency=concurrency, timeout_s=v['backend_timeout_s'], total=self.perf,
-            logger=logging.getLogger('dpt_ros.scheduler'), on_failure=self._on_backend_failure)
+            logger=logging.getLogger('dpt_ros.scheduler'), on_failure=self._on_backend_failure,
+            reject_log_interval_s=v['reject_log_interval_s'])
         for cam in self.cameras.values():
             self._make_camera_io(cam)
         self.diag_pub = self.create_publisher(DiagnosticArray, params.TOPIC_DIAGNOSTICS, 10)
@@ -330,7 +337,6 @@ class DepthNode(Node):
         cam.pub_info = self.create_publisher(
             CameraInfo, _topic(ns, params.TOPIC_DEPTH_RELATIVE_INFO), _OUTPUT_QOS)
         if v['metric.mode'] != 'none':
-            from dpt_ros.metric import MetricDepth   # written in parallel; only when used
             cam.metric = MetricDepth(v['metric.mode'], scale=v['metric.scale'],
                                      shift=v['metric.shift'], min_depth=v['metric.min_depth'],
                                      max_depth=v['metric.max_depth'],
@@ -389,8 +395,9 @@ class DepthNode(Node):
                 if cam.ref_sub is not None:
                     self.destroy_subscription(cam.ref_sub)
                 cam.ref_sub = self.create_subscription(
-                    Image, ref_topic, lambda msg, c=cam: setattr(c, 'latest_ref', msg),
-                    QoSProfile(depth=1, reliability=want))
+                    Image, ref_topic,
+                    lambda msg, c=cam: c.refs.add(_stamp_ns(msg.header), msg),
+                    QoSProfile(depth=REFERENCE_BUFFER, reliability=want))
                 cam.ref_reliability = want
 
     def _refresh_auto_qos(self) -> None:
@@ -421,7 +428,8 @@ class DepthNode(Node):
         cam = self.cameras[frame.camera]
         want_color = cam.pub_color.get_subscription_count() > 0
         res = self.pipeline.finish(raw, hw, want_color=want_color)
-        metric = self._metric_depth(cam, res.depth) if cam.metric is not None else None
+        metric = (self._metric_depth(cam, res.depth, frame.stamp_ns)
+                  if cam.metric is not None else None)
         t0 = time.perf_counter()
         new = image_codec.new_message
         cam.pub_depth.publish(new(Image, header=header,
@@ -440,10 +448,14 @@ class DepthNode(Node):
                 cam.pub_metric_info.publish(out_info)
         self.perf.add_stage('publish', (time.perf_counter() - t0) * 1e3)
 
-    def _metric_depth(self, cam: _Camera, depth):
-        ref = cam.latest_ref
-        if cam.metric.mode == 'reference' and ref is not None and ref is not cam.used_ref:
-            cam.used_ref = ref
+    def _metric_depth(self, cam: _Camera, depth, stamp_ns: int):
+        ref = None
+        if cam.metric.mode == 'reference':
+            ref, why = cam.refs.take(
+                stamp_ns, int(self.values['metric.reference_max_dt_s'] * 1e9))
+            cam.refs_unmatched += why == 'unmatched'
+        if ref is not None:
+            cam.refs_fitted += 1
             try:
                 cam.metric.update_reference(depth, image_codec.decode_depth_m(ref,
                                                                               self.max_pixels))
@@ -631,6 +643,9 @@ class DepthNode(Node):
                 ckv['metric_ready'] = cam.metric.ready
                 ckv['metric_scale'] = cam.metric.scale
                 ckv['metric_shift'] = cam.metric.shift
+            if cam.metric is not None and cam.metric.mode == 'reference':
+                ckv['metric_references_fitted'] = cam.refs_fitted
+                ckv['metric_references_unmatched'] = cam.refs_unmatched
             name = f'{self.get_name()}: camera {cam.ns or self.get_namespace()}'
             statuses.append(_status(clevel, name, hw, cwhy, ckv))
         self._last_diag_time = now

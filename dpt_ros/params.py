@@ -158,6 +158,11 @@ PARAMS: tuple[Param, ...] = (
           'An inference call running longer than this is counted failed (reason timeout) and '
           'diagnostics go ERROR; its late result is discarded. 0 disables the watchdog.',
           min=0.0, max=3600.0),
+    Param('reject_log_interval_s', 5.0,
+          'A rejected input frame logs a WARN line with its reason; further rejections of '
+          'the same reason on the same camera within this many seconds are only counted '
+          '(frames_rejected:<reason> in diagnostics), and the next line says how many were '
+          'not logged. 0 logs every rejection.', min=0.0, max=3600.0),
     Param('fallback_after_failures', 10,
           'After this many consecutive failed inference calls (the backend died after '
           'start-up), replace it with torch on cpu, like a start-up fallback: counted in '
@@ -200,6 +205,11 @@ PARAMS: tuple[Param, ...] = (
     Param('metric.reference_topic', 'depth_reference',
           'reference mode: metric depth (32FC1 metres or 16UC1 millimetres) relative to each '
           'camera namespace, e.g. from a depth sensor or lidar projection.'),
+    Param('metric.reference_max_dt_s', 0.1,
+          'reference mode: a frame is fitted against the buffered reference whose header '
+          'stamp is nearest its own, if that is at most this many seconds away; otherwise '
+          'the frame keeps the running fit (diagnostics: metric_references_unmatched).',
+          min=0.0, max=3600.0),
 )
 
 BY_NAME: dict[str, Param] = {p.name: p for p in PARAMS}

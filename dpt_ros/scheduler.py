@@ -29,6 +29,11 @@ with reasons (`frames_dropped:stale`, `frames_rejected:truncated`, `frames_faile
 discarded, so one hung call cannot stall a camera's output order. `on_failure` hears of every
 failed inference (outside the lock), so the owner can replace a backend that keeps failing.
 
+A rejected frame is logged with its reason, but a camera sending garbage at 30 Hz would write
+30 lines a second: after one line per camera and reason, further rejections of that kind are
+only counted until `reject_log_interval_s` has passed, and the next line says how many went
+unlogged (`RejectLogThrottle`). The counters are exact either way.
+
 Two latencies per published frame:
 
   latency_ms       receive (submit) -> publish, on this process' clock: always meaningful;
@@ -51,6 +56,31 @@ from typing import Callable
 
 from dpt_ros.errors import InvalidImage
 from dpt_ros.perf import PerfStats, percentile
+
+class RejectLogThrottle:
+    """Decides which rejections are logged: one line per (camera, reason) per interval.
+
+    `admit(camera, reason, now)` returns None while a line for that key was written less than
+    `interval_s` ago (the rejection is then only counted here), else the number of rejections
+    of that key that were not logged since its last line. `interval_s` 0 logs every one.
+    """
+
+    def __init__(self, interval_s: float):
+        if interval_s < 0:
+            raise ValueError(f'reject log interval must be >= 0 s, got {interval_s}')
+        self.interval_s = interval_s
+        self._last: dict[tuple[str, str], float] = {}      # key -> time of its last line
+        self._unlogged: dict[tuple[str, str], int] = {}
+
+    def admit(self, camera: str, reason: str, now: float) -> int | None:
+        key = (camera, reason)
+        last = self._last.get(key)
+        if last is not None and now - last < self.interval_s:
+            self._unlogged[key] = self._unlogged.get(key, 0) + 1
+            return None
+        self._last[key] = now
+        return self._unlogged.pop(key, 0)
+
 
 OUTCOMES = ('frames_processed', 'frames_dropped', 'frames_rejected', 'frames_failed')
 # A header stamp further than this from the node's clock is not on that clock (bag replay,
@@ -127,13 +157,16 @@ class FrameScheduler:
     finish(frame, result) -> None   publishes; an exception counts the frame failed
     on_failure(health) -> None      optional: after each failed inference (error or timeout),
                                     called on a worker thread without the lock held
+    reject_log_interval_s             one 'frame rejected' line per camera and reason per
+                                    this many seconds (0: every rejection); see module doc
     """
 
     def __init__(self, cameras: list[str], prepare: Callable, infer: Callable,
                  finish: Callable, *, concurrency: int = 1, timeout_s: float = 0.0,
                  total: PerfStats | None = None, clock_ns: Callable[[], int] = time.time_ns,
                  logger: logging.Logger | None = None,
-                 on_failure: Callable[['Health'], None] | None = None):
+                 on_failure: Callable[['Health'], None] | None = None,
+                 reject_log_interval_s: float = 0.0):
         if concurrency < 1:
             raise ValueError(f'concurrency must be >= 1, got {concurrency}')
         self._prepare, self._infer, self._finish = prepare, infer, finish
@@ -142,6 +175,7 @@ class FrameScheduler:
         self.total = total if total is not None else PerfStats()
         self._clock_ns = clock_ns
         self._log = logger or logging.getLogger('dpt_ros.scheduler')
+        self._reject_log = RejectLogThrottle(reject_log_interval_s)   # prepare thread only
         self._cams = {c: _Camera(c, PerfStats()) for c in cameras}
         self._order = list(cameras)
         self._rr = 0
@@ -318,8 +352,12 @@ class FrameScheduler:
             try:
                 frame.prepared = self._prepare(frame)
             except InvalidImage as exc:
-                self._log.warning('camera %r: frame rejected (%s): %s',
-                                  frame.camera or '/', exc.reason, exc)
+                unlogged = self._reject_log.admit(frame.camera, exc.reason, time.monotonic())
+                if unlogged is not None:
+                    self._log.warning('camera %r: frame rejected (%s): %s%s',
+                                      frame.camera or '/', exc.reason, exc,
+                                      f' ({unlogged} more of this kind not logged in the last '
+                                      f'{self._reject_log.interval_s:g} s)' if unlogged else '')
                 self._settle_unsequenced(frame, 'frames_rejected', exc.reason)
                 continue
             except Exception as exc:  # a bug or a resource error: count it, keep serving

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from dpt_ros.metric import (AlignmentError, MetricDepth, fit_scale_shift, resize_nearest,
+from dpt_ros.metric import (AlignmentError, MetricDepth, ReferenceBuffer, fit_scale_shift, resize_nearest,
                             sample_reference)
 
 SCALE, SHIFT = 0.037, 0.12
@@ -155,3 +155,31 @@ def test_resize_nearest_never_blends():
     assert up.shape == (4, 4)
     assert np.isnan(up[:2, 2:]).all()
     assert set(np.unique(up[np.isfinite(up)]).tolist()) == {1.0, 3.0, 4.0}
+
+
+MS = 1_000_000
+
+
+def test_reference_buffer_takes_the_nearest_within_tolerance_once():
+    buf = ReferenceBuffer(capacity=4)
+    assert buf.take(100 * MS, 50 * MS) == (None, 'none')
+    for t in (0, 100, 200, 300):
+        buf.add(t * MS, f'r{t}')
+    assert buf.take(190 * MS, 50 * MS) == ('r200', '')     # nearest, after the frame
+    assert len(buf) == 1                                      # it and the older ones forgotten
+    assert buf.take(200 * MS, 50 * MS) == (None, 'unmatched')  # r300 is 100 ms away: kept
+    assert buf.take(290 * MS, 50 * MS) == ('r300', '')
+    assert buf.take(290 * MS, 50 * MS) == (None, 'none')      # never fitted twice
+
+
+def test_reference_buffer_sorts_late_arrivals_and_keeps_the_newest():
+    buf = ReferenceBuffer(capacity=3)
+    for t in (50, 10, 40, 30, 20):                       # out of order; capacity 3
+        buf.add(t * MS, t)
+    assert len(buf) == 3
+    assert buf.take(10 * MS, 5 * MS) == (None, 'unmatched')   # 10 and 20 were the oldest
+    assert buf.take(31 * MS, 5 * MS) == (30, '')
+    assert buf.take(60 * MS, 0) == (None, 'unmatched')
+    assert buf.take(50 * MS, 0) == (50, '')
+    with pytest.raises(ValueError):
+        ReferenceBuffer(0)

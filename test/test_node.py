@@ -279,12 +279,19 @@ def test_bad_messages_rejected_with_reason_and_next_good_frame_served(graph):
                     'reasons']
             assert graph.spin_until(counted, 10), (reason, node.output())
             assert node.wait_for_line(f'({reason})', 5), node.output()
+        # A second bad frame of a kind already logged is counted, not logged again
+        # (reject_log_interval_s: one line per camera and reason per 5 s).
+        pub.publish(stamp(BAD[-1][1](), 350))
+        assert graph.spin_until(lambda: f'frames_rejected:{BAD[-1][0]}=2' in diag_values(
+            latest_status(diags, 'depth pipeline'))['reasons'], 10), node.output()
+        assert sum(f'frame rejected ({BAD[-1][0]})' in ln for ln in node.lines) == 1, \
+            node.output()
         pub.publish(stamp(raw_msg('rgb8', rgb_image(H, W)), 400))
         assert graph.spin_until(lambda: any(m.header.stamp.sec == 400 for m in depth), 10)
         assert not any(300 < m.header.stamp.sec < 400 for m in depth)
         assert graph.spin_until(
             lambda: (v := diag_values(latest_status(diags, 'depth pipeline')))[
-                'frames_rejected'] == str(len(BAD)) and v['frames_processed'] == '1', 5)
+                'frames_rejected'] == str(len(BAD) + 1) and v['frames_processed'] == '1', 5)
         assert node.proc.poll() is None      # still running
         assert 'Traceback' not in node.output()
 

@@ -126,16 +126,33 @@ def test_reference_mode_recovers_the_reference_scale_and_shift(graph):
         assert graph.wait_for_subscriber(ref_pub), node.output()
         assert graph.wait_matched('depth'), node.output()
         arr = rgb_image(H, W)
-        # First frame: no reference yet, so no metres may be published (nothing to fit).
-        (pred0,) = publish_and_wait(graph, node, pub, arr, 400, [rel])
+
+        def camera_diag():
+            st = latest_status(diags, 'camera')
+            return diag_values(st) if st is not None else {}
+
+        # A reference 100 s older than the frame (a stalled sensor) is not matched: the frame
+        # is counted unmatched and, with no fit yet, no metres are published. It stays in the
+        # buffer, so each frame until it is seen counts; resend until one has.
+        _, stale, _ = reference_for(np.ones((H, W), np.float32), 3.0, 0.5,
+                                    np.random.default_rng(4))
+        ref_pub.publish(stamp(raw_msg('32FC1', stale), 300, 11))
+        for _ in range(5):
+            (pred0,) = publish_and_wait(graph, node, pub, arr, 400, [rel])
+            rel.clear()
+            if graph.spin_until(
+                    lambda: int(camera_diag().get('metric_references_unmatched', 0)) >= 1, 2):
+                break
+        assert int(camera_diag()['metric_references_unmatched']) >= 1, node.output()[-3000:]
+        assert camera_diag()['metric_references_fitted'] == '0'
         pred = as_array(pred0)
         assert not graph.spin_until(lambda: met, 0.3), 'metric depth before any reference'
         truth, ref, outlier = reference_for(pred, scale, shift, np.random.default_rng(5))
         ref_msg = raw_msg('32FC1', ref)
         good = None
         for sec in range(401, 421):
-            # The node fits against the latest reference it has: send it just before the frame
-            # with the same stamp, as a synchronised depth sensor would.
+            # The node fits against the reference nearest the frame's stamp: send it just
+            # before the frame with the same stamp, as a synchronised depth sensor would.
             ref_pub.publish(stamp(ref_msg, sec, 11))
             pub.publish(stamp(raw_msg('rgb8', arr), sec, 11))
             assert graph.spin_until(lambda: by_stamp(rel, sec) is not None, 10), node.output()
@@ -165,6 +182,7 @@ def test_reference_mode_recovers_the_reference_scale_and_shift(graph):
         assert graph.spin_until(lambda: metric_diag() is not None, 5), node.output()
         v = metric_diag()
         assert v['metric_mode'] == 'reference'
+        assert int(v['metric_references_fitted']) >= 1
         assert float(v['metric_scale']) == pytest.approx(scale, abs=1.5e-3)
         assert float(v['metric_shift']) == pytest.approx(shift, abs=1.5e-3)
 

@@ -348,6 +348,8 @@ def check_outcomes(cases, results) -> dict[str, int]:
 
 
 def _fuzz(values, msg_type, topic, cases, must_see):
+    # Lock step learns a rejection's reason from its log line, so every one must be logged.
+    values = dict(values, reject_log_interval_s=0.0)
     graph = Graph('dpt_fuzz_graph')
     try:
         with start_node(values) as node:

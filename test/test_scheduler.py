@@ -2,13 +2,14 @@
 
 The stages are plain callables here (a sleeping 'backend'), so this runs without rclpy.
 """
+import logging
 import threading
 import time
 
 import pytest
 
 from dpt_ros.errors import InvalidImage
-from dpt_ros.scheduler import OUTCOMES, FrameScheduler
+from dpt_ros.scheduler import OUTCOMES, FrameScheduler, RejectLogThrottle
 
 
 def wait_for(cond, timeout=10.0):
@@ -208,6 +209,55 @@ def test_rejected_and_failed_frames_counted_with_reasons_and_next_frame_served()
         assert s.health.consecutive_failures == 0   # the last call succeeded
     finally:
         s.stop()
+
+
+def test_reject_log_throttle_one_line_per_camera_and_reason_per_interval():
+    t = RejectLogThrottle(5.0)
+    assert t.admit('', 'nan', 100.0) == 0            # first of its kind: logged
+    assert t.admit('', 'nan', 101.0) is None         # within 5 s: only counted
+    assert t.admit('', 'nan', 104.9) is None
+    assert t.admit('', 'truncated', 102.0) == 0      # another reason has its own line
+    assert t.admit('left', 'nan', 102.0) == 0        # and so has another camera
+    assert t.admit('', 'nan', 105.0) == 2            # interval over: says 2 went unlogged
+    assert t.admit('', 'nan', 106.0) is None
+    assert t.admit('', 'nan', 200.0) == 1
+    assert t.admit('', 'nan', 300.0) == 0
+    every = RejectLogThrottle(0.0)
+    assert [every.admit('', 'nan', 1.0) for _ in range(3)] == [0, 0, 0]
+    with pytest.raises(ValueError, match='>= 0'):
+        RejectLogThrottle(-1.0)
+
+
+class _Lines(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+@pytest.mark.parametrize('interval, logged', [(0.0, 20), (3600.0, 1)])
+def test_rejections_throttled_in_the_log_but_all_counted(interval, logged):
+    log = logging.getLogger(f'test_scheduler.reject_log.{interval}')
+    log.propagate = False
+    lines = _Lines()
+    log.addHandler(lines)
+    rec = Recorder(reject=set(range(1, 21)))
+    s = make(rec, logger=log, reject_log_interval_s=interval)
+    try:
+        for i in range(1, 22):
+            s.submit('', i)
+            assert wait_for(lambda: s.counts()['in_pipeline'] == 0, 5)
+        c = s.counts()
+        assert c['frames_rejected'] == 20 and c['frames_processed'] == 1 and reconciles(c)
+        assert s.total.reasons['frames_rejected:truncated'] == 20
+        rejected = [ln for ln in lines.lines if 'frame rejected (truncated)' in ln]
+        assert len(rejected) == logged, lines.lines
+        assert rec.published == [('', 21)]
+    finally:
+        s.stop()
+        log.removeHandler(lines)
 
 
 def test_hung_call_times_out_and_later_frames_flow():
