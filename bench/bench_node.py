@@ -38,6 +38,21 @@ import numpy as np  # noqa: E402
 OVERHEAD_STAGES = ('decode', 'preprocess', 'postprocess', 'colorize', 'publish')
 
 
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc), NaN where unreadable.
+
+    The stage means are wall times: on a machine with fewer cores than busy threads (here the
+    camera, the node and this sink share 2 cores) they include time the OS gave to another
+    process. The node's CPU time per frame says what the node itself costs.
+    """
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            fields = f.read().rsplit(')', 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+    except (OSError, ValueError, IndexError):
+        return float('nan')
+
+
 def run_publisher(rate: float, duration: float, height: int, width: int) -> None:
     """Child process: publish rgb8 frames at `rate` for `duration`, print the count sent."""
     import rclpy
@@ -107,6 +122,7 @@ def run_case(name: str, values: dict, env: dict, rate: float, duration: float,
         ok = graph.wait_matched('depth_relative', 30) and \
             graph.wait_matched('depth_relative/color', 30)
         assert ok, 'outputs not matched:\n' + node.output()
+        cpu_at_go = process_cpu_s(node.proc.pid)
         cam.stdin.write('go\n')
         cam.stdin.flush()
         t_start = time.monotonic()
@@ -133,6 +149,7 @@ def run_case(name: str, values: dict, env: dict, rate: float, duration: float,
                             int(v['frames_processed']) == len(depth)
             return False
         graph.spin_until(settled, 120)
+        node_cpu_s = process_cpu_s(node.proc.pid) - cpu_at_go
         graph.spin_until(lambda: False, 1.5)   # one more diagnostics period for fresh means
         v = next(diag_values(s) for arr in reversed(diags) for s in arr.status
                  if 'depth pipeline' in s.name)
@@ -164,6 +181,9 @@ def run_case(name: str, values: dict, env: dict, rate: float, duration: float,
         'missing_here_frame_indices': missing[:50],
         'output_fps': (len(depth) - 1) / span if span == span and span > 0 else 0.0,
         'node_overhead_ms_per_frame': sum(stage.values()),
+        # Everything the node process spent, per processed frame: its stages, receiving the
+        # input, diagnostics, DDS threads and the backend (for `zero`, next to nothing).
+        'node_process_cpu_ms_per_frame': 1e3 * node_cpu_s / max(1, int(v['frames_processed'])),
         'stage_ms': dict(stage, inference=float(v['inference_ms'])),
         'e2e_latency_ms': {f'p{q}': float(np.percentile(lat, q)) if lat.size else None
                            for q in (50, 95, 99)},
@@ -215,7 +235,8 @@ def main() -> int:
               f"{r['frames_received_by_node']:4d} processed {r['frames_processed']:4d} "
               f"dropped {r['frames_dropped']:4d} delivered {r['outputs_delivered_here']:4d} | "
               f"out {r['output_fps']:6.2f} FPS | overhead {r['node_overhead_ms_per_frame']:.2f} "
-              f'ms/frame | e2e p50/p95/p99 {lat["p50"]:.1f}/{lat["p95"]:.1f}/{lat["p99"]:.1f} ms'
+              f"ms/frame (node CPU {r['node_process_cpu_ms_per_frame']:.2f} ms/frame) | "
+              f'e2e p50/p95/p99 {lat["p50"]:.1f}/{lat["p95"]:.1f}/{lat["p99"]:.1f} ms'
               f" | exit {r['node_exit_code']} in {r['node_exit_s']} s", flush=True)
     summary = {}
     if 'dp1' in results and 'dp2' in results and results['dp1']['output_fps'] > 0:
