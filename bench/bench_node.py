@@ -41,16 +41,29 @@ OVERHEAD_STAGES = ('decode', 'preprocess', 'postprocess', 'colorize', 'publish')
 def process_cpu_s(pid: int) -> float:
     """User + system CPU seconds of a process so far (Linux /proc), NaN where unreadable.
 
-    The stage means are wall times: on a machine with fewer cores than busy threads (here the
-    camera, the node and this sink share 2 cores) they include time the OS gave to another
-    process. The node's CPU time per frame says what the node itself costs.
+    The stage means are the node's own wall times per stage; the process's CPU time per frame
+    adds what no stage covers (receiving the input, DDS threads, diagnostics): together they
+    say what the node costs.
     """
+    fields = _proc_stat(pid)
+    if fields is None:
+        return float('nan')
+    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+
+def process_minor_faults(pid: int) -> float:
+    """Minor page faults of a process so far (each costs a zeroed page), NaN if unreadable."""
+    fields = _proc_stat(pid)
+    return float(fields[7]) if fields is not None else float('nan')
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat fields after the command name (field 3 onwards), or None."""
     try:
         with open(f'/proc/{pid}/stat') as f:
-            fields = f.read().rsplit(')', 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
-    except (OSError, ValueError, IndexError):
-        return float('nan')
+            return f.read().rsplit(')', 1)[1].split()
+    except OSError:
+        return None
 
 
 def run_publisher(rate: float, duration: float, height: int, width: int) -> None:
@@ -123,6 +136,7 @@ def run_case(name: str, values: dict, env: dict, rate: float, duration: float,
             graph.wait_matched('depth_relative/color', 30)
         assert ok, 'outputs not matched:\n' + node.output()
         cpu_at_go = process_cpu_s(node.proc.pid)
+        faults_at_go = process_minor_faults(node.proc.pid)
         cam.stdin.write('go\n')
         cam.stdin.flush()
         t_start = time.monotonic()
@@ -150,6 +164,7 @@ def run_case(name: str, values: dict, env: dict, rate: float, duration: float,
             return False
         graph.spin_until(settled, 120)
         node_cpu_s = process_cpu_s(node.proc.pid) - cpu_at_go
+        node_faults = process_minor_faults(node.proc.pid) - faults_at_go
         graph.spin_until(lambda: False, 1.5)   # one more diagnostics period for fresh means
         v = next(diag_values(s) for arr in reversed(diags) for s in arr.status
                  if 'depth pipeline' in s.name)
@@ -184,6 +199,7 @@ def run_case(name: str, values: dict, env: dict, rate: float, duration: float,
         # Everything the node process spent, per processed frame: its stages, receiving the
         # input, diagnostics, DDS threads and the backend (for `zero`, next to nothing).
         'node_process_cpu_ms_per_frame': 1e3 * node_cpu_s / max(1, int(v['frames_processed'])),
+        'node_minor_faults_per_frame': node_faults / max(1, int(v['frames_processed'])),
         'stage_ms': dict(stage, inference=float(v['inference_ms'])),
         'e2e_latency_ms': {f'p{q}': float(np.percentile(lat, q)) if lat.size else None
                            for q in (50, 95, 99)},
