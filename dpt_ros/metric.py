@@ -232,6 +232,7 @@ class ReferenceBuffer:
     stamp when it is within `max_dt_ns`, and forgets it and every older one: frames of one
     camera are finished in stamp order, so no later frame is nearer to those, and a reference
     is never fitted twice. Thread-safe: filled by the subscription, read by the publish thread.
+    `taken` and `unmatched` count the outcomes of `take` (for diagnostics).
     """
 
     def __init__(self, capacity: int = 8):
@@ -240,6 +241,8 @@ class ReferenceBuffer:
         self.capacity = capacity
         self._items: list[tuple[int, object]] = []       # (stamp_ns, item), oldest first
         self._lock = threading.Lock()
+        self.taken = 0          # references handed out for a fit
+        self.unmatched = 0      # takes whose nearest reference was too far in time
 
     def __len__(self) -> int:
         with self._lock:
@@ -259,9 +262,11 @@ class ReferenceBuffer:
                 return None, 'none'
             i = min(range(len(self._items)), key=lambda k: abs(self._items[k][0] - stamp_ns))
             if abs(self._items[i][0] - stamp_ns) > max_dt_ns:
+                self.unmatched += 1
                 return None, 'unmatched'
             item = self._items[i][1]
             del self._items[:i + 1]
+            self.taken += 1
             return item, ''
 
 

@@ -148,8 +148,6 @@ class _Camera:
         self.ref_sub = None
         self.ref_reliability = None
         self.refs = ReferenceBuffer(REFERENCE_BUFFER)
-        self.refs_fitted = 0          # references taken for a fit (accepted or rejected by it)
-        self.refs_unmatched = 0       # frames whose nearest reference was too far in time
         self.metric = None
         self.pub_depth = self.pub_color = self.pub_info = None
         self.pub_metric = self.pub_metric_info = None
@@ -239,6 +237,7 @@ class DepthNode(Node):
         self._check_abort('the warm-up')
         concurrency = max(1, int(getattr(backend, 'max_concurrency', 1)))
         self.cameras = {ns: _Camera(ns) for ns in v['cameras']}
+        self._ref_max_dt_ns = int(v['metric.reference_max_dt_s'] * 1e9)
         self.scheduler = FrameScheduler(
             list(self.cameras), self._prepare, self._infer, self._finish,
             concurrency=concurrency, timeout_s=v['backend_timeout_s'], total=self.perf,
@@ -451,11 +450,8 @@ class DepthNode(Node):
     def _metric_depth(self, cam: _Camera, depth, stamp_ns: int):
         ref = None
         if cam.metric.mode == 'reference':
-            ref, why = cam.refs.take(
-                stamp_ns, int(self.values['metric.reference_max_dt_s'] * 1e9))
-            cam.refs_unmatched += why == 'unmatched'
+            ref, _ = cam.refs.take(stamp_ns, self._ref_max_dt_ns)
         if ref is not None:
-            cam.refs_fitted += 1
             try:
                 cam.metric.update_reference(depth, image_codec.decode_depth_m(ref,
                                                                               self.max_pixels))
@@ -644,8 +640,8 @@ class DepthNode(Node):
                 ckv['metric_scale'] = cam.metric.scale
                 ckv['metric_shift'] = cam.metric.shift
             if cam.metric is not None and cam.metric.mode == 'reference':
-                ckv['metric_references_fitted'] = cam.refs_fitted
-                ckv['metric_references_unmatched'] = cam.refs_unmatched
+                ckv['metric_references_fitted'] = cam.refs.taken
+                ckv['metric_references_unmatched'] = cam.refs.unmatched
             name = f'{self.get_name()}: camera {cam.ns or self.get_namespace()}'
             statuses.append(_status(clevel, name, hw, cwhy, ckv))
         self._last_diag_time = now

@@ -57,6 +57,7 @@ from typing import Callable
 from dpt_ros.errors import InvalidImage
 from dpt_ros.perf import PerfStats, percentile
 
+
 class RejectLogThrottle:
     """Decides which rejections are logged: one line per (camera, reason) per interval.
 
@@ -157,7 +158,7 @@ class FrameScheduler:
     finish(frame, result) -> None   publishes; an exception counts the frame failed
     on_failure(health) -> None      optional: after each failed inference (error or timeout),
                                     called on a worker thread without the lock held
-    reject_log_interval_s             one 'frame rejected' line per camera and reason per
+    reject_log_interval_s           one 'frame rejected' line per camera and reason per
                                     this many seconds (0: every rejection); see module doc
     """
 
@@ -356,8 +357,8 @@ class FrameScheduler:
                 if unlogged is not None:
                     self._log.warning('camera %r: frame rejected (%s): %s%s',
                                       frame.camera or '/', exc.reason, exc,
-                                      f' ({unlogged} more of this kind not logged in the last '
-                                      f'{self._reject_log.interval_s:g} s)' if unlogged else '')
+                                      f' ({unlogged} more of this kind not logged since the '
+                                      'last such line)' if unlogged else '')
                 self._settle_unsequenced(frame, 'frames_rejected', exc.reason)
                 continue
             except Exception as exc:  # a bug or a resource error: count it, keep serving

@@ -170,6 +170,7 @@ def test_reference_buffer_takes_the_nearest_within_tolerance_once():
     assert buf.take(200 * MS, 50 * MS) == (None, 'unmatched')  # r300 is 100 ms away: kept
     assert buf.take(290 * MS, 50 * MS) == ('r300', '')
     assert buf.take(290 * MS, 50 * MS) == (None, 'none')      # never fitted twice
+    assert (buf.taken, buf.unmatched) == (2, 1)
 
 
 def test_reference_buffer_sorts_late_arrivals_and_keeps_the_newest():

@@ -176,8 +176,7 @@ def test_reference_mode_recovers_the_reference_scale_and_shift(graph):
         assert np.abs(depth[outlier] / ref[outlier] - 1).min() > 0.3   # outliers ignored
 
         def metric_diag():
-            st = latest_status(diags, 'camera')
-            v = diag_values(st) if st is not None else {}
+            v = camera_diag()
             return v if v.get('metric_ready') == 'true' else None
         assert graph.spin_until(lambda: metric_diag() is not None, 5), node.output()
         v = metric_diag()
