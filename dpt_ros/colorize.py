@@ -84,22 +84,33 @@ def _linear_percentile(ordered: np.ndarray, q: float) -> float:
 
 
 def colorize(depth: np.ndarray, colormap: str = DEFAULT_COLORMAP, norm: str = 'percentile',
-             low: float = 2.0, high: float = 98.0) -> np.ndarray:
-    """(H, W) depth -> (H, W, 3) uint8 BGR. Non-finite pixels are black."""
+             low: float = 2.0, high: float = 98.0, out: np.ndarray | None = None) -> np.ndarray:
+    """(H, W) depth -> (H, W, 3) uint8 BGR. Non-finite pixels are black.
+
+    out: an (H, W, 3) uint8 C-contiguous array to draw into (returned), e.g. the buffer of the
+    message that will carry it; a new array when None.
+    """
     validate(colormap, norm, low, high)
     depth = np.asarray(depth)
     if depth.ndim != 2 or depth.size == 0:
         raise ValueError(f'expected a non-empty (H, W) depth map, got shape {depth.shape}')
+    if out is not None and (out.shape != depth.shape + (3,) or out.dtype != np.uint8
+                            or not out.flags.c_contiguous or not out.flags.writeable):
+        raise ValueError(f'out must be a writeable C-contiguous {depth.shape + (3,)} uint8 '
+                         f'array, got {out.shape} {out.dtype}')
     depth = depth.astype(np.float32, copy=False)
     vmin, vmax = value_range(depth, norm, low, high)
     if not np.isfinite(vmin):
-        return np.zeros(depth.shape + (3,), np.uint8)
+        if out is None:
+            return np.zeros(depth.shape + (3,), np.uint8)
+        out.fill(0)
+        return out
     span = vmax - vmin
     # A flat map (or a degenerate fixed range) draws mid-scale rather than dividing by zero.
     scale = 255.0 / span if span > 0 else 0.0
     offset = -vmin * scale if span > 0 else 127.5
     if jit.available():
-        bgr = np.empty(depth.shape + (3,), np.uint8)
+        bgr = np.empty(depth.shape + (3,), np.uint8) if out is None else out
         # One pass (range, round, colour, black where non-finite) instead of five.
         _colorize_kernel(np.ascontiguousarray(depth), float(vmin) if span > 0 else -np.inf,
                          float(scale), float(offset), _bgr_table(colormap), bgr)
@@ -116,7 +127,10 @@ def colorize(depth: np.ndarray, colormap: str = DEFAULT_COLORMAP, norm: str = 'p
     valid = np.isfinite(depth)
     if not valid.all():
         bgr[~valid] = 0
-    return bgr
+    if out is None:
+        return bgr
+    np.copyto(out, bgr)
+    return out
 
 
 @functools.lru_cache(maxsize=None)

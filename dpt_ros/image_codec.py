@@ -23,6 +23,7 @@ import array
 import functools
 import struct
 import sys
+import threading
 
 import numpy as np
 
@@ -253,6 +254,74 @@ def bgr_to_image_fields(bgr: np.ndarray) -> dict:
     if bgr.ndim != 3 or bgr.shape[2] != 3 or bgr.dtype != np.uint8:
         raise ValueError(f'colour image must be (H, W, 3) uint8, got {bgr.shape} {bgr.dtype}')
     return _fields(bgr, 'bgr8')
+
+
+# Encodings an OutputImage can hold: encoding -> (dtype, channels).
+_OUTPUT_KINDS = {'32FC1': (np.float32, 1), 'bgr8': (np.uint8, 3)}
+
+
+class OutputImage:
+    """An outgoing image whose pixels are written in place into its message's `data` buffer.
+
+    Why: copying a finished 640x480 depth and colour image into message buffers touches
+    another 4 MB per frame, about 0.45 ms in the node, where each frame starts with cold
+    caches. Here the pipeline writes `pixels` (a numpy view of `data`), and fields() hands
+    `data` to new_message() without a copy. The view also pins the buffer's size: an
+    array.array with a view on it cannot be resized.
+    """
+
+    def __init__(self, height: int, width: int, encoding: str):
+        if encoding not in _OUTPUT_KINDS:
+            raise ValueError(f"output encoding must be one of {', '.join(_OUTPUT_KINDS)}, "
+                             f"got '{encoding}'")
+        if height <= 0 or width <= 0:
+            raise ValueError(f'output image size must be positive, got {width}x{height}')
+        dtype, channels = _OUTPUT_KINDS[encoding]
+        self.height, self.width, self.encoding = int(height), int(width), encoding
+        self.step = self.width * channels * np.dtype(dtype).itemsize
+        # One fill pass; the pipeline overwrites every byte.
+        self.data = array.array('B', b'\0') * (self.step * self.height)
+        shape = (self.height, self.width) + ((channels,) if channels > 1 else ())
+        self.pixels = np.frombuffer(self.data, dtype=dtype).reshape(shape)
+
+    @property
+    def key(self) -> tuple[int, int, str]:
+        return self.height, self.width, self.encoding
+
+    def fields(self) -> dict:
+        """sensor_msgs/Image fields whose `data` is this image's buffer (for new_message)."""
+        return dict(encoding=self.encoding, height=self.height, width=self.width,
+                    step=self.step, is_bigendian=int(sys.byteorder == 'big'), data=self.data)
+
+
+class OutputImagePool:
+    """Reuses OutputImages between frames, so no frame allocates or faults in new buffers.
+
+    take() hands out a free image of the asked size and encoding (a new one when none is
+    free); give_back() returns it once its message is published: rclpy copies the data
+    while publishing, so the buffer may be written again as soon as publish() returns.
+    Thread safe; at most `keep_per_size` free images are kept per size and encoding.
+    """
+
+    def __init__(self, keep_per_size: int = 4):
+        self.keep_per_size = int(keep_per_size)
+        self._free: dict[tuple, list[OutputImage]] = {}
+        self._lock = threading.Lock()
+        self.allocated = 0
+
+    def take(self, height: int, width: int, encoding: str) -> OutputImage:
+        with self._lock:
+            free = self._free.get((int(height), int(width), encoding))
+            if free:
+                return free.pop()
+            self.allocated += 1
+        return OutputImage(height, width, encoding)
+
+    def give_back(self, image: OutputImage) -> None:
+        with self._lock:
+            free = self._free.setdefault(image.key, [])
+            if len(free) < self.keep_per_size and all(f is not image for f in free):
+                free.append(image)
 
 
 def rgb_to_image_fields(rgb: np.ndarray) -> dict:

@@ -183,6 +183,8 @@ class DepthNode(Node):
         self._active_calls: dict[int, int] = {}
         self._abort = threading.Event()
         self._released = None     # the backend close() has released
+        # Buffers the outputs are drawn into and published from (no copy per frame).
+        self._out_images = image_codec.OutputImagePool()
         if autostart:
             try:
                 self.start()
@@ -426,26 +428,35 @@ class DepthNode(Node):
         _, hw, header = frame.prepared
         cam = self.cameras[frame.camera]
         want_color = cam.pub_color.get_subscription_count() > 0
-        res = self.pipeline.finish(raw, hw, want_color=want_color)
-        metric = (self._metric_depth(cam, res.depth, frame.stamp_ns)
-                  if cam.metric is not None else None)
-        t0 = time.perf_counter()
-        new = image_codec.new_message
-        cam.pub_depth.publish(new(Image, header=header,
-                                  **image_codec.depth_to_image_fields(res.depth)))
-        if res.color is not None:
-            cam.pub_color.publish(new(Image, header=header,
-                                      **image_codec.bgr_to_image_fields(res.color)))
-        info = cam.latest_info
-        if info is not None:
-            out_info = _with_header(info, header)
-            cam.pub_info.publish(out_info)
-        if metric is not None:
-            cam.pub_metric.publish(new(Image, header=header,
-                                       **image_codec.depth_to_image_fields(metric)))
+        pool = self._out_images
+        depth_img = pool.take(hw[0], hw[1], '32FC1')
+        color_img = pool.take(hw[0], hw[1], 'bgr8') if want_color else None
+        try:
+            res = self.pipeline.finish(raw, hw, want_color=want_color,
+                                       depth_out=depth_img.pixels,
+                                       color_out=color_img.pixels if color_img else None)
+            metric = (self._metric_depth(cam, res.depth, frame.stamp_ns)
+                      if cam.metric is not None else None)
+            t0 = time.perf_counter()
+            new = image_codec.new_message
+            cam.pub_depth.publish(new(Image, header=header, **depth_img.fields()))
+            if color_img is not None:
+                cam.pub_color.publish(new(Image, header=header, **color_img.fields()))
+            info = cam.latest_info
             if info is not None:
-                cam.pub_metric_info.publish(out_info)
-        self.perf.add_stage('publish', (time.perf_counter() - t0) * 1e3)
+                out_info = _with_header(info, header)
+                cam.pub_info.publish(out_info)
+            if metric is not None:
+                cam.pub_metric.publish(new(Image, header=header,
+                                           **image_codec.depth_to_image_fields(metric)))
+                if info is not None:
+                    cam.pub_metric_info.publish(out_info)
+            self.perf.add_stage('publish', (time.perf_counter() - t0) * 1e3)
+        finally:
+            # publish() has copied the data: the buffers may be drawn into again.
+            pool.give_back(depth_img)
+            if color_img is not None:
+                pool.give_back(color_img)
 
     def _metric_depth(self, cam: _Camera, depth, stamp_ns: int):
         ref = None

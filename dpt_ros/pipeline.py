@@ -119,18 +119,24 @@ class DepthPipeline:
         self.perf.merge_counts({k: v for k, v in counts.items()
                                 if k != 'backend_fallback_count'})
 
-    def finish(self, raw: np.ndarray, out_hw, want_color: bool = True) -> DepthResult:
-        """(S, S) raw output -> DepthResult at out_hw (and colour when asked)."""
+    def finish(self, raw: np.ndarray, out_hw, want_color: bool = True,
+               depth_out: np.ndarray | None = None,
+               color_out: np.ndarray | None = None) -> DepthResult:
+        """(S, S) raw output -> DepthResult at out_hw (and colour when asked).
+
+        depth_out / color_out: arrays to write the depth / colour into (the node passes its
+        messages' buffers, see image_codec.OutputImage); new arrays when None.
+        """
         timings = {}
         t0 = time.perf_counter()
-        depth = resize_depth(raw, out_hw, method=self.resize_method)
+        depth = resize_depth(raw, out_hw, method=self.resize_method, out=depth_out)
         timings['postprocess'] = (time.perf_counter() - t0) * 1e3
         self.perf.add_stage('postprocess', timings['postprocess'])
         color = None
         if want_color:
             cmap, norm, low, high = self._color
             t0 = time.perf_counter()
-            color = colorize_mod.colorize(depth, cmap, norm, low, high)
+            color = colorize_mod.colorize(depth, cmap, norm, low, high, out=color_out)
             timings['colorize'] = (time.perf_counter() - t0) * 1e3
             self.perf.add_stage('colorize', timings['colorize'])
         return DepthResult(depth=depth, color=color, raw=np.asarray(raw), timings_ms=timings)

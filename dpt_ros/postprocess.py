@@ -24,26 +24,47 @@ def _check_hw(out_hw) -> tuple[int, int]:
     return h, w
 
 
-def resize_depth(raw: np.ndarray, out_hw, method: str = 'torch') -> np.ndarray:
-    """Resize a (S, S) float32 depth map to (H, W) float32 (bicubic, half-pixel centres)."""
+def resize_depth(raw: np.ndarray, out_hw, method: str = 'torch',
+                 out: np.ndarray | None = None) -> np.ndarray:
+    """Resize a (S, S) float32 depth map to (H, W) float32 (bicubic, half-pixel centres).
+
+    out: an (H, W) float32 C-contiguous array to write the result into (returned), e.g. the
+    buffer of the message that will carry it; a new array when None.
+    """
     raw = np.asarray(raw)
     if raw.ndim == 3 and raw.shape[0] == 1:
         raw = raw[0]
     if raw.ndim != 2 or raw.size == 0:
         raise ValueError(f'expected a (S, S) depth map, got shape {raw.shape}')
     h, w = _check_hw(out_hw)
+    if method not in RESIZE_METHODS:
+        raise ValueError(f"method must be one of {RESIZE_METHODS}, got '{method}'")
+    if out is not None and (out.shape != (h, w) or out.dtype != np.float32
+                            or not out.flags.c_contiguous or not out.flags.writeable):
+        raise ValueError(f'out must be a writeable C-contiguous ({h}, {w}) float32 array, '
+                         f'got {out.shape} {out.dtype}')
     raw = np.ascontiguousarray(raw, dtype=np.float32)
     if (h, w) == raw.shape:
-        return raw.copy()
+        if out is None:
+            return raw.copy()
+        np.copyto(out, raw)
+        return out
     if method == 'torch':
         import torch
         t = torch.from_numpy(raw)[None, None]
         with torch.inference_mode():
-            out = torch.nn.functional.interpolate(t, size=(h, w), mode='bicubic',
+            res = torch.nn.functional.interpolate(t, size=(h, w), mode='bicubic',
                                                   align_corners=False)
-        return out[0, 0].numpy().astype(np.float32, copy=False)
-    if method == 'cv2':
-        import cv2
+        res = res[0, 0].numpy().astype(np.float32, copy=False)
+        if out is None:
+            return res
+        np.copyto(out, res)
+        return out
+    import cv2
+    if out is None:
         return cv2.resize(raw, (w, h), interpolation=cv2.INTER_CUBIC).astype(np.float32,
-                                                                              copy=False)
-    raise ValueError(f"method must be one of {RESIZE_METHODS}, got '{method}'")
+                                                                          copy=False)
+    res = cv2.resize(raw, (w, h), dst=out, interpolation=cv2.INTER_CUBIC)
+    if res is not out and not np.shares_memory(res, out):   # OpenCV chose a new buffer
+        np.copyto(out, res)
+    return out

@@ -120,3 +120,23 @@ def test_compiled_and_opencv_paths_agree(monkeypatch):
         assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
     assert (compiled[0][~np.isfinite(d)] == 0).all()
     assert (compiled[3] == 128).all()      # a flat map draws mid-scale
+
+
+@pytest.mark.parametrize('numba_on', [True, False])
+def test_out_receives_the_same_colours(monkeypatch, numba_on):
+    # The node draws straight into the buffer of the message that carries the colours.
+    from dpt_ros import jit
+    if not numba_on:
+        monkeypatch.setattr(jit, 'numba', None)
+    rng = np.random.default_rng(5)
+    d = rng.random((30, 41)).astype(np.float32)
+    d[3, 4] = np.nan
+    out = np.full((30, 41, 3), 7, np.uint8)
+    assert colorize(d, 'turbo', out=out) is out
+    assert np.array_equal(out, colorize(d, 'turbo'))
+    nothing = np.full((2, 3), np.nan, np.float32)            # nothing finite: all black
+    out = np.full((2, 3, 3), 7, np.uint8)
+    assert colorize(nothing, out=out) is out and not out.any()
+    for bad in (np.zeros((30, 41, 3), np.float32), np.zeros((41, 30, 3), np.uint8)):
+        with pytest.raises(ValueError, match='out must be'):
+            colorize(d, out=bad)

@@ -192,3 +192,41 @@ def test_new_message_takes_the_data_over_without_copies():
     assert (msg.height, msg.width, msg.encoding, msg.step) == (6, 9, '32FC1', 36)
     plain = Image(**codec.depth_to_image_fields(depth))      # the ordinary constructor too
     assert np.array_equal(codec.image_fields_to_array(plain), depth)
+
+
+def test_output_image_is_drawn_in_place_and_published_without_a_copy():
+    depth = RNG.random((6, 9), dtype=np.float32)
+    img = codec.OutputImage(6, 9, '32FC1')
+    img.pixels[...] = depth
+    msg = codec.new_message(Image, **img.fields())
+    assert msg.data is img.data                               # the buffer itself
+    assert (msg.height, msg.width, msg.encoding, msg.step) == (6, 9, '32FC1', 36)
+    assert np.array_equal(codec.image_fields_to_array(msg), depth)
+    color = codec.OutputImage(6, 9, 'bgr8')
+    assert color.pixels.shape == (6, 9, 3) and color.step == 27
+    color.pixels[...] = bgr_from_rgb(RNG.integers(0, 256, (6, 9, 3), dtype=np.uint8))
+    assert np.array_equal(codec.image_fields_to_array(codec.new_message(Image,
+                                                                        **color.fields())),
+                          color.pixels)
+    with pytest.raises(BufferError):          # the view pins the size: no silent realloc
+        img.data.append(0)
+    with pytest.raises(ValueError, match='output encoding'):
+        codec.OutputImage(6, 9, 'rgb8')
+    with pytest.raises(ValueError, match='positive'):
+        codec.OutputImage(0, 9, 'bgr8')
+
+
+def test_output_image_pool_reuses_by_size_and_keeps_a_bounded_number():
+    pool = codec.OutputImagePool(keep_per_size=2)
+    a = pool.take(4, 5, '32FC1')
+    pool.give_back(a)
+    assert pool.take(4, 5, '32FC1') is a                      # reused, not reallocated
+    assert pool.take(4, 5, 'bgr8') is not a                   # another encoding: its own
+    assert pool.take(5, 4, '32FC1').pixels.shape == (5, 4)    # another size: its own
+    held = [pool.take(4, 5, '32FC1') for _ in range(4)]
+    for img in held + [held[0]]:                              # a double give-back is ignored
+        pool.give_back(img)
+    assert pool.take(4, 5, '32FC1') in held[:2]
+    assert pool.take(4, 5, '32FC1') in held[:2]
+    assert pool.take(4, 5, '32FC1') not in held               # only two were kept
+    assert pool.allocated == 8

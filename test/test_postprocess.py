@@ -58,3 +58,20 @@ def test_accepts_1xSxS_and_rejects_bad_input(raw):
         resize_depth(np.zeros((2, 3, 4), np.float32), (5, 5))
     with pytest.raises(ValueError):
         resize_depth(raw, (5, 5), method='nearest')
+
+
+@pytest.mark.parametrize('method', ['cv2', 'torch'])
+@pytest.mark.parametrize('hw', [(479, 641), (384, 384), (1, 1)])
+def test_out_receives_the_same_result(raw, method, hw):
+    # The node resizes straight into the buffer of the message that carries the depth.
+    out = np.full(hw, np.nan, np.float32)
+    got = resize_depth(raw, hw, method=method, out=out)
+    assert got is out
+    assert np.array_equal(out, resize_depth(raw, hw, method=method))
+
+
+def test_out_of_the_wrong_kind_is_refused(raw):
+    for bad in (np.zeros((10, 13), np.float32), np.zeros((10, 12), np.float64),
+                np.zeros((12, 10), np.float32).T):
+        with pytest.raises(ValueError, match='out must be'):
+            resize_depth(raw, (10, 12), method='cv2', out=bad)
