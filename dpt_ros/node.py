@@ -438,17 +438,16 @@ class DepthNode(Node):
             metric = (self._metric_depth(cam, res.depth, frame.stamp_ns)
                       if cam.metric is not None else None)
             t0 = time.perf_counter()
-            new = image_codec.new_message
-            cam.pub_depth.publish(new(Image, header=header, **depth_img.fields()))
+            cam.pub_depth.publish(depth_img.message(Image, header))
             if color_img is not None:
-                cam.pub_color.publish(new(Image, header=header, **color_img.fields()))
+                cam.pub_color.publish(color_img.message(Image, header))
             info = cam.latest_info
             if info is not None:
                 out_info = _with_header(info, header)
                 cam.pub_info.publish(out_info)
             if metric is not None:
-                cam.pub_metric.publish(new(Image, header=header,
-                                           **image_codec.depth_to_image_fields(metric)))
+                cam.pub_metric.publish(image_codec.new_message(
+                    Image, header=header, **image_codec.depth_to_image_fields(metric)))
                 if info is not None:
                     cam.pub_metric_info.publish(out_info)
             self.perf.add_stage('publish', (time.perf_counter() - t0) * 1e3)

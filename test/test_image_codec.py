@@ -230,3 +230,15 @@ def test_output_image_pool_reuses_by_size_and_keeps_a_bounded_number():
     assert pool.take(4, 5, '32FC1') in held[:2]
     assert pool.take(4, 5, '32FC1') not in held               # only two were kept
     assert pool.allocated == 8
+
+
+def test_output_image_message_is_built_once_and_carries_each_header():
+    from std_msgs.msg import Header
+    img = codec.OutputImage(3, 4, '32FC1')
+    img.pixels[...] = 1.5
+    first = img.message(Image, Header(frame_id='a'))
+    assert first.data is img.data and first.header.frame_id == 'a'
+    img.pixels[...] = 2.5                                     # the next frame, drawn in place
+    second = img.message(Image, Header(frame_id='b'))
+    assert second is first and second.header.frame_id == 'b'
+    assert np.array_equal(codec.image_fields_to_array(second), np.full((3, 4), 2.5, np.float32))
