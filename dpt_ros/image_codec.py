@@ -20,6 +20,7 @@ No rclpy import.
 from __future__ import annotations
 
 import array
+import contextlib
 import functools
 import struct
 import sys
@@ -337,6 +338,17 @@ class OutputImagePool:
             free = self._free.setdefault(image.key, [])
             if len(free) < self.keep_per_size and all(f is not image for f in free):
                 free.append(image)
+
+    @contextlib.contextmanager
+    def lend(self, height: int, width: int, *encodings):
+        """One image per encoding (None where an encoding is None), given back on exit."""
+        images = [None if e is None else self.take(height, width, e) for e in encodings]
+        try:
+            yield images
+        finally:
+            for image in images:
+                if image is not None:
+                    self.give_back(image)
 
 
 def rgb_to_image_fields(rgb: np.ndarray) -> dict:

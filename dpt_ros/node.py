@@ -428,10 +428,10 @@ class DepthNode(Node):
         _, hw, header = frame.prepared
         cam = self.cameras[frame.camera]
         want_color = cam.pub_color.get_subscription_count() > 0
-        pool = self._out_images
-        depth_img = pool.take(hw[0], hw[1], '32FC1')
-        color_img = pool.take(hw[0], hw[1], 'bgr8') if want_color else None
-        try:
+        # Outputs are drawn into the buffers their messages carry; publish() copies them,
+        # so the buffers go back to the pool as soon as the messages are out.
+        with self._out_images.lend(hw[0], hw[1], '32FC1',
+                                   'bgr8' if want_color else None) as (depth_img, color_img):
             res = self.pipeline.finish(raw, hw, want_color=want_color,
                                        depth_out=depth_img.pixels,
                                        color_out=color_img.pixels if color_img else None)
@@ -451,11 +451,6 @@ class DepthNode(Node):
                 if info is not None:
                     cam.pub_metric_info.publish(out_info)
             self.perf.add_stage('publish', (time.perf_counter() - t0) * 1e3)
-        finally:
-            # publish() has copied the data: the buffers may be drawn into again.
-            pool.give_back(depth_img)
-            if color_img is not None:
-                pool.give_back(color_img)
 
     def _metric_depth(self, cam: _Camera, depth, stamp_ns: int):
         ref = None

@@ -45,26 +45,19 @@ def resize_depth(raw: np.ndarray, out_hw, method: str = 'torch',
                          f'got {out.shape} {out.dtype}')
     raw = np.ascontiguousarray(raw, dtype=np.float32)
     if (h, w) == raw.shape:
-        if out is None:
-            return raw.copy()
-        np.copyto(out, raw)
-        return out
-    if method == 'torch':
+        res = raw if out is not None else raw.copy()
+    elif method == 'torch':
         import torch
         t = torch.from_numpy(raw)[None, None]
         with torch.inference_mode():
             res = torch.nn.functional.interpolate(t, size=(h, w), mode='bicubic',
                                                   align_corners=False)
-        res = res[0, 0].numpy().astype(np.float32, copy=False)
-        if out is None:
-            return res
-        np.copyto(out, res)
-        return out
-    import cv2
+        res = res[0, 0].numpy()
+    else:
+        import cv2
+        res = cv2.resize(raw, (w, h), dst=out, interpolation=cv2.INTER_CUBIC)
     if out is None:
-        return cv2.resize(raw, (w, h), interpolation=cv2.INTER_CUBIC).astype(np.float32,
-                                                                          copy=False)
-    res = cv2.resize(raw, (w, h), dst=out, interpolation=cv2.INTER_CUBIC)
-    if res is not out and not np.shares_memory(res, out):   # OpenCV chose a new buffer
+        return res.astype(np.float32, copy=False)
+    if res is not out:   # torch, the same-size copy, or OpenCV chose a new buffer
         np.copyto(out, res)
     return out

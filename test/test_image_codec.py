@@ -242,3 +242,15 @@ def test_output_image_message_is_built_once_and_carries_each_header():
     second = img.message(Image, Header(frame_id='b'))
     assert second is first and second.header.frame_id == 'b'
     assert np.array_equal(codec.image_fields_to_array(second), np.full((3, 4), 2.5, np.float32))
+
+
+def test_output_image_pool_lends_and_takes_back_even_on_error():
+    pool = codec.OutputImagePool()
+    with pool.lend(4, 5, '32FC1', None) as (depth, color):
+        assert depth.pixels.shape == (4, 5) and color is None
+    with pytest.raises(RuntimeError):
+        with pool.lend(4, 5, '32FC1', 'bgr8') as (again, color):
+            assert again is depth                               # given back, lent again
+            raise RuntimeError('publish failed')
+    with pool.lend(4, 5, '32FC1', 'bgr8') as (third, color_again):
+        assert third is depth and color_again is color          # both came back
