@@ -34,11 +34,12 @@ BUNDLED = ('astronaut', 'coffee', 'chelsea', 'rocket')
 
 
 def _frames(n: int, size: int) -> np.ndarray:
-    """n preprocessed bundled pictures (skimage.data), cycling if n > 4."""
+    """n bundled pictures (skimage.data) as the node gives them to the TT backend (resized
+    uint8 pixels; the normalisation is in the model's weights), cycling if n > 4."""
     from skimage import data
 
-    from dpt_ros.preprocess import preprocess
-    return np.stack([preprocess(getattr(data, BUNDLED[i % len(BUNDLED)])(), size)
+    from dpt_ros.preprocess import resize_pixels
+    return np.stack([resize_pixels(getattr(data, BUNDLED[i % len(BUNDLED)])(), size)
                      for i in range(n)])
 
 

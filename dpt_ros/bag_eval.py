@@ -162,6 +162,7 @@ def run_offline(args, src: bagio.BagSource) -> dict:
     from dpt_ros.metrics import pcc
     from dpt_ros.perf import PerfStats
     from dpt_ros.pipeline import DepthPipeline
+    from dpt_ros.preprocess import preprocess
 
     opts = _backend_options(args)
     t0 = time.perf_counter()
@@ -215,7 +216,7 @@ def run_offline(args, src: bagio.BagSource) -> dict:
             lat_ms.append((now - f0) * 1e3)
             out_times.append(now - t_start)
             if len(pcc_inputs) < args.pcc_frames:
-                pcc_inputs.append((pipe.prepare(rgb), res.raw.copy()))
+                pcc_inputs.append((preprocess(rgb, pipe.image_size), res.raw.copy()))
             m = None
             if frame.gt_depth is not None:
                 try:

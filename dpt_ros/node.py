@@ -281,11 +281,11 @@ class DepthNode(Node):
 
         from dpt_ros import colorize
         from dpt_ros.postprocess import resize_depth
-        from dpt_ros.preprocess import preprocess, warm_up
+        from dpt_ros.preprocess import warm_up
         t0 = time.monotonic()
         warm_up()   # the compiled resize: JIT or numba's cache load, not on the first frame
         s = self.pipeline.image_size
-        batch = preprocess(np.zeros((s, s, 3), np.uint8), s)[None]
+        batch = self.pipeline.model_input(np.zeros((s, s, 3), np.uint8))[None]
         try:
             raw = np.asarray(backend.infer(batch), dtype=np.float32)[0]
         except Exception as exc:  # the backend is judged frame by frame; say it now too
@@ -595,7 +595,7 @@ class DepthNode(Node):
             'device': info.device, 'execution_mode': info.execution_mode, 'dp': info.dp,
             'batch': info.batch_size, 'workers': self.scheduler.concurrency,
             'image_size': info.image_size, 'model': info.model_name, 'weights': info.weights,
-            'dtype': info.dtype,
+            'dtype': info.dtype, 'model_input': getattr(info, 'input_format', 'normalized'),
             'input_fps': snap['input_fps'], 'output_fps': snap['output_fps'],
             'device_fps': device_fps,
             # receive -> publish: always valid. e2e (header stamp -> publish): NaN while the

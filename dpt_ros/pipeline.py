@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dpt_ros import colorize as colorize_mod
-from dpt_ros.backends.base import BackendError
+from dpt_ros.backends.base import INPUT_FORMATS, BackendError
 from dpt_ros.perf import PerfStats
 from dpt_ros.postprocess import resize_depth
-from dpt_ros.preprocess import check_rgb, preprocess
+from dpt_ros.preprocess import check_rgb, normalize, preprocess, resize_pixels
 
 log = logging.getLogger('dpt_ros.pipeline')
 
@@ -66,6 +66,9 @@ class DepthPipeline:
             backend = backend.backend
         self.backend = backend
         self.image_size = int(backend.info.image_size)
+        if self.input_format not in INPUT_FORMATS:
+            raise BackendError(f'backend {backend.info.name} names an unknown input format '
+                               f"'{self.input_format}' (known: {', '.join(INPUT_FORMATS)})")
         self._color_lock = threading.Lock()
         self.set_colorization(colormap, norm, norm_low, norm_high)
 
@@ -85,14 +88,34 @@ class DepthPipeline:
         """(colormap, norm, low, high) currently used."""
         return self._color
 
+    @property
+    def input_format(self) -> str:
+        """What prepare() hands the current backend (backends/base.py): the resized uint8
+        pixels when it normalises them itself, else the processor's float32 tensor."""
+        return getattr(self.backend.info, 'input_format', 'normalized')
+
+    def model_input(self, rgb: np.ndarray) -> np.ndarray:
+        """(H, W, 3) uint8 RGB -> one frame in the backend's input format, unmeasured:
+        (S, S, 3) uint8 pixels or (3, S, S) float32. Raises InvalidImage on bad frames."""
+        if self.input_format == 'pixels':
+            return resize_pixels(rgb, self.image_size)
+        return preprocess(rgb, self.image_size)
+
     def prepare(self, rgb: np.ndarray) -> np.ndarray:
-        """(H, W, 3) uint8 RGB -> (3, S, S) float32. Raises InvalidImage on bad frames."""
+        """model_input, timed as the 'preprocess' stage."""
         with self.perf.stage('preprocess'):
-            return preprocess(rgb, self.image_size)
+            return self.model_input(rgb)
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        """(N, 3, S, S) float32 -> (N, S, S) float32 raw predicted_depth."""
-        batch = np.asarray(batch, dtype=np.float32)
+        """A batch of prepare() outputs (one frame without the N axis is fine) -> (N, S, S)
+        float32 raw predicted_depth."""
+        batch = np.asarray(batch)
+        if batch.dtype != np.uint8:
+            batch = batch.astype(np.float32, copy=False)
+        elif self.input_format != 'pixels':
+            # Prepared for a backend that took pixels, which a runtime fallback has replaced
+            # since: normalise here rather than fail the frames in flight.
+            batch = normalize(batch[None] if batch.ndim == 3 else batch)
         if batch.ndim == 3:
             batch = batch[None]
         t0 = time.perf_counter()

@@ -6,6 +6,11 @@ We compute Pillow's exact resize (OpenCV's cubic kernel gives different pixels) 
 uint8 -> float through a 256-entry table computed with the processor's float32 arithmetic, so
 the result matches transformers' `DPTImageProcessor` to float rounding.
 
+Two model-input formats (backends/base.py): 'normalized', the processor's float32 CHW
+tensor (`preprocess`), and 'pixels', the resized uint8 HWC image alone (`resize_pixels`), for
+backends that apply the normalisation themselves at no cost (the TT model folds it into its
+patch-embedding weights, see `pixel_affine`).
+
 Two ways to the same bits: `resample.resize_normalize` (compiled with numba, about 3.5x faster
 than Pillow + table at 640x480, and it releases the GIL) and Pillow itself followed by the
 table. `method='auto'` takes the compiled one where numba is importable; tests hold the two
@@ -67,7 +72,11 @@ def resize_rgb(rgb: np.ndarray, size: int = DEFAULT_SIZE) -> np.ndarray:
 
 
 def normalize(resized: np.ndarray) -> np.ndarray:
-    """(S, S, 3) uint8 -> (3, S, S) float32 with the processor's rescale + normalise."""
+    """(S, S, 3) uint8 -> (3, S, S) float32 with the processor's rescale + normalise; a batch
+    (N, S, S, 3) -> (N, 3, S, S)."""
+    resized = np.asarray(resized)
+    if resized.ndim == 4:
+        return np.stack([normalize(im) for im in resized])
     # cv2.LUT with a float32 table gives exactly the table's values (as np.take did) at a
     # tenth of the cost, and releases the GIL, so the node's other threads keep running.
     chw = np.ascontiguousarray(resized.transpose(2, 0, 1))
@@ -77,21 +86,62 @@ def normalize(resized: np.ndarray) -> np.ndarray:
     return out
 
 
+def pixel_affine() -> tuple[np.ndarray, np.ndarray]:
+    """(scale, offset), each (3,) float64: normalised_c = pixel_c * scale_c + offset_c.
+
+    The processor's rescale + normalise is affine per channel, so a model whose first layer
+    is linear (DPT's patch-embedding conv) can absorb it into that layer's weights and bias
+    and take the uint8 pixels directly.
+    """
+    mean = np.asarray(IMAGE_MEAN, dtype=np.float64)
+    std = np.asarray(IMAGE_STD, dtype=np.float64)
+    return RESCALE / std, -mean / std
+
+
+def pixel_centre() -> np.ndarray:
+    """(3,) float64: per channel, the half-integer nearest the mean in pixel units (127.5).
+
+    A model that folds the normalisation in takes pixel - centre: exact in bfloat16 for every
+    uint8 value (|v| <= 127.5 has 8 significant bits), and centred, so its first layer does
+    not build a large sum that its bias then has to cancel in low precision.
+    """
+    scale, offset = pixel_affine()
+    return np.round(-offset / scale * 2.0) / 2.0
+
+
+def _check_args(size, method: str) -> None:
+    if not isinstance(size, (int, np.integer)) or size <= 0:
+        raise ValueError(f'size must be a positive integer, got {size!r}')
+    if method not in METHODS:
+        raise ValueError(f"unknown preprocess method '{method}'; choose one of: "
+                         f"{', '.join(METHODS)}")
+
+
 def preprocess(rgb: np.ndarray, size: int = DEFAULT_SIZE, method: str = 'auto') -> np.ndarray:
     """(H, W, 3) uint8 RGB of any size/aspect -> (3, size, size) float32 model input.
 
     method: 'auto' (compiled where numba is importable, else Pillow), 'compiled', 'pillow';
     all give identical results. Raises InvalidImage for a wrong dtype/shape or an empty image.
     """
-    if not isinstance(size, (int, np.integer)) or size <= 0:
-        raise ValueError(f'size must be a positive integer, got {size!r}')
-    if method not in METHODS:
-        raise ValueError(f"unknown preprocess method '{method}'; choose one of: "
-                         f"{', '.join(METHODS)}")
+    _check_args(size, method)
     check_rgb(rgb)
     if method == 'compiled' or (method == 'auto' and resample.available()):
         return resample.resize_normalize(rgb, int(size), _LUT)
     return normalize(resize_rgb(rgb, int(size)))
+
+
+def resize_pixels(rgb: np.ndarray, size: int = DEFAULT_SIZE, method: str = 'auto') -> np.ndarray:
+    """(H, W, 3) uint8 RGB of any size/aspect -> (size, size, 3) uint8 RGB: the processor's
+    resize without its normalisation, the input of backends whose `input_format` is 'pixels'.
+
+    Always a new array (the caller may hand it to another thread while the frame's message
+    is reused). Same methods and errors as `preprocess`; both give the same pixels.
+    """
+    _check_args(size, method)
+    check_rgb(rgb)
+    if method == 'compiled' or (method == 'auto' and resample.available()):
+        return resample.resize_rgb(rgb, int(size))
+    return np.array(resize_rgb(rgb, int(size)))
 
 
 def preprocess_batch(images, size: int = DEFAULT_SIZE) -> np.ndarray:

@@ -4,8 +4,9 @@ Why this exists: the model input must equal what Intel/dpt-large's image process
 and that processor resizes with Pillow's bicubic filter on the uint8 image. Pillow does that
 in scalar C on 4 bytes per pixel (about 2.3 ms for 640x480 -> 384x384 on our CPUs, the largest
 part of the node's per-frame overhead). This module computes the same integers in compiled,
-vectorisable loops (numba), and writes the normalised float32 CHW tensor in the second pass
-instead of a uint8 image that is then transposed and looked up again.
+vectorisable loops (numba). `resize_rgb` returns the uint8 image (the input of backends that
+take pixels, see backends/base.py); `resize_normalize` writes the normalised float32 CHW
+tensor in the second pass instead of a uint8 image that is then transposed and looked up.
 
 Same result, by construction: Pillow's resampling is separable (two 1-D passes, each
 rounded and clipped to uint8; which one runs first depends on the Pillow version and the
@@ -188,27 +189,29 @@ def _resample_columns(src: np.ndarray, out_w: int) -> np.ndarray:
     return cv2.transpose(out_t)
 
 
-def resize_normalize(rgb: np.ndarray, size: int, lut: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 -> (3, size, size) float32: Pillow bicubic, then lut[c, value].
-
-    Requires available(). The uint8 image after resizing equals Pillow's
-    Image.resize((size, size), BICUBIC) exactly; `lut` is the (3, 256) float32 table of the
-    processor's rescale + normalise.
+def _resize(rgb: np.ndarray, size: int, lut: np.ndarray | None) -> np.ndarray:
+    """Pillow's bicubic resize to size x size; uint8 (size, size, 3) when lut is None, else
+    the normalised float32 (3, size, size) written in the last pass (no uint8 image between).
     """
     if not available():
         raise RuntimeError(f'numba is not importable ({jit.IMPORT_ERROR}); use Pillow')
     rgb = np.ascontiguousarray(rgb)
     h, w = rgb.shape[:2]
-    out = np.empty((3, size, size), np.float32)
     need_h, need_v = w != size, h != size
+
+    def finish(tmp: np.ndarray) -> np.ndarray:
+        # The size already matches: only the table (or a private copy of the pixels) is left.
+        if lut is None:
+            return tmp if tmp is not rgb else rgb.copy()
+        out = np.empty((3, size, size), np.float32)
+        _lut_to_chw(tmp, lut, out)
+        return out
+
     if need_v and pillow_vertical_first(h, w, size, size):
         vb, vw = bicubic_weights(h, size)
         tmp = np.empty((size, w, 3), np.uint8)
         _resample_rows(rgb, 0, vb, vw, tmp)
-        if need_h:
-            tmp = _resample_columns(tmp, size)
-        _lut_to_chw(tmp, lut, out)
-        return out
+        return finish(_resample_columns(tmp, size) if need_h else tmp)
     row0 = 0
     tmp = rgb
     if need_v:
@@ -219,11 +222,32 @@ def resize_normalize(rgb: np.ndarray, size: int, lut: np.ndarray) -> np.ndarray:
             tmp = rgb[row0:row1]
     if need_h:
         tmp = _resample_columns(np.ascontiguousarray(tmp), size)
-    if need_v:
-        _resample_rows_to_chw(tmp, row0, vb, vw, lut, out)
+    if not need_v:
+        return finish(tmp)
+    if lut is None:
+        out = np.empty((size, size, 3), np.uint8)
+        _resample_rows(tmp, row0, vb, vw, out)
     else:
-        _lut_to_chw(tmp, lut, out)
+        out = np.empty((3, size, size), np.float32)
+        _resample_rows_to_chw(tmp, row0, vb, vw, lut, out)
     return out
+
+
+def resize_rgb(rgb: np.ndarray, size: int) -> np.ndarray:
+    """(H, W, 3) uint8 -> (size, size, 3) uint8, equal to Pillow's
+    Image.resize((size, size), BICUBIC); always a new C-contiguous array. Requires available().
+    """
+    return _resize(rgb, size, None)
+
+
+def resize_normalize(rgb: np.ndarray, size: int, lut: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 -> (3, size, size) float32: Pillow bicubic, then lut[c, value].
+
+    Requires available(). The uint8 image after resizing equals Pillow's
+    Image.resize((size, size), BICUBIC) exactly; `lut` is the (3, 256) float32 table of the
+    processor's rescale + normalise.
+    """
+    return _resize(rgb, size, lut)
 
 
 def warm_up(lut: np.ndarray) -> None:
@@ -233,3 +257,4 @@ def warm_up(lut: np.ndarray) -> None:
     # Shapes that take every path: both passes (either order), one pass, none.
     for hw in ((8, 12), (4, 4), (4, 9), (9, 4), (40, 5)):
         resize_normalize(np.zeros(hw + (3,), np.uint8), 4, lut)
+        resize_rgb(np.zeros(hw + (3,), np.uint8), 4)

@@ -236,7 +236,6 @@ def run(args) -> dict:
     from dpt_ros.perf_report import (RunTimings, build_header, build_perf, header_path,
                                      write_perf)
     from dpt_ros.pipeline import DepthPipeline
-    from dpt_ros.preprocess import preprocess
 
     perf = PerfStats(window=100000)
     try:
@@ -267,7 +266,7 @@ def run(args) -> dict:
         batches = list(_batches(images, args.batch_size))
         # Warm-up: the first call compiles (torch.compile) or captures the trace (TT). It
         # bypasses the pipeline so the stage statistics hold timed iterations only.
-        prepared0 = np.stack([preprocess(im.rgb, pipe.image_size) for im in batches[0]])
+        prepared0 = np.stack([pipe.model_input(im.rgb) for im in batches[0]])
         for i in range(args.warmup):
             t0 = time.perf_counter()
             try:

@@ -37,6 +37,7 @@ import time
 import numpy as np
 
 from dpt_ros.backends.base import BackendError, BackendInfo
+from stand_in_backends import brightness
 
 FAULTS = ','.join(f'fault_{n}=fault_backends:create_{f}' for n, f in (
     ('ok', 'ok'), ('every', 'every_nth'), ('dying', 'dying'), ('ctl', 'controlled')))
@@ -105,7 +106,7 @@ class FaultBackend:
                 time.sleep(self.delay_s)
             if self.every and n % self.every == 0:
                 raise BackendError(f'fault double raised on call {n} (every {self.every})')
-            out = (np.asarray(batch)[:, 0] + 1.0).astype(np.float32)
+            out = brightness(np.asarray(batch))
             if mode == 'nan':
                 out[:] = np.nan
             elif mode == 'shape':

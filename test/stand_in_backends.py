@@ -18,6 +18,9 @@ name serves several tests:
                                stop request, like a long native inference call
     DPT_ROS_STANDIN_EVENTS     infer appends 'start <n>' / 'end <n>' to this file, so a test
                                can wait for "inside the backend call" as a condition
+    DPT_ROS_STANDIN_INPUT      the input format the stand-in names (backends/base.py):
+                               'pixels' (default, as the TT backend) or 'normalized' (as
+                               torch); it takes both, as those backends do
 
 `max_concurrency` is the requested `dp`, like one traced pipeline per TT chip.
 """
@@ -29,7 +32,16 @@ import time
 
 import numpy as np
 
-from dpt_ros.backends.base import BackendError, BackendInfo, BackendUnavailable
+from dpt_ros.backends.base import BackendError, BackendInfo, BackendUnavailable, batch_format
+
+
+def brightness(batch: np.ndarray) -> np.ndarray:
+    """Red channel in [0, 2] as 'inverse depth': cheap, input dependent, >= 0 like DPT's
+    output; the same map from (N, S, S, 3) uint8 pixels or normalised (N, 3, S, S) floats."""
+    size = int(batch.shape[1] if batch.dtype == np.uint8 else batch.shape[-1])
+    if batch_format(batch, size) == 'pixels':
+        return batch[..., 0] * np.float32(1 / 127.5)
+    return (batch[:, 0] + 1.0).astype(np.float32)
 
 
 class StandInBackend:
@@ -39,7 +51,8 @@ class StandInBackend:
         self.info = BackendInfo(name=name, device='test-double', dtype='fp32',
                                 image_size=opts.image_size, execution_mode='eager', dp=opts.dp,
                                 batch_size=1, model_name='stand-in (no model)',
-                                weights='none (test double)')
+                                weights='none (test double)',
+                                input_format=os.environ.get('DPT_ROS_STANDIN_INPUT', 'pixels'))
         self.max_concurrency = max(1, int(opts.dp))
         self.delay_s = delay_s
         self.fail_every = fail_every
@@ -68,8 +81,7 @@ class StandInBackend:
             time.sleep(self.delay_s)
         if self.fail_every and n % self.fail_every == 0:
             raise BackendError(f'stand-in fault on call {n} (every {self.fail_every})')
-        # Brightness as 'inverse depth': cheap, input dependent, >= 0 like DPT's output.
-        return (batch[:, 0] + 1.0).astype(np.float32)
+        return brightness(batch)
 
     def fallback_counts(self) -> dict[str, int]:
         return {}

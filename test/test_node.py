@@ -230,13 +230,15 @@ def test_diagnostics_every_key_and_warn_when_tt_fell_back(graph):
                     'frames_received', 'frames_processed', 'frames_dropped',
                     'frames_rejected', 'frames_failed', 'backend_fallback_count',
                     'host_fallback_count', 'program_config_fallback_total', 'backend',
-                    'execution_mode', 'dp', 'batch', 'image_size', 'model', 'weights'}
+                    'execution_mode', 'dp', 'batch', 'image_size', 'model', 'weights',
+                    'model_input'}
         assert expected <= set(v), expected - set(v)
         assert level_of(s) == 1 and 'fallback active' in s.message
         assert 'No chips detected' in s.message or 'device' in s.message
         assert s.hardware_id == 'cpu'
         assert v['backend'] == 'torch' and v['backend_requested'] == 'tt'
         assert v['backend_fallback_count'] == '1' and v['image_size'] == '64'
+        assert v['model_input'] == 'normalized'         # torch takes the processor's tensor
         assert 'tiny-random' in v['weights']
         assert float(v['inference_ms']) > 0 and float(v['latency_ms_p50']) > 0
         # Stamped 5 s after the epoch, like a replayed bag: receive -> publish is still a real

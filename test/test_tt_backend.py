@@ -131,12 +131,14 @@ def test_whole_backend_under_the_device_double_matches_torch(mode, dp, tmp_path)
     from dpt_ros.backends import torch_backend
     from dpt_ros.metrics import pcc
     from dpt_ros.model import load_model
-    from dpt_ros.preprocess import preprocess
+    from dpt_ros.preprocess import preprocess, resize_pixels
     from tt_device_double import tt_device_double
 
     size = 64
     loaded = load_model('tiny-random', image_size=size)
-    x = np.stack([preprocess(data.astronaut(), size), preprocess(data.coffee(), size)])
+    images = (data.astronaut(), data.coffee())
+    x = np.stack([preprocess(im, size) for im in images])
+    pixels = np.stack([resize_pixels(im, size) for im in images])
     cpu = torch_backend.create(BackendOptions(weights='tiny-random', image_size=size),
                                loaded=loaded)
     try:
@@ -150,6 +152,10 @@ def test_whole_backend_under_the_device_double_matches_torch(mode, dp, tmp_path)
         try:
             assert not started.fell_back and backend.info.name == 'tt'
             got = backend.infer(x)
+            # What the node sends: uint8 pixels, the normalisation folded into the weights.
+            # Both reach the device as the same bf16 pixel - 127.5 values: the same output.
+            assert backend.info.input_format == 'pixels'
+            np.testing.assert_array_equal(backend.infer(pixels), got)
             assert backend.info.extra['tt_execution_mode'] == mode
             assert backend.info.extra['tt_execution_mode_effective'] == mode
             assert backend.fallback_counts()['program_config_fallback_total'] == 0

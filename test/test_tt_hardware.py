@@ -37,11 +37,14 @@ def _device_kind() -> str:
     return 'wormhole_n300' if int(ttnn.GetNumAvailableDevices()) >= 2 else 'wormhole_n150'
 
 
-def _batch(size: int, names=IMAGES) -> np.ndarray:
+def _batch(size: int, names=IMAGES, pixels: bool = False) -> np.ndarray:
+    """The bundled images as the processor's normalised tensors (the CPU reference's input)
+    or as uint8 pixels (what the node gives the TT backend)."""
     from skimage import data
 
-    from dpt_ros.preprocess import preprocess
-    return np.stack([preprocess(getattr(data, n)(), size) for n in names])
+    from dpt_ros.preprocess import preprocess, resize_pixels
+    prep = resize_pixels if pixels else preprocess
+    return np.stack([prep(getattr(data, n)(), size) for n in names])
 
 
 @pytest.fixture(scope='module', params=[384, 512], ids=lambda s: f'{s}px')
@@ -55,11 +58,10 @@ def reference(request):
     cpu = torch_backend.create(BackendOptions(weights=WEIGHTS, image_size=size, device='cpu'),
                                loaded=loaded)
     try:
-        batch = _batch(size)
-        expected = cpu.infer(batch)
+        expected = cpu.infer(_batch(size))
     finally:
         cpu.close()
-    return size, loaded, batch, expected
+    return size, loaded, _batch(size, pixels=True), expected
 
 
 @pytest.mark.parametrize('dp', [1, 2], ids=lambda d: f'dp{d}')

@@ -178,9 +178,32 @@ def test_trace_capture_once_replay_with_new_inputs(tiny, tiny_tt, device):
         ttnn.release_trace(device, tid)
 
 
+def test_uint8_pixels_in_with_the_normalisation_folded_into_the_weights(tiny, tiny_tt, device):
+    """The node's input: a camera image's resized uint8 pixels. The model (normalisation in
+    its patch embedding) matches HF fed the processor's normalised tensor, and gives the same
+    output as when it is given that tensor itself."""
+    from skimage import data
+
+    from dpt_ros.preprocess import normalize, resize_pixels
+    u8 = resize_pixels(np.ascontiguousarray(data.coffee()), 384)[None]
+    x = torch.from_numpy(normalize(u8))
+    with torch.no_grad():
+        ref = tiny(pixel_values=x).predicted_depth
+    host = tiny_tt.preprocess_host(u8)
+    assert ttnn.to_torch(host).float().abs().max() == 127.5          # pixel - centre
+    got = torch.from_numpy(tiny_tt.postprocess_host(tiny_tt.forward(ttnn.to_device(host,
+                                                                                   device))))
+    value = pcc(got, ref)
+    log.info('tiny DPT 384 uint8-pixel input PCC %.5f', value)
+    assert value >= MIN_PCC
+    torch.testing.assert_close(got, run_model(tiny_tt, x, device), rtol=0, atol=0)
+
+
 def test_preprocess_rejects_wrong_shape(tiny_tt):
     with pytest.raises(ValueError, match='expected pixel batch'):
         tiny_tt.preprocess_host(np.zeros((1, 3, 256, 256), np.float32))
+    with pytest.raises(ValueError, match='expected pixel batch'):      # pixels must be uint8
+        tiny_tt.preprocess_host(np.zeros((1, 384, 384, 3), np.float32))
 
 
 # ---- fallbacks -----------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from tt_reference import pcc, randomize_embeddings
 ttnn = pytest.importorskip('ttnn')
 
 from dpt_ros.model import random_model  # noqa: E402
+from dpt_ros.preprocess import normalize  # noqa: E402
 from dpt_ros.tt.configs import build_configs  # noqa: E402
 from dpt_ros.tt.weights import (bilinear_matrix, cache_key, prepare_weights,  # noqa: E402
                                 resize_position_embeddings, weights_fingerprint)
@@ -76,12 +77,14 @@ def test_patch_matrix_and_additive_table_reproduce_hf_embeddings(tiny, prepared_
     cfg, p = prepared_bf16
     dims = cfg.dims
     torch.manual_seed(0)
-    px = torch.rand(1, 3, 384, 384)
+    pixels = torch.randint(0, 256, (1, 384, 384, 3), dtype=torch.uint8)
+    # HF takes the processor's normalised tensor; the prepared weights take the pixels.
+    px = torch.from_numpy(normalize(pixels.numpy()))
     with torch.no_grad():
         ref = tiny.dpt.embeddings(px).last_hidden_states[0]        # CLS first
     # Same patchify as the device: NHWC, RGB padded to 4, (kh, kw, c) per patch.
     g = dims.grid
-    x = torch.nn.functional.pad(px.permute(0, 2, 3, 1), (0, 1))
+    x = torch.nn.functional.pad(pixels.float() - 127.5, (0, 1))   # pixel - centre
     x = x.reshape(g, 16, g, 64).permute(0, 2, 1, 3).reshape(g * g, 1024)
     emb = x @ t(p['embeddings.patch.weight']) + t(p['embeddings.additive'])[0, :g * g]
     assert pcc(emb, ref[1:]) > 0.9999

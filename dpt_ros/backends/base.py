@@ -1,9 +1,16 @@
 """The one small interface every depth backend implements, and its error type.
 
-A backend takes a preprocessed batch (N, 3, S, S) float32 (already normalised exactly as the
-Intel/dpt-large processor does) and returns the model's raw `predicted_depth` (N, S, S)
+A backend takes a preprocessed batch and returns the model's raw `predicted_depth` (N, S, S)
 float32: relative inverse depth at model resolution. Resizing back to the camera image is the
-pipeline's job, so every backend is compared on the same tensor.
+pipeline's job, so every backend is compared on the same tensor. Two input formats:
+
+* 'normalized' — (N, 3, S, S) float, resized and normalised exactly as the Intel/dpt-large
+  processor does (`preprocess.preprocess`). Every backend takes it.
+* 'pixels' — (N, S, S, 3) uint8 RGB, the same resize without the normalisation
+  (`preprocess.resize_pixels`). Taken by backends whose `info.input_format` says 'pixels':
+  those apply the normalisation themselves where it costs nothing (the TT model folds it into
+  its patch-embedding weights), so the host neither computes nor ships a float32 tensor 4x
+  the size. The pipeline gives each backend the format it names.
 
 `max_concurrency` says how many `infer` calls may run at once from different threads (1 for
 torch; the data-parallel degree for TT, one call per chip). Callers that want dp > 1
@@ -38,12 +45,29 @@ class BackendInfo:
     batch_size: int = 1          # frames per infer() call the backend is tuned for
     model_name: str = 'Intel/dpt-large'
     weights: str = 'unknown'     # what was actually loaded: hub id, path, 'random (seed 0)'
+    input_format: str = 'normalized'  # the batch the pipeline hands infer(): see INPUT_FORMATS
     extra: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         d = {k: v for k, v in self.__dict__.items() if k != 'extra'}
         d.update(self.extra)
         return d
+
+
+INPUT_FORMATS = ('normalized', 'pixels')
+
+
+def batch_format(batch: np.ndarray, size: int) -> str:
+    """'normalized' for an (N, 3, S, S) float batch, 'pixels' for (N, S, S, 3) uint8; a
+    BackendError naming both otherwise."""
+    shape = tuple(batch.shape)
+    if len(shape) == 4 and shape[0] > 0:
+        if shape[1:] == (3, size, size) and np.issubdtype(batch.dtype, np.floating):
+            return 'normalized'
+        if shape[1:] == (size, size, 3) and batch.dtype == np.uint8:
+            return 'pixels'
+    raise BackendError(f'expected a normalised (N, 3, {size}, {size}) float batch or '
+                       f'(N, {size}, {size}, 3) uint8 pixels, got shape {shape} {batch.dtype}')
 
 
 @runtime_checkable
@@ -54,7 +78,8 @@ class DepthBackend(Protocol):
     max_concurrency: int
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        """Run the model on (N, 3, S, S) float32; return (N, S, S) float32 predicted_depth."""
+        """Run the model on a batch in a format it takes (see above); return (N, S, S)
+        float32 predicted_depth."""
         ...
 
     def fallback_counts(self) -> dict[str, int]:

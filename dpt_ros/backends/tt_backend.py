@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 from dpt_ros.backends import BackendOptions
-from dpt_ros.backends.base import BackendError, BackendInfo, BackendUnavailable
+from dpt_ros.backends.base import BackendError, BackendInfo, BackendUnavailable, batch_format
 from dpt_ros.tt.device import (DEVICE_CHIPS, EXECUTION_MODES, TtDevices, import_ttnn,
                                open_devices)
 from dpt_ros.tt.executor import ChipPipeline, DataParallel
@@ -75,6 +75,8 @@ class TtBackend:
             execution_mode=opts.execution_mode, dp=dp.dp,
             batch_size=max(1, int(opts.batch_size)), model_name=model_name,
             weights=loaded.weights,
+            # The production program folds the normalisation into its patch embedding.
+            input_format=getattr(models[0], 'input_format', 'normalized'),
             extra={'tt_execution_mode': opts.execution_mode,
                    # differs only when a host fallback forced a chip to run eagerly
                    'tt_execution_mode_effective': ','.join(sorted({p.mode
@@ -98,18 +100,23 @@ class TtBackend:
                         loaded.weights)
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        """(N, 3, S, S) float32 -> (N, S, S) float32 predicted_depth; one frame per chip."""
+        """(N, S, S, 3) uint8 pixels (input_format 'pixels', the production model) or
+        (N, 3, S, S) normalised float -> (N, S, S) float32 predicted_depth; one frame per chip.
+        """
         batch = np.asarray(batch)
-        s = self.image_size
-        if batch.ndim != 4 or batch.shape[1:] != (3, s, s) or batch.shape[0] == 0:
-            raise BackendError(f'expected a (N, 3, {s}, {s}) batch, got shape {batch.shape}')
+        kind = batch_format(batch, self.image_size)
+        if kind == 'pixels' and self.info.input_format != 'pixels':
+            raise BackendError('this tt device program takes normalised (N, 3, S, S) input, '
+                               'not pixels')
+        batch = (np.ascontiguousarray(batch) if kind == 'pixels'
+                 else np.ascontiguousarray(batch, dtype=np.float32))
         with self._lock:
             if self._closed:
                 raise BackendError('tt backend is closed')
             self._active += 1
         try:
             t0 = time.perf_counter()
-            out = self._dp.infer(np.ascontiguousarray(batch, dtype=np.float32))
+            out = self._dp.infer(batch)
             e2e_ms = (time.perf_counter() - t0) * 1e3
             perf = self._dp.last_perf
             extra = self.info.extra
@@ -157,6 +164,8 @@ def _teardown(dp: DataParallel | None, devices: TtDevices | None) -> None:
 
 class _TtDPTProgram:
     """TtDPT seen through the executor's device-program interface."""
+
+    input_format = 'pixels'     # TtDPT.preprocess_host takes uint8 pixels (and normalised)
 
     def __init__(self, tt_dpt):
         self.tt = tt_dpt

@@ -215,7 +215,8 @@ class ChipPipeline:
 
     # -- per frame: prepare (host) -> write -> execute -> read ------------------------------
     def prepare(self, frame: np.ndarray):
-        """Host side of a frame: (1,3,S,S) float32 -> the host ttnn tensor the chip takes."""
+        """Host side of a frame: (1,3,S,S) float32, or (1,S,S,3) uint8 pixels for a model
+        whose input_format is 'pixels' -> the host ttnn tensor the chip takes."""
         prep: Callable | None = getattr(self.model, 'prepare_input', None)
         if prep is not None:
             return prep(frame)
@@ -385,7 +386,8 @@ class DataParallel:
         return sum(p.compile(sample) for p in self.pipelines)
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        """(N,3,S,S) float32 -> (N,S,S) float32, in input order. Thread-safe.
+        """(N,3,S,S) float32 or (N,S,S,3) uint8 pixels -> (N,S,S) float32, in input order.
+        Thread-safe.
 
         Takes min(N, dp) free chips at once; frame i goes to chip i % k, so with N == dp each
         chip holds one frame and all of them are in flight together.
@@ -405,7 +407,8 @@ class DataParallel:
     @staticmethod
     def _run(batch: np.ndarray, pipes: list[ChipPipeline]) -> tuple[np.ndarray, FramePerf]:
         n, k = int(batch.shape[0]), len(pipes)
-        out = np.empty((n, batch.shape[2], batch.shape[3]), dtype=np.float32)
+        side = pipes[0].image_size         # the batch is NCHW floats or NHWC pixels
+        out = np.empty((n, side, side), dtype=np.float32)
         perf = FramePerf(frames=n)
         t0 = time.perf_counter()
         hosts = [pipes[i % k].prepare(batch[i:i + 1]) for i in range(n)]

@@ -73,20 +73,33 @@ class TtDPT:
         return (self.cfg.batch * dims.grid, dims.patch, dims.grid, dims.patch * PAD_CHANNELS)
 
     def preprocess_host(self, batch: np.ndarray):
-        """(N, 3, S, S) float32 pixel values -> host ttnn.Tensor in forward's input layout.
+        """A batch -> host ttnn.Tensor in forward's input layout: NHWC pixel - centre
+        (preprocess.pixel_centre: half-integers, exact in bf16), RGB padded to 4 channels,
+        viewed as (N*P, 16, P, 64) (a free reshape) for the device patchify. The patch-
+        embedding weights hold the rest of the normalisation (weights.py).
 
-        Only a layout change: NCHW -> NHWC, RGB padded to 4 channels, bf16, viewed as
-        (N*P, 16, P, 64) (a free reshape) for the device patchify.
+        Takes (N, S, S, 3) uint8 pixels, or the processor's normalised (N, 3, S, S) float32,
+        mapped back to pixel values (the affine inverse; for tests and float callers).
         """
         import torch
         import ttnn
+
+        from dpt_ros.preprocess import pixel_affine, pixel_centre
         dims = self.cfg.dims
         s = dims.image_size
-        batch = np.asarray(batch, dtype=np.float32)
-        if batch.shape != (self.cfg.batch, 3, s, s):
-            raise ValueError(f'expected pixel batch {(self.cfg.batch, 3, s, s)}, '
-                             f'got {batch.shape}')
-        x = torch.from_numpy(batch).permute(0, 2, 3, 1)
+        batch = np.asarray(batch)
+        n = self.cfg.batch
+        centre = torch.from_numpy(pixel_centre()).float()
+        if batch.shape == (n, s, s, 3) and batch.dtype == np.uint8:
+            x = torch.from_numpy(np.ascontiguousarray(batch)).float() - centre
+        elif batch.shape == (n, 3, s, s):
+            scale, offset = (torch.from_numpy(v).float().reshape(1, 3, 1, 1)
+                             for v in pixel_affine())
+            x = torch.from_numpy(np.asarray(batch, dtype=np.float32))
+            x = ((x - offset) / scale).permute(0, 2, 3, 1) - centre
+        else:
+            raise ValueError(f'expected pixel batch {(n, s, s, 3)} uint8 or normalised '
+                             f'{(n, 3, s, s)} float32, got {batch.shape} {batch.dtype}')
         x = torch.nn.functional.pad(x, (0, PAD_CHANNELS - 3))
         x = x.reshape(self.input_shape).contiguous()
         return ttnn.from_torch(x, ttnn.bfloat16, layout=ttnn.ROW_MAJOR_LAYOUT)

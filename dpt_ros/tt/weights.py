@@ -5,6 +5,10 @@ per frame:
 
 * patch embedding conv (D,3,16,16) -> one matrix (16*16*4, D) matching the device patchify
   order (kh, kw, c) with RGB padded to 4 channels; conv bias folded into the additive table.
+  The processor's normalisation (per channel pixel * scale + offset, preprocess.pixel_affine)
+  is folded in too: the device takes pixel - centre (preprocess.pixel_centre: exact in bf16),
+  the weights are multiplied by scale, and what is left of the offset (scale * centre +
+  offset, zero for DPT's mean of 0.5) goes into the additive table through the conv.
 * additive table (1, Tp, D): rows 0..P²-1 = position embeddings (interpolated to the image size
   exactly as HF does) + patch bias; row P² = CLS + its position embedding; padding rows 0.
   The TT model keeps the CLS token AFTER the patch tokens (attention is permutation-equivariant
@@ -39,7 +43,7 @@ import numpy as np
 
 log = logging.getLogger('dpt_ros.tt.weights')
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2    # 2: normalisation folded into the patch embedding
 MASK_VALUE = -1e9
 PAD_CHANNELS = 4    # RGB padded to 4 so that one patch row is 16*4 = 64 values
 
@@ -174,6 +178,8 @@ def bilinear_matrix(n: int) -> np.ndarray:
 def _prepare(sd, configs) -> dict:
     import torch
     import ttnn
+
+    from dpt_ros.preprocess import pixel_affine, pixel_centre
     dims = configs.dims
     wdt = configs.weight_dtype
     tp = configs.tokens_padded
@@ -204,13 +210,18 @@ def _prepare(sd, configs) -> dict:
     e = 'dpt.embeddings.'
     pw = f64(e + 'patch_embeddings.projection.weight')            # (D, 3, p, p)
     patch = dims.patch
+    scale, offset = (torch.from_numpy(v).reshape(1, -1, 1, 1) for v in pixel_affine())
+    centre = torch.from_numpy(pixel_centre()).reshape(1, -1, 1, 1)
     pw4 = torch.zeros(d, PAD_CHANNELS, patch, patch, dtype=torch.float64)
-    pw4[:, :pw.shape[1]] = pw
+    pw4[:, :pw.shape[1]] = pw * scale
+    # conv(pixel * scale + offset) = conv(w * scale)(pixel - centre) + sum over (c, kh, kw)
+    # of w * (scale * centre + offset)_c, the last a per-channel constant: into the table.
+    offset_bias = (pw * (scale * centre + offset)).sum(dim=(1, 2, 3))        # (D,)
     # Device patch vector order is (kh, kw, c) — see embeddings.py.
     params['embeddings.patch.weight'] = linear_w(pw4.permute(2, 3, 1, 0).reshape(-1, d))
     pos = resize_position_embeddings(f64(e + 'position_embeddings'), g)[0]   # (1+P², D)
     table = torch.zeros(tp, d, dtype=torch.float64)
-    table[:p2] = pos[1:] + f64(e + 'patch_embeddings.projection.bias')
+    table[:p2] = pos[1:] + f64(e + 'patch_embeddings.projection.bias') + offset_bias
     table[p2] = f64(e + 'cls_token').reshape(-1) + pos[0]
     params['embeddings.additive'] = ttnn.from_torch(
         table.float().reshape(1, tp, d), ttnn.bfloat16, layout=ttnn.TILE_LAYOUT)
