@@ -5,7 +5,10 @@ publish time), the depth node (python -m dpt_ros.node), and this process, which 
 the outputs (depth_relative and depth_relative/color, so colourising is included) and to
 /diagnostics. Cases:
 
-  zero      zero-cost stand-in backend: the node's own overhead and latency
+  zero      zero-cost stand-in backend taking uint8 pixels, as the TT backend does (the
+            normalisation folded into its weights): the node's own overhead and latency
+  zero_normalized  the same stand-in taking the normalised float32 tensor, as the torch
+            backend does: the node also normalises each frame
   tiny      the real torch backend with tiny-random weights (same architecture, small)
   dp1, dp2  a fixed 40 ms stand-in backend with max_concurrency 1 and 2, fed faster than both
             (--dp-rate Hz): output FPS ratio dp2/dp1 (target >= 1.9)
@@ -15,7 +18,8 @@ DDS, output FPS, node overhead per frame (decode + preprocess + postprocess + co
 publish, node's own stage means), e2e latency p50/p95/p99 (stamp -> arrival here) and the
 node's stamp -> publish latency. Writes generated/bench_node.json.
 
-    .venv/bin/python bench/bench_node.py [--duration 20] [--rate 30] [--cases zero,tiny,dp1,dp2]
+    .venv/bin/python bench/bench_node.py [--duration 20] [--rate 30]
+        [--cases zero,zero_normalized,tiny,dp1,dp2]
 """
 from __future__ import annotations
 
@@ -185,7 +189,7 @@ def run_case(name: str, values: dict, env: dict, rate: float, duration: float,
     received = int(v['frames_received'])
     out = {
         'case': name, 'input': f'{width}x{height} rgb8 @ {rate:g} Hz for {duration:g} s',
-        'backend': v['backend'], 'workers': int(v['workers']), 'dp': int(v['dp']),
+        'backend': v['backend'], 'model_input': v['model_input'], 'workers': int(v['workers']), 'dp': int(v['dp']),
         'frames_sent': sent, 'camera_slots_skipped': len(skipped),
         'frames_received_by_node': received,
         'frames_lost_in_dds': sent - received,
@@ -222,7 +226,7 @@ def main() -> int:
     ap.add_argument('--height', type=int, default=480)
     ap.add_argument('--width', type=int, default=640)
     ap.add_argument('--tiny-image-size', type=int, default=384)
-    ap.add_argument('--cases', default='zero,tiny,dp1,dp2')
+    ap.add_argument('--cases', default='zero,zero_normalized,tiny,dp1,dp2')
     ap.add_argument('--out', default=os.path.join(ROOT, 'generated', 'bench_node.json'))
     ap.add_argument('--publisher', action='store_true', help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -233,7 +237,10 @@ def main() -> int:
     base = {'diagnostics_rate': 2.0, 'backend_timeout_s': 0.0}
     dp_w, dp_h = (int(v) for v in a.dp_size.lower().split('x'))
     cases = {
-        'zero': ({'backend': 'standin_zero'}, {}, a.rate, a.duration, a.height, a.width),
+        'zero': ({'backend': 'standin_zero'}, {'DPT_ROS_STANDIN_INPUT': 'pixels'}, a.rate,
+                 a.duration, a.height, a.width),
+        'zero_normalized': ({'backend': 'standin_zero'}, {'DPT_ROS_STANDIN_INPUT': 'normalized'},
+                            a.rate, a.duration, a.height, a.width),
         'tiny': ({'backend': 'torch', 'weights': 'tiny-random',
                   'image_size': a.tiny_image_size}, {}, a.rate, a.duration, a.height, a.width),
         'dp1': ({'backend': 'standin_delay', 'dp': 1}, {'DPT_ROS_STANDIN_DELAY_MS': '40'},
@@ -247,7 +254,7 @@ def main() -> int:
         r = run_case(name, dict(base, **values), env, rate, duration, height, width)
         results[name] = r
         lat = r['e2e_latency_ms']
-        print(f"{name:5s} {r['backend']:14s} sent {r['frames_sent']:4d} node got "
+        print(f"{name:15s} {r['backend']:14s} {r['model_input']:10s} sent {r['frames_sent']:4d} node got "
               f"{r['frames_received_by_node']:4d} processed {r['frames_processed']:4d} "
               f"dropped {r['frames_dropped']:4d} delivered {r['outputs_delivered_here']:4d} | "
               f"out {r['output_fps']:6.2f} FPS | overhead {r['node_overhead_ms_per_frame']:.2f} "
@@ -263,6 +270,9 @@ def main() -> int:
         z = results['zero']
         summary['zero_backend_frames_lost'] = z['frames_sent'] - z['frames_processed']
         summary['zero_backend_overhead_ms'] = z['node_overhead_ms_per_frame']
+    if 'zero_normalized' in results:
+        summary['zero_normalized_backend_overhead_ms'] = \
+            results['zero_normalized']['node_overhead_ms_per_frame']
     os.makedirs(os.path.dirname(a.out), exist_ok=True)
     with open(a.out, 'w') as f:
         json.dump({'cases': results, 'summary': summary,
