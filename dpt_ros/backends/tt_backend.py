@@ -6,8 +6,9 @@ prepare its weights once for TTNN (cached on disk by the TT model code), build o
 chip, and compile + capture a trace per chip (`tt.executor`). A failure after the device is
 open releases what was built before the error propagates.
 
-`infer((N,3,S,S))` is thread-safe; `max_concurrency` = dp: each call takes free chips, one
-frame per chip in flight at once. Device time (`trace_wall_ms`, to a synchronize_device
+`infer` takes uint8 pixels (N,S,S,3) (`input_format` 'pixels': the normalisation is in the
+patch-embedding weights) or the normalised (N,3,S,S) tensor. It is thread-safe;
+`max_concurrency` = dp: each call takes free chips, one frame per chip in flight at once. Device time (`trace_wall_ms`, to a synchronize_device
 barrier) and the host-side end-to-end time are kept in `info.extra` after every call.
 
 Where ttnn is missing or no device opens ("No chips detected" here), `create` raises

@@ -86,8 +86,9 @@ class ChipPipeline:
     """One model on one chip, run eagerly or as replayed traces.
 
     `model(x: ttnn.Tensor) -> ttnn.Tensor` is the device program. Optional attributes:
-    `prepare_input(frame (1,3,S,S) float32) -> host ttnn.Tensor` (default: bf16 row-major
-    NCHW), `input_memory_config` (where it reads its input; default DRAM interleaved) and
+    `prepare_input(frame) -> host ttnn.Tensor` (frame (1,3,S,S) float32, or (1,S,S,3) uint8
+    for a model whose `input_format` is 'pixels'; default: bf16 row-major NCHW),
+    `input_memory_config` (where it reads its input; default DRAM interleaved) and
     `output_to_numpy(torch.Tensor) -> array of S*S values`.
     """
 

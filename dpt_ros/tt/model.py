@@ -5,7 +5,7 @@ Interface (stable; the runtime / backend builds on it):
     cfg = build_configs(hf_config, device='wormhole_n300', image_size=384, batch=1)
     prepared = prepare_weights(hf_model.state_dict(), cfg, weights_id=...)   # cached on disk
     model = TtDPT(prepared.params, hf_config, device, cfg, FallbackCounter(strict=...))
-    host = model.preprocess_host(batch_np)       # (N,3,S,S) float32 -> host ttnn.Tensor
+    host = model.preprocess_host(batch_np)       # (N,S,S,3) uint8 pixels -> host ttnn.Tensor
     dev_in = ttnn.allocate_tensor_on_device(host.shape, host.dtype, host.layout, device,
                                             model.input_memory_config)   # persistent input
     ttnn.copy_host_to_device_tensor(host, dev_in, cq_id=...)
