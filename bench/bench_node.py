@@ -189,7 +189,8 @@ def run_case(name: str, values: dict, env: dict, rate: float, duration: float,
     received = int(v['frames_received'])
     out = {
         'case': name, 'input': f'{width}x{height} rgb8 @ {rate:g} Hz for {duration:g} s',
-        'backend': v['backend'], 'model_input': v['model_input'], 'workers': int(v['workers']), 'dp': int(v['dp']),
+        'backend': v['backend'], 'model_input': v['model_input'],
+        'workers': int(v['workers']), 'dp': int(v['dp']),
         'frames_sent': sent, 'camera_slots_skipped': len(skipped),
         'frames_received_by_node': received,
         'frames_lost_in_dds': sent - received,
@@ -254,8 +255,9 @@ def main() -> int:
         r = run_case(name, dict(base, **values), env, rate, duration, height, width)
         results[name] = r
         lat = r['e2e_latency_ms']
-        print(f"{name:15s} {r['backend']:14s} {r['model_input']:10s} sent {r['frames_sent']:4d} node got "
-              f"{r['frames_received_by_node']:4d} processed {r['frames_processed']:4d} "
+        print(f"{name:15s} {r['backend']:14s} {r['model_input']:10s} "
+              f"sent {r['frames_sent']:4d} node got {r['frames_received_by_node']:4d} "
+              f"processed {r['frames_processed']:4d} "
               f"dropped {r['frames_dropped']:4d} delivered {r['outputs_delivered_here']:4d} | "
               f"out {r['output_fps']:6.2f} FPS | overhead {r['node_overhead_ms_per_frame']:.2f} "
               f"ms/frame (node CPU {r['node_process_cpu_ms_per_frame']:.2f} ms/frame) | "

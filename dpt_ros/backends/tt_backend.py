@@ -8,8 +8,9 @@ open releases what was built before the error propagates.
 
 `infer` takes uint8 pixels (N,S,S,3) (`input_format` 'pixels': the normalisation is in the
 patch-embedding weights) or the normalised (N,3,S,S) tensor. It is thread-safe;
-`max_concurrency` = dp: each call takes free chips, one frame per chip in flight at once. Device time (`trace_wall_ms`, to a synchronize_device
-barrier) and the host-side end-to-end time are kept in `info.extra` after every call.
+`max_concurrency` = dp: each call takes free chips, one frame per chip in flight at once.
+Device time (`trace_wall_ms`, to a synchronize_device barrier) and the host-side end-to-end
+time are kept in `info.extra` after every call.
 
 Where ttnn is missing or no device opens ("No chips detected" here), `create` raises
 `BackendUnavailable` with that reason: the registry then falls back to torch CPU, counted.
