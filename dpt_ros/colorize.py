@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from dpt_ros import jit
+from dpt_ros.errors import check_out_array
 
 # Names accepted by the `colormap` parameter -> OpenCV ids. 'turbo' is perceptually ordered
 # and readable by most colour-blind viewers; 'gray' gives the reference's plain output.
@@ -94,10 +95,8 @@ def colorize(depth: np.ndarray, colormap: str = DEFAULT_COLORMAP, norm: str = 'p
     depth = np.asarray(depth)
     if depth.ndim != 2 or depth.size == 0:
         raise ValueError(f'expected a non-empty (H, W) depth map, got shape {depth.shape}')
-    if out is not None and (out.shape != depth.shape + (3,) or out.dtype != np.uint8
-                            or not out.flags.c_contiguous or not out.flags.writeable):
-        raise ValueError(f'out must be a writeable C-contiguous {depth.shape + (3,)} uint8 '
-                         f'array, got {out.shape} {out.dtype}')
+    if out is not None:
+        check_out_array(out, depth.shape + (3,), np.uint8)
     depth = depth.astype(np.float32, copy=False)
     vmin, vmax = value_range(depth, norm, low, high)
     if not np.isfinite(vmin):

@@ -1,4 +1,5 @@
-"""Error types shared by the pure modules. Each carries a short machine-readable reason."""
+"""Error types shared by the pure modules (each carries a short machine-readable reason), and
+the argument check they share."""
 from __future__ import annotations
 
 
@@ -13,3 +14,16 @@ class InvalidImage(ValueError):
     def __init__(self, reason: str, message: str):
         super().__init__(message)
         self.reason = reason
+
+
+def check_out_array(out, shape: tuple, dtype) -> None:
+    """The check of every `out=` argument (an array a result is written into, e.g. a message
+    buffer): ValueError unless it is a writeable C-contiguous array of this shape and dtype."""
+    import numpy as np
+    if (not isinstance(out, np.ndarray) or out.shape != tuple(shape)
+            or out.dtype != np.dtype(dtype) or not out.flags.c_contiguous
+            or not out.flags.writeable):
+        got = (f'{out.shape} {out.dtype}' if isinstance(out, np.ndarray)
+               else type(out).__name__)
+        raise ValueError(f'out must be a writeable C-contiguous {tuple(shape)} '
+                         f'{np.dtype(dtype)} array, got {got}')

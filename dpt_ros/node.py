@@ -595,7 +595,7 @@ class DepthNode(Node):
             'device': info.device, 'execution_mode': info.execution_mode, 'dp': info.dp,
             'batch': info.batch_size, 'workers': self.scheduler.concurrency,
             'image_size': info.image_size, 'model': info.model_name, 'weights': info.weights,
-            'dtype': info.dtype, 'model_input': getattr(info, 'input_format', 'normalized'),
+            'dtype': info.dtype, 'model_input': self.pipeline.input_format,
             'input_fps': snap['input_fps'], 'output_fps': snap['output_fps'],
             'device_fps': device_fps,
             # receive -> publish: always valid. e2e (header stamp -> publish): NaN while the

@@ -110,14 +110,14 @@ class DepthPipeline:
         """A batch of prepare() outputs (one frame without the N axis is fine) -> (N, S, S)
         float32 raw predicted_depth."""
         batch = np.asarray(batch)
+        if batch.ndim == 3:
+            batch = batch[None]
         if batch.dtype != np.uint8:
             batch = batch.astype(np.float32, copy=False)
         elif self.input_format != 'pixels':
             # Prepared for a backend that took pixels, which a runtime fallback has replaced
             # since: normalise here rather than fail the frames in flight.
-            batch = normalize(batch[None] if batch.ndim == 3 else batch)
-        if batch.ndim == 3:
-            batch = batch[None]
+            batch = normalize(batch)
         t0 = time.perf_counter()
         out = self.backend.infer(batch)
         ms = (time.perf_counter() - t0) * 1e3

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from dpt_ros.errors import check_out_array
+
 RESIZE_METHODS = ('torch', 'cv2')
 
 
@@ -39,10 +41,8 @@ def resize_depth(raw: np.ndarray, out_hw, method: str = 'torch',
     h, w = _check_hw(out_hw)
     if method not in RESIZE_METHODS:
         raise ValueError(f"method must be one of {RESIZE_METHODS}, got '{method}'")
-    if out is not None and (out.shape != (h, w) or out.dtype != np.float32
-                            or not out.flags.c_contiguous or not out.flags.writeable):
-        raise ValueError(f'out must be a writeable C-contiguous ({h}, {w}) float32 array, '
-                         f'got {out.shape} {out.dtype}')
+    if out is not None:
+        check_out_array(out, (h, w), np.float32)
     raw = np.ascontiguousarray(raw, dtype=np.float32)
     if (h, w) == raw.shape:
         res = raw if out is not None else raw.copy()

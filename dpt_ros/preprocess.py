@@ -109,12 +109,16 @@ def pixel_centre() -> np.ndarray:
     return np.round(-offset / scale * 2.0) / 2.0
 
 
-def _check_args(size, method: str) -> None:
+def _compiled(size, method: str, rgb) -> bool:
+    """Check the arguments of preprocess / resize_pixels; True when the compiled resize
+    runs, False for Pillow."""
     if not isinstance(size, (int, np.integer)) or size <= 0:
         raise ValueError(f'size must be a positive integer, got {size!r}')
     if method not in METHODS:
         raise ValueError(f"unknown preprocess method '{method}'; choose one of: "
                          f"{', '.join(METHODS)}")
+    check_rgb(rgb)
+    return method == 'compiled' or (method == 'auto' and resample.available())
 
 
 def preprocess(rgb: np.ndarray, size: int = DEFAULT_SIZE, method: str = 'auto') -> np.ndarray:
@@ -123,9 +127,7 @@ def preprocess(rgb: np.ndarray, size: int = DEFAULT_SIZE, method: str = 'auto') 
     method: 'auto' (compiled where numba is importable, else Pillow), 'compiled', 'pillow';
     all give identical results. Raises InvalidImage for a wrong dtype/shape or an empty image.
     """
-    _check_args(size, method)
-    check_rgb(rgb)
-    if method == 'compiled' or (method == 'auto' and resample.available()):
+    if _compiled(size, method, rgb):
         return resample.resize_normalize(rgb, int(size), _LUT)
     return normalize(resize_rgb(rgb, int(size)))
 
@@ -137,9 +139,7 @@ def resize_pixels(rgb: np.ndarray, size: int = DEFAULT_SIZE, method: str = 'auto
     Always a new array (the caller may hand it to another thread while the frame's message
     is reused). Same methods and errors as `preprocess`; both give the same pixels.
     """
-    _check_args(size, method)
-    check_rgb(rgb)
-    if method == 'compiled' or (method == 'auto' and resample.available()):
+    if _compiled(size, method, rgb):
         return resample.resize_rgb(rgb, int(size))
     return np.array(resize_rgb(rgb, int(size)))
 

@@ -57,6 +57,14 @@ class TtDPT:
         self.fusion = TtFusion(self.params, configs, device, fallbacks, self.upsample)
         self.head = TtHead(self.params, configs, device, fallbacks, self.upsample)
         self._prepare_upsample()
+        # The input's constants (preprocess_host, per frame): pixel - centre is what the
+        # device takes; scale/offset map a normalised tensor back to pixels.
+        import torch
+
+        from dpt_ros.preprocess import pixel_affine, pixel_centre
+        self._centre = torch.from_numpy(pixel_centre()).float()
+        self._scale, self._offset = (torch.from_numpy(v).float().reshape(1, 3, 1, 1)
+                                     for v in pixel_affine())
 
     def _prepare_upsample(self):
         dims = self.cfg.dims
@@ -83,20 +91,15 @@ class TtDPT:
         """
         import torch
         import ttnn
-
-        from dpt_ros.preprocess import pixel_affine, pixel_centre
         dims = self.cfg.dims
         s = dims.image_size
         batch = np.asarray(batch)
         n = self.cfg.batch
-        centre = torch.from_numpy(pixel_centre()).float()
         if batch.shape == (n, s, s, 3) and batch.dtype == np.uint8:
-            x = torch.from_numpy(np.ascontiguousarray(batch)).float() - centre
+            x = torch.from_numpy(np.ascontiguousarray(batch)).float() - self._centre
         elif batch.shape == (n, 3, s, s):
-            scale, offset = (torch.from_numpy(v).float().reshape(1, 3, 1, 1)
-                             for v in pixel_affine())
             x = torch.from_numpy(np.asarray(batch, dtype=np.float32))
-            x = ((x - offset) / scale).permute(0, 2, 3, 1) - centre
+            x = ((x - self._offset) / self._scale).permute(0, 2, 3, 1) - self._centre
         else:
             raise ValueError(f'expected pixel batch {(n, s, s, 3)} uint8 or normalised '
                              f'{(n, 3, s, s)} float32, got {batch.shape} {batch.dtype}')
