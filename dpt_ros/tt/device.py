@@ -28,6 +28,15 @@ L1_SMALL_SIZE = 24576
 TRACE_REGION_SIZE = 8 * 1024 * 1024
 # Modes that replay a captured trace need a trace region; trace_2cq also needs CQ1.
 EXECUTION_MODES = ('eager', 'trace', 'trace_2cq')
+# Set only by the tests' mock-device dry-run (test/tt_mock_device), never by users.
+_mock_cluster_allowed = False
+
+
+def allow_mock_cluster(allowed: bool = True) -> None:
+    """Let open_devices open a MOCK cluster: for the dry-run harness, which stands in for the
+    kernel compiler and device execution. Without it a mocked cluster is refused."""
+    global _mock_cluster_allowed
+    _mock_cluster_allowed = bool(allowed)
 
 
 def import_ttnn():
@@ -141,7 +150,8 @@ def open_devices(device: str = 'wormhole_n300', dp: int = 1, *, execution_mode: 
     if execution_mode == 'eager':
         trace_region_size = 0
     mock = os.environ.get('TT_METAL_MOCK_CLUSTER_DESC_PATH')
-    if mock and getattr(ttnn.open_mesh_device, '__module__', '').startswith('ttnn'):
+    if mock and not _mock_cluster_allowed and \
+            getattr(ttnn.open_mesh_device, '__module__', '').startswith('ttnn'):
         # With a mocked cluster tt-metal reports chips that do not exist; a real open then
         # half-succeeds and crashes in the first device call (seen: a segfault), so refuse.
         raise BackendUnavailable(

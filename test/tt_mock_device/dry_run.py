@@ -1,0 +1,204 @@
+"""Dry-run the TT backend on a MOCK card (TEST DOUBLE; see test/tt_mock_device/__init__.py).
+
+Run by tt_mock_device.dry_run() in a process with the mock's environment. It builds the
+backend exactly as the node does (dpt_ros.backends.tt_backend.create: open the device, prepare
+the weights, build one TtDPT per chip, compile, capture traces), feeds it frames, closes it,
+once per execution mode, and writes a JSON report: per mode ok / error, fallback counters and
+reasons, the mode each chip really ran; every ttnn op call and failure; and, with --graph, the
+device-op list with per-op L1 use from a graph capture of one forward.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import faulthandler
+import json
+import logging
+import os
+import sys
+import time
+
+faulthandler.enable()
+
+import numpy as np  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
+
+import oplist  # noqa: E402
+
+# Ops the model calls, counted (calls and failures) through a wrapper around the real op.
+_COUNTED = ('linear', 'matmul', 'layer_norm', 'add', 'reshape', 'permute', 'to_memory_config',
+            'to_layout', 'slice', 'pad', 'relu', 'gelu', 'conv2d', 'clone', 'to_device',
+            'deallocate', 'execute_trace', 'begin_trace_capture', 'end_trace_capture',
+            'release_trace', 'record_event', 'wait_for_event', 'copy_host_to_device_tensor')
+_COUNTED_TRANSFORMER = ('scaled_dot_product_attention', 'split_query_key_value_and_split_heads',
+                        'concatenate_heads')
+
+
+def summarize(exc: BaseException) -> str:
+    from dpt_ros.tt.device import summarize_error
+    return f'{type(exc).__name__}: {summarize_error(exc)}'[:600]
+
+
+class OpCounter:
+    """Wraps ttnn ops: calls and failures per op, and the failure messages."""
+
+    def __init__(self, ttnn):
+        self.ttnn = ttnn
+        self.calls, self.fails = collections.Counter(), collections.Counter()
+        self.messages = collections.Counter()
+        self.fidelities = collections.defaultdict(collections.deque)  # during graph capture
+        for name in _COUNTED:
+            self._wrap(ttnn, name, 'ttnn.')
+        for name in _COUNTED_TRANSFORMER:
+            self._wrap(ttnn.transformer, name, 'ttnn.transformer.')
+
+    def _wrap(self, module, name, prefix):
+        real = getattr(module, name)
+        key = prefix + name
+
+        def counted(*args, **kwargs):
+            self.calls[key] += 1
+            if self.ttnn.graph.is_graph_capture_active():
+                config = kwargs.get('compute_kernel_config') or kwargs.get('compute_config')
+                fidelity = getattr(config, 'math_fidelity', None)
+                self.fidelities[key].append(None if fidelity is None else
+                                            str(fidelity).split('.')[-1])
+            try:
+                return real(*args, **kwargs)
+            except Exception as exc:
+                self.fails[key] += 1
+                self.messages[f'{key}: {summarize(exc)}'] += 1
+                raise
+        setattr(module, name, counted)
+
+
+def force_default_configs() -> None:
+    """Every tuned config fails, so every op runs (and is checked with) its default config."""
+    from dpt_ros.tt.fallbacks import FallbackCounter
+    real = FallbackCounter.run_with_config
+
+    def forced(self, op_name, tuned_call, default_call):
+        def failing():
+            raise RuntimeError('tuned config refused by the dry-run (--force-defaults)')
+        return real(self, op_name, failing, default_call)
+    FallbackCounter.run_with_config = forced
+
+
+def pixels(n: int, size: int) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, size=(n, size, size, 3), dtype=np.uint8)
+
+
+def capture_compile(ttnn, report: dict, counter: OpCounter) -> None:
+    """Graph-capture the first chip's compile run (a cold program cache: programs and their
+    circular buffers are created there, and only there) into report['ops']."""
+    from dpt_ros.tt.executor import ChipPipeline
+    real = ChipPipeline.compile
+
+    def compile_captured(self, sample):
+        if 'ops' in report:
+            return real(self, sample)
+        ttnn.graph.begin_graph_capture(ttnn.graph.RunMode.NORMAL)
+        try:
+            return real(self, sample)
+        finally:
+            graph = ttnn.graph.end_graph_capture()
+            io = list(getattr(ttnn.graph, '_python_io_data', []))
+            for record in io:     # each counted call's fidelity, in call order
+                queue = counter.fidelities.get(record.get('name'))
+                if queue:
+                    record['fidelity'] = queue.popleft()
+            report['ops'] = oplist.device_ops(graph, io)
+            report['graph_nodes'] = len(graph)
+            if os.environ.get('DPT_DRY_RUN_RAW_GRAPH'):     # for working on oplist.py
+                with open(os.environ['DPT_DRY_RUN_RAW_GRAPH'], 'w') as f:
+                    json.dump({'graph': graph, 'python_io': io}, f, default=str)
+    ChipPipeline.compile = compile_captured
+
+
+def run_mode(args, loaded, mode: str, ttnn, report: dict) -> dict:
+    from dpt_ros.backends import BackendOptions
+    from dpt_ros.backends import tt_backend
+    opts = BackendOptions(weights=args.weights, image_size=args.size, device=args.device,
+                          dp=args.dp, execution_mode=mode, strict=args.strict)
+    result = {'ok': False}
+    t0 = time.perf_counter()
+    try:
+        backend = tt_backend.create(opts, loaded=loaded)
+    except Exception as exc:
+        result.update(error=summarize(exc), stage='create', seconds=time.perf_counter() - t0)
+        return result
+    try:
+        result['create_s'] = time.perf_counter() - t0
+        result['compile_s'] = backend.info.extra['compile_time_s']
+        batch = pixels(args.dp, args.size)
+        shapes = []
+        for _ in range(args.frames):
+            out = backend.infer(batch)
+            shapes.append(list(out.shape))
+            if not np.all(np.isfinite(out)):
+                raise AssertionError('non-finite output from the mock')
+        result.update(frames=len(shapes) * args.dp, output_shapes=sorted(map(str, shapes)),
+                      fallback_counts=backend.fallback_counts(),
+                      fallback_reasons=backend.info.extra.get('fallback_reasons', {}),
+                      effective_mode=backend.info.extra['tt_execution_mode_effective'],
+                      device_ids=backend.info.extra['device_ids'],
+                      num_command_queues=backend.info.extra['num_command_queues'], ok=True)
+    except Exception as exc:
+        result.update(error=summarize(exc), stage='frames')
+    finally:
+        try:
+            backend.close()
+            result['closed'] = True
+        except Exception as exc:
+            result.update(ok=False, error=summarize(exc), stage='close')
+    result['seconds'] = time.perf_counter() - t0
+    return result
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--device', required=True)
+    p.add_argument('--dp', type=int, default=1)
+    p.add_argument('--size', type=int, default=384)
+    p.add_argument('--weights', default='random')
+    p.add_argument('--modes', default='eager')
+    p.add_argument('--frames', type=int, default=2)
+    p.add_argument('--strict', action='store_true')
+    p.add_argument('--force-defaults', action='store_true')
+    p.add_argument('--graph', action='store_true')
+    p.add_argument('--out', required=True)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format='%(name)s %(levelname)s %(message)s')
+    t0 = time.perf_counter()
+    import ttnn
+
+    from dpt_ros.model import load_model
+    from dpt_ros.tt import device as tt_device
+    tt_device.allow_mock_cluster()
+    if args.force_defaults:
+        force_default_configs()
+    ops = OpCounter(ttnn)
+    report: dict = {}
+    if args.graph:
+        capture_compile(ttnn, report, ops)
+    loaded = load_model(args.weights, seed=0, image_size=args.size)
+    report.update({'device': args.device, 'dp': args.dp, 'size': args.size, 'weights': args.weights,
+              'strict': args.strict, 'force_defaults': args.force_defaults, 'modes': {}})
+    for mode in args.modes.split(','):
+        report['modes'][mode] = run_mode(args, loaded, mode, ttnn, report)
+        print(f'dry-run {mode}: {json.dumps(report["modes"][mode])[:400]}', flush=True)
+    report.update(op_calls=dict(ops.calls), op_failures=dict(ops.fails),
+                  failure_messages=dict(ops.messages), wall_s=time.perf_counter() - t0)
+    with open(args.out, 'w') as f:
+        json.dump(report, f, indent=1)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""The op list and per-op L1 use of a ttnn graph capture (ttnn.graph.end_graph_capture()).
+
+A capture is a list of nodes (node_type, params, connections). Per device operation (a
+function_start with a program factory) this collects: its name and program factory, the cores
+its program runs on, its input/output tensors (shape, dtype, layout, memory), its circular
+buffers, and the L1 buffers alive while it runs. L1 fit is what the card's allocator checks:
+circular buffers grow up from the bottom of L1, buffers down from the top, so an op's headroom
+is the lowest live L1 buffer address minus the highest circular-buffer end (a clash when < 0).
+"""
+from __future__ import annotations
+
+import json
+import re
+
+
+def _int(value, default=0) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _tensor(params: dict) -> dict:
+    mem = params.get('memory_config', '')
+    layout = re.search(r'memory_layout=TensorMemoryLayout::(\w+)', mem)
+    buffer = re.search(r'buffer_type=BufferType::(\w+)', mem)
+    return {'shape': params.get('shape', '').replace('Shape(', '').rstrip(')'),
+            'dtype': params.get('dtype', '').replace('DataType::', ''),
+            'layout': params.get('layout', '').replace('Layout::', ''),
+            'memory': f'{buffer.group(1) if buffer else "?"}/'
+                      f'{layout.group(1) if layout else "?"}'}
+
+
+def _cores(ranges: str) -> int:
+    """Number of cores in a worker_core_ranges JSON list or a '{[0-0 - 7-7]}' range set."""
+    try:
+        spans = [((r['start']['x'], r['start']['y']), (r['end']['x'], r['end']['y']))
+                 for r in json.loads(ranges)]
+    except (ValueError, TypeError, KeyError):
+        spans = [((int(a), int(b)), (int(c), int(d)))
+                 for a, b, c, d in re.findall(r'\[(\d+)-(\d+) - (\d+)-(\d+)\]', ranges or '')]
+    return sum((x1 - x0 + 1) * (y1 - y0 + 1) for (x0, y0), (x1, y1) in spans)
+
+
+def device_ops(graph: list[dict], python_io: list[dict] | None = None) -> list[dict]:
+    """One record per device operation, in execution order.
+
+    `python_io` (ttnn.graph._python_io_data after the capture, in call order) names the
+    Python-level call each device op belongs to; a record's 'fidelity', where the caller
+    added one, is that call's math fidelity.
+    """
+    nodes = {n['counter']: n for n in graph}
+    calls, next_call = list(python_io or []), 0
+    live_l1: dict[int, int] = {}          # address -> bytes per bank of each live L1 buffer
+    ops, stack, depth, top = [], [], 0, {}
+    for node in graph:
+        kind, p = node.get('node_type'), node.get('params') or {}
+        if kind == 'function_start':
+            depth += 1
+            if depth == 1:
+                top = {'call': p.get('name')}
+                # Python records exist only for Python-level calls: match the next by name.
+                for i in range(next_call, min(next_call + 8, len(calls))):
+                    if calls[i].get('name') == p.get('name'):
+                        top['fidelity'], next_call = calls[i].get('fidelity'), i + 1
+                        break
+        elif kind == 'function_end':
+            depth -= 1
+        if kind == 'buffer_allocate' and p.get('type') == 'L1':
+            live_l1[_int(p.get('address'))] = _int(p.get('max_size_per_bank'))
+        elif kind == 'buffer_deallocate' and p.get('type') == 'L1':
+            live_l1.pop(_int(p.get('address')), None)
+        elif kind == 'function_start' and 'program_factory_type' in p:
+            inputs = [_tensor(nodes[c]['params']) for c in node.get('connections', [])
+                      if nodes.get(c, {}).get('node_type') == 'tensor']
+            stack.append({'name': p.get('name'), 'call': top.get('call'),
+                          'fidelity': top.get('fidelity'),
+                          'program': p.get('program_factory_type', ''),
+                          'cache_hit': p.get('program_cache_hit') == 'True',
+                          'inputs': inputs, 'cbs': [], 'cores': 0, 'outputs': []})
+        elif stack and kind == 'circular_buffer_allocate' and p.get('globally_allocated') != '1':
+            # (a globally allocated circular buffer lives inside an L1 buffer: not its own room)
+            stack[-1]['cbs'].append((_int(p.get('address')), _int(p.get('size')),
+                                     _cores(p.get('core_range_set', ''))))
+        elif stack and kind == 'program_execution':
+            stack[-1]['cores'] = max(stack[-1]['cores'], _cores(p.get('worker_core_ranges')))
+        elif stack and kind == 'function_end' and p.get('name') == stack[-1]['name']:
+            op = stack.pop()
+            op['outputs'] = [_tensor(nodes[c]['params']) for c in node.get('connections', [])
+                             if nodes.get(c, {}).get('node_type') == 'tensor']
+            ops.append(_finish(op, live_l1))
+    return ops
+
+
+def _finish(op: dict, live_l1: dict[int, int]) -> dict:
+    cbs = op.pop('cbs')
+    cb_top = max((addr + size for addr, size, _ in cbs), default=0)
+    l1_bottom = min(live_l1, default=None)
+    op['cb_bytes_per_core'] = sum(size for _, size, _ in cbs)
+    op['cb_top'] = cb_top
+    op['l1_buffers_bytes_per_bank'] = sum(live_l1.values())
+    op['l1_lowest_buffer'] = l1_bottom
+    op['l1_headroom_bytes'] = (l1_bottom - cb_top) if (l1_bottom is not None and cbs) else None
+    op['cores'] = op['cores'] or max((n for _, _, n in cbs), default=0)
+    return op
+
+
+def tightest(ops: list[dict]) -> dict | None:
+    """The op with the least L1 headroom (None when no op allocated circular buffers)."""
+    with_room = [op for op in ops if op.get('l1_headroom_bytes') is not None]
+    return min(with_room, key=lambda op: op['l1_headroom_bytes'], default=None)
