@@ -36,9 +36,11 @@ def test_config_objects_are_real_ttnn_types(cfg):
     for name, conv in cfg.conv.items():
         assert isinstance(conv, ttnn.Conv2dConfig), name
         assert conv.weights_dtype == cfg.weight_dtype
-        sl = cfg.conv_slice[name]
-        assert sl is None or isinstance(sl, ttnn.Op2DSliceConfig)
+        assert isinstance(cfg.conv_slice[name], ttnn.Op2DSliceConfig), name
     assert p['ff1'].fused_activation.op_type == ttnn.UnaryOpType.GELU
+    # 0 selects ttnn's accurate (erf) GELU, as HF; non-zero would be the fast approximation.
+    assert list(p['ff1'].fused_activation.params) == [0.0]
+    assert cfg.activation['gelu'] is p['ff1'].fused_activation
     assert p['qkv'].fused_activation is None
 
 
@@ -101,10 +103,36 @@ def test_conv_plan_covers_every_conv(cfg):
     assert len(plan) == 4 + 14 + 2 + 1
     sides = {name: side for name, _, _, side, _ in plan}
     assert sides['head.conv2'] == cfg.image_size       # the full-resolution conv
+    kind = ttnn.Op2DSliceConfig.SliceTypeEnum
     for name, cin, cout, side, _ in plan:
-        sliced = cfg.conv_slice[name] is not None
-        big = cfg.batch * side * side * max(cin, cout) * 2 > (8 << 20)
-        assert sliced == big, name
+        big = cfg.batch * side * side * max(cin, cout) * 2
+        sl = cfg.conv_slice[name]
+        # Every conv has an explicit path: never ttnn's automatic slice count.
+        if big > (8 << 20):
+            assert cfg.conv_path[name] == 'dram' and sl.slice_type == kind.DRAMSliceHeight, name
+            assert sl.num_slices == cfg.conv_slices[name] == -(-big // (8 << 20)), name
+            assert cfg.conv_out_dram[name], name
+        else:
+            assert cfg.conv_path[name] == 'l1' and sl.slice_type == kind.L1Full, name
+            assert name not in cfg.conv_slices
+            assert cfg.conv_out_dram[name] == name.startswith('neck.'), name
+        block = min(cin, cout) >= 128
+        assert (cfg.conv_shard[name] == ttnn.TensorMemoryLayout.BLOCK_SHARDED) == block, name
+        block_h = cfg.conv[name].act_block_h_override
+        assert block_h % TILE == 0 and block_h <= 8 * TILE, name
+
+
+def test_configs_follow_the_device_grid():
+    """An 8x7 grid (a row of workers running dispatch) gives 8x7-sized program configs."""
+    hf = make_config('dpt-large', 384)
+    cfg = build_configs(hf, 'wormhole_n150', 384, grid=(8, 7))
+    assert cfg.grid == (8, 7) and cfg.attention_grid == (8, 7)
+    x, y = cfg.encoder_grid
+    assert x <= 8 and y <= 7
+    assert cfg.program['qkv'].compute_with_storage_grid_size.y == y
+    assert cfg.program['sdpa'].compute_with_storage_grid_size.y == 7
+    with pytest.raises(ValueError, match='at least 4 rows'):
+        build_configs(hf, 'wormhole_n150', 384, grid=(8, 3))
 
 
 def test_bad_choices_are_refused():

@@ -52,12 +52,14 @@ def test_layouts_and_dtypes(tiny):
     assert list(params['encoder.attention_mask'].shape) == [1, 1, cfg.tokens_padded,
                                                             cfg.tokens_padded]
     conv = params['fusion.1.res1.conv1.weight']
-    assert conv.layout == ttnn.ROW_MAJOR_LAYOUT and list(conv.shape) == [32, 32, 3, 3]
-    assert list(params['fusion.1.res1.conv1.bias'].shape) == [1, 1, 1, 32]
-    assert list(params['reassemble.0.resize.weight'].shape) == [d, 4 * 4 * 16]
-    assert list(params['reassemble.1.resize.weight'].shape) == [d, 2 * 2 * 32]
+    f = tiny.config.fusion_hidden_size
+    assert conv.layout == ttnn.ROW_MAJOR_LAYOUT and list(conv.shape) == [f, f, 3, 3]
+    neck = tiny.config.neck_hidden_sizes
+    assert list(params['fusion.1.res1.conv1.bias'].shape) == [1, 1, 1, f]
+    assert list(params['reassemble.0.resize.weight'].shape) == [d, 4 * 4 * neck[0]]
+    assert list(params['reassemble.1.resize.weight'].shape) == [d, 2 * 2 * neck[1]]
     assert 'reassemble.2.resize.weight' not in params       # factor 1: identity
-    assert list(params['reassemble.3.resize.conv_weight'].shape) == [64, 64, 3, 3]
+    assert list(params['reassemble.3.resize.conv_weight'].shape) == [neck[3], neck[3], 3, 3]
     assert 'fusion.0.res1.conv1.weight' not in params        # HF never uses it
     assert len(params) == len(set(params))
 

@@ -192,16 +192,17 @@ def _tt_dpt_factory(loaded, chip, opts: BackendOptions, fallbacks, prepared):
     return _TtDPTProgram(TtDPT(weights.params, loaded.config, chip, configs, fallbacks))
 
 
-def _prepare_weights(loaded, opts: BackendOptions):
-    """Configs for (device, size, B=1 per chip) and host-side weights, once for all chips.
+def _prepare_weights(loaded, opts: BackendOptions, chip):
+    """Configs for (device, size, B=1 per chip, the chip's grid) and host-side weights, once
+    for all chips (the chips of one board have the same grid).
 
     tt.weights caches them on disk keyed by a fingerprint of the state dict, the prepared-
     weight config and the ttnn version, so a restart skips the preparation.
     """
-    from dpt_ros.tt.configs import build_configs
+    from dpt_ros.tt.configs import build_configs, device_grid
     from dpt_ros.tt.weights import prepare_weights
     configs = build_configs(loaded.config, device=opts.device, image_size=opts.image_size,
-                            batch=1)
+                            batch=1, grid=device_grid(chip))
     weights = prepare_weights(loaded.model.state_dict(), configs,
                               cache_dir=opts.cache_dir or None)
     return configs, weights
@@ -229,7 +230,7 @@ def create(opts: BackendOptions, loaded=None, *, model_factory=None) -> TtBacken
         fallbacks = FallbackCounter(strict=opts.strict)
         if model_factory is None:
             model_factory = _tt_dpt_factory
-            prepared = _prepare_weights(loaded, opts)
+            prepared = _prepare_weights(loaded, opts, devices.chips[0])
         else:
             prepared = None
         models = [model_factory(loaded, chip, opts, fallbacks, prepared)

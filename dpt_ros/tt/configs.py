@@ -1,8 +1,9 @@
 """Every TTNN program / memory / compute / conv config of the model, built in ONE place.
 
-`build_configs(hf_config, device='wormhole_n300', image_size=384)` derives all of them from
-the model dimensions, the image size and the device (Wormhole N150 / N300: an 8x8 worker grid
-per chip; data parallel gives each chip its own copy, so per-chip configs are the same).
+`build_configs(hf_config, device='wormhole_n300', image_size=384, grid=(8, 8))` derives all of
+them from the model dimensions, the image size and the chip's compute grid (read from the
+opened device: 8x8 on a Wormhole with ETH dispatch, 8x7 under WORKER dispatch; data parallel
+gives each chip its own copy, so per-chip configs are the same).
 
 Layout decisions (why):
 * Tokens are padded to `tokens_padded`, a tile multiple whose tile count splits evenly over
@@ -13,8 +14,13 @@ Layout decisions (why):
   the sharded variant on the same grid.
 * Attention is ttnn's flash SDPA (non-causal, additive key mask) on the full grid: a
   [heads, T, T] score tensor would not fit L1 at 512 (T=1152).
-* Convolutions: height sharding where the image is large and channels few, block sharding
-  where channels dominate; DRAM slicing for the two full-resolution head convs.
+* Convolutions take an explicit path, never ttnn's choice at call time (which depends on the
+  L1 free at that moment, so the compile run and the trace capture could build different
+  programs): `l1` (slice config L1Full: the input is sharded straight from DRAM or L1, the
+  output stays in L1) or `dram` (DRAMSliceHeight with a slice count fixed here; output in
+  DRAM). Block sharding where channels are many (each core then holds 1/8 of the weights;
+  height sharding would put all 3x3x256x256 of them in every core's L1), height sharding where
+  they are few (the head).
 * Weights bfloat8_b by default (bf16 selectable), activations bf16, matmul HiFi2,
   LayerNorm/softmax HiFi4 with fp32 accumulation.
 """
@@ -25,7 +31,7 @@ import math
 from dataclasses import dataclass, field
 
 TILE = 32
-WORMHOLE_GRID = (8, 8)          # compute_with_storage_grid_size (x, y) of N150/N300 chips
+WORMHOLE_GRID = (8, 8)          # compute_with_storage_grid_size (x, y) with ETH dispatch
 DEVICES = {'wormhole_n150': 1, 'wormhole_n300': 2}   # name -> chips
 WEIGHT_DTYPES = ('bfloat8_b', 'bfloat16')
 MATH_FIDELITIES = ('LoFi', 'HiFi2', 'HiFi3', 'HiFi4')
@@ -124,9 +130,14 @@ class TtConfigs:
     memory: dict = field(default_factory=dict)
     program: dict = field(default_factory=dict)
     compute: dict = field(default_factory=dict)
+    activation: dict = field(default_factory=dict)      # name -> ttnn.UnaryWithParam
+    grid: tuple = WORMHOLE_GRID     # the chip's compute_with_storage_grid_size (x, y)
     conv: dict = field(default_factory=dict)
-    conv_slice: dict = field(default_factory=dict)
+    conv_slice: dict = field(default_factory=dict)      # name -> Op2DSliceConfig (always set)
     conv_shard: dict = field(default_factory=dict)
+    conv_path: dict = field(default_factory=dict)       # name -> 'l1' | 'dram'
+    conv_out_dram: dict = field(default_factory=dict)   # name -> output to DRAM (else L1)
+    conv_slices: dict = field(default_factory=dict)     # name -> DRAM slice count (dram path)
 
     @property
     def weight_dtype(self):
@@ -148,22 +159,29 @@ class TtConfigs:
         return {'device': self.device, 'image_size': self.image_size, 'batch': self.batch,
                 'tokens': self.dims.tokens, 'tokens_padded': self.tokens_padded,
                 'encoder_grid': list(self.encoder_grid),
-                'attention_grid': list(self.attention_grid),
+                'attention_grid': list(self.attention_grid), 'grid': list(self.grid),
+                'conv_dram_slices': {k: v for k, v in self.conv_slices.items()},
                 'weight_dtype': self.weight_dtype_name,
                 'math_fidelity': self.math_fidelity_name}
 
 
-# Convolutions whose activations are large and channels few: height sharding; the rest block.
-_HEIGHT_SHARDED_MIN_PIXELS = 64 * 64
-# Activation bytes above which a conv is sliced through DRAM (the two full-resolution head
-# convs at 384/512; everything else fits L1 sharded).
+# Channels (in and out) from which a conv is block sharded; below, height sharded (the weights
+# are then small enough for every core to hold all of them).
+_BLOCK_SHARDED_MIN_CHANNELS = 128
+# Activation bytes above which a conv is sliced through DRAM, and the most bytes per slice.
 _DRAM_SLICE_BYTES = 8 << 20
+# Most tile rows of a conv's activation block (act_block_h_override) on the L1 path.
+_ACT_BLOCK_TILES = 8
 
 
 def build_configs(hf_config, device: str = 'wormhole_n300', image_size: int | None = None,
                   batch: int = 1, weight_dtype: str = 'bfloat8_b',
-                  math_fidelity: str = 'HiFi2') -> TtConfigs:
-    """Build every config for (model, device, image size, per-chip batch)."""
+                  math_fidelity: str = 'HiFi2', grid: tuple | None = None) -> TtConfigs:
+    """Build every config for (model, device, image size, per-chip batch, chip grid).
+
+    `grid` is the chip's compute_with_storage_grid_size as (x, y) (default 8x8); pass what the
+    opened device reports (`device_grid`).
+    """
     import ttnn
 
     if device not in DEVICES:
@@ -181,7 +199,9 @@ def build_configs(hf_config, device: str = 'wormhole_n300', image_size: int | No
     if batch < 1:
         raise ValueError('batch must be >= 1')
 
-    gx, gy_max = WORMHOLE_GRID
+    gx, gy_max = tuple(int(v) for v in (grid or WORMHOLE_GRID))
+    if gx < 1 or gy_max < 4:
+        raise ValueError(f'compute grid {gx}x{gy_max}: the encoder needs at least 4 rows')
     hidden_t = dims.hidden // TILE
     inter_t = dims.intermediate // TILE
     if dims.hidden % TILE or dims.intermediate % TILE:
@@ -196,7 +216,8 @@ def build_configs(hf_config, device: str = 'wormhole_n300', image_size: int | No
     fid = getattr(ttnn.MathFidelity, math_fidelity)
     cfg = TtConfigs(device=device, chips=DEVICES[device], image_size=s, batch=batch, dims=dims,
                     weight_dtype_name=weight_dtype, math_fidelity_name=math_fidelity,
-                    tokens_padded=tokens_padded, encoder_grid=(x, y), attention_grid=(0, 0))
+                    tokens_padded=tokens_padded, encoder_grid=(x, y), attention_grid=(0, 0),
+                    grid=(gx, gy_max))
 
     cfg.compute['matmul'] = ttnn.WormholeComputeKernelConfig(
         math_fidelity=fid, math_approx_mode=False, fp32_dest_acc_en=False, packer_l1_acc=True)
@@ -223,6 +244,9 @@ def build_configs(hf_config, device: str = 'wormhole_n300', image_size: int | No
             out_subblock_h=1, out_subblock_w=subblock_w(n_t), per_core_M=m_t, per_core_N=n_t,
             transpose_mcast=False, fused_activation=act)
 
+    # HF's ViT uses exact (erf) GELU; in ttnn's fused matmul activation a GELU parameter of 0
+    # selects the accurate kernel and non-zero the fast approximation: say 0, never omit it.
+    cfg.activation['gelu'] = ttnn.UnaryWithParam(ttnn.UnaryOpType.GELU, 0.0)
     ln = ttnn.LayerNormShardedMultiCoreProgramConfig(
         compute_with_storage_grid_size=(x, y), subblock_w=subblock_w(w_t, 4), block_h=m_t,
         block_w=w_t, inplace=False)
@@ -230,7 +254,7 @@ def build_configs(hf_config, device: str = 'wormhole_n300', image_size: int | No
         layernorm=ln,
         qkv=mcast(w_t, 3 * w_t),
         out=mcast(w_t, w_t),
-        ff1=mcast(w_t, i_t, ttnn.UnaryWithParam(ttnn.UnaryOpType.GELU)),
+        ff1=mcast(w_t, i_t, cfg.activation['gelu']),
         ff2=mcast(i_t, w_t))
 
     # Attention: flash-attention SDPA (no [T, T] score tensor in L1, which would not fit at
@@ -244,22 +268,48 @@ def build_configs(hf_config, device: str = 'wormhole_n300', image_size: int | No
 
     # Convolutions of the neck / fusion / head: (name, in_ch, out_ch, in_hw, kernel, act).
     for name, cin, cout, hw, relu in conv_plan(dims):
-        pixels = batch * hw * hw
-        height = hw * hw >= _HEIGHT_SHARDED_MIN_PIXELS or cin < 64
-        shard = ttnn.TensorMemoryLayout.HEIGHT_SHARDED if height \
-            else ttnn.TensorMemoryLayout.BLOCK_SHARDED
-        cfg.conv_shard[name] = shard
-        cfg.conv[name] = ttnn.Conv2dConfig(
-            weights_dtype=cfg.weight_dtype, shard_layout=shard,
-            activation=ttnn.UnaryWithParam(ttnn.UnaryOpType.RELU) if relu else None,
-            deallocate_activation=False, reshard_if_not_optimal=True,
-            output_layout=ttnn.TILE_LAYOUT, enable_act_double_buffer=False)
-        in_bytes = pixels * max(cin, cout) * 2
-        cfg.conv_slice[name] = ttnn.Op2DSliceConfig(
-            slice_type=ttnn.Op2DSliceConfig.SliceTypeEnum.DRAMSliceHeight,
-            num_slices=max(2, math.ceil(in_bytes / _DRAM_SLICE_BYTES))) \
-            if in_bytes > _DRAM_SLICE_BYTES else None
+        _plan_conv(cfg, name, cin, cout, batch * hw * hw, relu)
     return cfg
+
+
+def _plan_conv(cfg: TtConfigs, name: str, cin: int, cout: int, pixels: int, relu: bool) -> None:
+    """Shard layout, conv config and an explicit path (l1 | dram + slice count) for one conv."""
+    import ttnn
+    slices = math.ceil(pixels * max(cin, cout) * 2 / _DRAM_SLICE_BYTES)
+    kind = ttnn.Op2DSliceConfig.SliceTypeEnum
+    if slices > 1:
+        cfg.conv_path[name] = 'dram'
+        cfg.conv_slices[name] = slices
+        cfg.conv_slice[name] = ttnn.Op2DSliceConfig(slice_type=kind.DRAMSliceHeight,
+                                                    num_slices=slices)
+    else:
+        cfg.conv_path[name] = 'l1'
+        cfg.conv_slice[name] = ttnn.Op2DSliceConfig(slice_type=kind.L1Full)
+    # The neck's maps wait in DRAM for the fusion stage (the finest is used last): in L1 they
+    # would take the room the fusion convs need.
+    cfg.conv_out_dram[name] = slices > 1 or name.startswith('neck.')
+    block = min(cin, cout) >= _BLOCK_SHARDED_MIN_CHANNELS
+    shard = ttnn.TensorMemoryLayout.BLOCK_SHARDED if block \
+        else ttnn.TensorMemoryLayout.HEIGHT_SHARDED
+    cfg.conv_shard[name] = shard
+    gx, gy = cfg.grid
+    height_tiles = math.ceil(pixels / slices / ((gy if block else gx * gy) * TILE))
+    # The im2col activation block defaults to a core's whole output height: its circular
+    # buffers then grow with the image. Cap the block at _ACT_BLOCK_TILES tiles of rows.
+    block_h = 0 if height_tiles <= _ACT_BLOCK_TILES else \
+        TILE * _largest_divisor(height_tiles, _ACT_BLOCK_TILES)
+    cfg.conv[name] = ttnn.Conv2dConfig(
+        weights_dtype=cfg.weight_dtype, shard_layout=shard,
+        activation=ttnn.UnaryWithParam(ttnn.UnaryOpType.RELU) if relu else None,
+        deallocate_activation=False, reshard_if_not_optimal=True, act_block_h_override=block_h,
+        output_layout=ttnn.TILE_LAYOUT, enable_act_double_buffer=False)
+
+
+def device_grid(device) -> tuple:
+    """(x, y) compute-with-storage grid of an opened ttnn device (8x8, or 8x7 when a row of
+    worker cores runs dispatch)."""
+    g = device.compute_with_storage_grid_size()
+    return int(g.x), int(g.y)
 
 
 def conv_plan(dims: ModelDims) -> list[tuple[str, int, int, int, bool]]:

@@ -85,7 +85,7 @@ class TtEncoder:
         x = ttnn.add(ensure_memory(self._attention(i, h), mem), ensure_memory(x, mem),
                      memory_config=mem)
         h = self._layer_norm(i, 'ln2', x)
-        h = self._linear(i, 'ff1', h, 'tokens', 'ff', act='gelu')
+        h = self._linear(i, 'ff1', h, 'tokens', 'ff', act=self.cfg.activation['gelu'])
         h = self._linear(i, 'ff2', h, 'ff', 'tokens')
         return ttnn.add(ensure_memory(h, mem), x, memory_config=mem)
 

@@ -32,14 +32,20 @@ class TtFusion:
                         stride=1, padding=1, configs=configs, device=device, fb=fb)
 
     def _rcu(self, layer, res, x: Spatial) -> Spatial:
+        """x + conv2(relu(conv1(relu(x)))); x stays the caller's, the rest is freed here."""
         import ttnn
         h = Spatial(ttnn.relu(x.tensor), x.n, x.h, x.w, x.c)
-        h = self.convs[f'fusion.{layer}.res{res}.conv1'](h)      # + fused ReLU
-        h = self.convs[f'fusion.{layer}.res{res}.conv2'](h)
-        return Spatial(ttnn.add(h.tensor, _tile(x.tensor), memory_config=ttnn.L1_MEMORY_CONFIG),
-                       x.n, x.h, x.w, x.c)
+        h1 = self.convs[f'fusion.{layer}.res{res}.conv1'](h)     # + fused ReLU
+        ttnn.deallocate(h.tensor)
+        h2 = self.convs[f'fusion.{layer}.res{res}.conv2'](h1)
+        ttnn.deallocate(h1.tensor)
+        out = ttnn.add(h2.tensor, _tile(x.tensor), memory_config=ttnn.L1_MEMORY_CONFIG)
+        ttnn.deallocate(h2.tensor)
+        return Spatial(out, x.n, x.h, x.w, x.c)
 
     def forward(self, features) -> Spatial:
+        """Fuse the maps (finest first); each map is freed as soon as it is used (at 512 px the
+        finest layer's convs need the L1 the earlier maps would hold)."""
         import ttnn
         h = None
         for layer, feat in enumerate(reversed(features)):
@@ -47,15 +53,20 @@ class TtFusion:
                 h = feat
             else:
                 r = self._rcu(layer, 1, feat)
-                h = Spatial(ttnn.add(_tile(h.tensor), r.tensor,
-                                     memory_config=ttnn.L1_MEMORY_CONFIG),
-                            h.n, h.h, h.w, h.c)
-            h = self._rcu(layer, 2, h)
-            proj = ttnn.linear(_tile(h.tensor), self.p[f'fusion.{layer}.proj.weight'],
+                ttnn.deallocate(feat.tensor)
+                merged = ttnn.add(_tile(h.tensor), r.tensor, memory_config=ttnn.L1_MEMORY_CONFIG)
+                ttnn.deallocate(r.tensor)
+                ttnn.deallocate(h.tensor)
+                h = Spatial(merged, h.n, h.h, h.w, h.c)
+            fused = self._rcu(layer, 2, h)
+            ttnn.deallocate(h.tensor)
+            proj = ttnn.linear(_tile(fused.tensor), self.p[f'fusion.{layer}.proj.weight'],
                                bias=self.p[f'fusion.{layer}.proj.bias'],
                                memory_config=ttnn.DRAM_MEMORY_CONFIG,
                                compute_kernel_config=self.cfg.compute['matmul'])
-            h = self.up(Spatial(proj, h.n, h.h, h.w, h.c))
+            ttnn.deallocate(fused.tensor)
+            h = self.up(Spatial(proj, fused.n, fused.h, fused.w, fused.c))
+            ttnn.deallocate(proj)
         return h
 
 

@@ -50,7 +50,7 @@ class TtDPT:
             name: (ttnn.to_device(t, device, ttnn.DRAM_MEMORY_CONFIG)
                    if t.layout == ttnn.TILE_LAYOUT else t)
             for name, t in params.items()}
-        self.upsample = Upsample2x(device, fallbacks)
+        self.upsample = Upsample2x(device, fallbacks, configs.compute['matmul'])
         self.embeddings = TtEmbeddings(self.params, configs, device, fallbacks)
         self.encoder = TtEncoder(self.params, configs, device, fallbacks)
         self.reassemble = TtReassemble(self.params, configs, device, fallbacks)
@@ -147,10 +147,10 @@ def build_tt_model(hf_model, device, *, device_name: str = 'wormhole_n300',
 
     Pass `prepared` (a PreparedWeights) to reuse host weights across the chips of a mesh.
     """
-    from dpt_ros.tt.configs import build_configs
+    from dpt_ros.tt.configs import build_configs, device_grid
     from dpt_ros.tt.weights import prepare_weights
     cfg = build_configs(hf_model.config, device_name, image_size, batch, weight_dtype,
-                        math_fidelity)
+                        math_fidelity, grid=device_grid(device))
     if prepared is None:
         prepared = prepare_weights(hf_model.state_dict(), cfg, weights_id=weights_id,
                                    cache_dir=cache_dir, use_cache=use_cache)

@@ -33,10 +33,11 @@ def ensure_memory(x, memory_config):
 
 
 def tuned_linear(fb: FallbackCounter, name: str, x, weight, bias, *, program_config,
-                 input_memory, memory_config, compute, activation: str | None = None,
+                 input_memory, memory_config, compute, activation=None,
                  dtype=None):
     """ttnn.linear with a sharded program config (input resharded to `input_memory`),
-    falling back (counted) to the default interleaved config."""
+    falling back (counted) to the default interleaved config. `activation` (a
+    ttnn.UnaryWithParam) is what the default path applies; the tuned one fuses its own."""
     import ttnn
     dtype = dtype or ttnn.bfloat16
 
@@ -70,38 +71,42 @@ class TtConv2d:
     def __call__(self, x: Spatial) -> Spatial:
         import ttnn
         cfg = self.configs
-        sliced = cfg.conv_slice.get(self.name) is not None
-        out_mem = ttnn.DRAM_MEMORY_CONFIG if sliced else ttnn.L1_MEMORY_CONFIG
-
-        def call(conv_config, slice_config, memory_config):
-            kwargs = dict(
-                input_tensor=x.tensor, weight_tensor=self.weight, bias_tensor=self.bias,
-                device=self.device, in_channels=self.in_channels,
-                out_channels=self.out_channels, batch_size=x.n, input_height=x.h,
-                input_width=x.w, kernel_size=(self.kernel, self.kernel),
-                stride=(self.stride, self.stride), padding=(self.padding, self.padding),
-                dtype=cfg.act_dtype, conv_config=conv_config,
-                compute_config=cfg.compute['conv'], memory_config=memory_config,
-                return_output_dim=True, return_weights_and_bias=True)
-            if slice_config is not None:
-                kwargs['slice_config'] = slice_config
-            return ttnn.conv2d(**kwargs)
-
+        dram = cfg.conv_path[self.name] == 'dram'
         tuned_cfg = cfg.conv[self.name]
 
         def tuned():
-            return call(tuned_cfg, cfg.conv_slice.get(self.name), out_mem)
+            # dram: DRAM slices need a DRAM input; l1 (L1Full) shards from DRAM or L1 itself.
+            src = ensure_memory(x.tensor, ttnn.DRAM_MEMORY_CONFIG) if dram else x.tensor
+            out_mem = ttnn.DRAM_MEMORY_CONFIG if cfg.conv_out_dram[self.name] \
+                else ttnn.L1_MEMORY_CONFIG
+            return self._conv(src, x, tuned_cfg, cfg.conv_slice[self.name], out_mem)
 
         def default():
+            # ttnn's own sharding choice, through DRAM with a fixed slice count (never auto:
+            # an automatic count depends on the L1 free at call time).
             plain = ttnn.Conv2dConfig(weights_dtype=tuned_cfg.weights_dtype,
                                       activation=tuned_cfg.activation)
-            return call(plain, ttnn.Op2DSliceConfig(
-                slice_type=ttnn.Op2DSliceConfig.SliceTypeEnum.DRAMSliceHeight),
-                ttnn.DRAM_MEMORY_CONFIG)
+            slices = ttnn.Op2DSliceConfig(
+                slice_type=ttnn.Op2DSliceConfig.SliceTypeEnum.DRAMSliceHeight,
+                num_slices=cfg.conv_slices.get(self.name, 1))
+            return self._conv(ensure_memory(x.tensor, ttnn.DRAM_MEMORY_CONFIG), x, plain, slices,
+                              ttnn.DRAM_MEMORY_CONFIG)
 
         out, (oh, ow), (self.weight, self.bias) = self.fb.run_with_config(
             f'conv.{self.name}', tuned, default)
         return Spatial(out, x.n, oh, ow, self.out_channels)
+
+    def _conv(self, tensor, geometry: Spatial, conv_config, slice_config, memory_config):
+        import ttnn
+        cfg = self.configs
+        return ttnn.conv2d(
+            input_tensor=tensor, weight_tensor=self.weight, bias_tensor=self.bias,
+            device=self.device, in_channels=self.in_channels, out_channels=self.out_channels,
+            batch_size=geometry.n, input_height=geometry.h, input_width=geometry.w,
+            kernel_size=(self.kernel, self.kernel), stride=(self.stride, self.stride),
+            padding=(self.padding, self.padding), dtype=cfg.act_dtype, conv_config=conv_config,
+            compute_config=cfg.compute['conv'], memory_config=memory_config,
+            slice_config=slice_config, return_output_dim=True, return_weights_and_bias=True)
 
 
 class Upsample2x:
@@ -114,9 +119,10 @@ class Upsample2x:
     On failure it runs on the host (counted as upsample_host_fallback_count).
     """
 
-    def __init__(self, device, fb: FallbackCounter):
+    def __init__(self, device, fb: FallbackCounter, compute=None):
         self.device = device
         self.fb = fb
+        self.compute = compute                  # the matmuls' compute kernel config
         self._mats: dict[tuple, object] = {}
         self._host = False
 
@@ -149,17 +155,19 @@ class Upsample2x:
         n, h, w, c = x.n, x.h, x.w, x.c
         a_h = self._matrix(('h', n, h), np.kron(np.eye(n), bilinear_matrix(h)))
         a_w = self._matrix(('w', w), bilinear_matrix(w))
-        t = ttnn.to_layout(x.tensor, ttnn.TILE_LAYOUT)
-        t = ttnn.reshape(t, (n * h, w * c))
-        t = ttnn.matmul(a_h, t)                               # (n*2h, w*c)
-        t = ttnn.reshape(t, (n * 2 * h, w, c))
-        t = ttnn.permute(t, (1, 0, 2))                        # (w, n*2h, c)
-        t = ttnn.reshape(t, (w, n * 2 * h * c))
-        t = ttnn.matmul(a_w, t)                               # (2w, n*2h*c)
-        t = ttnn.reshape(t, (2 * w, n * 2 * h, c))
-        t = ttnn.permute(t, (1, 0, 2))                        # (n*2h, 2w, c)
-        t = ttnn.reshape(t, (1, 1, n * 4 * h * w, c))
-        return Spatial(t, n, 2 * h, 2 * w, c)
+        mm = dict(memory_config=ttnn.DRAM_MEMORY_CONFIG, compute_kernel_config=self.compute)
+        # Reshapes and permutes run row-major; each matmul operand is tilized from row-major
+        # with an explicit zero pad. The inner dims (h, w: 12, 24, 48 at 384 px) are not tile
+        # multiples, and the tile padding a device reshape/permute leaves is not guaranteed
+        # zero: 0 x NaN from it would reach every output.
+        t = ttnn.reshape(ttnn.to_layout(x.tensor, ttnn.ROW_MAJOR_LAYOUT), (n * h, w * c))
+        t = ttnn.matmul(a_h, _zero_padded_tiles(t), **mm)      # (n*2h, w*c)
+        t = ttnn.reshape(ttnn.to_layout(t, ttnn.ROW_MAJOR_LAYOUT), (n * 2 * h, w, c))
+        t = ttnn.reshape(ttnn.permute(t, (1, 0, 2)), (w, n * 2 * h * c))
+        t = ttnn.matmul(a_w, _zero_padded_tiles(t), **mm)      # (2w, n*2h*c)
+        t = ttnn.reshape(ttnn.to_layout(t, ttnn.ROW_MAJOR_LAYOUT), (2 * w, n * 2 * h, c))
+        t = ttnn.reshape(ttnn.permute(t, (1, 0, 2)), (1, 1, n * 4 * h * w, c))
+        return Spatial(_zero_padded_tiles(t), n, 2 * h, 2 * w, c)
 
     def _on_host(self, x: Spatial) -> Spatial:
         import ttnn
@@ -170,6 +178,12 @@ class Upsample2x:
         t = t.permute(0, 2, 3, 1).reshape(1, 1, -1, x.c)
         dev = ttnn.from_torch(t, ttnn.bfloat16, layout=ttnn.TILE_LAYOUT, device=self.device)
         return Spatial(dev, x.n, 2 * x.h, 2 * x.w, x.c)
+
+
+def _zero_padded_tiles(t):
+    """A row-major device tensor in TILE layout, its padding explicitly zero."""
+    import ttnn
+    return ttnn.to_layout(t, ttnn.TILE_LAYOUT, pad_value=0.0)
 
 
 def _torch():

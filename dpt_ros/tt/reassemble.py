@@ -54,6 +54,7 @@ class TtReassemble:
                         bias=self.p[f'reassemble.{i}.readout_cls.bias'],
                         memory_config=ttnn.DRAM_MEMORY_CONFIG, compute_kernel_config=ck)
         return ttnn.gelu(ttnn.add(t, c, memory_config=ttnn.DRAM_MEMORY_CONFIG),
+                         variant=ttnn.GeluVariant.Accurate,    # HF: exact (erf) GELU
                          memory_config=ttnn.DRAM_MEMORY_CONFIG)
 
     def _readout_host(self, i, tap):

@@ -93,19 +93,24 @@ def pixels(n: int, size: int) -> np.ndarray:
 
 
 def capture_compile(ttnn, report: dict, counter: OpCounter) -> None:
-    """Graph-capture the first chip's compile run (a cold program cache: programs and their
-    circular buffers are created there, and only there) into report['ops']."""
+    """Graph-capture the first chip's eager compile run into report['ops'], with the program
+    cache off: an op's circular buffers appear in a capture only where its program is built,
+    and a cache hit would hide them."""
     from dpt_ros.tt.executor import ChipPipeline
     real = ChipPipeline.compile
 
     def compile_captured(self, sample):
         if 'ops' in report:
             return real(self, sample)
+        if self.mode != 'eager':
+            raise RuntimeError('--graph captures an eager compile: list eager first in --modes')
+        self.chip.disable_and_clear_program_cache()
         ttnn.graph.begin_graph_capture(ttnn.graph.RunMode.NORMAL)
         try:
             return real(self, sample)
         finally:
             graph = ttnn.graph.end_graph_capture()
+            self.chip.enable_program_cache()
             io = list(getattr(ttnn.graph, '_python_io_data', []))
             for record in io:     # each counted call's fidelity, in call order
                 queue = counter.fidelities.get(record.get('name'))

@@ -52,13 +52,14 @@ def device_ops(graph: list[dict], python_io: list[dict] | None = None) -> list[d
     nodes = {n['counter']: n for n in graph}
     calls, next_call = list(python_io or []), 0
     live_l1: dict[int, int] = {}          # address -> bytes per bank of each live L1 buffer
-    ops, stack, depth, top = [], [], 0, {}
+    ops, stack, depth, top, n_calls = [], [], 0, {}, 0
     for node in graph:
         kind, p = node.get('node_type'), node.get('params') or {}
         if kind == 'function_start':
             depth += 1
             if depth == 1:
-                top = {'call': p.get('name')}
+                top = {'call': p.get('name'), 'call_index': n_calls}
+                n_calls += 1
                 # Python records exist only for Python-level calls: match the next by name.
                 for i in range(next_call, min(next_call + 8, len(calls))):
                     if calls[i].get('name') == p.get('name'):
@@ -74,6 +75,7 @@ def device_ops(graph: list[dict], python_io: list[dict] | None = None) -> list[d
             inputs = [_tensor(nodes[c]['params']) for c in node.get('connections', [])
                       if nodes.get(c, {}).get('node_type') == 'tensor']
             stack.append({'name': p.get('name'), 'call': top.get('call'),
+                          'call_index': top.get('call_index'),
                           'fidelity': top.get('fidelity'),
                           'program': p.get('program_factory_type', ''),
                           'cache_hit': p.get('program_cache_hit') == 'True',
