@@ -7,6 +7,12 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 venv=$(scripts/setup_env.sh | tail -n 1)
 export PATH="$venv/bin:$PATH"
+# The mock-device dry-run (test/tt_mock_device) needs binutils for RISC-V and a C/C++
+# compiler. As root: install what is missing and require the dry-run (it must run, not skip).
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  scripts/setup_system.sh
+  export DPT_TT_MOCK_REQUIRED=1
+fi
 # DDS stays on loopback; every test session picks its own domain (see test/conftest.py).
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
 export HF_HUB_OFFLINE=1

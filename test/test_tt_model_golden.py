@@ -258,20 +258,32 @@ def test_host_fallback_is_counted_or_raises_in_strict(tiny, tiny_prepared, devic
 # ---- full DPT-Large ------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_full_dpt_large_random_weights_pcc(device, tmp_path_factory):
-    """DPT-Large config (343M parameters), random weights, seed 0, at 384 — the perf path."""
+@pytest.mark.parametrize('size', [384, 512])
+def test_full_dpt_large_random_weights_pcc_on_both_chips(double, size, tmp_path_factory):
+    """DPT-Large config (343M parameters), random weights seed 0, bfloat8_b weights, strict,
+    the perf path's configs: weights prepared once, one TtDPT per chip of an N300 (1x2 mesh
+    split into submeshes), each chip a different frame; PCC >= 0.99 per frame vs HF."""
     model = reference_model('dpt-large', seed=0)
-    x = pixels(1, 384, seed=5)
+    x = torch.cat([pixels(1, size, seed=5), pixels(1, size, seed=6)])
     with torch.no_grad():
         ref = model(pixel_values=x).predicted_depth
-    tt = build_tt_model(model, device, image_size=384, weights_id='random-dpt-large-seed0',
-                        cache_dir=str(tmp_path_factory.mktemp('tt_cache')),
-                        fallbacks=FallbackCounter(strict=True))
-    assert tt.cfg.tokens_padded == 640 and tt.cfg.weight_dtype_name == 'bfloat8_b'
-    got = run_model(tt, x, device)
-    value = pcc(got, ref)
-    log.info('DPT-Large 384 random-weights full-model PCC %.5f', value)
-    assert value >= MIN_PCC
+    mesh = ttnn.open_mesh_device(ttnn.MeshShape(1, 2), l1_small_size=24576,
+                                 trace_region_size=8 << 20, num_command_queues=2)
+    try:
+        chips = list(mesh.create_submeshes(ttnn.MeshShape(1, 1)))
+        cfg = build_configs(model.config, 'wormhole_n300', size, grid=(8, 8))
+        prepared = prepare_weights(model.state_dict(), cfg, weights_id='random-dpt-large-seed0',
+                                   cache_dir=str(tmp_path_factory.mktemp('tt_cache')))
+        for i, chip in enumerate(chips):
+            tt = build_tt_model(model, chip, image_size=size, prepared=prepared,
+                                fallbacks=FallbackCounter(strict=True))
+            assert tt.cfg.weight_dtype_name == 'bfloat8_b'
+            got = run_model(tt, x[i:i + 1], chip)
+            value = pcc(got, ref[i:i + 1])
+            log.info('DPT-Large %d random-weights full-model PCC chip %d: %.5f', size, i, value)
+            assert value >= MIN_PCC, (size, i)
+    finally:
+        ttnn.close_mesh_device(mesh)
 
 
 def test_two_frames_per_chip_batch(tiny, device):

@@ -42,7 +42,7 @@ CLUSTERS = {'wormhole_n150': DATA / 'wormhole_n150_cluster.yaml',
             'wormhole_n300': DATA / 'wormhole_n300_cluster.yaml'}
 # The N300 opens with ETH dispatch on a mock; its TENSIX-dispatch grid is widened to match.
 _CORE_DESCRIPTOR = 'wormhole_b0_80_arch.yaml'
-_WIDENED_SECTIONS = ('nebula_x2:',)
+_WIDENED_SECTION = 'nebula_x2:'
 _SOURCES = ('__init__.py', 'kernel_cc_stand_in.c', 'template_kernel.S', 'replay_shim.cpp')
 
 
@@ -130,7 +130,7 @@ def widen_tensix_dispatch_grid(text: str) -> str:
     for line in text.split('\n'):
         if line and not line.startswith((' ', '#')):
             section = line.strip()
-        if section in _WIDENED_SECTIONS and line.strip() == 'end: [7, 6]':
+        if section == _WIDENED_SECTION and line.strip() == 'end: [7, 6]':
             line = line.replace('[7, 6]', '[7, 7]')
             changed += 1
         out.append(line)
@@ -180,7 +180,7 @@ def prepare(folder: pathlib.Path | None = None) -> Harness:
 
 
 def dry_run(harness: Harness, out_json: pathlib.Path, *, device: str, args: list[str],
-            timeout: float = 1200.0) -> tuple[dict, str]:
+            timeout: float = 600.0) -> tuple[dict, str]:
     """Run dry_run.py on a mock `device` in a subprocess -> (its JSON report, its log tail)."""
     cmd = [sys.executable, str(HERE / 'dry_run.py'), '--device', device, '--out', str(out_json),
            *args]

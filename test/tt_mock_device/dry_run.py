@@ -146,7 +146,8 @@ def run_mode(args, loaded, mode: str, ttnn, report: dict) -> dict:
             shapes.append(list(out.shape))
             if not np.all(np.isfinite(out)):
                 raise AssertionError('non-finite output from the mock')
-        result.update(frames=len(shapes) * args.dp, output_shapes=sorted(map(str, shapes)),
+        grid = backend._models[0].tt.cfg.grid
+        result.update(frames=len(shapes) * args.dp, grid=list(grid), output_shapes=sorted(map(str, shapes)),
                       fallback_counts=backend.fallback_counts(),
                       fallback_reasons=backend.info.extra.get('fallback_reasons', {}),
                       effective_mode=backend.info.extra['tt_execution_mode_effective'],

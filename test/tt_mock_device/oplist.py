@@ -6,6 +6,8 @@ its program runs on, its input/output tensors (shape, dtype, layout, memory), it
 buffers, and the L1 buffers alive while it runs. L1 fit is what the card's allocator checks:
 circular buffers grow up from the bottom of L1, buffers down from the top, so an op's headroom
 is the lowest live L1 buffer address minus the highest circular-buffer end (a clash when < 0).
+The graph records the circular buffers of convs, halos and eltwise ops; the dataflow buffers of
+the Metal-2 ops (matmul, SDPA, LayerNorm) are not in it, so those have no L1 figures here.
 """
 from __future__ import annotations
 
@@ -18,6 +20,10 @@ def _int(value, default=0) -> int:
         return int(value)
     except (TypeError, ValueError):
         return default
+
+
+def _true(value) -> bool:
+    return str(value).lower() in ('1', 'true')
 
 
 def _tensor(params: dict) -> dict:
@@ -52,6 +58,7 @@ def device_ops(graph: list[dict], python_io: list[dict] | None = None) -> list[d
     nodes = {n['counter']: n for n in graph}
     calls, next_call = list(python_io or []), 0
     live_l1: dict[int, int] = {}          # address -> bytes per bank of each live L1 buffer
+    live_small: dict[int, int] = {}       # the same for L1_SMALL (conv config tensors, halo)
     ops, stack, depth, top, n_calls = [], [], 0, {}, 0
     for node in graph:
         kind, p = node.get('node_type'), node.get('params') or {}
@@ -67,10 +74,15 @@ def device_ops(graph: list[dict], python_io: list[dict] | None = None) -> list[d
                         break
         elif kind == 'function_end':
             depth -= 1
-        if kind == 'buffer_allocate' and p.get('type') == 'L1':
-            live_l1[_int(p.get('address'))] = _int(p.get('max_size_per_bank'))
-        elif kind == 'buffer_deallocate' and p.get('type') == 'L1':
-            live_l1.pop(_int(p.get('address')), None)
+        # buffer_type: ttnn's BufferType (0 DRAM, 1 L1, 3 L1_SMALL; 'type' says L1 for both)
+        live = {'1': live_l1, '3': live_small}.get(str(p.get('buffer_type')))
+        if kind == 'buffer_allocate' and live is not None:
+            live[_int(p.get('address'))] = _int(p.get('max_size_per_bank'))
+            if live is live_small and stack:
+                stack[-1]['l1_small_bytes_per_bank'] = max(
+                    stack[-1]['l1_small_bytes_per_bank'], sum(live_small.values()))
+        elif kind == 'buffer_deallocate' and live is not None:
+            live.pop(_int(p.get('address')), None)
         elif kind == 'function_start' and 'program_factory_type' in p:
             inputs = [_tensor(nodes[c]['params']) for c in node.get('connections', [])
                       if nodes.get(c, {}).get('node_type') == 'tensor']
@@ -78,9 +90,10 @@ def device_ops(graph: list[dict], python_io: list[dict] | None = None) -> list[d
                           'call_index': top.get('call_index'),
                           'fidelity': top.get('fidelity'),
                           'program': p.get('program_factory_type', ''),
-                          'cache_hit': p.get('program_cache_hit') == 'True',
-                          'inputs': inputs, 'cbs': [], 'cores': 0, 'outputs': []})
-        elif stack and kind == 'circular_buffer_allocate' and p.get('globally_allocated') != '1':
+                          'cache_hit': _true(p.get('program_cache_hit')),
+                          'inputs': inputs, 'cbs': [], 'cores': 0, 'outputs': [],
+                          'l1_small_bytes_per_bank': sum(live_small.values())})
+        elif stack and kind == 'circular_buffer_allocate' and not _true(p.get('globally_allocated')):
             # (a globally allocated circular buffer lives inside an L1 buffer: not its own room)
             stack[-1]['cbs'].append((_int(p.get('address')), _int(p.get('size')),
                                      _cores(p.get('core_range_set', ''))))
@@ -105,6 +118,22 @@ def _finish(op: dict, live_l1: dict[int, int]) -> dict:
     op['l1_headroom_bytes'] = (l1_bottom - cb_top) if (l1_bottom is not None and cbs) else None
     op['cores'] = op['cores'] or max((n for _, _, n in cbs), default=0)
     return op
+
+
+def summary(ops: list[dict]) -> dict:
+    """Counts per device op, the tightest op and the peak L1_SMALL use, JSON-ready."""
+    counts: dict[str, int] = {}
+    for op in ops:
+        counts[op['name']] = counts.get(op['name'], 0) + 1
+    tight = tightest(ops)
+    return {'device_ops': len(ops), 'per_op': counts,
+            'ops_with_l1_figures': sum(op['l1_headroom_bytes'] is not None for op in ops),
+            'tightest': None if tight is None else {
+                k: tight[k] for k in ('call', 'call_index', 'name', 'program', 'cores',
+                                      'l1_headroom_bytes', 'cb_bytes_per_core',
+                                      'l1_buffers_bytes_per_bank', 'outputs')},
+            'l1_small_peak_bytes_per_bank': max((op['l1_small_bytes_per_bank'] for op in ops),
+                                                default=0)}
 
 
 def tightest(ops: list[dict]) -> dict | None:
