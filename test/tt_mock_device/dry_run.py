@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import faulthandler
 import json
 import logging
@@ -33,6 +34,11 @@ _COUNTED = ('linear', 'matmul', 'layer_norm', 'add', 'reshape', 'permute', 'to_m
             'to_layout', 'slice', 'pad', 'relu', 'gelu', 'conv2d', 'clone', 'to_device',
             'deallocate', 'execute_trace', 'begin_trace_capture', 'end_trace_capture',
             'release_trace', 'record_event', 'wait_for_event', 'copy_host_to_device_tensor')
+STAGES = ('backbone', 'reassembly', 'fusion_head')     # TtDPT's stage methods, in order
+# ViT-B/16 dims in the DPT architecture (only the backbone runs): calibrates the estimator.
+VIT_B = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+             intermediate_size=3072, backbone_out_indices=[2, 5, 8, 11],
+             neck_hidden_sizes=[96, 192, 384, 768])
 _COUNTED_TRANSFORMER = ('scaled_dot_product_attention', 'split_query_key_value_and_split_heads',
                         'concatenate_heads')
 
@@ -87,15 +93,60 @@ def force_default_configs() -> None:
     FallbackCounter.run_with_config = forced
 
 
+def vit_b_model(size: int):
+    """Random DPT with ViT-B/16 dims (a LoadedModel, as load_model returns)."""
+    import torch
+    from transformers import DPTConfig, DPTForDepthEstimation
+
+    from dpt_ros.model import DPT_LARGE_CONFIG, LoadedModel
+    torch.manual_seed(0)
+    model = DPTForDepthEstimation(DPTConfig(**dict(DPT_LARGE_CONFIG, **VIT_B, image_size=size)))
+    return LoadedModel(model.eval(), 'random (ViT-B/16 dims)', True, 'vit-b')
+
+
 def pixels(n: int, size: int) -> np.ndarray:
     rng = np.random.default_rng(0)
     return rng.integers(0, 256, size=(n, size, size, 3), dtype=np.uint8)
 
 
+@contextlib.contextmanager
+def captured_ops(ttnn, chip, report: dict, counter: OpCounter):
+    """Graph-capture what runs inside into report['ops'] (device ops with their L1 use) and
+    report['stage_starts'] (python call index where each TtDPT stage began), with the program
+    cache off: an op's circular buffers appear in a capture only where its program is built."""
+    from dpt_ros.tt.model import TtDPT
+    stages = report.setdefault('stage_starts', {})
+    real = {name: getattr(TtDPT, name) for name in STAGES}
+
+    def marked(name):
+        def stage(self, *args):
+            stages.setdefault(name, len(getattr(ttnn.graph, '_python_io_data', [])))
+            return real[name](self, *args)
+        return stage
+    for name in STAGES:
+        setattr(TtDPT, name, marked(name))
+    chip.disable_and_clear_program_cache()
+    ttnn.graph.begin_graph_capture(ttnn.graph.RunMode.NORMAL)
+    try:
+        yield
+    finally:
+        graph = ttnn.graph.end_graph_capture()
+        chip.enable_program_cache()
+        for name in STAGES:
+            setattr(TtDPT, name, real[name])
+        io = list(getattr(ttnn.graph, '_python_io_data', []))
+        for record in io:     # each counted call's fidelity, in call order
+            queue = counter.fidelities.get(record.get('name'))
+            if queue:
+                record['fidelity'] = queue.popleft()
+        report['ops'] = oplist.device_ops(graph, io)
+        if os.environ.get('DPT_DRY_RUN_RAW_GRAPH'):     # for working on oplist.py
+            with open(os.environ['DPT_DRY_RUN_RAW_GRAPH'], 'w') as f:
+                json.dump({'graph': graph, 'python_io': io}, f, default=str)
+
+
 def capture_compile(ttnn, report: dict, counter: OpCounter) -> None:
-    """Graph-capture the first chip's eager compile run into report['ops'], with the program
-    cache off: an op's circular buffers appear in a capture only where its program is built,
-    and a cache hit would hide them."""
+    """Graph-capture the first chip's eager compile run (see captured_ops)."""
     from dpt_ros.tt.executor import ChipPipeline
     real = ChipPipeline.compile
 
@@ -104,24 +155,29 @@ def capture_compile(ttnn, report: dict, counter: OpCounter) -> None:
             return real(self, sample)
         if self.mode != 'eager':
             raise RuntimeError('--graph captures an eager compile: list eager first in --modes')
-        self.chip.disable_and_clear_program_cache()
-        ttnn.graph.begin_graph_capture(ttnn.graph.RunMode.NORMAL)
-        try:
+        report['configs'] = self.model.tt.cfg.describe()
+        with captured_ops(ttnn, self.chip, report, counter):
             return real(self, sample)
-        finally:
-            graph = ttnn.graph.end_graph_capture()
-            self.chip.enable_program_cache()
-            io = list(getattr(ttnn.graph, '_python_io_data', []))
-            for record in io:     # each counted call's fidelity, in call order
-                queue = counter.fidelities.get(record.get('name'))
-                if queue:
-                    record['fidelity'] = queue.popleft()
-            report['ops'] = oplist.device_ops(graph, io)
-            report['graph_nodes'] = len(graph)
-            if os.environ.get('DPT_DRY_RUN_RAW_GRAPH'):     # for working on oplist.py
-                with open(os.environ['DPT_DRY_RUN_RAW_GRAPH'], 'w') as f:
-                    json.dump({'graph': graph, 'python_io': io}, f, default=str)
     ChipPipeline.compile = compile_captured
+
+
+def backbone_only(args, loaded, ttnn, report: dict, counter: OpCounter) -> None:
+    """Embeddings + encoder at per-chip batch --batch, graph-captured (the ViT part alone:
+    what a ViT's published device figure measures, for calibrating bench/estimate_tt.py)."""
+    from dpt_ros.tt.device import open_devices
+    from dpt_ros.tt.model import build_tt_model
+    devices = open_devices(args.device, 1, execution_mode='eager')
+    try:
+        chip = devices.chips[0]
+        tt = build_tt_model(loaded.model, chip, device_name=args.device, image_size=args.size,
+                            batch=args.batch, use_cache=False)
+        x = ttnn.to_device(tt.preprocess_host(pixels(args.batch, args.size)), chip)
+        report['configs'] = tt.cfg.describe()
+        with captured_ops(ttnn, chip, report, counter):
+            tt.backbone(x)
+        report['modes']['backbone'] = {'ok': True, 'batch': args.batch}
+    finally:
+        devices.close()
 
 
 def run_mode(args, loaded, mode: str, ttnn, report: dict) -> dict:
@@ -176,6 +232,10 @@ def main(argv=None) -> int:
     p.add_argument('--strict', action='store_true')
     p.add_argument('--force-defaults', action='store_true')
     p.add_argument('--graph', action='store_true')
+    p.add_argument('--backbone-only', action='store_true',
+                   help='capture embeddings + encoder only (with --batch, --config vit-b)')
+    p.add_argument('--batch', type=int, default=1)
+    p.add_argument('--config', choices=('model', 'vit-b'), default='model')
     p.add_argument('--out', required=True)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format='%(name)s %(levelname)s %(message)s')
@@ -192,9 +252,13 @@ def main(argv=None) -> int:
     if args.graph:
         capture_compile(ttnn, report, ops)
     loaded = load_model(args.weights, seed=0, image_size=args.size)
+    if args.config == 'vit-b':
+        loaded = vit_b_model(args.size)
     report.update({'device': args.device, 'dp': args.dp, 'size': args.size, 'weights': args.weights,
               'strict': args.strict, 'force_defaults': args.force_defaults, 'modes': {}})
-    for mode in args.modes.split(','):
+    if args.backbone_only:
+        backbone_only(args, loaded, ttnn, report, ops)
+    for mode in ([] if args.backbone_only else args.modes.split(',')):
         report['modes'][mode] = run_mode(args, loaded, mode, ttnn, report)
         print(f'dry-run {mode}: {json.dumps(report["modes"][mode])[:400]}', flush=True)
     report.update(op_calls=dict(ops.calls), op_failures=dict(ops.fails),

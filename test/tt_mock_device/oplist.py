@@ -52,59 +52,94 @@ def device_ops(graph: list[dict], python_io: list[dict] | None = None) -> list[d
     """One record per device operation, in execution order.
 
     `python_io` (ttnn.graph._python_io_data after the capture, in call order) names the
-    Python-level call each device op belongs to; a record's 'fidelity', where the caller
-    added one, is that call's math fidelity.
+    Python-level call each device op belongs to ('python_index': its place in that list); a
+    record's 'fidelity', where the caller added one, is that call's math fidelity.
     """
-    nodes = {n['counter']: n for n in graph}
-    calls, next_call = list(python_io or []), 0
-    live_l1: dict[int, int] = {}          # address -> bytes per bank of each live L1 buffer
-    live_small: dict[int, int] = {}       # the same for L1_SMALL (conv config tensors, halo)
-    ops, stack, depth, top, n_calls = [], [], 0, {}, 0
+    walker = _Walker(graph, python_io or [])
     for node in graph:
+        walker.visit(node)
+    return walker.ops
+
+
+class _Walker:
+    """Walks a capture once, keeping the live L1 buffers and the device ops being built."""
+
+    def __init__(self, graph: list[dict], calls: list[dict]):
+        self.nodes = {n['counter']: n for n in graph}
+        self.readers: dict[int, list[int]] = {}     # op node -> tensor nodes it reads
+        for n in graph:
+            if n.get('node_type') == 'tensor':
+                for c in n.get('connections', []):
+                    self.readers.setdefault(c, []).append(n['counter'])
+        self.calls, self.next_call, self.n_calls = calls, 0, 0
+        self.live = {'1': {}, '3': {}}              # BufferType 1 L1, 3 L1_SMALL: addr -> bytes
+        self.ops, self.stack, self.depth, self.top = [], [], 0, {}
+
+    def visit(self, node: dict) -> None:
         kind, p = node.get('node_type'), node.get('params') or {}
         if kind == 'function_start':
-            depth += 1
-            if depth == 1:
-                top = {'call': p.get('name'), 'call_index': n_calls}
-                n_calls += 1
-                # Python records exist only for Python-level calls: match the next by name.
-                for i in range(next_call, min(next_call + 8, len(calls))):
-                    if calls[i].get('name') == p.get('name'):
-                        top['fidelity'], next_call = calls[i].get('fidelity'), i + 1
-                        break
+            self.depth += 1
+            if self.depth == 1:
+                self._top_level(p.get('name'))
+            if 'program_factory_type' in p:
+                self._open(node, p)
         elif kind == 'function_end':
-            depth -= 1
-        # buffer_type: ttnn's BufferType (0 DRAM, 1 L1, 3 L1_SMALL; 'type' says L1 for both)
-        live = {'1': live_l1, '3': live_small}.get(str(p.get('buffer_type')))
-        if kind == 'buffer_allocate' and live is not None:
-            live[_int(p.get('address'))] = _int(p.get('max_size_per_bank'))
-            if live is live_small and stack:
-                stack[-1]['l1_small_bytes_per_bank'] = max(
-                    stack[-1]['l1_small_bytes_per_bank'], sum(live_small.values()))
-        elif kind == 'buffer_deallocate' and live is not None:
-            live.pop(_int(p.get('address')), None)
-        elif kind == 'function_start' and 'program_factory_type' in p:
-            inputs = [_tensor(nodes[c]['params']) for c in node.get('connections', [])
-                      if nodes.get(c, {}).get('node_type') == 'tensor']
-            stack.append({'name': p.get('name'), 'call': top.get('call'),
-                          'call_index': top.get('call_index'),
-                          'fidelity': top.get('fidelity'),
-                          'program': p.get('program_factory_type', ''),
-                          'cache_hit': _true(p.get('program_cache_hit')),
-                          'inputs': inputs, 'cbs': [], 'cores': 0, 'outputs': [],
-                          'l1_small_bytes_per_bank': sum(live_small.values())})
-        elif stack and kind == 'circular_buffer_allocate' and not _true(p.get('globally_allocated')):
+            self.depth -= 1
+            if self.stack and p.get('name') == self.stack[-1]['name']:
+                self._close(node)
+        elif kind in ('buffer_allocate', 'buffer_deallocate'):
+            # 'type' says L1 for L1_SMALL too; buffer_type is ttnn's BufferType
+            live = self.live.get(str(p.get('buffer_type')))
+            if live is not None:
+                self._buffer(kind, p, live)
+        elif self.stack and kind == 'circular_buffer_allocate' and \
+                not _true(p.get('globally_allocated')):
             # (a globally allocated circular buffer lives inside an L1 buffer: not its own room)
-            stack[-1]['cbs'].append((_int(p.get('address')), _int(p.get('size')),
-                                     _cores(p.get('core_range_set', ''))))
-        elif stack and kind == 'program_execution':
-            stack[-1]['cores'] = max(stack[-1]['cores'], _cores(p.get('worker_core_ranges')))
-        elif stack and kind == 'function_end' and p.get('name') == stack[-1]['name']:
-            op = stack.pop()
-            op['outputs'] = [_tensor(nodes[c]['params']) for c in node.get('connections', [])
-                             if nodes.get(c, {}).get('node_type') == 'tensor']
-            ops.append(_finish(op, live_l1))
-    return ops
+            self.stack[-1]['cbs'].append((_int(p.get('address')), _int(p.get('size')),
+                                          _cores(p.get('core_range_set', ''))))
+        elif self.stack and kind == 'program_execution':
+            op = self.stack[-1]
+            op['cores'] = max(op['cores'], _cores(p.get('worker_core_ranges')))
+
+    def _top_level(self, name) -> None:
+        self.top = {'call': name, 'call_index': self.n_calls}
+        self.n_calls += 1
+        # Python records exist only for Python-level calls: match the next one by name.
+        for i in range(self.next_call, min(self.next_call + 8, len(self.calls))):
+            if self.calls[i].get('name') == name:
+                self.top.update(fidelity=self.calls[i].get('fidelity'), python_index=i)
+                self.next_call = i + 1
+                break
+
+    def _buffer(self, kind: str, p: dict, live: dict) -> None:
+        if kind == 'buffer_deallocate':
+            live.pop(_int(p.get('address')), None)
+            return
+        live[_int(p.get('address'))] = _int(p.get('max_size_per_bank'))
+        if live is self.live['3'] and self.stack:
+            op = self.stack[-1]
+            op['l1_small_bytes_per_bank'] = max(op['l1_small_bytes_per_bank'],
+                                                sum(live.values()))
+
+    def _tensors(self, ids) -> list[dict]:
+        return [_tensor(self.nodes[c]['params']) for c in ids
+                if self.nodes.get(c, {}).get('node_type') == 'tensor']
+
+    def _open(self, node: dict, p: dict) -> None:
+        self.stack.append({
+            'name': p.get('name'), 'call': self.top.get('call'),
+            'call_index': self.top.get('call_index'),
+            'python_index': self.top.get('python_index'), 'fidelity': self.top.get('fidelity'),
+            'program': p.get('program_factory_type', ''),
+            'cache_hit': _true(p.get('program_cache_hit')),
+            'inputs': self._tensors(self.readers.get(node['counter'], [])),
+            'cbs': [], 'cores': 0, 'outputs': [],
+            'l1_small_bytes_per_bank': sum(self.live['3'].values())})
+
+    def _close(self, node: dict) -> None:
+        op = self.stack.pop()
+        op['outputs'] = self._tensors(node.get('connections', []))
+        self.ops.append(_finish(op, self.live['1']))
 
 
 def _finish(op: dict, live_l1: dict[int, int]) -> dict:
@@ -116,7 +151,10 @@ def _finish(op: dict, live_l1: dict[int, int]) -> dict:
     op['l1_buffers_bytes_per_bank'] = sum(live_l1.values())
     op['l1_lowest_buffer'] = l1_bottom
     op['l1_headroom_bytes'] = (l1_bottom - cb_top) if (l1_bottom is not None and cbs) else None
-    op['cores'] = op['cores'] or max((n for _, _, n in cbs), default=0)
+    # Cores of the op's circular buffers (its own cores); 'cores' (from the program's
+    # execution record) is the sub-device's worker grid.
+    op['cb_cores'] = max((n for _, _, n in cbs), default=0)
+    op['cores'] = op['cores'] or op['cb_cores']
     return op
 
 
