@@ -160,3 +160,17 @@ def test_op_list_with_l1_headroom_is_written(report):
     OPS_JSON.write_text(json.dumps(data, indent=1))
     assert summary['tightest']['l1_headroom_bytes'] == min(
         op['l1_headroom_bytes'] for op in measured)
+
+
+def test_a_mocked_cluster_is_refused_unless_a_test_allows_it(monkeypatch):
+    """Users never reach a mock: with TT_METAL_MOCK_CLUSTER_DESC_PATH set, open_devices
+    refuses before touching ttnn (the dry-runs above opt in with allow_mock_cluster())."""
+    from dpt_ros.backends.base import BackendUnavailable
+    from dpt_ros.tt import device as tt_device
+    monkeypatch.setenv('TT_METAL_MOCK_CLUSTER_DESC_PATH',
+                       str(tt_mock_device.CLUSTERS['wormhole_n300']))
+    assert not tt_device._mock_cluster_allowed
+    with pytest.raises(BackendUnavailable, match='the cluster is mocked'):
+        tt_device.open_devices('wormhole_n300', 2, execution_mode='eager')
+    ok, reason = tt_device.detect()
+    assert not ok and 'mocks the cluster' in reason
