@@ -24,9 +24,8 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-import numpy as np  # noqa: E402
-
 from dpt_ros.tt import device as tt_device  # noqa: E402
+import numpy as np  # noqa: E402
 
 EXIT_NO_DEVICE = 2
 CAMERA_HW = (480, 640)
@@ -130,7 +129,7 @@ def main(argv=None) -> int:
     paths = write_perf(args.out, record, header)
     print(f"{record['setting']} {args.tt_execution_mode}: device {record['fps']:.1f} FPS "
           f"(trace_wall_ms {record['trace_wall_ms']:.2f}), e2e {record['fps_e2e']:.1f} FPS, "
-          f"program_config_fallback_total "
+          f'program_config_fallback_total '
           f"{record['fallback_counts'].get('program_config_fallback_total')}")
     print('wrote ' + ' and '.join(paths))
     return 0

@@ -186,7 +186,8 @@ def main(argv=None) -> int:
 def print_table(r: dict) -> None:
     d = r['dpt']
     print(f"DPT-Large {r['image_size']}px, one chip — ESTIMATE (no card):")
-    print(f"{'stage':<12} {'ms (lower bound)':>16} {'ops':>5} {'GFLOP':>8} {'compute-bound ms':>17}")
+    print(f"{'stage':<12} {'ms (lower bound)':>16} {'ops':>5} {'GFLOP':>8} "
+          f"{'compute-bound ms':>17}")
     for name, s in sorted(d['stages'].items(), key=lambda kv: -kv[1]['ms']):
         print(f"{name:<12} {s['ms']:>16.2f} {s['ops']:>5} {s['gflop']:>8.1f} "
               f"{s['compute_bound_ms']:>17.2f}")

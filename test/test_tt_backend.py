@@ -7,11 +7,10 @@ No Tenstorrent card exists here, so `create` meets the real ttnn 0.81.1 and its 
 """
 import sys
 
-import numpy as np
-import pytest
-
 from dpt_ros.backends import BackendOptions, create_backend
 from dpt_ros.backends.base import BackendError, BackendUnavailable
+import numpy as np
+import pytest
 
 # The no-device checks run in a fresh interpreter: once the device double has pointed
 # TT_METAL_MOCK_CLUSTER_DESC_PATH at its mock N300 in this process, the real ttnn reports two
@@ -68,8 +67,8 @@ def no_device_run():
 
 
 def _opts(**kw):
-    base = dict(weights='tiny-random', image_size=64, device='wormhole_n300', dp=2,
-                execution_mode='trace_2cq')
+    base = {'weights': 'tiny-random', 'image_size': 64, 'device': 'wormhole_n300', 'dp': 2,
+            'execution_mode': 'trace_2cq'}
     base.update(kw)
     return BackendOptions(**base)
 
@@ -93,10 +92,10 @@ def test_create_without_ttnn_raises_unavailable(monkeypatch):
 
 
 @pytest.mark.parametrize('change, words', [
-    (dict(device='cpu'), 'wormhole_n150 | wormhole_n300'),
-    (dict(device='wormhole_n150', dp=2), 'dp 2 is not possible'),
-    (dict(execution_mode='fast'), 'execution_mode'),
-    (dict(image_size=100), 'multiple of the 16 px patch'),
+    ({'device': 'cpu'}, 'wormhole_n150 | wormhole_n300'),
+    ({'device': 'wormhole_n150', 'dp': 2}, 'dp 2 is not possible'),
+    ({'execution_mode': 'fast'}, 'execution_mode'),
+    ({'image_size': 100}, 'multiple of the 16 px patch'),
 ])
 def test_impossible_options_are_configuration_errors_not_fallbacks(change, words):
     from dpt_ros.backends import tt_backend

@@ -3,12 +3,11 @@ the tensor shapes they will see, and every ttnn name the TT code uses exists in 
 import ast
 import os
 
+from dpt_ros.model import make_config
+from dpt_ros.tt.configs import build_configs, conv_plan, pad_tokens, TILE
 import pytest
 
 ttnn = pytest.importorskip('ttnn')
-
-from dpt_ros.model import make_config  # noqa: E402
-from dpt_ros.tt.configs import TILE, build_configs, conv_plan, pad_tokens  # noqa: E402
 
 TT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                       'dpt_ros', 'tt')

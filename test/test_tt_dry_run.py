@@ -126,7 +126,7 @@ def test_every_default_config_passes_and_each_fallback_is_counted(report):
         counts = result['fallback_counts']
         per_op = {k.split('.', 1)[1]: v for k, v in counts.items()
                   if k.startswith('program_config_fallback.')}
-        assert per_op == {op: 1 for op in expected}
+        assert per_op == dict.fromkeys(expected, 1)
         assert counts['program_config_fallback_total'] == len(expected)
         assert counts['host_fallback_count'] == 0
         assert all('refused by the dry-run' in r for r in result['fallback_reasons'])

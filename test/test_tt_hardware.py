@@ -13,10 +13,9 @@ import json
 import os
 import pathlib
 
+from dpt_ros.tt import device as tt_device
 import numpy as np
 import pytest
-
-from dpt_ros.tt import device as tt_device
 
 HAVE_DEVICE, NO_DEVICE_REASON = tt_device.detect()
 pytestmark = pytest.mark.skipif(

@@ -9,20 +9,18 @@ different inputs.
 """
 import logging
 
+from dpt_ros.tt.configs import build_configs
+from dpt_ros.tt.fallbacks import FallbackCounter, FallbackError
+from dpt_ros.tt.model import build_tt_model, TtDPT
+from dpt_ros.tt.weights import prepare_weights
 import numpy as np
 import pytest
 import torch
-
 from tt_device_double import tt_device_double
 from tt_reference import (pcc, pixels, reference_model, run_model, spatial_from_tt,
                           spatial_to_tt, tokens_from_tt, tokens_to_tt)
 
 ttnn = pytest.importorskip('ttnn')
-
-from dpt_ros.tt.configs import build_configs  # noqa: E402
-from dpt_ros.tt.fallbacks import FallbackCounter, FallbackError  # noqa: E402
-from dpt_ros.tt.model import TtDPT, build_tt_model  # noqa: E402
-from dpt_ros.tt.weights import prepare_weights  # noqa: E402
 
 log = logging.getLogger(__name__)
 MIN_PCC = 0.99
@@ -69,8 +67,8 @@ def tiny_ref(tiny):
         feats = tiny.neck.reassemble_stage(hidden, None, None)
         feats = [conv(f) for conv, f in zip(tiny.neck.convs, feats)]
         fused = tiny.neck.fusion_stage(feats)[-1]
-    return dict(x=x, depth=out.predicted_depth, emb=emb, hidden=hidden, feats=feats,
-                fused=fused)
+    return {'x': x, 'depth': out.predicted_depth, 'emb': emb, 'hidden': hidden, 'feats': feats,
+            'fused': fused}
 
 
 # ---- per stage -----------------------------------------------------------------------------
@@ -219,7 +217,7 @@ def _fail_when(monkeypatch, attr, predicate, message):
 
 
 def test_program_config_fallback_is_counted_or_raises_in_strict(tiny, tiny_prepared, device,
-                                                               tiny_ref, monkeypatch):
+                                                                tiny_ref, monkeypatch):
     cfg, prepared = tiny_prepared
     _fail_when(monkeypatch, 'layer_norm', lambda a, k: k.get('program_config') is not None,
                'Statically allocated circular buffers clash with L1 buffers (injected)')
@@ -240,7 +238,7 @@ def test_program_config_fallback_is_counted_or_raises_in_strict(tiny, tiny_prepa
 
 
 def test_host_fallback_is_counted_or_raises_in_strict(tiny, tiny_prepared, device, tiny_ref,
-                                                     monkeypatch):
+                                                      monkeypatch):
     cfg, prepared = tiny_prepared
     _fail_when(monkeypatch, 'matmul', lambda a, k: True, 'matmul kernel failed (injected)')
     strict = TtDPT(prepared.params, tiny.config, device, cfg, FallbackCounter(strict=True))

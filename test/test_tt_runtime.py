@@ -9,14 +9,13 @@ computed on another frame's input.
 """
 import threading
 
+from dpt_ros.backends import BackendOptions
+from dpt_ros.tt.device import L1_SMALL_SIZE, open_devices, TRACE_REGION_SIZE
+from dpt_ros.tt.executor import ChipPipeline, CQ_COMPUTE, DataParallel
+from dpt_ros.tt.fallbacks import FallbackError
 import numpy as np
 import pytest
 import torch
-
-from dpt_ros.backends import BackendOptions
-from dpt_ros.tt.device import L1_SMALL_SIZE, TRACE_REGION_SIZE, open_devices
-from dpt_ros.tt.executor import CQ_COMPUTE, ChipPipeline, DataParallel
-from dpt_ros.tt.fallbacks import FallbackError
 from tt_device_double import tt_device_double
 
 S = 32   # image side for the stand-in program (one tile)

@@ -7,19 +7,17 @@ double module installs); no device ops.
 import json
 import os
 
+from dpt_ros.model import random_model
+from dpt_ros.preprocess import normalize
+from dpt_ros.tt.configs import build_configs
+from dpt_ros.tt.weights import (bilinear_matrix, cache_key, prepare_weights,
+                                resize_position_embeddings, weights_fingerprint)
 import pytest
 import torch
-
 import tt_device_double  # noqa: F401  (sets TT_METAL_MOCK_CLUSTER_DESC_PATH for bfloat8_b)
 from tt_reference import pcc, randomize_embeddings
 
 ttnn = pytest.importorskip('ttnn')
-
-from dpt_ros.model import random_model  # noqa: E402
-from dpt_ros.preprocess import normalize  # noqa: E402
-from dpt_ros.tt.configs import build_configs  # noqa: E402
-from dpt_ros.tt.weights import (bilinear_matrix, cache_key, prepare_weights,  # noqa: E402
-                                resize_position_embeddings, weights_fingerprint)
 
 
 def t(x):

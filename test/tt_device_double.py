@@ -454,7 +454,7 @@ class DoubleMeshDevice:
     def get_device_ids(self) -> list[int]:
         return list(self.device_ids)
 
-    def id(self) -> int:
+    def id(self) -> int:  # noqa: A003 -- the name of the real ttnn.MeshDevice.id()
         return self.device_ids[0]
 
     def arch(self):
@@ -689,9 +689,10 @@ class DeviceDouble:
             else:
                 if not device.queues[cq] and until is not None:
                     raise DoubleError('waiting for an event that no queue will record')
+                pending = {c: [k for k, _, _ in q] for c, q in device.queues.items()}
                 raise DoubleError(
                     f'deadlock: CQ{cq} waits for an event that is never recorded '
-                    f'(queues: { {c: [k for k, _, _ in q] for c, q in device.queues.items()} })')
+                    f'(queues: {pending})')
 
     def synchronize_device(self, device, cq_id=None, sub_device_ids=()):
         cqs = [self._cq(device, cq_id)] if cq_id is not None else list(device.queues)

@@ -1,10 +1,9 @@
 """Helpers shared by the TT tests: seeded HF reference models, PCC, and converters between
 HF tensors and the TT model's device layouts (used with the device double and on a card)."""
-import torch
-import ttnn
-
 from dpt_ros.model import random_model
 from dpt_ros.tt.ops import Spatial
+import torch
+import ttnn
 
 
 def pcc(a, b) -> float:

@@ -21,14 +21,12 @@ import logging
 import threading
 import time
 
-import numpy as np
-
 from dpt_ros.backends import BackendOptions
 from dpt_ros.backends.base import BackendError, BackendInfo, BackendUnavailable, batch_format
-from dpt_ros.tt.device import (DEVICE_CHIPS, EXECUTION_MODES, TtDevices, import_ttnn,
-                               open_devices)
+from dpt_ros.tt.device import DEVICE_CHIPS, EXECUTION_MODES, import_ttnn, open_devices, TtDevices
 from dpt_ros.tt.executor import ChipPipeline, DataParallel
-from dpt_ros.tt.fallbacks import HOST_FALLBACK_COUNT, HOST_STAGE_KEYS, FallbackCounter
+from dpt_ros.tt.fallbacks import FallbackCounter, HOST_FALLBACK_COUNT, HOST_STAGE_KEYS
+import numpy as np
 
 log = logging.getLogger('dpt_ros.backends.tt')
 
@@ -135,7 +133,7 @@ class TtBackend:
 
     def fallback_counts(self) -> dict[str, int]:
         """program_config_fallback_total (+ per op), host fallbacks (+ per stage)."""
-        counts = {k: 0 for k in ('program_config_fallback_total',) + HOST_FALLBACK_KEYS}
+        counts = dict.fromkeys(('program_config_fallback_total',) + HOST_FALLBACK_KEYS, 0)
         snap = self._fallbacks.snapshot()
         reasons = snap.pop('reasons', {})
         counts.update({k: int(v) for k, v in snap.items()})

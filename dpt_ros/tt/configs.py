@@ -27,8 +27,8 @@ Layout decisions (why):
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
+import math
 
 TILE = 32
 WORMHOLE_GRID = (8, 8)          # compute_with_storage_grid_size (x, y) with ETH dispatch
@@ -160,7 +160,7 @@ class TtConfigs:
                 'tokens': self.dims.tokens, 'tokens_padded': self.tokens_padded,
                 'encoder_grid': list(self.encoder_grid),
                 'attention_grid': list(self.attention_grid), 'grid': list(self.grid),
-                'conv_dram_slices': {k: v for k, v in self.conv_slices.items()},
+                'conv_dram_slices': dict(self.conv_slices),
                 'weight_dtype': self.weight_dtype_name,
                 'math_fidelity': self.math_fidelity_name}
 

@@ -11,10 +11,10 @@ CPU and log why, instead of printing a C++ backtrace.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 import logging
 import os
 import threading
-from dataclasses import dataclass, field
 
 from dpt_ros.backends.base import BackendError, BackendUnavailable
 

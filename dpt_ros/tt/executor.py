@@ -33,16 +33,15 @@ are timed separately (e2e).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
-
-import numpy as np
 
 from dpt_ros.backends.base import BackendError
 from dpt_ros.tt.device import EXECUTION_MODES, import_ttnn
+import numpy as np
 
 log = logging.getLogger('dpt_ros.tt.executor')
 
@@ -145,7 +144,7 @@ class ChipPipeline:
         return _default_output_to_numpy(t, self.image_size)
 
     # -- start-up ----------------------------------------------------------------------------
-    def compile(self, sample: np.ndarray) -> float:
+    def compile(self, sample: np.ndarray) -> float:  # noqa: A003 -- the backend's step name
         """Compile (one eager run) and, in trace modes, capture both traces. Returns seconds."""
         ttnn = self.ttnn
         t0 = time.perf_counter()
@@ -382,7 +381,7 @@ class DataParallel:
     def dp(self) -> int:
         return len(self.pipelines)
 
-    def compile(self, sample: np.ndarray) -> float:
+    def compile(self, sample: np.ndarray) -> float:  # noqa: A003 -- as ChipPipeline.compile
         """Compile/capture on every chip; returns total seconds."""
         return sum(p.compile(sample) for p in self.pipelines)
 

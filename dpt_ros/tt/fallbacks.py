@@ -43,7 +43,7 @@ class FallbackCounter:
         self._lock = threading.Lock()
         self.counts: collections.Counter[str] = collections.Counter(
             {PROGRAM_CONFIG_FALLBACK_TOTAL: 0, HOST_FALLBACK_COUNT: 0,
-             **{k: 0 for k in HOST_STAGE_KEYS}})
+             **dict.fromkeys(HOST_STAGE_KEYS, 0)})
         # 'op_name: reason' -> count, for diagnostics and the perf JSON.
         self.reasons: collections.Counter[str] = collections.Counter()
         self._on_default: set[str] = set()

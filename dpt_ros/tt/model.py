@@ -22,8 +22,6 @@ model cannot be traced (host reads are not allowed during capture).
 """
 from __future__ import annotations
 
-import numpy as np
-
 from dpt_ros.tt.embeddings import TtEmbeddings
 from dpt_ros.tt.encoder import TtEncoder
 from dpt_ros.tt.fallbacks import FallbackCounter
@@ -32,6 +30,7 @@ from dpt_ros.tt.head import TtHead
 from dpt_ros.tt.ops import Upsample2x
 from dpt_ros.tt.reassemble import TtReassemble
 from dpt_ros.tt.weights import PAD_CHANNELS
+import numpy as np
 
 
 class TtDPT:

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from dpt_ros.tt.fallbacks import FallbackCounter
 from dpt_ros.tt.weights import bilinear_matrix
+import numpy as np
 
 
 @dataclass
@@ -155,7 +154,7 @@ class Upsample2x:
         n, h, w, c = x.n, x.h, x.w, x.c
         a_h = self._matrix(('h', n, h), np.kron(np.eye(n), bilinear_matrix(h)))
         a_w = self._matrix(('w', w), bilinear_matrix(w))
-        mm = dict(memory_config=ttnn.DRAM_MEMORY_CONFIG, compute_kernel_config=self.compute)
+        mm = {'memory_config': ttnn.DRAM_MEMORY_CONFIG, 'compute_kernel_config': self.compute}
         # Reshapes and permutes run row-major; each matmul operand is tilized from row-major
         # with an explicit zero pad. The inner dims (h, w: 12, 24, 48 at 384 px) are not tile
         # multiples, and the tile padding a device reshape/permute leaves is not guaranteed

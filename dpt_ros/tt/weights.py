@@ -31,13 +31,13 @@ sha256 of (weights id, prepared-weight config, ttnn version, format version).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 import hashlib
 import json
 import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -256,7 +256,6 @@ def _prepare(sd, configs) -> dict:
         proj_w = f64(r + f'layers.{i}.projection.weight')[:, :, 0, 0]   # (C, D)
         proj_b = f64(r + f'layers.{i}.projection.bias')
         if factor > 1:
-            f = int(factor)
             ct_w = f64(r + f'layers.{i}.resize.weight')              # (C, C, f, f)
             ct_b = f64(r + f'layers.{i}.resize.bias')
             fused = torch.einsum('cd,coab->dabo', proj_w, ct_w).reshape(d, -1)

@@ -36,9 +36,9 @@ _COUNTED = ('linear', 'matmul', 'layer_norm', 'add', 'reshape', 'permute', 'to_m
             'release_trace', 'record_event', 'wait_for_event', 'copy_host_to_device_tensor')
 STAGES = ('backbone', 'reassembly', 'fusion_head')     # TtDPT's stage methods, in order
 # ViT-B/16 dims in the DPT architecture (only the backbone runs): calibrates the estimator.
-VIT_B = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-             intermediate_size=3072, backbone_out_indices=[2, 5, 8, 11],
-             neck_hidden_sizes=[96, 192, 384, 768])
+VIT_B = {'hidden_size': 768, 'num_hidden_layers': 12, 'num_attention_heads': 12,
+         'intermediate_size': 3072, 'backbone_out_indices': [2, 5, 8, 11],
+         'neck_hidden_sizes': [96, 192, 384, 768]}
 _COUNTED_TRANSFORMER = ('scaled_dot_product_attention', 'split_query_key_value_and_split_heads',
                         'concatenate_heads')
 
@@ -203,7 +203,8 @@ def run_mode(args, loaded, mode: str, ttnn, report: dict) -> dict:
             if not np.all(np.isfinite(out)):
                 raise AssertionError('non-finite output from the mock')
         grid = backend._models[0].tt.cfg.grid
-        result.update(frames=len(shapes) * args.dp, grid=list(grid), output_shapes=sorted(map(str, shapes)),
+        result.update(frames=len(shapes) * args.dp, grid=list(grid),
+                      output_shapes=sorted(map(str, shapes)),
                       fallback_counts=backend.fallback_counts(),
                       fallback_reasons=backend.info.extra.get('fallback_reasons', {}),
                       effective_mode=backend.info.extra['tt_execution_mode_effective'],
@@ -254,8 +255,9 @@ def main(argv=None) -> int:
     loaded = load_model(args.weights, seed=0, image_size=args.size)
     if args.config == 'vit-b':
         loaded = vit_b_model(args.size)
-    report.update({'device': args.device, 'dp': args.dp, 'size': args.size, 'weights': args.weights,
-              'strict': args.strict, 'force_defaults': args.force_defaults, 'modes': {}})
+    report.update({'device': args.device, 'dp': args.dp, 'size': args.size,
+                   'weights': args.weights, 'strict': args.strict,
+                   'force_defaults': args.force_defaults, 'modes': {}})
     if args.backbone_only:
         backbone_only(args, loaded, ttnn, report, ops)
     for mode in ([] if args.backbone_only else args.modes.split(',')):
