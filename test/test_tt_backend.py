@@ -1,5 +1,8 @@
-"""The `tt` backend behind the registry: start-up failures, CPU fallback, and (under the device
-double) the whole backend against the torch reference.
+"""
+Tests of the `tt` backend behind the registry.
+
+Start-up failures, CPU fallback, and (under the device double) the whole backend against the
+torch reference.
 
 No Tenstorrent card exists here, so `create` meets the real ttnn 0.81.1 and its real
 'No chips detected' error; the full-backend test runs the same code under
@@ -121,8 +124,12 @@ def test_registry_without_fallback_raises(no_device_run):
 
 @pytest.mark.parametrize('mode, dp', [('trace_2cq', 2), ('trace', 1), ('eager', 1)])
 def test_whole_backend_under_the_device_double_matches_torch(mode, dp, tmp_path):
-    """The registry starts the real TT backend (TtDPT, weights, configs, runtime) on the
-    device double; every frame's output correlates >= 0.99 with torch fp32 on CPU."""
+    """
+    Check that every frame the real TT backend gives on the device double matches torch.
+
+    The registry starts the real TT backend (TtDPT, weights, configs, runtime) on the
+    device double; every frame's output must correlate >= 0.99 with torch fp32 on CPU.
+    """
     pytest.importorskip('dpt_ros.tt.model',
                         reason='the TT model (dpt_ros/tt/model.py) is not in the tree yet')
     from skimage import data

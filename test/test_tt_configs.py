@@ -1,5 +1,10 @@
-"""TT configs: built with the real ttnn 0.81.1 pybind constructors, internally consistent with
-the tensor shapes they will see, and every ttnn name the TT code uses exists in ttnn 0.81.1."""
+"""
+Tests of the TT configs and of the ttnn names the TT code uses (real ttnn 0.81.1).
+
+The configs are built with the real ttnn 0.81.1 pybind constructors and are internally
+consistent with the tensor shapes they will see; every ttnn name the TT code uses exists in
+ttnn 0.81.1.
+"""
 import ast
 import os
 

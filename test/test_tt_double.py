@@ -1,4 +1,5 @@
-"""Tests of the device TEST DOUBLE itself (test/tt_device_double.py).
+"""
+Tests of the device TEST DOUBLE itself (test/tt_device_double.py).
 
 If the double were wrong, every TT model/runtime test built on it would be meaningless, so its
 numerics, its strictness about ttnn names/types and its trace/CQ semantics are checked here.

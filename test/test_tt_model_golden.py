@@ -1,4 +1,5 @@
-"""TT DPT model vs the HF reference, executed on the device TEST DOUBLE (ttnn goldens on CPU).
+"""
+TT DPT model vs the HF reference, executed on the device TEST DOUBLE (ttnn goldens on CPU).
 
 The code path is the perf path: the same build_configs() configs (sharded program configs,
 bfloat8_b weights, SDPA with the key mask, exact align_corners upsample), strict fallbacks
@@ -137,8 +138,12 @@ def test_full_tiny_model_pcc(tiny_tt, tiny_ref, device, double):
 
 
 def test_tiny_model_at_512_interpolates_position_embeddings(tiny, device):
-    """The HF model is configured for 384; at 512 both resize the position table (HF per
-    frame, TT once at weight preparation)."""
+    """
+    Check the tiny model at 512 px, where both models resize the position table.
+
+    The HF model is configured for 384; at 512 both resize the position table (HF per
+    frame, TT once at weight preparation).
+    """
     model = build_tt_model(tiny, device, image_size=512, use_cache=False,
                            fallbacks=FallbackCounter(strict=True))
     assert model.cfg.tokens_padded == 1152
@@ -177,9 +182,12 @@ def test_trace_capture_once_replay_with_new_inputs(tiny, tiny_tt, device):
 
 
 def test_uint8_pixels_in_with_the_normalisation_folded_into_the_weights(tiny, tiny_tt, device):
-    """The node's input: a camera image's resized uint8 pixels. The model (normalisation in
-    its patch embedding) matches HF fed the processor's normalised tensor, and gives the same
-    output as when it is given that tensor itself."""
+    """
+    Check the model on the node's input: a camera image's resized uint8 pixels.
+
+    The model (normalisation in its patch embedding) matches HF fed the processor's
+    normalised tensor, and gives the same output as when it is given that tensor itself.
+    """
     from skimage import data
 
     from dpt_ros.preprocess import normalize, resize_pixels
@@ -258,9 +266,13 @@ def test_host_fallback_is_counted_or_raises_in_strict(tiny, tiny_prepared, devic
 @pytest.mark.slow
 @pytest.mark.parametrize('size', [384, 512])
 def test_full_dpt_large_random_weights_pcc_on_both_chips(double, size, tmp_path_factory):
-    """DPT-Large config (343M parameters), random weights seed 0, bfloat8_b weights, strict,
+    """
+    Check full DPT-Large on both chips of an N300: PCC >= 0.99 per frame vs HF.
+
+    DPT-Large config (343M parameters), random weights seed 0, bfloat8_b weights, strict,
     the perf path's configs: weights prepared once, one TtDPT per chip of an N300 (1x2 mesh
-    split into submeshes), each chip a different frame; PCC >= 0.99 per frame vs HF."""
+    split into submeshes), each chip a different frame; PCC >= 0.99 per frame vs HF.
+    """
     model = reference_model('dpt-large', seed=0)
     x = torch.cat([pixels(1, size, seed=5), pixels(1, size, seed=6)])
     with torch.no_grad():

@@ -1,4 +1,5 @@
-"""Per-stage PCC of TtDPT ON A CARD (Wormhole N150/N300), strict: every tuned config accepted.
+"""
+Per-stage PCC of TtDPT ON A CARD (Wormhole N150/N300), strict: every tuned config accepted.
 
 The golden tests (test_tt_model_golden.py) prove the op sequence on CPU goldens; what only a
 card shows is whether every kernel compiles, fits L1 and accepts its program config. When the

@@ -1,5 +1,8 @@
-"""TT weight preparation: layouts/dtypes, the algebra of every fold against the HF modules,
-the on-disk cache (hit, invalidation, damaged entry) and bfloat8_b round trips.
+"""
+Tests of TT weight preparation.
+
+Layouts/dtypes, the algebra of every fold against the HF modules, the on-disk cache (hit,
+invalidation, damaged entry) and bfloat8_b round trips.
 
 Host only (real ttnn host tensors through the mock N300 cluster descriptor that the device
 double module installs); no device ops.
