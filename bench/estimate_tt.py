@@ -1,4 +1,5 @@
-"""Estimate DPT-Large's device time on a Wormhole chip from the mock-device dry-run's op list.
+"""
+Estimate DPT-Large's device time on a Wormhole chip from the mock-device dry-run's op list.
 
 An ESTIMATE, not a measurement (no card here). Per device op of one forward (the dry-run's
 graph capture of the compile run, test/tt_mock_device), a lower bound is the larger of:
@@ -74,8 +75,13 @@ def flops(op: dict) -> float:
 
 
 def op_cores(op: dict, configs: dict) -> int:
-    """Cores the op runs on: its circular buffers' cores where the graph has them, the encoder
-    grid for block-sharded inputs (the sharded matmuls and LayerNorm), else the chip."""
+    """
+    Return the number of cores an op runs on.
+
+    That is its circular buffers' cores where the graph has them, the attention grid for SDPA,
+    the encoder grid for block-sharded inputs (the sharded matmuls and LayerNorm), else the
+    whole chip.
+    """
     if op.get('cb_cores'):
         return op['cb_cores']
     gx, gy = configs['grid']
@@ -141,7 +147,7 @@ def dry_run(harness, out: pathlib.Path, device: str, args: list[str]) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     p.add_argument('--size', type=int, default=384)
     p.add_argument('--json', default=str(ROOT / 'generated' / 'tt_estimate.json'))
     args = p.parse_args(argv)
@@ -186,7 +192,8 @@ def main(argv=None) -> int:
 def print_table(r: dict) -> None:
     d = r['dpt']
     print(f"DPT-Large {r['image_size']}px, one chip — ESTIMATE (no card):")
-    print(f"{'stage':<12} {'ms (lower bound)':>16} {'ops':>5} {'GFLOP':>8} {'compute-bound ms':>17}")
+    print(f"{'stage':<12} {'ms (lower bound)':>16} {'ops':>5} {'GFLOP':>8} "
+          f"{'compute-bound ms':>17}")
     for name, s in sorted(d['stages'].items(), key=lambda kv: -kv[1]['ms']):
         print(f"{name:<12} {s['ms']:>16.2f} {s['ops']:>5} {s['gflop']:>8.1f} "
               f"{s['compute_bound_ms']:>17.2f}")

@@ -1,5 +1,8 @@
-"""The `tt` backend behind the registry: start-up failures, CPU fallback, and (under the device
-double) the whole backend against the torch reference.
+"""
+Tests of the `tt` backend behind the registry.
+
+Start-up failures, CPU fallback, and (under the device double) the whole backend against the
+torch reference.
 
 No Tenstorrent card exists here, so `create` meets the real ttnn 0.81.1 and its real
 'No chips detected' error; the full-backend test runs the same code under
@@ -7,11 +10,10 @@ No Tenstorrent card exists here, so `create` meets the real ttnn 0.81.1 and its 
 """
 import sys
 
-import numpy as np
-import pytest
-
 from dpt_ros.backends import BackendOptions, create_backend
 from dpt_ros.backends.base import BackendError, BackendUnavailable
+import numpy as np
+import pytest
 
 # The no-device checks run in a fresh interpreter: once the device double has pointed
 # TT_METAL_MOCK_CLUSTER_DESC_PATH at its mock N300 in this process, the real ttnn reports two
@@ -68,8 +70,8 @@ def no_device_run():
 
 
 def _opts(**kw):
-    base = dict(weights='tiny-random', image_size=64, device='wormhole_n300', dp=2,
-                execution_mode='trace_2cq')
+    base = {'weights': 'tiny-random', 'image_size': 64, 'device': 'wormhole_n300', 'dp': 2,
+            'execution_mode': 'trace_2cq'}
     base.update(kw)
     return BackendOptions(**base)
 
@@ -93,10 +95,10 @@ def test_create_without_ttnn_raises_unavailable(monkeypatch):
 
 
 @pytest.mark.parametrize('change, words', [
-    (dict(device='cpu'), 'wormhole_n150 | wormhole_n300'),
-    (dict(device='wormhole_n150', dp=2), 'dp 2 is not possible'),
-    (dict(execution_mode='fast'), 'execution_mode'),
-    (dict(image_size=100), 'multiple of the 16 px patch'),
+    ({'device': 'cpu'}, 'wormhole_n150 | wormhole_n300'),
+    ({'device': 'wormhole_n150', 'dp': 2}, 'dp 2 is not possible'),
+    ({'execution_mode': 'fast'}, 'execution_mode'),
+    ({'image_size': 100}, 'multiple of the 16 px patch'),
 ])
 def test_impossible_options_are_configuration_errors_not_fallbacks(change, words):
     from dpt_ros.backends import tt_backend
@@ -122,8 +124,12 @@ def test_registry_without_fallback_raises(no_device_run):
 
 @pytest.mark.parametrize('mode, dp', [('trace_2cq', 2), ('trace', 1), ('eager', 1)])
 def test_whole_backend_under_the_device_double_matches_torch(mode, dp, tmp_path):
-    """The registry starts the real TT backend (TtDPT, weights, configs, runtime) on the
-    device double; every frame's output correlates >= 0.99 with torch fp32 on CPU."""
+    """
+    Check that every frame the real TT backend gives on the device double matches torch.
+
+    The registry starts the real TT backend (TtDPT, weights, configs, runtime) on the
+    device double; every frame's output must correlate >= 0.99 with torch fp32 on CPU.
+    """
     pytest.importorskip('dpt_ros.tt.model',
                         reason='the TT model (dpt_ros/tt/model.py) is not in the tree yet')
     from skimage import data

@@ -1,14 +1,18 @@
-"""TT configs: built with the real ttnn 0.81.1 pybind constructors, internally consistent with
-the tensor shapes they will see, and every ttnn name the TT code uses exists in ttnn 0.81.1."""
+"""
+Tests of the TT configs and of the ttnn names the TT code uses (real ttnn 0.81.1).
+
+The configs are built with the real ttnn 0.81.1 pybind constructors and are internally
+consistent with the tensor shapes they will see; every ttnn name the TT code uses exists in
+ttnn 0.81.1.
+"""
 import ast
 import os
 
+from dpt_ros.model import make_config
+from dpt_ros.tt.configs import build_configs, conv_plan, pad_tokens, TILE
 import pytest
 
 ttnn = pytest.importorskip('ttnn')
-
-from dpt_ros.model import make_config  # noqa: E402
-from dpt_ros.tt.configs import TILE, build_configs, conv_plan, pad_tokens  # noqa: E402
 
 TT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                       'dpt_ros', 'tt')

@@ -1,4 +1,5 @@
-"""Tests of the device TEST DOUBLE itself (test/tt_device_double.py).
+"""
+Tests of the device TEST DOUBLE itself (test/tt_device_double.py).
 
 If the double were wrong, every TT model/runtime test built on it would be meaningless, so its
 numerics, its strictness about ttnn names/types and its trace/CQ semantics are checked here.
@@ -240,10 +241,10 @@ def test_conv_weights_are_quantized_as_configured(double):
     dev = _dev(double, l1_small_size=24576)
     x = torch.randn(1, 4, 4, 32)
     w = torch.randn(32, 32, 3, 3)
-    kwargs = dict(input_tensor=ttnn.from_torch(x, ttnn.bfloat16, device=dev),
-                  weight_tensor=ttnn.from_torch(w, ttnn.float32), device=dev, in_channels=32,
-                  out_channels=32, batch_size=1, input_height=4, input_width=4,
-                  kernel_size=(3, 3), padding=(1, 1))
+    kwargs = {'input_tensor': ttnn.from_torch(x, ttnn.bfloat16, device=dev),
+              'weight_tensor': ttnn.from_torch(w, ttnn.float32), 'device': dev,
+              'in_channels': 32, 'out_channels': 32, 'batch_size': 1, 'input_height': 4,
+              'input_width': 4, 'kernel_size': (3, 3), 'padding': (1, 1)}
     outs = {}
     for dt in (ttnn.bfloat16, ttnn.bfloat8_b):
         out = ttnn.conv2d(conv_config=ttnn.Conv2dConfig(weights_dtype=dt), **kwargs)

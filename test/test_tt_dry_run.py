@@ -1,4 +1,5 @@
-"""The TT backend through ttnn's own host-side checks on a mock N150 / N300 (dry-run).
+"""
+The TT backend through ttnn's own host-side checks on a mock N150 / N300 (dry-run).
 
 Each run builds the backend as the node does (test/tt_mock_device/dry_run.py) in a process
 where the real ttnn 0.81.1 validates every op, allocates every buffer against the real L1 /
@@ -73,9 +74,13 @@ def _modes(name):
 
 @pytest.mark.parametrize('report', STRICT_RUNS, indirect=True)
 def test_strict_run_passes_every_op_without_fallback(report):
-    """Strict: any tuned config that fails validation / allocation raises. Every mode builds,
+    """
+    Check that a strict run builds, runs and closes every mode without any fallback.
+
+    Strict: any tuned config that fails validation / allocation raises. Every mode builds,
     runs FRAMES inferences per chip and closes; no fallback of any kind; every chip runs the
-    mode asked for (a host stage would force eager)."""
+    mode asked for (a host stage would force eager).
+    """
     name, rep, tail = report
     assert rep['op_failures'] == {}, rep['failure_messages']
     for mode in _modes(name):
@@ -94,9 +99,12 @@ def test_strict_run_passes_every_op_without_fallback(report):
 
 @pytest.mark.parametrize('report', ['n300-384'], indirect=True)
 def test_traces_captured_replayed_and_released_on_both_chips(report):
-    """trace and trace_2cq through the real ttnn trace runtime (shim: no replay on a mock):
-    per chip two traces captured (input move, model), replayed per frame, then released;
-    trace_2cq's events recorded and waited on."""
+    """
+    Check trace and trace_2cq through the real ttnn trace runtime, on both chips.
+
+    The shim does no replay on a mock. Per chip two traces are captured (input move, model),
+    replayed per frame, then released; trace_2cq's events are recorded and waited on.
+    """
     _, rep, _ = report
     calls = rep['op_calls']
     chips, traced_modes = rep['dp'], 2
@@ -111,8 +119,12 @@ def test_traces_captured_replayed_and_released_on_both_chips(report):
 
 @pytest.mark.parametrize('report', ['n300-defaults'], indirect=True)
 def test_every_default_config_passes_and_each_fallback_is_counted(report):
-    """Every tuned config refused: each op falls back once to its default config, counted per
-    op, and the defaults too pass ttnn's checks (eager and trace_2cq, both chips)."""
+    """
+    Check that with every tuned config refused, each op falls back once and is counted.
+
+    Each op falls back once to its default config, counted per op, and the defaults too pass
+    ttnn's checks (eager and trace_2cq, both chips).
+    """
     name, rep, tail = report
     from dpt_ros.model import make_config
     from dpt_ros.tt.configs import build_configs, conv_plan
@@ -126,7 +138,7 @@ def test_every_default_config_passes_and_each_fallback_is_counted(report):
         counts = result['fallback_counts']
         per_op = {k.split('.', 1)[1]: v for k, v in counts.items()
                   if k.startswith('program_config_fallback.')}
-        assert per_op == {op: 1 for op in expected}
+        assert per_op == dict.fromkeys(expected, 1)
         assert counts['program_config_fallback_total'] == len(expected)
         assert counts['host_fallback_count'] == 0
         assert all('refused by the dry-run' in r for r in result['fallback_reasons'])
@@ -134,11 +146,15 @@ def test_every_default_config_passes_and_each_fallback_is_counted(report):
 
 @pytest.mark.parametrize('report', ['n150-384', 'n150-512'], indirect=True)
 def test_op_list_with_l1_headroom_is_written(report):
-    """The device-op list of a compile run (graph capture, program cache off so every op's
-    circular buffers are seen) goes to generated/tt_dry_run_ops.json; no op's circular
-    buffers reach into live L1 buffers. (ttnn's graph records the circular buffers of the
-    convs, halos and eltwise ops, not the dataflow buffers of matmuls, SDPA and LayerNorm:
-    for those ttnn's own clash check at program creation is the evidence.)"""
+    """
+    Write the device-op list of a compile run and check that it leaves L1 headroom.
+
+    The list (graph capture, program cache off so every op's circular buffers are seen) goes to
+    generated/tt_dry_run_ops.json; no op's circular buffers reach into live L1 buffers. (ttnn's
+    graph records the circular buffers of the convs, halos and eltwise ops, not the dataflow
+    buffers of matmuls, SDPA and LayerNorm: for those ttnn's own clash check at program
+    creation is the evidence.)
+    """
     from tt_mock_device import oplist
     _, rep, _ = report
     ops = rep['ops']
@@ -163,8 +179,12 @@ def test_op_list_with_l1_headroom_is_written(report):
 
 
 def test_a_mocked_cluster_is_refused_unless_a_test_allows_it(monkeypatch):
-    """Users never reach a mock: with TT_METAL_MOCK_CLUSTER_DESC_PATH set, open_devices
-    refuses before touching ttnn (the dry-runs above opt in with allow_mock_cluster())."""
+    """
+    Check that users never reach a mock.
+
+    With TT_METAL_MOCK_CLUSTER_DESC_PATH set, open_devices refuses before touching ttnn (the
+    dry-runs above opt in with allow_mock_cluster()).
+    """
     from dpt_ros.backends.base import BackendUnavailable
     from dpt_ros.tt import device as tt_device
     monkeypatch.setenv('TT_METAL_MOCK_CLUSTER_DESC_PATH',

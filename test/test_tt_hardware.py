@@ -1,4 +1,5 @@
-"""Hardware tests for the TT backend: run them on a machine with a Wormhole N150/N300.
+"""
+Hardware tests for the TT backend: run them on a machine with a Wormhole N150/N300.
 
 Without a Tenstorrent device they are skipped with the reason ttnn gives (here: 'No chips
 detected in the cluster'). On a card:
@@ -13,10 +14,9 @@ import json
 import os
 import pathlib
 
+from dpt_ros.tt import device as tt_device
 import numpy as np
 import pytest
-
-from dpt_ros.tt import device as tt_device
 
 HAVE_DEVICE, NO_DEVICE_REASON = tt_device.detect()
 pytestmark = pytest.mark.skipif(
@@ -38,8 +38,12 @@ def _device_kind() -> str:
 
 
 def _batch(size: int, names=IMAGES, pixels: bool = False) -> np.ndarray:
-    """The bundled images as the processor's normalised tensors (the CPU reference's input)
-    or as uint8 pixels (what the node gives the TT backend)."""
+    """
+    Return the bundled images as normalised tensors, or as uint8 pixels with pixels=True.
+
+    The tensors are the processor's (the CPU reference's input); the uint8 pixels are what the
+    node gives the TT backend.
+    """
     from skimage import data
 
     from dpt_ros.preprocess import preprocess, resize_pixels
@@ -90,8 +94,12 @@ def test_tt_pcc(reference, dp):
 
 
 def test_tt_perf():
-    """Device and e2e FPS at 384 px, dp = chips, trace_2cq, strict; writes the smoke JSON
-    through the runner's perf JSON writer (same keys as the runner's --dump-perf)."""
+    """
+    Measure device and e2e FPS at 384 px, dp = chips, trace_2cq, strict.
+
+    Writes the smoke JSON through the runner's perf JSON writer (same keys as the runner's
+    --dump-perf).
+    """
     from bench.bench_tt import measure
     from dpt_ros.perf_report import write_perf
     kind = _device_kind()

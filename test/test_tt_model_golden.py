@@ -1,4 +1,5 @@
-"""TT DPT model vs the HF reference, executed on the device TEST DOUBLE (ttnn goldens on CPU).
+"""
+TT DPT model vs the HF reference, executed on the device TEST DOUBLE (ttnn goldens on CPU).
 
 The code path is the perf path: the same build_configs() configs (sharded program configs,
 bfloat8_b weights, SDPA with the key mask, exact align_corners upsample), strict fallbacks
@@ -9,20 +10,18 @@ different inputs.
 """
 import logging
 
+from dpt_ros.tt.configs import build_configs
+from dpt_ros.tt.fallbacks import FallbackCounter, FallbackError
+from dpt_ros.tt.model import build_tt_model, TtDPT
+from dpt_ros.tt.weights import prepare_weights
 import numpy as np
 import pytest
 import torch
-
 from tt_device_double import tt_device_double
 from tt_reference import (pcc, pixels, reference_model, run_model, spatial_from_tt,
                           spatial_to_tt, tokens_from_tt, tokens_to_tt)
 
 ttnn = pytest.importorskip('ttnn')
-
-from dpt_ros.tt.configs import build_configs  # noqa: E402
-from dpt_ros.tt.fallbacks import FallbackCounter, FallbackError  # noqa: E402
-from dpt_ros.tt.model import TtDPT, build_tt_model  # noqa: E402
-from dpt_ros.tt.weights import prepare_weights  # noqa: E402
 
 log = logging.getLogger(__name__)
 MIN_PCC = 0.99
@@ -69,8 +68,8 @@ def tiny_ref(tiny):
         feats = tiny.neck.reassemble_stage(hidden, None, None)
         feats = [conv(f) for conv, f in zip(tiny.neck.convs, feats)]
         fused = tiny.neck.fusion_stage(feats)[-1]
-    return dict(x=x, depth=out.predicted_depth, emb=emb, hidden=hidden, feats=feats,
-                fused=fused)
+    return {'x': x, 'depth': out.predicted_depth, 'emb': emb, 'hidden': hidden, 'feats': feats,
+            'fused': fused}
 
 
 # ---- per stage -----------------------------------------------------------------------------
@@ -139,8 +138,12 @@ def test_full_tiny_model_pcc(tiny_tt, tiny_ref, device, double):
 
 
 def test_tiny_model_at_512_interpolates_position_embeddings(tiny, device):
-    """The HF model is configured for 384; at 512 both resize the position table (HF per
-    frame, TT once at weight preparation)."""
+    """
+    Check the tiny model at 512 px, where both models resize the position table.
+
+    The HF model is configured for 384; at 512 both resize the position table (HF per
+    frame, TT once at weight preparation).
+    """
     model = build_tt_model(tiny, device, image_size=512, use_cache=False,
                            fallbacks=FallbackCounter(strict=True))
     assert model.cfg.tokens_padded == 1152
@@ -179,9 +182,12 @@ def test_trace_capture_once_replay_with_new_inputs(tiny, tiny_tt, device):
 
 
 def test_uint8_pixels_in_with_the_normalisation_folded_into_the_weights(tiny, tiny_tt, device):
-    """The node's input: a camera image's resized uint8 pixels. The model (normalisation in
-    its patch embedding) matches HF fed the processor's normalised tensor, and gives the same
-    output as when it is given that tensor itself."""
+    """
+    Check the model on the node's input: a camera image's resized uint8 pixels.
+
+    The model (normalisation in its patch embedding) matches HF fed the processor's
+    normalised tensor, and gives the same output as when it is given that tensor itself.
+    """
     from skimage import data
 
     from dpt_ros.preprocess import normalize, resize_pixels
@@ -219,7 +225,7 @@ def _fail_when(monkeypatch, attr, predicate, message):
 
 
 def test_program_config_fallback_is_counted_or_raises_in_strict(tiny, tiny_prepared, device,
-                                                               tiny_ref, monkeypatch):
+                                                                tiny_ref, monkeypatch):
     cfg, prepared = tiny_prepared
     _fail_when(monkeypatch, 'layer_norm', lambda a, k: k.get('program_config') is not None,
                'Statically allocated circular buffers clash with L1 buffers (injected)')
@@ -240,7 +246,7 @@ def test_program_config_fallback_is_counted_or_raises_in_strict(tiny, tiny_prepa
 
 
 def test_host_fallback_is_counted_or_raises_in_strict(tiny, tiny_prepared, device, tiny_ref,
-                                                     monkeypatch):
+                                                      monkeypatch):
     cfg, prepared = tiny_prepared
     _fail_when(monkeypatch, 'matmul', lambda a, k: True, 'matmul kernel failed (injected)')
     strict = TtDPT(prepared.params, tiny.config, device, cfg, FallbackCounter(strict=True))
@@ -260,9 +266,13 @@ def test_host_fallback_is_counted_or_raises_in_strict(tiny, tiny_prepared, devic
 @pytest.mark.slow
 @pytest.mark.parametrize('size', [384, 512])
 def test_full_dpt_large_random_weights_pcc_on_both_chips(double, size, tmp_path_factory):
-    """DPT-Large config (343M parameters), random weights seed 0, bfloat8_b weights, strict,
+    """
+    Check full DPT-Large on both chips of an N300: PCC >= 0.99 per frame vs HF.
+
+    DPT-Large config (343M parameters), random weights seed 0, bfloat8_b weights, strict,
     the perf path's configs: weights prepared once, one TtDPT per chip of an N300 (1x2 mesh
-    split into submeshes), each chip a different frame; PCC >= 0.99 per frame vs HF."""
+    split into submeshes), each chip a different frame; PCC >= 0.99 per frame vs HF.
+    """
     model = reference_model('dpt-large', seed=0)
     x = torch.cat([pixels(1, size, seed=5), pixels(1, size, seed=6)])
     with torch.no_grad():

@@ -1,4 +1,5 @@
-"""Per-stage PCC of TtDPT ON A CARD (Wormhole N150/N300), strict: every tuned config accepted.
+"""
+Per-stage PCC of TtDPT ON A CARD (Wormhole N150/N300), strict: every tuned config accepted.
 
 The golden tests (test_tt_model_golden.py) prove the op sequence on CPU goldens; what only a
 card shows is whether every kernel compiles, fits L1 and accepts its program config. When the
@@ -10,10 +11,9 @@ Skipped without a device, with the reason ttnn gives.
 import logging
 import os
 
+from dpt_ros.tt import device as tt_device
 import pytest
 import torch
-
-from dpt_ros.tt import device as tt_device
 
 HAVE_DEVICE, NO_DEVICE_REASON = tt_device.detect()
 pytestmark = pytest.mark.skipif(
@@ -47,8 +47,8 @@ def setup(request):
                                    trace_region_size=8 << 20)
     fb = FallbackCounter(strict=True)
     model = build_tt_model(hf, device, image_size=size, fallbacks=fb)
-    ref = dict(x=x, depth=out.predicted_depth, emb=emb, hidden=hidden, feats=feats,
-               fused=fused, hf=hf)
+    ref = {'x': x, 'depth': out.predicted_depth, 'emb': emb, 'hidden': hidden, 'feats': feats,
+           'fused': fused, 'hf': hf}
     yield model, ref, device
     ttnn.close_mesh_device(device)
 

@@ -1,5 +1,8 @@
-"""TT runtime under the device double: device opening, trace capture/replay, the trace_2cq
-event protocol, data parallel over two chips, shutdown order, strict mode.
+"""
+Tests of the TT runtime under the device double.
+
+Device opening, trace capture/replay, the trace_2cq event protocol, data parallel over two
+chips, shutdown order, strict mode.
 
 The device program here is a small stand-in (`ToyProgram`: a few real ttnn ops whose torch
 reference is one line), so these tests isolate the runtime; the DPT model itself runs through
@@ -9,14 +12,13 @@ computed on another frame's input.
 """
 import threading
 
+from dpt_ros.backends import BackendOptions
+from dpt_ros.tt.device import L1_SMALL_SIZE, open_devices, TRACE_REGION_SIZE
+from dpt_ros.tt.executor import ChipPipeline, CQ_COMPUTE, DataParallel
+from dpt_ros.tt.fallbacks import FallbackError
 import numpy as np
 import pytest
 import torch
-
-from dpt_ros.backends import BackendOptions
-from dpt_ros.tt.device import L1_SMALL_SIZE, TRACE_REGION_SIZE, open_devices
-from dpt_ros.tt.executor import CQ_COMPUTE, ChipPipeline, DataParallel
-from dpt_ros.tt.fallbacks import FallbackError
 from tt_device_double import tt_device_double
 
 S = 32   # image side for the stand-in program (one tile)
@@ -53,7 +55,7 @@ def reference(frames: np.ndarray) -> np.ndarray:
 
 
 def frames(n: int, seed: int = 0) -> np.ndarray:
-    """n clearly different frames (each offset by its index, so no two are alike)."""
+    """Return n frames that clearly differ (each offset by its index, so no two are alike)."""
     rng = np.random.default_rng(seed)
     base = rng.standard_normal((n, 3, S, S)).astype(np.float32)
     return base + np.arange(n, dtype=np.float32)[:, None, None, None] * 0.5
@@ -71,16 +73,18 @@ def assert_own_output(outs: np.ndarray, inputs: np.ndarray) -> None:
 
 
 def post_capture(log, device_ids):
-    """The log entries of one chip after its last trace capture ended."""
+    """Return the log entries of one chip after its last trace capture ended."""
     entries = [e for e in log if len(e) > 1 and e[1] == tuple(device_ids)]
     last_end = max(i for i, e in enumerate(entries) if e[0] == 'end_trace_capture')
     return entries[last_end + 1:]
 
 
 def check_2cq_order(entries, trace_in: int) -> int:
-    """Raise AssertionError unless every input copy (after the first) waited on CQ1 for an
+    """
+    Check the trace_2cq event order in a chip's log; return the number of copies checked.
+
+    Raise AssertionError unless every input copy (after the first) waited on CQ1 for an
     event that CQ0 recorded after the previous frame's input-consuming trace (trace_in).
-    Returns the number of copies checked.
     """
     recorded_at = {}         # CQ0 event id -> log position
     exec_in_since_copy = None
@@ -192,8 +196,11 @@ class EarlyEventPipeline(ChipPipeline):
 
 
 def test_the_checks_catch_an_event_recorded_too_early():
-    """Proves the two tests above can fail: the buggy order mixes frames up and the event
-    order check rejects its log."""
+    """
+    Prove that the two tests above can fail.
+
+    The buggy order mixes frames up and the event order check rejects its log.
+    """
     x = frames(4, seed=2)
     with tt_device_double() as dd:
         devs = open_devices('wormhole_n300', 1, execution_mode='trace_2cq')

@@ -1,5 +1,8 @@
-"""TT weight preparation: layouts/dtypes, the algebra of every fold against the HF modules,
-the on-disk cache (hit, invalidation, damaged entry) and bfloat8_b round trips.
+"""
+Tests of TT weight preparation.
+
+Layouts/dtypes, the algebra of every fold against the HF modules, the on-disk cache (hit,
+invalidation, damaged entry) and bfloat8_b round trips.
 
 Host only (real ttnn host tensors through the mock N300 cluster descriptor that the device
 double module installs); no device ops.
@@ -7,19 +10,17 @@ double module installs); no device ops.
 import json
 import os
 
+from dpt_ros.model import random_model
+from dpt_ros.preprocess import normalize
+from dpt_ros.tt.configs import build_configs
+from dpt_ros.tt.weights import (bilinear_matrix, cache_key, prepare_weights,
+                                resize_position_embeddings, weights_fingerprint)
 import pytest
 import torch
-
 import tt_device_double  # noqa: F401  (sets TT_METAL_MOCK_CLUSTER_DESC_PATH for bfloat8_b)
 from tt_reference import pcc, randomize_embeddings
 
 ttnn = pytest.importorskip('ttnn')
-
-from dpt_ros.model import random_model  # noqa: E402
-from dpt_ros.preprocess import normalize  # noqa: E402
-from dpt_ros.tt.configs import build_configs  # noqa: E402
-from dpt_ros.tt.weights import (bilinear_matrix, cache_key, prepare_weights,  # noqa: E402
-                                resize_position_embeddings, weights_fingerprint)
 
 
 def t(x):

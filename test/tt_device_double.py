@@ -1,4 +1,5 @@
-"""TEST DOUBLE of a Tenstorrent device: runs TTNN model/runtime code on the CPU.
+"""
+TEST DOUBLE of a Tenstorrent device: runs TTNN model/runtime code on the CPU.
 
 There is no Tenstorrent card and no simulator on the CI machines, so this module stands in for
 the device while everything else stays real ttnn 0.81.1:
@@ -81,7 +82,7 @@ CLUSTER_DESC = os.path.join(_HERE, 'data', 'wormhole_n300_cluster.yaml')
 
 
 def real_card_present() -> bool:
-    """A Tenstorrent kernel-driver node exists (checked without touching tt-metal)."""
+    """Return True if a Tenstorrent kernel-driver node exists (checked without tt-metal)."""
     try:
         return bool(os.listdir('/dev/tenstorrent'))
     except OSError:
@@ -348,7 +349,8 @@ def _match(params: list[_Param], args, kwargs) -> str | None:
 # --------------------------------------------------------------------------------------------
 
 class DeviceTensor:
-    """A tensor 'on the device': a mutable holder of a real host ttnn.Tensor.
+    """
+    A tensor 'on the device': a mutable holder of a real host ttnn.Tensor.
 
     Mutable so that trace replay and `copy_host_to_device_tensor` can rewrite its content in
     place while the code keeps referring to the same object, as with a device buffer.
@@ -454,7 +456,7 @@ class DoubleMeshDevice:
     def get_device_ids(self) -> list[int]:
         return list(self.device_ids)
 
-    def id(self) -> int:
+    def id(self) -> int:  # noqa: A003 -- the name of the real ttnn.MeshDevice.id()
         return self.device_ids[0]
 
     def arch(self):
@@ -539,7 +541,7 @@ class DeviceDouble:
 
     # ---- patching -----------------------------------------------------------------------
     def make_op(self, dotted: str) -> Callable:
-        """The double's version of device op `ttnn.<dotted>` (AttributeError if not real)."""
+        """Wrap device op `ttnn.<dotted>` for the double (AttributeError if it is not real)."""
         real = _resolve(ttnn, dotted)
         try:
             golden = ttnn.get_golden_function(real)
@@ -689,9 +691,10 @@ class DeviceDouble:
             else:
                 if not device.queues[cq] and until is not None:
                     raise DoubleError('waiting for an event that no queue will record')
+                pending = {c: [k for k, _, _ in q] for c, q in device.queues.items()}
                 raise DoubleError(
                     f'deadlock: CQ{cq} waits for an event that is never recorded '
-                    f'(queues: { {c: [k for k, _, _ in q] for c, q in device.queues.items()} })')
+                    f'(queues: {pending})')
 
     def synchronize_device(self, device, cq_id=None, sub_device_ids=()):
         cqs = [self._cq(device, cq_id)] if cq_id is not None else list(device.queues)
@@ -1037,7 +1040,7 @@ def _out_memory_config(dotted, args, kwargs, first):
 
 
 def _check_shard_fit(what: str, t: DeviceTensor):
-    """Basic consistency of an explicit shard spec with the tensor's padded shape."""
+    """Check an explicit shard spec for basic consistency with the tensor's padded shape."""
     mem = t.memory_config()
     if not mem.is_sharded() or mem.shard_spec is None:
         return
@@ -1086,6 +1089,6 @@ def tt_device_double(num_devices: int = 2, eager_cqs: tuple[int, ...] = (1,)):
 
 @pytest.fixture
 def tt_double():
-    """pytest fixture form of `tt_device_double()` (an N300: two chips)."""
+    """Provide `tt_device_double()` as a pytest fixture (an N300: two chips)."""
     with tt_device_double() as double:
         yield double

@@ -1,10 +1,13 @@
-"""Helpers shared by the TT tests: seeded HF reference models, PCC, and converters between
-HF tensors and the TT model's device layouts (used with the device double and on a card)."""
-import torch
-import ttnn
+"""
+Helpers shared by the TT tests.
 
+Seeded HF reference models, PCC, and converters between HF tensors and the TT model's device
+layouts (used with the device double and on a card).
+"""
 from dpt_ros.model import random_model
 from dpt_ros.tt.ops import Spatial
+import torch
+import ttnn
 
 
 def pcc(a, b) -> float:
@@ -15,8 +18,11 @@ def pcc(a, b) -> float:
 
 
 def randomize_embeddings(model, seed: int = 0):
-    """HF initialises CLS and position embeddings to zero; make them random (seeded) so that
-    tests exercise their path."""
+    """
+    Make a model's CLS and position embeddings random (seeded) so that tests exercise them.
+
+    HF initialises both to zero.
+    """
     gen = torch.Generator().manual_seed(seed)
     emb = model.dpt.embeddings
     with torch.no_grad():

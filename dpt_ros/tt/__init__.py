@@ -1,4 +1,5 @@
-"""TTNN implementation of DPT-Large for Tenstorrent Wormhole (N150 / N300).
+"""
+TTNN implementation of DPT-Large for Tenstorrent Wormhole (N150 / N300).
 
 Model side: one module per HF stage (embeddings, encoder, reassemble, fusion, head) built from
 `ops`; every program/memory/compute/conv config in `configs`; weight preparation and its disk

@@ -1,4 +1,5 @@
-"""Every TTNN program / memory / compute / conv config of the model, built in ONE place.
+"""
+Every TTNN program / memory / compute / conv config of the model, built in ONE place.
 
 `build_configs(hf_config, device='wormhole_n300', image_size=384, grid=(8, 8))` derives all of
 them from the model dimensions, the image size and the chip's compute grid (read from the
@@ -27,8 +28,8 @@ Layout decisions (why):
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
+import math
 
 TILE = 32
 WORMHOLE_GRID = (8, 8)          # compute_with_storage_grid_size (x, y) with ETH dispatch
@@ -102,8 +103,13 @@ def subblock_w(per_core_n: int, limit: int = 8) -> int:
 
 def pad_tokens(tokens: int, batch: int = 1, max_rows: int = WORMHOLE_GRID[1],
                min_rows: int = 4) -> tuple[int, int]:
-    """(tokens_padded, grid_rows): the smallest multiple of 64 (two tiles: SDPA chunks) >=
-    tokens whose batch*tiles split evenly over `min_rows`..`max_rows` grid rows (most rows)."""
+    """
+    Return (tokens_padded, grid_rows) for a sequence of `tokens` tokens.
+
+    tokens_padded is the smallest multiple of 64 (two tiles: SDPA chunks) >= tokens whose
+    batch*tiles split evenly over `min_rows`..`max_rows` grid rows; grid_rows is the most rows
+    of that range that split them evenly.
+    """
     tiles = 2 * math.ceil(tokens / (2 * TILE))
     while True:
         rows = _largest_divisor(batch * tiles, max_rows, min_rows)
@@ -150,7 +156,7 @@ class TtConfigs:
         return ttnn.bfloat16
 
     def weight_key(self) -> dict:
-        """What prepared weights depend on (part of the on-disk cache key)."""
+        """Return what prepared weights depend on (part of the on-disk cache key)."""
         return {'dims': dataclasses.asdict(self.dims), 'image_size': self.image_size,
                 'tokens_padded': self.tokens_padded, 'weight_dtype': self.weight_dtype_name}
 
@@ -160,7 +166,7 @@ class TtConfigs:
                 'tokens': self.dims.tokens, 'tokens_padded': self.tokens_padded,
                 'encoder_grid': list(self.encoder_grid),
                 'attention_grid': list(self.attention_grid), 'grid': list(self.grid),
-                'conv_dram_slices': {k: v for k, v in self.conv_slices.items()},
+                'conv_dram_slices': dict(self.conv_slices),
                 'weight_dtype': self.weight_dtype_name,
                 'math_fidelity': self.math_fidelity_name}
 
@@ -177,7 +183,8 @@ _ACT_BLOCK_TILES = 8
 def build_configs(hf_config, device: str = 'wormhole_n300', image_size: int | None = None,
                   batch: int = 1, weight_dtype: str = 'bfloat8_b',
                   math_fidelity: str = 'HiFi2', grid: tuple | None = None) -> TtConfigs:
-    """Build every config for (model, device, image size, per-chip batch, chip grid).
+    """
+    Build every config for (model, device, image size, per-chip batch, chip grid).
 
     `grid` is the chip's compute_with_storage_grid_size as (x, y) (default 8x8); pass what the
     opened device reports (`device_grid`).
@@ -306,8 +313,11 @@ def _plan_conv(cfg: TtConfigs, name: str, cin: int, cout: int, pixels: int, relu
 
 
 def device_grid(device) -> tuple:
-    """(x, y) compute-with-storage grid of an opened ttnn device (8x8, or 8x7 when a row of
-    worker cores runs dispatch)."""
+    """
+    Return the (x, y) compute-with-storage grid of an opened ttnn device.
+
+    It is 8x8, or 8x7 when a row of worker cores runs dispatch.
+    """
     g = device.compute_with_storage_grid_size()
     return int(g.x), int(g.y)
 

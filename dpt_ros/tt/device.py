@@ -1,4 +1,5 @@
-"""Open and close Tenstorrent devices for the TT backend: one chip (N150) or an N300 (1x2 mesh).
+"""
+Open and close Tenstorrent devices for the TT backend: one chip (N150) or an N300 (1x2 mesh).
 
 The N300 is opened as one 1x2 mesh with two command queues (CQ0 runs the traced model, CQ1
 writes inputs), an L1_SMALL region for convolutions and a trace region, and then split into
@@ -11,10 +12,10 @@ CPU and log why, instead of printing a C++ backtrace.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 import logging
 import os
 import threading
-from dataclasses import dataclass, field
 
 from dpt_ros.backends.base import BackendError, BackendUnavailable
 
@@ -33,8 +34,12 @@ _mock_cluster_allowed = False
 
 
 def allow_mock_cluster(allowed: bool = True) -> None:
-    """Let open_devices open a MOCK cluster: for the dry-run harness, which stands in for the
-    kernel compiler and device execution. Without it a mocked cluster is refused."""
+    """
+    Let open_devices open a MOCK cluster (or, with allowed=False, refuse one again).
+
+    It is meant for the dry-run harness, which stands in for the kernel compiler and device
+    execution. Without it a mocked cluster is refused.
+    """
     global _mock_cluster_allowed
     _mock_cluster_allowed = bool(allowed)
 
@@ -54,10 +59,11 @@ def import_ttnn():
 
 
 def summarize_error(exc: BaseException) -> str:
-    """One readable line from a TT_FATAL message (drops the file prefix and the backtrace).
+    r"""
+    Return one readable line from a TT_FATAL message (drops the file prefix and backtrace).
 
-    tt-metal errors look like 'TT_FATAL @ file:line: cond\\ninfo:\\nNo chips detected in the
-    cluster\\nbacktrace:\\n --- ...'; the 'info' line is the part a person can act on.
+    tt-metal errors look like 'TT_FATAL @ file:line: cond\ninfo:\nNo chips detected in the
+    cluster\nbacktrace:\n --- ...'; the 'info' line is the part a person can act on.
     """
     text = str(exc).split('backtrace:')[0]
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
@@ -69,7 +75,7 @@ def summarize_error(exc: BaseException) -> str:
 
 
 def chips_for(device: str) -> int:
-    """Number of chips of a device kind; BackendError for a kind we do not know."""
+    """Return the number of chips of a device kind; raise BackendError for an unknown kind."""
     if device not in DEVICE_CHIPS:
         raise BackendError(f"unknown TT device '{device}'; choose one of: "
                            f"{', '.join(sorted(DEVICE_CHIPS))}")
@@ -98,7 +104,8 @@ class TtDevices:
         return self._closed
 
     def close(self) -> None:
-        """Close submeshes, then the parent mesh. Idempotent; never raises on a second call.
+        """
+        Close submeshes, then the parent mesh. Idempotent; never raises on a second call.
 
         Traces must be released before this (the executors do that in `release()`), because
         a trace lives in the device's trace region and dies with it.
@@ -129,7 +136,8 @@ class TtDevices:
 def open_devices(device: str = 'wormhole_n300', dp: int = 1, *, execution_mode: str = 'trace_2cq',
                  l1_small_size: int = L1_SMALL_SIZE,
                  trace_region_size: int | None = None) -> TtDevices:
-    """Open `device` for `dp` data-parallel pipelines (one chip each).
+    """
+    Open `device` for `dp` data-parallel pipelines (one chip each).
 
     dp 1 opens a 1x1 mesh (one chip of an N300, or an N150); dp 2 opens the N300's 1x2 mesh and
     splits it into two 1x1 submeshes. trace modes get a trace region, trace_2cq two command
@@ -194,9 +202,11 @@ def open_devices(device: str = 'wormhole_n300', dp: int = 1, *, execution_mode: 
 
 
 def detect() -> tuple[bool, str]:
-    """(True, '') when a Tenstorrent device is present, else (False, reason). Cheap: no open.
+    """
+    Return (True, '') when a Tenstorrent device is present, else (False, reason).
 
-    Used by the hardware tests and the benchmark to skip/exit with a clear reason.
+    Cheap: nothing is opened. Used by the hardware tests and the benchmark to skip/exit with
+    a clear reason.
     """
     mock = os.environ.get('TT_METAL_MOCK_CLUSTER_DESC_PATH')
     if mock:

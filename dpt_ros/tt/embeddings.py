@@ -1,4 +1,5 @@
-"""DPT ViT embeddings on device: patchify + patch projection + CLS + position embeddings.
+"""
+DPT ViT embeddings on device: patchify + patch projection + CLS + position embeddings.
 
 HF: DPTViTEmbeddings (conv 16x16/16 -> tokens, prepend CLS, add resized position embeddings).
 Here the input arrives as (N*P, 16, P, 64) bf16 row-major — NHWC pixels with RGB padded to 4

@@ -1,4 +1,5 @@
-"""DPT ViT-L encoder on device: 24 pre-LN transformer blocks over padded tokens.
+"""
+DPT ViT-L encoder on device: 24 pre-LN transformer blocks over padded tokens.
 
 HF: DPTViTLayer = x + attn(LN1(x)); x + FF2(GELU(FF1(LN2(x)))). Tokens stay block sharded in
 L1 on the encoder grid for the whole stack (sharded LayerNorm, 2D multicast matmuls with the

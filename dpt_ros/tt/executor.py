@@ -1,4 +1,5 @@
-"""Run a TT model on one chip (eager | trace | trace_2cq) and on N chips in data parallel.
+"""
+Run a TT model on one chip (eager | trace | trace_2cq) and on N chips in data parallel.
 
 A `ChipPipeline` owns one chip (a 1x1 submesh) and the model built for it. At start-up it
 compiles once (an eager run fills the program cache) and, in trace modes, allocates a
@@ -33,16 +34,15 @@ are timed separately (e2e).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
-
-import numpy as np
 
 from dpt_ros.backends.base import BackendError
 from dpt_ros.tt.device import EXECUTION_MODES, import_ttnn
+import numpy as np
 
 log = logging.getLogger('dpt_ros.tt.executor')
 
@@ -83,7 +83,8 @@ def _default_output_to_numpy(out, size: int) -> np.ndarray:
 
 
 class ChipPipeline:
-    """One model on one chip, run eagerly or as replayed traces.
+    """
+    One model on one chip, run eagerly or as replayed traces.
 
     `model(x: ttnn.Tensor) -> ttnn.Tensor` is the device program. Optional attributes:
     `prepare_input(frame) -> host ttnn.Tensor` (frame (1,3,S,S) float32, or (1,S,S,3) uint8
@@ -145,7 +146,7 @@ class ChipPipeline:
         return _default_output_to_numpy(t, self.image_size)
 
     # -- start-up ----------------------------------------------------------------------------
-    def compile(self, sample: np.ndarray) -> float:
+    def compile(self, sample: np.ndarray) -> float:  # noqa: A003 -- the backend's step name
         """Compile (one eager run) and, in trace modes, capture both traces. Returns seconds."""
         ttnn = self.ttnn
         t0 = time.perf_counter()
@@ -216,8 +217,12 @@ class ChipPipeline:
 
     # -- per frame: prepare (host) -> write -> execute -> read ------------------------------
     def prepare(self, frame: np.ndarray):
-        """Host side of a frame: (1,3,S,S) float32, or (1,S,S,3) uint8 pixels for a model
-        whose input_format is 'pixels' -> the host ttnn tensor the chip takes."""
+        """
+        Convert a frame to the host ttnn tensor the chip takes (the host side of a frame).
+
+        The frame is (1,3,S,S) float32, or (1,S,S,3) uint8 pixels for a model whose
+        input_format is 'pixels'.
+        """
         prep: Callable | None = getattr(self.model, 'prepare_input', None)
         if prep is not None:
             return prep(frame)
@@ -230,7 +235,7 @@ class ChipPipeline:
             raise BackendError(f'{self.chip_id}: pipeline already released')
 
     def write(self, host) -> None:
-        """Enqueue the next frame's input write (CQ1 in trace_2cq: may overlap a trace)."""
+        """Enqueue the copy of the next frame's input (CQ1 in trace_2cq: may overlap a trace)."""
         self._check_ready()
         if self._written is not None:
             raise BackendError(f'{self.chip_id}: write() twice without execute()')
@@ -266,7 +271,7 @@ class ChipPipeline:
             self.last_op_done = ttnn.record_event(self.chip, CQ_COMPUTE)
 
     def submit(self, host) -> None:
-        """write + execute: enqueue one prepared frame without waiting for it."""
+        """Enqueue one prepared frame without waiting for it: write, then execute."""
         self.write(host)
         self.execute()
 
@@ -312,9 +317,12 @@ class ChipPipeline:
         return out, perf
 
     def stream(self, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-        """Yield one (1,S,S) output per (1,3,S,S) frame, frame k+1's input write overlapping
-        frame k's trace. Order per frame: write(k+1), read(k), execute(k+1) - the read comes
-        before the next execute because both traces share one persistent output.
+        """
+        Yield one (1,S,S) output per (1,3,S,S) frame, overlapping input writes with traces.
+
+        Frame k+1's input write overlaps frame k's trace. Order per frame: write(k+1), read(k),
+        execute(k+1) - the read comes before the next execute because both traces share one
+        persistent output.
         """
         pending = False
         for frame in frames:
@@ -382,13 +390,15 @@ class DataParallel:
     def dp(self) -> int:
         return len(self.pipelines)
 
-    def compile(self, sample: np.ndarray) -> float:
+    def compile(self, sample: np.ndarray) -> float:  # noqa: A003 -- as ChipPipeline.compile
         """Compile/capture on every chip; returns total seconds."""
         return sum(p.compile(sample) for p in self.pipelines)
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        """(N,3,S,S) float32 or (N,S,S,3) uint8 pixels -> (N,S,S) float32, in input order.
-        Thread-safe.
+        """
+        Run a batch on free chips and return its (N,S,S) float32 outputs, in input order.
+
+        The batch is (N,3,S,S) float32 or (N,S,S,3) uint8 pixels. Thread-safe.
 
         Takes min(N, dp) free chips at once; frame i goes to chip i % k, so with N == dp each
         chip holds one frame and all of them are in flight together.

@@ -1,4 +1,5 @@
-"""Fallback accounting for the TT model: every deviation from the tuned device path is counted.
+"""
+Fallback accounting for the TT model: every deviation from the tuned device path is counted.
 
 Two kinds:
 * program-config fallback: an op's tuned program/memory config raised (on a card: failed
@@ -43,13 +44,13 @@ class FallbackCounter:
         self._lock = threading.Lock()
         self.counts: collections.Counter[str] = collections.Counter(
             {PROGRAM_CONFIG_FALLBACK_TOTAL: 0, HOST_FALLBACK_COUNT: 0,
-             **{k: 0 for k in HOST_STAGE_KEYS}})
+             **dict.fromkeys(HOST_STAGE_KEYS, 0)})
         # 'op_name: reason' -> count, for diagnostics and the perf JSON.
         self.reasons: collections.Counter[str] = collections.Counter()
         self._on_default: set[str] = set()
 
     def uses_default(self, op_name: str) -> bool:
-        """True once `op_name`'s tuned config has failed (it then always runs the default)."""
+        """Return True once `op_name`'s tuned config failed (it then always runs the default)."""
         return op_name in self._on_default
 
     def run_with_config(self, op_name: str, tuned_call: Callable[[], T],

@@ -1,4 +1,5 @@
-"""DPT feature fusion stage on device (HF DPTFeatureFusionStage / DPTFeatureFusionLayer).
+"""
+DPT feature fusion stage on device (HF DPTFeatureFusionStage / DPTFeatureFusionLayer).
 
 From the coarsest map to the finest: h = h + RCU1(feature) (not for the first layer);
 h = RCU2(h); h = project(upsample_x2(h)). RCU (pre-activation residual conv unit):
@@ -32,7 +33,7 @@ class TtFusion:
                         stride=1, padding=1, configs=configs, device=device, fb=fb)
 
     def _rcu(self, layer, res, x: Spatial) -> Spatial:
-        """x + conv2(relu(conv1(relu(x)))); x stays the caller's, the rest is freed here."""
+        """Return x + conv2(relu(conv1(relu(x)))); x stays the caller's, the rest is freed."""
         import ttnn
         h = Spatial(ttnn.relu(x.tensor), x.n, x.h, x.w, x.c)
         h1 = self.convs[f'fusion.{layer}.res{res}.conv1'](h)     # + fused ReLU
@@ -44,8 +45,11 @@ class TtFusion:
         return Spatial(out, x.n, x.h, x.w, x.c)
 
     def forward(self, features) -> Spatial:
-        """Fuse the maps (finest first); each map is freed as soon as it is used (at 512 px the
-        finest layer's convs need the L1 the earlier maps would hold)."""
+        """
+        Fuse the maps (finest first), freeing each map as soon as it is used.
+
+        At 512 px the finest layer's convs need the L1 the earlier maps would hold.
+        """
         import ttnn
         h = None
         for layer, feat in enumerate(reversed(features)):

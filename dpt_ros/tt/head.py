@@ -1,4 +1,5 @@
-"""DPT depth head on device (HF DPTDepthEstimationHead).
+"""
+DPT depth head on device (HF DPTDepthEstimationHead).
 
 conv3x3 C -> C/2, x2 bilinear (align_corners=True, exact: ops.Upsample2x), conv3x3 -> 32
 + ReLU (fused), conv1x1 32 -> 1 as a linear + ReLU. Output (1, 1, N*S*S, 1) bf16 TILE:

@@ -1,4 +1,5 @@
-"""TtDPT: DPT-Large (MiDaS 3.0) as a TTNN program, every stage on device.
+"""
+TtDPT: DPT-Large (MiDaS 3.0) as a TTNN program, every stage on device.
 
 Interface (stable; the runtime / backend builds on it):
 
@@ -22,8 +23,6 @@ model cannot be traced (host reads are not allowed during capture).
 """
 from __future__ import annotations
 
-import numpy as np
-
 from dpt_ros.tt.embeddings import TtEmbeddings
 from dpt_ros.tt.encoder import TtEncoder
 from dpt_ros.tt.fallbacks import FallbackCounter
@@ -32,6 +31,7 @@ from dpt_ros.tt.head import TtHead
 from dpt_ros.tt.ops import Upsample2x
 from dpt_ros.tt.reassemble import TtReassemble
 from dpt_ros.tt.weights import PAD_CHANNELS
+import numpy as np
 
 
 class TtDPT:
@@ -81,10 +81,13 @@ class TtDPT:
         return (self.cfg.batch * dims.grid, dims.patch, dims.grid, dims.patch * PAD_CHANNELS)
 
     def preprocess_host(self, batch: np.ndarray):
-        """A batch -> host ttnn.Tensor in forward's input layout: NHWC pixel - centre
-        (preprocess.pixel_centre: half-integers, exact in bf16), RGB padded to 4 channels,
-        viewed as (N*P, 16, P, 64) (a free reshape) for the device patchify. The patch-
-        embedding weights hold the rest of the normalisation (weights.py).
+        """
+        Convert a batch to a host ttnn.Tensor in forward's input layout.
+
+        That layout is NHWC pixel - centre (preprocess.pixel_centre: half-integers, exact in
+        bf16), RGB padded to 4 channels, viewed as (N*P, 16, P, 64) (a free reshape) for the
+        device patchify. The patch-embedding weights hold the rest of the normalisation
+        (weights.py).
 
         Takes (N, S, S, 3) uint8 pixels, or the processor's normalised (N, 3, S, S) float32,
         mapped back to pixel values (the affine inverse; for tests and float callers).
@@ -133,7 +136,7 @@ class TtDPT:
 
     @property
     def has_host_stages(self) -> bool:
-        """True when a stage fell back to the host (then the model must run eagerly)."""
+        """Return True when a stage fell back to the host (then the model must run eagerly)."""
         return self.upsample._host or self.reassemble._readout_on_host
 
 
@@ -143,7 +146,8 @@ def build_tt_model(hf_model, device, *, device_name: str = 'wormhole_n300',
                    fallbacks: FallbackCounter | None = None, weights_id: str | None = None,
                    cache_dir: str | None = None, use_cache: bool = True,
                    prepared=None) -> TtDPT:
-    """Configs + (cached) weight preparation + TtDPT for one device / submesh.
+    """
+    Configs + (cached) weight preparation + TtDPT for one device / submesh.
 
     Pass `prepared` (a PreparedWeights) to reuse host weights across the chips of a mesh.
     """

@@ -1,4 +1,5 @@
-"""Small building blocks shared by the TT stages: tuned linear, conv2d, exact x2 upsample.
+"""
+Small building blocks shared by the TT stages: tuned linear, conv2d, exact x2 upsample.
 
 Spatial activations travel as flat NHWC tensors (1, 1, N*H*W, C) with (N, H, W) tracked in
 Python, the layout ttnn.conv2d consumes and produces.
@@ -7,10 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from dpt_ros.tt.fallbacks import FallbackCounter
 from dpt_ros.tt.weights import bilinear_matrix
+import numpy as np
 
 
 @dataclass
@@ -25,7 +25,7 @@ class Spatial:
 
 
 def ensure_memory(x, memory_config):
-    """x in `memory_config` (no op when it already is)."""
+    """Return x in `memory_config` (no op when it already is)."""
     import ttnn
     if x.memory_config() == memory_config:
         return x
@@ -35,9 +35,13 @@ def ensure_memory(x, memory_config):
 def tuned_linear(fb: FallbackCounter, name: str, x, weight, bias, *, program_config,
                  input_memory, memory_config, compute, activation=None,
                  dtype=None):
-    """ttnn.linear with a sharded program config (input resharded to `input_memory`),
-    falling back (counted) to the default interleaved config. `activation` (a
-    ttnn.UnaryWithParam) is what the default path applies; the tuned one fuses its own."""
+    """
+    Run ttnn.linear with a sharded program config, falling back (counted) to the default.
+
+    The tuned path reshards the input to `input_memory`; the default is the interleaved
+    config. `activation` (a ttnn.UnaryWithParam) is what the default path applies; the tuned
+    one fuses its own.
+    """
     import ttnn
     dtype = dtype or ttnn.bfloat16
 
@@ -54,8 +58,12 @@ def tuned_linear(fb: FallbackCounter, name: str, x, weight, bias, *, program_con
 
 
 class TtConv2d:
-    """ttnn.conv2d with the config from configs.conv[name]; keeps the prepared weights the
-    first call returns so later calls (and the trace) skip host-side weight preparation."""
+    """
+    ttnn.conv2d with the config from configs.conv[name], its weights prepared once.
+
+    It keeps the prepared weights the first call returns, so later calls (and the trace) skip
+    host-side weight preparation.
+    """
 
     def __init__(self, name: str, weight, bias, *, kernel: int, stride: int, padding: int,
                  configs, device, fb: FallbackCounter):
@@ -110,7 +118,8 @@ class TtConv2d:
 
 
 class Upsample2x:
-    """Exact x2 bilinear resize with align_corners=True (HF DPT fusion and head).
+    """
+    Exact x2 bilinear resize with align_corners=True (HF DPT fusion and head).
 
     ttnn.upsample's bilinear mode samples like align_corners=False, which is not what DPT
     uses, so the resize is done as two matmuls with constant interpolation matrices:
@@ -155,7 +164,7 @@ class Upsample2x:
         n, h, w, c = x.n, x.h, x.w, x.c
         a_h = self._matrix(('h', n, h), np.kron(np.eye(n), bilinear_matrix(h)))
         a_w = self._matrix(('w', w), bilinear_matrix(w))
-        mm = dict(memory_config=ttnn.DRAM_MEMORY_CONFIG, compute_kernel_config=self.compute)
+        mm = {'memory_config': ttnn.DRAM_MEMORY_CONFIG, 'compute_kernel_config': self.compute}
         # Reshapes and permutes run row-major; each matmul operand is tilized from row-major
         # with an explicit zero pad. The inner dims (h, w: 12, 24, 48 at 384 px) are not tile
         # multiples, and the tile padding a device reshape/permute leaves is not guaranteed
@@ -181,7 +190,7 @@ class Upsample2x:
 
 
 def _zero_padded_tiles(t):
-    """A row-major device tensor in TILE layout, its padding explicitly zero."""
+    """Tilize a row-major device tensor, its tile padding explicitly zero."""
     import ttnn
     return ttnn.to_layout(t, ttnn.TILE_LAYOUT, pad_value=0.0)
 

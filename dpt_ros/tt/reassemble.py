@@ -1,4 +1,5 @@
-"""DPT reassemble stage on device: readout 'project', 1x1 projection, resize; then neck convs.
+"""
+DPT reassemble stage on device: readout 'project', 1x1 projection, resize; then neck convs.
 
 HF: DPTReassembleStage + DPTReassembleLayer (+ DPTNeck.convs). Per tap:
   readout: GELU(Linear_2D->D([token, CLS])) = GELU(token @ Wt + (CLS @ Wc + b)) — the CLS part

@@ -1,4 +1,5 @@
-"""Prepare ttnn weights from a HF `DPTForDepthEstimation` state dict, cached on disk.
+"""
+Prepare ttnn weights from a HF `DPTForDepthEstimation` state dict, cached on disk.
 
 All reshaping and algebraic folding happens here, once on the host (folds in float64), never
 per frame:
@@ -31,13 +32,13 @@ sha256 of (weights id, prepared-weight config, ttnn version, format version).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 import hashlib
 import json
 import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -59,14 +60,14 @@ class PreparedWeights:
 
 
 def cache_root(cache_dir: str | None = None) -> str:
-    """The on-disk cache folder for prepared weights."""
+    """Return the on-disk cache folder for prepared weights."""
     base = cache_dir or os.environ.get('DPT_ROS_CACHE') or os.path.join(
         os.path.expanduser('~'), '.cache', 'dpt_ros')
     return os.path.join(base, 'tt_weights')
 
 
 def weights_fingerprint(state_dict) -> str:
-    """A cheap content id for a state dict: names, shapes and a strided sample of values."""
+    """Return a cheap content id for a state dict: names, shapes, a strided value sample."""
     h = hashlib.sha256()
     for name in sorted(state_dict):
         t = state_dict[name].detach().reshape(-1)
@@ -78,7 +79,7 @@ def weights_fingerprint(state_dict) -> str:
 
 
 def ttnn_version() -> str:
-    """The installed ttnn distribution's version (the module has no __version__)."""
+    """Return the installed ttnn distribution's version (the module has no __version__)."""
     from importlib import metadata
     try:
         return metadata.version('ttnn')
@@ -256,7 +257,6 @@ def _prepare(sd, configs) -> dict:
         proj_w = f64(r + f'layers.{i}.projection.weight')[:, :, 0, 0]   # (C, D)
         proj_b = f64(r + f'layers.{i}.projection.bias')
         if factor > 1:
-            f = int(factor)
             ct_w = f64(r + f'layers.{i}.resize.weight')              # (C, C, f, f)
             ct_b = f64(r + f'layers.{i}.resize.bias')
             fused = torch.einsum('cd,coab->dabo', proj_w, ct_w).reshape(d, -1)

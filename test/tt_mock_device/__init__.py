@@ -1,4 +1,5 @@
-"""TEST DOUBLE of a Tenstorrent card's kernel toolchain and execution: a mock N150 / N300.
+"""
+TEST DOUBLE of a Tenstorrent card's kernel toolchain and execution: a mock N150 / N300.
 
 The real ttnn 0.81.1 runs all of its host-side work for our model on a mock cluster
 (TT_METAL_MOCK_CLUSTER_DESC_PATH): every op's validation, buffer allocation against the real
@@ -78,7 +79,7 @@ class Harness:
         self.weights_cache = folder / 'weights_cache'
 
     def env(self, device: str, base: dict | None = None) -> dict:
-        """The environment of a process that opens `device` as a mock."""
+        """Return the environment of a process that opens `device` as a mock."""
         if device not in CLUSTERS:
             raise ValueError(f'no mock cluster for {device!r}; one of {sorted(CLUSTERS)}')
         env = dict(os.environ if base is None else base)
@@ -101,7 +102,11 @@ def _stamp(pkg: pathlib.Path) -> str:
 
 
 def _overlay(pkg: pathlib.Path, root: pathlib.Path) -> None:
-    """ttnn's package folder as symlinks, plus runtime/sfpi and one widened core descriptor."""
+    """
+    Build `root` as ttnn's package folder in symlinks.
+
+    Two parts are its own instead: runtime/sfpi and one widened core descriptor.
+    """
     shutil.rmtree(root, ignore_errors=True)
     descriptors = root / 'tt_metal' / 'core_descriptors'
     (root / 'runtime' / 'sfpi' / 'compiler' / 'bin').mkdir(parents=True)
@@ -125,7 +130,7 @@ def _overlay(pkg: pathlib.Path, root: pathlib.Path) -> None:
 
 
 def widen_tensix_dispatch_grid(text: str) -> str:
-    """The core descriptor with the N300 row-dispatch TENSIX grid ending at [7, 7]."""
+    """Return the core descriptor with the N300 row-dispatch TENSIX grid ending at [7, 7]."""
     out, section, changed = [], None, 0
     for line in text.split('\n'):
         if line and not line.startswith((' ', '#')):
@@ -147,7 +152,8 @@ def _run(cmd: list[str]) -> None:
 
 
 def prepare(folder: pathlib.Path | None = None) -> Harness:
-    """Build the harness into `folder` (once; a stamp of its sources says when it is current).
+    """
+    Build the harness into `folder` (once; a stamp of its sources says when it is current).
 
     Raises Unavailable, naming the command to run, when tools or ttnn are missing.
     """

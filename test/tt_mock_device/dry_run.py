@@ -1,4 +1,5 @@
-"""Dry-run the TT backend on a MOCK card (TEST DOUBLE; see test/tt_mock_device/__init__.py).
+"""
+Dry-run the TT backend on a MOCK card (TEST DOUBLE; see test/tt_mock_device/__init__.py).
 
 Run by tt_mock_device.dry_run() in a process with the mock's environment. It builds the
 backend exactly as the node does (dpt_ros.backends.tt_backend.create: open the device, prepare
@@ -36,9 +37,9 @@ _COUNTED = ('linear', 'matmul', 'layer_norm', 'add', 'reshape', 'permute', 'to_m
             'release_trace', 'record_event', 'wait_for_event', 'copy_host_to_device_tensor')
 STAGES = ('backbone', 'reassembly', 'fusion_head')     # TtDPT's stage methods, in order
 # ViT-B/16 dims in the DPT architecture (only the backbone runs): calibrates the estimator.
-VIT_B = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-             intermediate_size=3072, backbone_out_indices=[2, 5, 8, 11],
-             neck_hidden_sizes=[96, 192, 384, 768])
+VIT_B = {'hidden_size': 768, 'num_hidden_layers': 12, 'num_attention_heads': 12,
+         'intermediate_size': 3072, 'backbone_out_indices': [2, 5, 8, 11],
+         'neck_hidden_sizes': [96, 192, 384, 768]}
 _COUNTED_TRANSFORMER = ('scaled_dot_product_attention', 'split_query_key_value_and_split_heads',
                         'concatenate_heads')
 
@@ -111,9 +112,13 @@ def pixels(n: int, size: int) -> np.ndarray:
 
 @contextlib.contextmanager
 def captured_ops(ttnn, chip, report: dict, counter: OpCounter):
-    """Graph-capture what runs inside into report['ops'] (device ops with their L1 use) and
-    report['stage_starts'] (python call index where each TtDPT stage began), with the program
-    cache off: an op's circular buffers appear in a capture only where its program is built."""
+    """
+    Graph-capture what runs inside into report['ops'] and report['stage_starts'].
+
+    report['ops'] gets the device ops with their L1 use, report['stage_starts'] the python
+    call index where each TtDPT stage began. The program cache is off: an op's circular
+    buffers appear in a capture only where its program is built.
+    """
     from dpt_ros.tt.model import TtDPT
     stages = report.setdefault('stage_starts', {})
     real = {name: getattr(TtDPT, name) for name in STAGES}
@@ -162,8 +167,12 @@ def capture_compile(ttnn, report: dict, counter: OpCounter) -> None:
 
 
 def backbone_only(args, loaded, ttnn, report: dict, counter: OpCounter) -> None:
-    """Embeddings + encoder at per-chip batch --batch, graph-captured (the ViT part alone:
-    what a ViT's published device figure measures, for calibrating bench/estimate_tt.py)."""
+    """
+    Run embeddings + encoder at per-chip batch --batch, graph-captured.
+
+    This is the ViT part alone: what a ViT's published device figure measures, for
+    calibrating bench/estimate_tt.py.
+    """
     from dpt_ros.tt.device import open_devices
     from dpt_ros.tt.model import build_tt_model
     devices = open_devices(args.device, 1, execution_mode='eager')
@@ -203,7 +212,8 @@ def run_mode(args, loaded, mode: str, ttnn, report: dict) -> dict:
             if not np.all(np.isfinite(out)):
                 raise AssertionError('non-finite output from the mock')
         grid = backend._models[0].tt.cfg.grid
-        result.update(frames=len(shapes) * args.dp, grid=list(grid), output_shapes=sorted(map(str, shapes)),
+        result.update(frames=len(shapes) * args.dp, grid=list(grid),
+                      output_shapes=sorted(map(str, shapes)),
                       fallback_counts=backend.fallback_counts(),
                       fallback_reasons=backend.info.extra.get('fallback_reasons', {}),
                       effective_mode=backend.info.extra['tt_execution_mode_effective'],
@@ -222,7 +232,7 @@ def run_mode(args, loaded, mode: str, ttnn, report: dict) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     p.add_argument('--device', required=True)
     p.add_argument('--dp', type=int, default=1)
     p.add_argument('--size', type=int, default=384)
@@ -254,8 +264,9 @@ def main(argv=None) -> int:
     loaded = load_model(args.weights, seed=0, image_size=args.size)
     if args.config == 'vit-b':
         loaded = vit_b_model(args.size)
-    report.update({'device': args.device, 'dp': args.dp, 'size': args.size, 'weights': args.weights,
-              'strict': args.strict, 'force_defaults': args.force_defaults, 'modes': {}})
+    report.update({'device': args.device, 'dp': args.dp, 'size': args.size,
+                   'weights': args.weights, 'strict': args.strict,
+                   'force_defaults': args.force_defaults, 'modes': {}})
     if args.backbone_only:
         backbone_only(args, loaded, ttnn, report, ops)
     for mode in ([] if args.backbone_only else args.modes.split(',')):

@@ -1,4 +1,5 @@
-"""The op list and per-op L1 use of a ttnn graph capture (ttnn.graph.end_graph_capture()).
+"""
+The op list and per-op L1 use of a ttnn graph capture (ttnn.graph.end_graph_capture()).
 
 A capture is a list of nodes (node_type, params, connections). Per device operation (a
 function_start with a program factory) this collects: its name and program factory, the cores
@@ -38,7 +39,7 @@ def _tensor(params: dict) -> dict:
 
 
 def _cores(ranges: str) -> int:
-    """Number of cores in a worker_core_ranges JSON list or a '{[0-0 - 7-7]}' range set."""
+    """Count the cores in a worker_core_ranges JSON list or a '{[0-0 - 7-7]}' range set."""
     try:
         spans = [((r['start']['x'], r['start']['y']), (r['end']['x'], r['end']['y']))
                  for r in json.loads(ranges)]
@@ -49,7 +50,8 @@ def _cores(ranges: str) -> int:
 
 
 def device_ops(graph: list[dict], python_io: list[dict] | None = None) -> list[dict]:
-    """One record per device operation, in execution order.
+    """
+    One record per device operation, in execution order.
 
     `python_io` (ttnn.graph._python_io_data after the capture, in call order) names the
     Python-level call each device op belongs to ('python_index': its place in that list); a
@@ -159,7 +161,7 @@ def _finish(op: dict, live_l1: dict[int, int]) -> dict:
 
 
 def summary(ops: list[dict]) -> dict:
-    """Counts per device op, the tightest op and the peak L1_SMALL use, JSON-ready."""
+    """Return counts per device op, the tightest op and the peak L1_SMALL use, JSON-ready."""
     counts: dict[str, int] = {}
     for op in ops:
         counts[op['name']] = counts.get(op['name'], 0) + 1
@@ -175,6 +177,6 @@ def summary(ops: list[dict]) -> dict:
 
 
 def tightest(ops: list[dict]) -> dict | None:
-    """The op with the least L1 headroom (None when no op allocated circular buffers)."""
+    """Return the op with the least L1 headroom (None when no op allocated circular buffers)."""
     with_room = [op for op in ops if op.get('l1_headroom_bytes') is not None]
     return min(with_room, key=lambda op: op['l1_headroom_bytes'], default=None)
