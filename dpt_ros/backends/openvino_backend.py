@@ -38,6 +38,7 @@ import shutil
 import tempfile
 import threading
 import time
+import warnings
 from importlib import metadata
 
 import numpy as np
@@ -240,7 +241,10 @@ def convert(loaded, image_size: int):
             return self.model(pixel_values=pixel_values).predicted_depth
 
     shape = (1, 3, int(image_size), int(image_size))
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # Tracing warns about shape checks it freezes; the input shape is fixed, so they hold.
+        warnings.simplefilter('ignore', torch.jit.TracerWarning)
+        warnings.simplefilter('ignore', DeprecationWarning)
         return ov.convert_model(_Depth(loaded.model).eval(), example_input=torch.zeros(shape),
                                 input=[shape])
 
