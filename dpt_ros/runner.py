@@ -158,10 +158,11 @@ def resolve_backend(p: argparse.ArgumentParser, args) -> str:
         return 'openvino'
     if args.backend == 'torch' or args.device != 'cpu' or args.compile:
         return 'torch'
-    import importlib.util
-    if importlib.util.find_spec('openvino') is None:
-        log.info('openvino is not installed: running the torch backend on the CPU '
-                 '(pip install openvino for the faster CPU backend)')
+    try:
+        import openvino  # noqa: F401  (about 0.1 s; the backend needs it next anyway)
+    except ImportError as exc:
+        log.info('openvino is not importable (%s): running the torch backend on the CPU '
+                 '(pip install openvino for the faster CPU backend)', exc)
         return 'torch'
     return 'openvino'
 

@@ -19,8 +19,9 @@ Start-up (all in `create`):
 3. The IR is read, given its input format with OpenVINO's preprocessing (below), and
    compiled for the CPU with `INFERENCE_PRECISION_HINT` f32 or bf16 (set explicitly: on CPUs
    with bf16 units OpenVINO would pick bf16 by itself) and the LATENCY hint.
-   `<cache>/openvino/compiled/` is OpenVINO's own CACHE_DIR of compiled blobs, so a second
-   start skips the compilation too (OpenVINO recompiles over a damaged blob by itself).
+   `<cache>/openvino/compiled/<precision>-threads<n>/` is OpenVINO's own CACHE_DIR of compiled
+   blobs, one per setting (OpenVINO's blob key ignores the precision), so a second start skips
+   the compilation too (OpenVINO recompiles over a damaged blob by itself).
 
 Input: `input_format` 'pixels'. The IR takes the processor's normalised (1, 3, S, S) float
 tensor; the preprocessing steps put uint8 (1, S, S, 3) pixels in front of it (convert,
@@ -174,14 +175,13 @@ class ModelCache:
     def folder(self, key: str) -> str:
         return os.path.join(self.root, key)
 
-    def lookup(self, key: str) -> dict | None:
-        """The entry's meta (with 'xml', its IR path) when complete, else None.
-
-        A damaged entry is removed (warning with the reason) so that the caller rebuilds it.
+    def lookup(self, key: str) -> tuple[dict | None, str | None]:
+        """(meta with 'xml', its IR path; None) for a complete entry, (None, None) for none,
+        (None, why) for a damaged one, which is removed (warning) so the caller rebuilds it.
         """
         folder = self.folder(key)
         if not os.path.isdir(folder):
-            return None
+            return None, None
         try:
             with open(os.path.join(folder, META_NAME), encoding='utf-8') as f:
                 meta = json.load(f)
@@ -192,10 +192,11 @@ class ModelCache:
                 if actual != size:
                     raise ValueError(f'{name} has {actual} bytes, meta.json says {size}')
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            self.discard(key, f'{type(exc).__name__}: {exc}')
-            return None
+            why = f'{type(exc).__name__}: {exc}'
+            self.discard(key, why)
+            return None, why
         meta['xml'] = os.path.join(folder, IR_NAME)
-        return meta
+        return meta, None
 
     def discard(self, key: str, why: str) -> None:
         """Remove a damaged entry so it is rebuilt; never fatal."""
@@ -282,7 +283,11 @@ class OpenVinoBackend:
         self._core = ov.Core()
         root = cache_root(opts.cache_dir or None)
         self._cache = ModelCache(root)
-        self._blob_dir = os.path.join(root, 'compiled')
+        # One CACHE_DIR per compile setting: OpenVINO 2026.4's CPU plugin leaves the precision
+        # hint out of its blob key (CACHING_PROPERTIES is FULL_DEVICE_NAME only), and a bf16
+        # start that imports an f32 blob returns all zeros.
+        self._blob_dir = os.path.join(root, 'compiled', f'{PRECISION_HINTS[opts.dtype]}-threads'
+                                      f'{int(opts.threads) if opts.threads > 0 else "auto"}')
         self._lock = threading.Lock()
         self._closed = False
         self._compiled: dict[str, object] = {}
@@ -317,13 +322,14 @@ class OpenVinoBackend:
                         or (_random_identity(loaded.config_name, opts.seed)
                             if loaded.is_random else f'sd:{fingerprint(loaded)}'))
         key = cache_key(identity, self.image_size, ov_ver)
-        meta = self._cache.lookup(key)
+        meta, damaged = self._cache.lookup(key)
         if meta is not None and loaded is not None and meta.get('fingerprint') != (
                 fp := fingerprint(loaded)):
             # The caller's model is not what its weights option names: key it by content.
-            key = cache_key(f'sd:{fp}', self.image_size, ov_ver)
-            meta = self._cache.lookup(key)
-        self._cache_status = 'miss' if meta is None else 'hit'
+            identity = f'sd:{fp}'
+            key = cache_key(identity, self.image_size, ov_ver)
+            meta, damaged = self._cache.lookup(key)
+        self._cache_status = 'hit' if meta is not None else 'rebuilt' if damaged else 'miss'
         if meta is not None:
             t0 = time.perf_counter()
             try:
@@ -370,6 +376,9 @@ class OpenVinoBackend:
             'is_random': bool(loaded.is_random), 'config_name': loaded.config_name,
             'created': time.strftime('%Y-%m-%dT%H:%M:%S%z'),
             'convert_s': round(self._startup['convert_s'], 2)})
+        # Serve what was saved (fp16 weights), not the in-memory fp32 conversion, so a first
+        # start computes exactly what every later start from the cache computes.
+        ov_model = self._core.read_model(meta['xml'])
         self._startup['save_s'] = time.perf_counter() - t0
         mb = sum(meta['files'].values()) / 1e6
         log.info('openvino: [3/3] saved %.0f MB in %.1f s; conversion took %.1f s in all '
