@@ -245,6 +245,22 @@ def test_fp32_and_bf16_share_the_model_entry_but_not_compiled_blobs(warm_cache, 
         'bf16-threadsauto', 'f32-threadsauto']
 
 
+def test_a_cache_that_cannot_be_written_is_not_fatal(reference, tmp_path, caplog):
+    blocker = tmp_path / 'a_file'
+    blocker.write_text('a file where the cache folder would go')
+    with caplog.at_level(logging.WARNING, logger='dpt_ros.backends.openvino'):
+        b = ovb.create(BackendOptions(cache_dir=str(blocker), **SMALL))
+    try:
+        assert b.info.extra['cache'] == 'not saved' and b.info.extra['cache_entry'] is None
+        assert 'could not save' in caplog.text
+        x = preprocess(_rgb(), SIZE)[None]
+        expected = reference.infer(x)[0]
+        assert pcc(b.infer(x)[0], expected) >= 0.99999
+        assert pcc(b.infer(resize_pixels(_rgb(), SIZE)[None])[0], expected) >= 0.99999
+    finally:
+        b.close()
+
+
 def test_a_given_model_unlike_its_weights_name_is_keyed_by_its_content(warm_cache, tmp_path):
     from dpt_ros.backends.torch_backend import create
     from dpt_ros.model import load_model
@@ -337,6 +353,11 @@ def test_weights_identity_without_loading(tmp_path, monkeypatch):
     monkeypatch.setattr('huggingface_hub.constants.HF_HUB_CACHE', str(tmp_path / 'empty_hf'))
     # auto offline without a cached Intel/dpt-large: load_model runs random weights.
     assert ovb.weights_identity('auto', 0) == ovb.weights_identity('random', 0)
+    monkeypatch.delenv('HF_HUB_OFFLINE')
+    monkeypatch.setattr('dpt_ros.model.hub_reachable', lambda: False)
+    assert ovb.weights_identity('auto', 0) == ovb.weights_identity('random', 0)
+    monkeypatch.setattr('dpt_ros.model.hub_reachable', lambda: True)
+    assert ovb.weights_identity('auto', 0) is None     # load_model may download: load first
     assert ovb.weights_identity('someone/not-cached', 0) is None
     assert ovb.cache_key('a', 384, 'v1') != ovb.cache_key('a', 512, 'v1') != ovb.cache_key(
         'a', 384, 'v2')

@@ -143,8 +143,10 @@ def weights_identity(weights: str, seed: int) -> str | None:
     commit = _hub_commit(repo)
     if commit:
         return f'hub:{repo}@{commit}'
-    if weights == 'auto' and os.environ.get('HF_HUB_OFFLINE') == '1':
-        return _random_identity('dpt-large', seed)   # load_model's offline fallback
+    if weights == 'auto':
+        from dpt_ros.model import hub_reachable
+        if os.environ.get('HF_HUB_OFFLINE') == '1' or not hub_reachable():
+            return _random_identity('dpt-large', seed)   # what load_model falls back to
     return None
 
 
@@ -298,6 +300,9 @@ class OpenVinoBackend:
         meta, ov_model, loaded = self._model(opts, loaded)
         self.loaded = loaded            # None on a cache hit: torch was never needed
         self._meta = meta
+        # The normalised-input model is built from the same IR on first use; an unsaved
+        # conversion keeps its in-memory copy for that (preprocessing changes it in place).
+        self._plain = None if meta['xml'] else ov_model.clone()
         t0 = time.perf_counter()
         self._compiled['pixels'] = self._compile(with_pixel_input(ov_model, self.image_size))
         self._startup['compile_s'] = time.perf_counter() - t0
@@ -365,20 +370,31 @@ class OpenVinoBackend:
                                f'options ask for {self.image_size}px')
         log.info('openvino: [2/3] tracing the torch model and converting it to OpenVINO')
         t0 = time.perf_counter()
-        ov_model = convert(loaded, self.image_size)
+        try:
+            ov_model = convert(loaded, self.image_size)
+        except Exception as exc:  # conversion raises many types; torch can still run it
+            raise BackendUnavailable('OpenVINO could not convert the model: '
+                                     f'{type(exc).__name__}: {str(exc)[:300]}') from exc
         self._startup['convert_s'] = time.perf_counter() - t0
         log.info('openvino: [2/3] converted in %.1f s; [3/3] saving it with fp16 weights',
                  self._startup['convert_s'])
+        meta = {'identity': identity, 'fingerprint': fingerprint(loaded),
+                'image_size': self.image_size, 'openvino': ov_ver, 'weights': loaded.weights,
+                'is_random': bool(loaded.is_random), 'config_name': loaded.config_name,
+                'created': time.strftime('%Y-%m-%dT%H:%M:%S%z'),
+                'convert_s': round(self._startup['convert_s'], 2)}
         t0 = time.perf_counter()
-        meta = self._cache.store(key, ov_model, {
-            'identity': identity, 'fingerprint': fingerprint(loaded),
-            'image_size': self.image_size, 'openvino': ov_ver, 'weights': loaded.weights,
-            'is_random': bool(loaded.is_random), 'config_name': loaded.config_name,
-            'created': time.strftime('%Y-%m-%dT%H:%M:%S%z'),
-            'convert_s': round(self._startup['convert_s'], 2)})
-        # Serve what was saved (fp16 weights), not the in-memory fp32 conversion, so a first
-        # start computes exactly what every later start from the cache computes.
-        ov_model = self._core.read_model(meta['xml'])
+        try:
+            meta = self._cache.store(key, ov_model, meta)
+            # Serve what was saved (fp16 weights), not the in-memory fp32 conversion, so a
+            # first start computes exactly what every later start from the cache computes.
+            ov_model = self._core.read_model(meta['xml'])
+        except (OSError, RuntimeError) as exc:   # a full or read-only disk is not fatal
+            log.warning('openvino: could not save the converted model in %s (%s); serving '
+                        'it from memory, the next start converts again', folder, exc)
+            self._cache_status = 'not saved'
+            meta = dict(meta, xml=None)
+            return meta, ov_model, loaded
         self._startup['save_s'] = time.perf_counter() - t0
         mb = sum(meta['files'].values()) / 1e6
         log.info('openvino: [3/3] saved %.0f MB in %.1f s; conversion took %.1f s in all '
@@ -388,9 +404,17 @@ class OpenVinoBackend:
 
     def _compile(self, ov_model):
         config = {'INFERENCE_PRECISION_HINT': PRECISION_HINTS[self._opts.dtype],
-                  'PERFORMANCE_HINT': 'LATENCY', 'CACHE_DIR': self._blob_dir}
+                  'PERFORMANCE_HINT': 'LATENCY'}
         if self._opts.threads and self._opts.threads > 0:
             config['INFERENCE_NUM_THREADS'] = int(self._opts.threads)
+        if self._blob_dir:
+            try:
+                os.makedirs(self._blob_dir, exist_ok=True)
+                config['CACHE_DIR'] = self._blob_dir
+            except OSError as exc:     # OpenVINO would refuse to compile: go without it
+                log.warning('openvino: compiled-blob cache %s unusable (%s); compiling '
+                            'without it', self._blob_dir, exc)
+                self._blob_dir = None
         try:
             return self._core.compile_model(ov_model, 'CPU', config)
         except RuntimeError as exc:
@@ -413,7 +437,7 @@ class OpenVinoBackend:
                    'threads': int(compiled.get_property('INFERENCE_NUM_THREADS')),
                    'weights_on_disk': 'fp16',
                    'cache': self._cache_status,
-                   'cache_entry': os.path.dirname(meta['xml']),
+                   'cache_entry': os.path.dirname(meta['xml']) if meta['xml'] else None,
                    'compiled_cache_dir': self._blob_dir,
                    'startup_s': {k: round(v, 3) for k, v in self._startup.items()},
                    'compile_time_s': self._startup['compile_s']})
@@ -427,7 +451,8 @@ class OpenVinoBackend:
         if req is None:
             if kind not in self._compiled:
                 t0 = time.perf_counter()
-                self._compiled[kind] = self._compile(self._core.read_model(self._meta['xml']))
+                plain = self._plain or self._core.read_model(self._meta['xml'])
+                self._compiled[kind] = self._compile(plain)
                 log.info('openvino: compiled the normalised-input model on first use '
                          '(%.2f s)', time.perf_counter() - t0)
             req = self._requests[kind] = self._compiled[kind].create_infer_request()
