@@ -20,8 +20,10 @@ on the values). Per frame, each mode does the whole depth job without colourisat
                 the same compiled model fed the processor's float32 tensor from the host, to
                 measure whether the pixel input pays.
 
-The modes run in interleaved rounds (one frame of each per round) so that load from other
-processes on a shared machine falls on all of them alike. Per mode: median and best wall time,
+Each mode runs in its own worker process (as in a node: one runtime per process, so torch's
+and OpenVINO's idle threads never compete with another mode's frame), and the parent runs
+interleaved rounds (one frame of each mode per round) so that load from other processes on a
+shared machine falls on all of them alike. Per mode: median and best wall time,
 median process CPU time per frame, median preprocess / inference stage, PCC of the input-sized
 depth against the baseline's (torch fp32). Start-up (unless --no-startup) is measured in
 fresh processes, one after another: OpenVINO cold (empty cache: load, convert, save, compile)
@@ -233,43 +235,100 @@ def measure_startup(work_dir: str) -> list[dict]:
     return rows
 
 
-# --- the interleaved run -----------------------------------------------------------------------
+# --- the interleaved run: one worker process per mode -------------------------------------------
 
-def _build(loaded, rgb, modes, cache_dir):
-    runners, pipes, what = {}, {}, {}
-    runners['baseline'], what['baseline'] = make_baseline(loaded.model, rgb)
-    for mode in modes:
+def worker(mode: str, cache_dir: str, warmup: int, out_npy: str) -> int:
+    """One mode in its own process: warm up, then one timed frame per 'frame' line on stdin.
+
+    Separate processes keep one runtime's idle worker threads (torch's OpenMP, OpenVINO's
+    TBB) off the next mode's frame, and give each mode its own CPU-time figure, as in a node.
+    """
+    from skimage import data
+    rgb = np.ascontiguousarray(data.astronaut())
+    if mode == 'baseline':
+        from dpt_ros.model import load_model
+        fn, what = make_baseline(load_model('random', seed=0).model, rgb)
+        info = {}
+    else:
+        loaded = None
+        if MODES[mode][0] == 'torch':     # OpenVINO starts from its cache without torch
+            from dpt_ros.model import load_model
+            loaded = load_model('random', seed=0)
+        fn, pipe = make_ours(loaded, rgb, mode, cache_dir)
+        binfo = pipe.backend.info
+        what = f'dpt_ros DepthPipeline, {MODES[mode][0]} backend {mode}, ' \
+            f'{binfo.input_format} input'
+        info = {'execution_mode': binfo.execution_mode, 'input_format': binfo.input_format,
+                'fallback_counts': pipe.backend.fallback_counts(),
+                'backend_extra': {k: v for k, v in binfo.extra.items()
+                                  if k in ('inference_precision', 'threads', 'cache',
+                                           'startup_s', 'weights_on_disk', 'torch_version')}}
+    (out, _), first_ms, _ = _timed(fn)
+    for _ in range(warmup - 1):
+        out, _ = fn()
+    print(json.dumps({'what': what, 'first_call_s': first_ms / 1e3, **info}), flush=True)
+    for line in sys.stdin:
+        if line.strip() != 'frame':
+            break
+        (out, stages), ms, cpu_ms = _timed(fn)
+        print(json.dumps({'ms': ms, 'cpu_ms': cpu_ms, 'stages': stages or {}}), flush=True)
+    np.save(out_npy, out)
+    return 0
+
+
+class _Worker:
+    """The parent's handle on one worker process (line-based JSON over its pipes)."""
+
+    def __init__(self, mode: str, cache_dir: str, warmup: int, work_dir: str):
+        self.mode = mode
+        self.npy = os.path.join(work_dir, f'{mode}.npy')
+        self.proc = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), '--worker', mode, '--cache-dir',
+             cache_dir, '--warmup', str(warmup), '--worker-out', self.npy],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            env=dict(os.environ, PYTHONPATH=_ROOT))
+        self.ready = self._read()
+
+    def _read(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f'bench worker {self.mode} exited (rc {self.proc.wait()})')
+        return json.loads(line)
+
+    def frame(self) -> dict:
+        self.proc.stdin.write('frame\n')
+        self.proc.stdin.flush()
+        return self._read()
+
+    def finish(self) -> np.ndarray:
+        self.proc.stdin.close()
+        if self.proc.wait(120) != 0:
+            raise RuntimeError(f'bench worker {self.mode} failed')
+        return np.load(self.npy)
+
+
+def _rounds(modes, cache_dir: str, iters: int, warmup: int, work_dir: str) -> dict:
+    """Start a worker per mode (one after another), then interleaved rounds."""
+    workers = {}
+    for name in ['baseline'] + modes:
         t0 = time.perf_counter()
-        runners[mode], pipes[mode] = make_ours(loaded, rgb, mode, cache_dir)
-        info = pipes[mode].backend.info
-        what[mode] = f'dpt_ros DepthPipeline, {MODES[mode][0]} backend {mode}, ' \
-            f'{info.input_format} input'
-        print(f'{mode:<20} started in {time.perf_counter() - t0:.1f} s', flush=True)
-    return runners, pipes, what
-
-
-def _rounds(runners, what, iters: int, warmup: int) -> tuple[dict, dict]:
-    results, outputs = {}, {}
-    for name, fn in runners.items():       # warm-up; the first call pays torch.compile
-        (out, _), first_ms, _ = _timed(fn)
-        for _ in range(warmup - 1):
-            out, _ = fn()
-        outputs[name] = out
-        results[name] = {'what': what[name], 'first_call_s': first_ms / 1e3, 'ms_all': [],
-                         'cpu_ms_all': [], 'preprocess_ms_all': [], 'inference_ms_all': []}
-        print(f'{name:<20} warm (first call {first_ms / 1e3:.1f} s)', flush=True)
+        workers[name] = _Worker(name, cache_dir, warmup, work_dir)
+        print(f"{name:<20} started and warm in {time.perf_counter() - t0:.1f} s (first call "
+              f"{workers[name].ready['first_call_s']:.1f} s)", flush=True)
+    results = {n: dict(w.ready, ms_all=[], cpu_ms_all=[], preprocess_ms_all=[],
+                       inference_ms_all=[]) for n, w in workers.items()}
     # Interleaved rounds: on a shared machine, load changes hit every mode alike.
     for i in range(iters):
-        for name, fn in runners.items():
-            (outputs[name], stages), ms, cpu_ms = _timed(fn)
+        for name, w in workers.items():
+            f = w.frame()
             r = results[name]
-            r['ms_all'].append(ms)
-            r['cpu_ms_all'].append(cpu_ms)
-            if stages:
-                r['preprocess_ms_all'].append(stages.get('preprocess'))
-                r['inference_ms_all'].append(stages.get('inference'))
+            r['ms_all'].append(f['ms'])
+            r['cpu_ms_all'].append(f['cpu_ms'])
+            r['preprocess_ms_all'].append(f['stages'].get('preprocess'))
+            r['inference_ms_all'].append(f['stages'].get('inference'))
         print(f'round {i + 1}/{iters}: ' + ', '.join(
-            f"{n} {results[n]['ms_all'][-1]:.0f}" for n in runners) + ' ms', flush=True)
+            f"{n} {results[n]['ms_all'][-1]:.0f}" for n in workers) + ' ms', flush=True)
+    outputs = {n: w.finish() for n, w in workers.items()}
     for name, r in results.items():
         r['ms_per_frame'] = statistics.median(r['ms_all'])
         r['ms_min'] = min(r['ms_all'])
@@ -278,7 +337,7 @@ def _rounds(runners, what, iters: int, warmup: int) -> tuple[dict, dict]:
             vals = [v for v in r.pop(f'{stage}_ms_all') if v is not None]
             r[f'{stage}_ms'] = statistics.median(vals) if vals else None
         r['pcc_vs_fp32'] = pcc(outputs[name], outputs['baseline'])
-    return results, outputs
+    return results
 
 
 def _ratios(results: dict) -> dict:
@@ -346,10 +405,14 @@ def main(argv=None) -> int:
                    help='OpenVINO model cache of the timed modes (converted once)')
     p.add_argument('--no-startup', action='store_true', help='skip the start-up processes')
     p.add_argument('--startup-probe', help=argparse.SUPPRESS)
+    p.add_argument('--worker', help=argparse.SUPPRESS)
+    p.add_argument('--worker-out', help=argparse.SUPPRESS)
     p.add_argument('--out', default=os.path.join(_ROOT, 'generated', 'bench_cpu.json'))
     args = p.parse_args(argv)
-    if args.startup_probe:
-        logging.basicConfig(level=logging.WARNING)
+    if args.startup_probe or args.worker:
+        logging.basicConfig(level=logging.ERROR)    # stdout carries JSON lines only
+        if args.worker:
+            return worker(args.worker, args.cache_dir, args.warmup, args.worker_out)
         print(json.dumps(startup_probe(args.startup_probe, args.cache_dir)))
         return 0
     modes = [m.strip() for m in args.modes.split(',') if m.strip()]
@@ -361,37 +424,23 @@ def main(argv=None) -> int:
         logging.getLogger(name).setLevel(logging.ERROR)   # random-weight warnings, per mode
 
     import torch
-    from skimage import data
-
-    from dpt_ros.model import load_model
-    rgb = np.ascontiguousarray(data.astronaut())
     load_before = _loadavg()
-    t0 = time.perf_counter()
-    loaded = load_model('random', seed=0)
-    print(f'DPT-Large (random weights, seed 0) built in {time.perf_counter() - t0:.1f} s; '
-          f'torch threads {torch.get_num_threads()}, load average {load_before}', flush=True)
     machine = host()
     print(f"CPU: {machine['cpu']} x{machine['cpu_count']}, matmul features: "
-          f"{' '.join(machine['cpu_matmul_flags']) or 'none of ' + str(MATMUL_CPU_FLAGS)}",
-          flush=True)
-
-    runners, pipes, what = _build(loaded, rgb, modes, args.cache_dir)
-    results, _ = _rounds(runners, what, args.iters, args.warmup)
+          f"{' '.join(machine['cpu_matmul_flags']) or 'none of ' + str(MATMUL_CPU_FLAGS)}; "
+          f'load average {load_before}', flush=True)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    work = tempfile.mkdtemp(prefix='bench_cpu_', dir=os.path.dirname(os.path.abspath(args.out)))
+    try:
+        results = _rounds(modes, args.cache_dir, args.iters, args.warmup, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     load_after = _loadavg()
-    for name, pipe in pipes.items():
-        info = pipe.backend.info
-        results[name]['execution_mode'] = info.execution_mode
-        results[name]['input_format'] = info.input_format
-        results[name]['fallback_counts'] = pipe.backend.fallback_counts()
-        results[name]['backend_extra'] = {k: v for k, v in info.extra.items()
-                                          if k in ('inference_precision', 'threads', 'cache',
-                                                   'startup_s', 'weights_on_disk')}
-        pipe.close()
-    del runners, pipes
     peak = gemm_peak()
     startup = []
     if not args.no_startup:
-        work = tempfile.mkdtemp(prefix='bench_cpu_startup_', dir=os.path.dirname(args.out))
+        work = tempfile.mkdtemp(prefix='bench_cpu_startup_',
+                                dir=os.path.dirname(os.path.abspath(args.out)))
         try:
             startup = measure_startup(work)
         finally:
