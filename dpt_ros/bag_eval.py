@@ -1,6 +1,6 @@
 """Evaluate depth on a rosbag2: offline through the pipeline, or replayed through a live node.
 
-    bag_eval offline BAG [--backend torch|tt] [--weights auto] [--pcc-frames 2] [-o DIR]
+    bag_eval offline BAG [--backend torch|openvino|tt] [--weights auto] [--pcc-frames 2] [-o DIR]
     bag_eval replay  BAG [--start-node] [--rate 1.0] [--params-file config/dpt.yaml] [-o DIR]
 
 offline: every frame of the image topic goes straight into `DepthPipeline`, as fast as the
@@ -759,7 +759,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('-v', '--verbose', action='store_true', help='debug logging')
     d = BackendOptions()
     g = p.add_argument_group('model/backend (offline; passed to the node with --start-node)')
-    g.add_argument('--backend', default='torch', help='torch | tt (default: %(default)s)')
+    g.add_argument('--backend', default='torch',
+                   help='torch | openvino | tt (default: %(default)s)')
     g.add_argument('--weights', default=d.weights,
                    help='auto | Intel/dpt-large | <dir> | random | tiny-random '
                    '(default: %(default)s)')

@@ -1,13 +1,15 @@
 """PCC of a backend against the CPU fp32 reference, per image, plus its speed.
 
     python -m dpt_ros.eval_pcc [--image X | --images-dir D] [--device cpu|cuda|wormhole_n300..]
-        [--tt-run] [--dtype bf16] [--compile] [--weights auto] --dump-json X.json
+        [--tt-run] [--backend auto|openvino|torch] [--dtype bf16] [--compile] [--weights auto]
+        --dump-json X.json
 
-The reference is the torch backend on the CPU in fp32, eager, with the same weights. Both
+The backend under test is the runner's (OpenVINO on the CPU where it is installed). The
+reference is the torch backend on the CPU in fp32, eager, with the same weights. Both
 outputs are compared on the model's raw `predicted_depth` (S x S) — the tensor every backend
-produces — and on the input-sized depth after post-processing. `--device cpu` (fp32) is the
-baseline: PCC 1.0 by construction, and its FPS is the CPU reference speed. `--min-pcc` turns
-the result into a pass/fail exit status for scripts.
+produces — and on the input-sized depth after post-processing. `--backend torch` (cpu, fp32)
+is the baseline: PCC 1.0 by construction, and its FPS is the CPU reference speed. `--min-pcc`
+turns the result into a pass/fail exit status for scripts.
 
 Exit status: 0 when every processed image passed (or no --min-pcc), 1 when nothing could be
 processed, 2 for invalid command lines, 3 when some image's PCC is below --min-pcc.
@@ -96,7 +98,7 @@ def evaluate(args) -> dict:
         ref.close()
 
     # 2) The backend under test, started under the runner's fallback policy.
-    is_baseline = (not args.tt_run and args.device == 'cpu' and args.dtype == 'fp32'
+    is_baseline = (args.backend == 'torch' and args.device == 'cpu' and args.dtype == 'fp32'
                    and not args.compile)
     started = runner.start_backend(args, loaded)
     backend = started.backend

@@ -125,8 +125,10 @@ PARAMS: tuple[Param, ...] = (
           'Frames with more pixels than this are rejected (reason too_large).',
           min=1, max=1 << 30),
     # --- backend (defaults from BackendOptions) ---
-    Param('backend', 'torch', 'Inference backend: torch (cpu/cuda) or tt (Tenstorrent TTNN).',
-          choices=_backends),
+    Param('backend', 'openvino',
+          'Inference backend: openvino (cpu; the fastest CPU backend), torch (cpu/cuda; the '
+          'numerical reference) or tt (Tenstorrent TTNN). Without openvino installed, '
+          'openvino falls back to torch on cpu (allow_fallback).', choices=_backends),
     Param('allow_fallback', True,
           'When the requested backend cannot start (no ttnn, no device, no CUDA), run torch on '
           'cpu instead (counted in backend_fallback_count, diagnostics WARN); false: exit.'),
@@ -139,8 +141,10 @@ PARAMS: tuple[Param, ...] = (
           'Square model input side S (DPT-Large: 384). Frames are stretched to SxS.',
           min=32, max=1024, step=16),
     Param('device', _BACKEND_DEFAULTS.device,
-          'Backend device. torch: cpu | cuda | cuda:N; tt: wormhole_n150 | wormhole_n300.'),
-    Param('dtype', _BACKEND_DEFAULTS.dtype, 'torch compute dtype.', choices=('fp32', 'bf16')),
+          'Backend device. openvino: cpu; torch: cpu | cuda | cuda:N; tt: wormhole_n150 | '
+          'wormhole_n300.'),
+    Param('dtype', _BACKEND_DEFAULTS.dtype, 'torch / openvino compute dtype (openvino: its '
+          'inference precision hint).', choices=('fp32', 'bf16')),
     Param('compile', _BACKEND_DEFAULTS.compile, 'torch.compile the model (torch backend).'),
     Param('execution_mode', _BACKEND_DEFAULTS.execution_mode,
           'tt execution mode: eager, trace, or trace with 2 command queues.',
@@ -150,10 +154,12 @@ PARAMS: tuple[Param, ...] = (
     Param('strict', _BACKEND_DEFAULTS.strict,
           'tt: a program-config fallback raises instead of being counted.'),
     Param('cache_dir', _BACKEND_DEFAULTS.cache_dir,
-          "tt prepared-weight cache directory ('' = ~/.cache/dpt_ros)."),
+          "tt prepared-weight and openvino converted-model cache directory ('' = "
+          '$DPT_ROS_CACHE or ~/.cache/dpt_ros).'),
     Param('seed', _BACKEND_DEFAULTS.seed, 'Seed for random weights.', min=0, max=2**31 - 1),
     Param('threads', _BACKEND_DEFAULTS.threads,
-          'torch intra-op threads (0 = torch default).', min=0, max=256),
+          'torch intra-op / openvino inference threads (0 = the library default).',
+          min=0, max=256),
     Param('backend_timeout_s', 30.0,
           'An inference call running longer than this is counted failed (reason timeout) and '
           'diagnostics go ERROR; its late result is discarded. 0 disables the watchdog.',
@@ -290,11 +296,14 @@ def validate(values: Mapping[str, object]) -> list[str]:
     if backend == 'torch' and device != 'cpu' and not _CUDA_RE.match(device):
         errors.append(f"parameter 'device' = {device!r} is not a torch device; "
                       'use cpu, cuda or cuda:N')
+    if backend == 'openvino' and device != 'cpu':
+        errors.append(f"parameter 'device' = {device!r} is not an openvino device; use cpu "
+                      '(or backend torch for cuda)')
     if backend == 'tt' and device not in ('wormhole_n150', 'wormhole_n300'):
         errors.append(f"parameter 'device' = {device!r} is not a Tenstorrent device; "
                       'use wormhole_n150 or wormhole_n300 with backend tt')
     if dp > 1 and not (backend == 'tt' and device == 'wormhole_n300') and backend in (
-            'torch', 'tt'):
+            'torch', 'tt', 'openvino'):
         errors.append(f"parameter 'dp' = {dp} needs backend tt on wormhole_n300 (2 chips); "
                       'use dp 1 otherwise')
 

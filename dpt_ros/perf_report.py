@@ -77,8 +77,8 @@ def _clean(obj):
 def versions() -> dict:
     """Versions of the packages that decide the numbers."""
     out = {'python': platform.python_version()}
-    for dist in ('dpt_ros', 'numpy', 'torch', 'transformers', 'ttnn', 'opencv-python-headless',
-                 'pillow'):
+    for dist in ('dpt_ros', 'numpy', 'torch', 'transformers', 'ttnn', 'openvino',
+                 'opencv-python-headless', 'pillow'):
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -89,7 +89,8 @@ def versions() -> dict:
 # CPU features that decide CPU inference speed: bf16 matrix units (AMX) make bf16 several
 # times faster than fp32; without them bf16 gains under 2x. Recorded so figures from
 # different machines can be told apart.
-MATMUL_CPU_FLAGS = ('avx512f', 'avx512_bf16', 'avx512_vnni', 'amx_tile', 'amx_bf16', 'amx_int8')
+MATMUL_CPU_FLAGS = ('avx2', 'avx512f', 'avx512_bf16', 'avx512_fp16', 'avx512_vnni', 'amx_tile',
+                    'amx_bf16', 'amx_fp16', 'amx_int8')
 
 
 def host() -> dict:

@@ -4,10 +4,15 @@
         wormhole_n300|blackhole] [--tt-run] [--dp 1|2] [--batch-size N] [--warmup 1]
         [--repeat 3] [--tt-execution-mode eager|trace|trace_2cq] [--dump-depth X.npy]
         [--dump-depth-color X.png] [--dump-perf X.json] [--weights auto] [--dtype fp32|bf16]
+        [--backend auto|openvino|torch]
 
 With neither --image nor --images-dir it runs on a bundled offline picture (scikit-image's
 astronaut). Depth dumps are input-sized float32 relative inverse depth (.npy) and a colour PNG.
 The perf JSON carries the reference's keys plus ours; `<stem>_header.json` sits beside it.
+
+Backend: --tt-run runs the TT model; otherwise `--backend auto` (the default) runs OpenVINO on
+the CPU where openvino is importable, and torch where it is not (said in the log), or when
+--device cuda or --compile asks for torch; `--backend torch` is the numerical reference.
 
 Fallback policy: a CPU/CUDA run that asks for CUDA where there is none falls back to the CPU
 (counted). A --tt-run is strict by default: it refuses to run anywhere but on the TT device and
@@ -41,6 +46,7 @@ TT_DEVICES = ('wormhole_n150', 'wormhole_n300', 'blackhole')
 TORCH_DEVICES = ('cpu', 'cuda')
 DEVICES = TORCH_DEVICES + TT_DEVICES
 EXECUTION_MODES = ('eager', 'trace', 'trace_2cq')
+CPU_BACKENDS = ('auto', 'openvino', 'torch')
 
 
 class RunFailed(RuntimeError):
@@ -60,6 +66,9 @@ def build_parser(prog: str = 'dpt_ros.runner',
                    help='cpu/cuda run the torch backend; a TT device needs --tt-run')
     p.add_argument('--tt-run', action='store_true',
                    help='run the TTNN model on the TT device given by --device')
+    p.add_argument('--backend', default='auto', choices=CPU_BACKENDS,
+                   help='without --tt-run: auto = openvino where it is installed (cpu), else '
+                   'torch; torch is the numerical reference (default %(default)s)')
     p.add_argument('--image-size', type=int, default=_DEFAULTS.image_size,
                    help='square model input side (default %(default)s)')
     p.add_argument('--dp', type=int, default=1, choices=(1, 2),
@@ -74,10 +83,10 @@ def build_parser(prog: str = 'dpt_ros.runner',
                    help="auto | Intel/dpt-large | <local dir> | random | tiny-random "
                    "(auto: hub/cache, else random weights, flagged loudly)")
     p.add_argument('--dtype', default=None, choices=('fp32', 'bf16'),
-                   help='torch backend precision (default fp32)')
+                   help='torch / openvino precision (default fp32)')
     p.add_argument('--compile', action='store_true', help='torch.compile the torch backend')
     p.add_argument('--threads', type=int, default=_DEFAULTS.threads,
-                   help='torch CPU threads (0 = torch default)')
+                   help='torch / openvino CPU threads (0 = the library default)')
     p.add_argument('--seed', type=int, default=_DEFAULTS.seed, help='seed for random weights')
     strict = p.add_mutually_exclusive_group()
     strict.add_argument('--strict', dest='strict', action='store_true', default=None,
@@ -132,6 +141,30 @@ def check_args(p: argparse.ArgumentParser, args) -> None:
         args.dtype = 'fp32'
     if args.strict is None:
         args.strict = bool(args.tt_run)
+    args.backend = resolve_backend(p, args)
+
+
+def resolve_backend(p: argparse.ArgumentParser, args) -> str:
+    """The backend name the flags ask for: tt, openvino or torch (see module doc)."""
+    if args.tt_run:
+        if args.backend not in ('auto', 'tt'):
+            p.error(f'--backend {args.backend} runs on the CPU; --tt-run runs the TT model')
+        return 'tt'
+    if args.backend == 'openvino':
+        if args.device != 'cpu':
+            p.error(f'--backend openvino runs on cpu, not {args.device} (use --backend torch)')
+        if args.compile:
+            p.error('--compile is torch.compile: use it with --backend torch')
+        return 'openvino'
+    if args.backend == 'torch' or args.device != 'cpu' or args.compile:
+        return 'torch'
+    try:
+        import openvino  # noqa: F401  (about 0.1 s; the backend needs it next anyway)
+    except ImportError as exc:
+        log.info('openvino is not importable (%s): running the torch backend on the CPU '
+                 '(pip install openvino for the faster CPU backend)', exc)
+        return 'torch'
+    return 'openvino'
 
 
 def backend_options(args) -> BackendOptions:
@@ -153,7 +186,7 @@ def start_backend(args, loaded=None):
 
     opts = backend_options(args)
     allow = not (args.no_fallback or args.strict)
-    name = 'tt' if args.tt_run else 'torch'
+    name = args.backend
     try:
         return create_backend(name, opts, allow_fallback=allow, loaded=loaded)
     except WeightsNotFound as exc:

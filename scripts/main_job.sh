@@ -21,16 +21,25 @@ py=$venv/bin/python
 mkdir -p "$out"
 "$py" -m dpt_ros.sample_bag "$out/sample_bag" --frames "$frames" --overwrite
 
-# 3. Backend: TT when a Tenstorrent card is visible, torch on CPU otherwise. The node falls back
-#    to CPU by itself (counted, diagnostics WARN) if the card cannot be opened.
-backend=(--backend torch --device cpu --dtype bf16)
+# 3. Backend: TT when a Tenstorrent card is visible; otherwise OpenVINO bf16 on the CPU where
+#    openvino is importable (the fastest CPU backend, docs/benchmarks.md), else torch bf16. The
+#    node falls back to torch on the CPU by itself (counted, diagnostics WARN) if the card or
+#    OpenVINO cannot start.
+if "$py" -c 'import openvino' 2>/dev/null; then
+  backend=(--backend openvino --device cpu --dtype bf16)
+  cpu_backend='OpenVINO bf16'
+else
+  backend=(--backend torch --device cpu --dtype bf16)
+  cpu_backend='torch bf16 (openvino is not importable)'
+fi
 if compgen -G '/dev/tenstorrent/*' >/dev/null; then
   backend=(--backend tt --device "${DPT_ROS_TT_DEVICE:-wormhole_n300}"
            --dp "${DPT_ROS_TT_DP:-2}" --execution-mode trace_2cq)
   echo "main_job: Tenstorrent card found: ${backend[*]}"
 else
-  echo "main_job: no Tenstorrent card found: torch on CPU (DPT-Large takes seconds per frame" \
-       "here, so most frames of a 30 Hz replay are dropped; the report shows how many)"
+  echo "main_job: no Tenstorrent card found: $cpu_backend on the CPU (DPT-Large takes a large" \
+       "fraction of a second per frame here, so most frames of a 30 Hz replay are dropped;" \
+       "the report shows how many)"
 fi
 
 # 4. DDS stays on this host, in a domain of its own.
@@ -39,9 +48,10 @@ export ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-$((1 + $$ % 100))}
 export ROS_LOG_DIR=${ROS_LOG_DIR:-$out/ros_log}
 
 # 5. Start the node with the package's params file, replay the bag through it, write the report.
-#    bag_eval exits non-zero only when nothing could be evaluated.
+#    bag_eval exits non-zero only when nothing could be evaluated. The first OpenVINO start
+#    converts DPT-Large once (about a minute on 2 cores, cached after): wait up to 5 minutes.
 "$py" -m dpt_ros.bag_eval replay "$out/sample_bag" --start-node \
   --params-file "$root/config/dpt.yaml" --weights "$weights" "${backend[@]}" \
-  --output "$out/report"
+  --wait-node-s 300 --output "$out/report"
 
 echo "main_job: report: $out/report/report.html"

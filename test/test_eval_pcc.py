@@ -45,7 +45,7 @@ def test_pcc_accepts_torch_bf16():
 
 def test_cpu_baseline_is_exact(tmp_path, capsys):
     out = tmp_path / 'e.json'
-    assert eval_pcc.main(FAST + ['--dump-json', str(out)]) == 0
+    assert eval_pcc.main(FAST + ['--backend', 'torch', '--dump-json', str(out)]) == 0
     data = json.loads(out.read_text())
     assert data['baseline'] is True and data['num_images'] == 1
     assert data['pcc_min'] == pytest.approx(1.0, abs=1e-9)
@@ -54,6 +54,16 @@ def test_cpu_baseline_is_exact(tmp_path, capsys):
     assert data['fps'] > 0 and data['reference']['fps'] > 0
     assert data['weights_random'] is True
     assert 'astronaut' in capsys.readouterr().out
+
+
+def test_default_cpu_backend_is_openvino_held_to_the_torch_reference(tmp_path):
+    pytest.importorskip('openvino')
+    out = tmp_path / 'e.json'
+    assert eval_pcc.main(FAST + ['--dump-json', str(out), '--min-pcc', '0.999']) == 0
+    data = json.loads(out.read_text())
+    assert data['backend']['running'] == 'openvino' and not data['backend']['fell_back']
+    assert data['baseline'] is False and data['reference']['backend'] == 'torch'
+    assert 0.999 <= data['pcc_min'] < 1.0 and data['pcc_depth_min'] >= 0.999
 
 
 def test_bf16_scores_high_but_not_exact_and_min_pcc_gates(tmp_path):

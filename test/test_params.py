@@ -84,7 +84,11 @@ def test_constraint_text_lists_choices_and_ranges():
     ({'diagnostics_rate': float('nan')}, ["'diagnostics_rate'", 'finite']),
     ({'colormap': 'rainbow'}, ["'colormap'", 'turbo']),
     ({'backend': 'onnx'}, ["'backend'", 'torch', 'tt']),
-    ({'device': 'gpu'}, ["'device'", 'cuda:N']),
+    ({'backend': 'torch', 'device': 'gpu'}, ["'device'", 'cuda:N']),
+    # openvino (the default backend) runs on the CPU only; the message names the way to CUDA.
+    ({'device': 'gpu'}, ["'device'", 'openvino', 'use cpu']),
+    ({'backend': 'openvino', 'device': 'cuda'}, ["'device'", 'openvino', 'backend torch']),
+    ({'backend': 'openvino', 'dtype': 'fp16'}, ["'dtype'", 'fp32, bf16']),
     ({'backend': 'tt', 'device': 'cpu'}, ["'device'", 'wormhole_n300']),
     ({'dp': 2}, ["'dp'", 'wormhole_n300']),
     ({'norm_low': 50.0, 'norm_high': 10.0}, ["'norm_low'", 'below norm_high']),
@@ -115,7 +119,8 @@ def test_invalid_values_give_one_clear_message(changes, words):
 
 def test_valid_non_default_sets():
     assert params.validate({'backend': 'tt', 'device': 'wormhole_n300', 'dp': 2}) == []
-    assert params.validate({'device': 'cuda:1', 'dtype': 'bf16'}) == []
+    assert params.validate({'backend': 'torch', 'device': 'cuda:1', 'dtype': 'bf16'}) == []
+    assert params.validate({'backend': 'openvino', 'dtype': 'bf16', 'threads': 2}) == []
     assert params.validate({'weights': '/models/dpt-large'}) == []   # free-form directory
     assert params.validate({'cameras': ['left', '/rig/right'], 'metric.scale': 2}) == []
     assert params.validate({'norm': 'fixed', 'norm_low': -5.0, 'norm_high': 500.0}) == []

@@ -60,6 +60,7 @@ class StartedBackend:
 # name -> 'module:factory'; factories take BackendOptions and return a DepthBackend.
 BACKENDS: dict[str, str] = {
     'torch': 'dpt_ros.backends.torch_backend:create',
+    'openvino': 'dpt_ros.backends.openvino_backend:create',
     'tt': 'dpt_ros.backends.tt_backend:create',
 }
 
