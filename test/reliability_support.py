@@ -391,3 +391,90 @@ def run_soak(graph, node, *, frames: int, warmup_frames: int, size=(120, 160),
         'fds': {'start': samples[0][1]['fds'], 'after_warmup': warm['fds'],
                 'peak': max(s['fds'] for _, s in samples), 'end': samples[-1][1]['fds']},
     }
+
+
+# Node configurations for timed stops (bench/bench_shutdown.py and the shutdown tests).
+STOP_CASES = {
+    # No card here: ttnn is imported, opening the device fails, torch on cpu takes over.
+    'tt_fallback': {'backend': 'tt', 'device': 'wormhole_n300', 'weights': 'tiny-random'},
+    'torch': {'backend': 'torch', 'device': 'cpu', 'weights': 'tiny-random'},
+    'zero': {'backend': 'standin_zero'},
+}
+# Output that a clean stop never has: nanobind's leak report at interpreter exit, crashes,
+# a launch escalating to the next signal, a worker left inside a backend call.
+UNCLEAN_STOP_SIGNS = ('leaked', 'Traceback', 'terminate called', 'Segmentation', 'escalating',
+                      'still inside a backend call')
+# Seconds of CPU load before the signal, so a stop meets a machine that is already busy.
+STOP_LOAD_LEAD_S = 0.5
+# The node's last line names how long it waited for its workers (the running inference call).
+_STOP_LINE = re.compile(r'stopping on SIG\w+: released in \d+ ms \((\d+) ms of it for the workers')
+
+
+def timed_stop(case: str, sig, load, graph, frames: int = 5, size=(240, 320),
+               hz: float = 30.0, in_flight: bool = True) -> dict:
+    """Start a node of STOP_CASES[case], serve `frames` outputs, stop it with `sig`, time it.
+
+    in_flight: frames keep coming at `hz` until the signal, so an inference call is usually
+    running when it comes (the node lets it finish, for at most 1 s). Otherwise frames go in
+    lock step (one, then its output) and the stop meets a serving node with nothing in its
+    pipeline: the time is then the node's own stop. `load` (a ros_harness.CpuLoad) runs from
+    STOP_LOAD_LEAD_S before the signal until the node has exited. Returns the figures: exit
+    code, seconds from signal to exit, of that the wait for the workers and the rest, outputs
+    served, unclean signs seen, 'clean'.
+    """
+    import signal as _signal
+
+    from sensor_msgs.msg import Image
+
+    from dpt_ros import image_codec
+    from ros_harness import rgb_image
+    fields = image_codec.rgb_to_image_fields(rgb_image(*size))
+    got: list[int] = []
+    sub = graph.node.create_subscription(Image, 'depth_relative', lambda m: got.append(1), 10)
+    pub = graph.node.create_publisher(Image, 'image', 10)
+    node = start_node(dict(STOP_CASES[case], image_size=64, diagnostics_rate=5.0),
+                      wait_ready=120.0)
+    try:
+        next_pub = time.monotonic()
+
+        def feed_until(cond, timeout):
+            nonlocal next_pub
+            deadline = time.monotonic() + timeout
+            while not cond() and time.monotonic() < deadline:
+                if time.monotonic() >= next_pub:
+                    pub.publish(Image(**fields))
+                    next_pub += 1 / hz
+                graph.executor.spin_once(timeout_sec=0.002)
+        if in_flight:
+            feed_until(lambda: len(got) >= frames, 60.0)
+        else:
+            for _ in range(frames):
+                want = len(got) + 1
+                pub.publish(Image(**fields))
+                graph.spin_until(lambda: len(got) >= want, 30.0)
+        served = len(got)
+        load.resume()
+        t_load = time.monotonic()
+        if in_flight:
+            feed_until(lambda: time.monotonic() - t_load >= STOP_LOAD_LEAD_S,
+                       STOP_LOAD_LEAD_S + 1)
+        else:
+            graph.spin_until(lambda: time.monotonic() - t_load >= STOP_LOAD_LEAD_S,
+                             STOP_LOAD_LEAD_S + 1)
+        rc, took = node.stop(sig, timeout=30.0)
+        load.pause()
+        out = node.output()
+        signs = sorted(s for s in UNCLEAN_STOP_SIGNS if s in out)
+        m = _STOP_LINE.search(out)
+        worker_s = float(m.group(1)) / 1e3 if m else float('nan')
+        return {'case': case, 'signal': _signal.Signals(sig).name, 'in_flight': in_flight,
+                'exit_code': rc,
+                'seconds': round(took, 4), 'worker_wait_s': round(worker_s, 4),
+                'rest_s': round(took - worker_s, 4), 'served': served, 'unclean_signs': signs,
+                'clean': rc == 0 and not signs and served >= frames and m is not None,
+                'output': out}
+    finally:
+        load.pause()
+        node.kill()
+        graph.node.destroy_subscription(sub)
+        graph.node.destroy_publisher(pub)

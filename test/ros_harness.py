@@ -122,6 +122,42 @@ class NodeProcess:
             pass
 
 
+class CpuLoad:
+    """One busy-looping process per core (or `n`), paused (SIGSTOP) until resume().
+
+    Kept paused except around what is measured, so start-ups stay quick and the machine is
+    not held busy for a whole test run. Use as a context manager; close() kills them.
+    """
+
+    def __init__(self, n: int | None = None):
+        n = n or os.cpu_count() or 2
+        # Each spins only while its parent lives: a killed test leaves no busy process.
+        spin = 'import os\nparent = os.getppid()\nwhile os.getppid() == parent:\n    pass'
+        self.procs = [subprocess.Popen([sys.executable, '-c', spin]) for _ in range(n)]
+        self.pause()
+
+    def _signal(self, sig) -> None:
+        for p in self.procs:
+            p.send_signal(sig)
+
+    def pause(self) -> None:
+        self._signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._signal(signal.SIGCONT)
+
+    def close(self) -> None:
+        for p in self.procs:
+            p.kill()
+            p.wait(5)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 class Graph:
     """An in-process rclpy node for publishing inputs and collecting outputs."""
 
