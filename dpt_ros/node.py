@@ -61,6 +61,9 @@ from dpt_ros.metric import MetricDepth, ReferenceBuffer
 from dpt_ros.perf import FALLBACK_KEYS, STAGES, PerfStats
 from dpt_ros.scheduler import FrameScheduler
 
+# How long close() lets the workers end their frames (a running inference call) before it
+# closes the backend anyway; launch/depth.launch.py's SIGTERM timeout allows for it.
+WORKER_STOP_TIMEOUT_S = 1.0
 # The runtime fallback: the backend (and device) that replaces one that died after start-up.
 RUNTIME_FALLBACK_BACKEND, RUNTIME_FALLBACK_DEVICE = 'torch', 'cpu'
 
@@ -683,12 +686,13 @@ class DepthNode(Node):
         return DiagnosticStatus.OK, 'running'
 
     # ----- shutdown -----
-    def close(self, timeout: float = 1.0) -> None:
+    def close(self, timeout: float | None = None) -> None:
         """Stop workers, release the backend (device, traces). Safe to call twice.
 
         A second call still releases a backend that a start-up step finished starting after
         the first one (a signal arrived while the model was loading).
         """
+        timeout = WORKER_STOP_TIMEOUT_S if timeout is None else timeout
         with self._swap_lock:
             first, self._closed = not self._closed, True
         if first:
