@@ -1,4 +1,5 @@
-"""CPU throughput of DPT-Large 384x384: transformers baseline vs our torch backend modes.
+"""
+CPU throughput of DPT-Large 384x384: transformers baseline vs our torch backend modes.
 
     .venv/bin/python bench/bench_cpu.py [--iters 5] [--modes fp32,bf16,bf16+compile]
                                         [--out generated/bench_cpu.json]
@@ -22,14 +23,11 @@ frame are recorded as load-robust cross-checks, with the load average before and
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import statistics
 import sys
 import time
-
-import numpy as np
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _ROOT not in sys.path:
@@ -38,18 +36,19 @@ if _ROOT not in sys.path:
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 
 from dpt_ros.metrics import pcc  # noqa: E402
-from dpt_ros.perf_report import MATMUL_CPU_FLAGS, host, versions, write_json  # noqa: E402
+from dpt_ros.perf_report import host, MATMUL_CPU_FLAGS, versions, write_json  # noqa: E402
+import numpy as np  # noqa: E402
 
 MODES = {
-    'fp32': dict(dtype='fp32', compile=False),
-    'bf16': dict(dtype='bf16', compile=False),
-    'bf16+compile': dict(dtype='bf16', compile=True),
-    'fp32+compile': dict(dtype='fp32', compile=True),
+    'fp32': {'dtype': 'fp32', 'compile': False},
+    'bf16': {'dtype': 'bf16', 'compile': False},
+    'bf16+compile': {'dtype': 'bf16', 'compile': True},
+    'fp32+compile': {'dtype': 'fp32', 'compile': True},
 }
 
 
 def make_baseline(model, rgb):
-    """transformers processor + model (fp32 eager) + post_process_depth_estimation."""
+    """Build the baseline: transformers processor + fp32 eager model + post-processing."""
     import torch
     from transformers import DPTImageProcessor
     proc = DPTImageProcessor(do_resize=True, size={'height': 384, 'width': 384},
@@ -80,7 +79,7 @@ def make_ours(loaded, rgb, mode):
 
 
 def _timed(fn):
-    """(result, wall ms, process CPU ms) of one call."""
+    """Call once; return (result, wall ms, process CPU ms)."""
     c0, t0 = time.process_time(), time.perf_counter()
     out = fn()
     return out, (time.perf_counter() - t0) * 1e3, (time.process_time() - c0) * 1e3
@@ -126,10 +125,9 @@ def main(argv=None) -> int:
         p.error(f"unknown mode(s) {bad}; choose from {', '.join(MODES)}")
     logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(name)s: %(message)s')
 
-    import torch
-    from skimage import data
-
     from dpt_ros.model import load_model
+    from skimage import data
+    import torch
     rgb = np.ascontiguousarray(data.astronaut())
     load_before = _loadavg()
     t0 = time.perf_counter()
@@ -215,7 +213,7 @@ def main(argv=None) -> int:
     print(f"GEMM probe (577x1024 @ 1024x4096, best of 20): fp32 {peak['fp32_gflops']:.0f} "
           f"GFLOPS, bf16 {peak['bf16_gflops']:.0f} GFLOPS -> bf16/fp32 "
           f"{peak['bf16_over_fp32']:.2f}x (an upper bound on bf16 speed-up for a "
-          f"GEMM-bound model)")
+          f'GEMM-bound model)')
     print(f"best: {best} at {summary['best_ratio']:.2f}x the baseline (best-of-N; median "
           f"{summary['best_ratio_median']:.2f}x) "
           f"(target 3x: {'met' if summary['target_met'] else 'NOT met'}); "

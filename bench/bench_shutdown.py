@@ -42,6 +42,7 @@ os.environ.setdefault('ROS_LOG_DIR', '/tmp/dpt_ros_bench_logs')
 from reliability_support import STOP_CASES, STOP_LOAD_LEAD_S, timed_stop  # noqa: E402
 from ros_harness import CpuLoad, Graph  # noqa: E402
 
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     ap.add_argument('--stops', type=int, default=50, help='stops per signal (SIGINT, SIGTERM)')
@@ -101,7 +102,8 @@ def main() -> int:
               + ', '.join(f'{c} {v:.3f} s' for c, v in s['max_by_case'].items()))
     os.makedirs(os.path.dirname(args.json), exist_ok=True)
     with open(args.json, 'w') as f:
-        json.dump({'in_flight': args.in_flight, 'load_processes': args.load, 'cpu_count': os.cpu_count(),
+        json.dump({'in_flight': args.in_flight, 'load_processes': args.load,
+                   'cpu_count': os.cpu_count(),
                    'load_lead_s': STOP_LOAD_LEAD_S, 'summary': summary, 'stops': records}, f,
                   indent=1)
     print(f'wrote {args.json}')

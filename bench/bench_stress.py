@@ -1,4 +1,5 @@
-"""Stress benchmark (issue 6): the load and soak cases with bigger numbers than CI affords.
+"""
+Stress benchmark (issue 6): the load and soak cases with bigger numbers than CI affords.
 
 The depth node runs in a subprocess over real Fast DDS on loopback (its own ROS_DOMAIN_ID):
 
@@ -133,6 +134,7 @@ def _print_load(name: str, r: dict) -> None:
     print(f"  sent {r['sent']}  received {c['frames_received']}  processed "
           f"{c['frames_processed']}  dropped {c['frames_dropped']}  rejected "
           f"{c['frames_rejected']}  failed {c['frames_failed']}  reasons {r['reasons']}")
+
     def pct(d):
         return '/'.join(f'{d[q]:.0f}' for q in ('p50', 'p95', 'p99'))
     print(f"  backend {r['inference_ms']:.1f} ms;  latency p50/p95/p99: stamp->publish "

@@ -1,4 +1,5 @@
-"""Benchmark the TT backend on a Tenstorrent card: device FPS and end-to-end FPS.
+"""
+Benchmark the TT backend on a Tenstorrent card: device FPS and end-to-end FPS.
 
     .venv/bin/python bench/bench_tt.py --device wormhole_n300 --dp 2 \
         --tt-execution-mode trace_2cq --image-size 384 --repeat 50
@@ -24,9 +25,8 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-import numpy as np  # noqa: E402
-
 from dpt_ros.tt import device as tt_device  # noqa: E402
+import numpy as np  # noqa: E402
 
 EXIT_NO_DEVICE = 2
 CAMERA_HW = (480, 640)
@@ -34,11 +34,13 @@ BUNDLED = ('astronaut', 'coffee', 'chelsea', 'rocket')
 
 
 def _frames(n: int, size: int) -> np.ndarray:
-    """n bundled pictures (skimage.data) as the node gives them to the TT backend (resized
-    uint8 pixels; the normalisation is in the model's weights), cycling if n > 4."""
-    from skimage import data
+    """
+    Return n bundled pictures (skimage.data) as the node gives them to the TT backend.
 
+    Resized uint8 pixels (the normalisation is in the model's weights), cycling if n > 4.
+    """
     from dpt_ros.preprocess import resize_pixels
+    from skimage import data
     return np.stack([resize_pixels(getattr(data, BUNDLED[i % len(BUNDLED)])(), size)
                      for i in range(n)])
 
@@ -47,10 +49,9 @@ def measure(*, device: str, dp: int, image_size: int = 384, mode: str = 'trace_2
             weights: str = 'auto', warmup: int = 2, repeat: int = 20,
             batch_size: int | None = None) -> tuple[dict, dict]:
     """Run the TT backend strictly and return (perf JSON dict, header dict)."""
-    from dpt_ros.backends import BackendOptions
-    from dpt_ros.backends import tt_backend
+    from dpt_ros.backends import BackendOptions, tt_backend
     from dpt_ros.perf import PerfStats
-    from dpt_ros.perf_report import RunTimings, build_header, build_perf
+    from dpt_ros.perf_report import build_header, build_perf, RunTimings
     from dpt_ros.postprocess import resize_depth
 
     n = int(batch_size or dp)
@@ -130,7 +131,7 @@ def main(argv=None) -> int:
     paths = write_perf(args.out, record, header)
     print(f"{record['setting']} {args.tt_execution_mode}: device {record['fps']:.1f} FPS "
           f"(trace_wall_ms {record['trace_wall_ms']:.2f}), e2e {record['fps_e2e']:.1f} FPS, "
-          f"program_config_fallback_total "
+          f'program_config_fallback_total '
           f"{record['fallback_counts'].get('program_config_fallback_total')}")
     print('wrote ' + ' and '.join(paths))
     return 0

@@ -1,4 +1,5 @@
-"""The ROS 2 depth node: camera topics in; relative depth, colour, metric depth, diagnostics out.
+"""
+The ROS 2 depth node: camera topics in; relative depth, colour, metric depth, diagnostics out.
 
 Thin glue. Parameters come from `params.py`, decoding from `image_codec`, scheduling from
 `scheduler`, the model from `pipeline` + `backends`; this module only wires them to rclpy.
@@ -43,10 +44,15 @@ import sys
 import threading
 import time
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from dpt_ros import image_codec, params, serving
+from dpt_ros.backends import BackendError, create_backend, register_backend, StartedBackend
+from dpt_ros.metric import MetricDepth, ReferenceBuffer
+from dpt_ros.perf import FALLBACK_KEYS, PerfStats, STAGES
+from dpt_ros.scheduler import FrameScheduler
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 SetParametersResult)
+import rclpy
 from rclpy.exceptions import (InvalidParameterTypeException, InvalidParameterValueException,
                               ParameterException)
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
@@ -54,12 +60,6 @@ from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
-
-from dpt_ros import image_codec, params, serving
-from dpt_ros.backends import BackendError, StartedBackend, create_backend, register_backend
-from dpt_ros.metric import MetricDepth, ReferenceBuffer
-from dpt_ros.perf import FALLBACK_KEYS, STAGES, PerfStats
-from dpt_ros.scheduler import FrameScheduler
 
 # How long close() lets the workers end their frames (a running inference call) before it
 # closes the backend anyway; launch/depth.launch.py's SIGTERM timeout allows for it.
@@ -162,7 +162,8 @@ class DepthNode(Node):
     """Subscribes to camera images, runs the depth pipeline off the executor, publishes."""
 
     def __init__(self, node_name: str = 'depth_node', *, autostart: bool = True, **kwargs):
-        """Create the rclpy node; with autostart (default) also start() it.
+        """
+        Create the rclpy node; with autostart (default) also start() it.
 
         autostart=False leaves the slow part (backend start, warm-up) to a later start(),
         which main() runs on a thread so that a signal during start-up is honoured.
@@ -199,7 +200,8 @@ class DepthNode(Node):
 
     # ----- start-up -----
     def start(self) -> None:
-        """Declare and check parameters, start the backend, warm up, start serving.
+        """
+        Declare and check parameters, start the backend, warm up, start serving.
 
         Raises StartupError (message for the user) or StartAborted; either way whatever
         was started is closed again.
@@ -217,6 +219,7 @@ class DepthNode(Node):
     def _check_abort(self, step: str) -> None:
         if self._abort.is_set():
             raise StartAborted(f'start-up aborted after {step}')
+
     def _start(self) -> None:
         self.values = self._declare_parameters()
         errors = params.validate(self.values)
@@ -235,7 +238,7 @@ class DepthNode(Node):
                 f"running backend '{backend.info.name}' on {backend.info.device} instead of "
                 f"'{v['backend']}': {self.started.fallback_reason}")
 
-        from dpt_ros.pipeline import DepthPipeline   # torch/cv2 heavy: import when starting
+        from dpt_ros.pipeline import DepthPipeline  # torch/cv2 heavy: import when starting
         self.perf = PerfStats()
         self.pipeline = DepthPipeline(self.started, colormap=v['colormap'], norm=v['norm'],
                                       norm_low=v['norm_low'], norm_high=v['norm_high'],
@@ -282,11 +285,10 @@ class DepthNode(Node):
     def _warm_up(self, backend) -> None:
         # One frame through every stage before serving: first calls import torch for the
         # resize, build traces, compile kernels. Outside `perf`, so no figure includes them.
-        import numpy as np
-
         from dpt_ros import colorize
         from dpt_ros.postprocess import resize_depth
         from dpt_ros.preprocess import warm_up
+        import numpy as np
         t0 = time.monotonic()
         warm_up()   # the compiled resize: JIT or numba's cache load, not on the first frame
         s = self.pipeline.image_size
@@ -668,8 +670,8 @@ class DepthNode(Node):
         elif delta['frames_failed']:
             warns.append(f"{delta['frames_failed']} frame(s) failed, backend recovered")
         if not camera and self.started.fell_back:
-            warns.append(f"fallback active: running {self.pipeline.backend.info.name} on "
-                         f"{self.pipeline.backend.info.device} instead of "
+            warns.append(f'fallback active: running {self.pipeline.backend.info.name} on '
+                         f'{self.pipeline.backend.info.device} instead of '
                          f"{self.values['backend']} on {self.values['device']} "
                          f'({self.started.fallback_reason})')
         if self.min_fps > 0 and snap['input_fps'] > 0 and snap['output_fps'] < self.min_fps:
@@ -687,7 +689,8 @@ class DepthNode(Node):
 
     # ----- shutdown -----
     def close(self, timeout: float | None = None) -> None:
-        """Stop workers, release the backend (device, traces). Safe to call twice.
+        """
+        Stop workers, release the backend (device, traces). Safe to call twice.
 
         A second call still releases a backend that a start-up step finished starting after
         the first one (a signal arrived while the model was loading).
@@ -780,7 +783,8 @@ def _run_start(node: DepthNode, failure: list) -> None:
 
 
 def main(args=None) -> int:
-    """Console script `depth_node`: run until SIGINT/SIGTERM, then end the process.
+    """
+    Console script `depth_node`: run until SIGINT/SIGTERM, then end the process.
 
     See the module doc for the exit codes. The process ends inside this call (os._exit) once
     the node's cleanup is done: see _exit_now().
@@ -873,7 +877,8 @@ def run(args=None) -> tuple[int, list[str]]:
 
 
 def _wake_executor_on_signals(node: DepthNode) -> None:
-    """Make a signal end the executor's wait at once instead of at its next timeout.
+    """
+    Make a signal end the executor's wait at once instead of at its next timeout.
 
     Python runs a signal handler only when the main thread is back in Python code, and the
     main thread spends its time inside rcl's wait. The C-level handler writes each signal to
@@ -892,7 +897,8 @@ def _wake_executor_on_signals(node: DepthNode) -> None:
 
 
 def _exit_now(code: int, stuck: list[str]) -> None:
-    """End the process with `code` now that the node has released everything it holds.
+    """
+    End the process with `code` now that the node has released everything it holds.
 
     What a normal interpreter exit would still do is only slow, and sometimes harmful:
     unloading torch, numba and ttnn took 0.45-2.5 s (over 5 s under disk load), long enough

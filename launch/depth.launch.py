@@ -1,8 +1,8 @@
-"""
+r"""
 Launch the dpt_ros depth node (and optionally RViz 2).
 
     ros2 launch dpt_ros depth.launch.py image:=/camera/image_raw
-    ros2 launch dpt_ros depth.launch.py image:=/camera/image_raw backend:=tt \\
+    ros2 launch dpt_ros depth.launch.py image:=/camera/image_raw backend:=tt \
         device:=wormhole_n300 rviz:=true
 
 Every parameter default lives in config/dpt.yaml: an argument left empty ('') means "use the
@@ -18,8 +18,8 @@ the node and its code; when the node exits 0 (it was stopped) the launch shuts d
 """
 import os
 
-from ament_index_python.packages import get_package_prefix, get_package_share_directory
-from ament_index_python.packages import PackageNotFoundError
+from ament_index_python.packages import (get_package_prefix, get_package_share_directory,
+                                         PackageNotFoundError)
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction, Shutdown
 from launch.substitutions import LaunchConfiguration

@@ -57,7 +57,7 @@ def _script(path: str, text: str) -> None:
 
 
 def make_prefix(path, rviz: bool = False) -> str:
-    """An ament prefix at `path` with dpt_ros (this checkout) and, if asked, an rviz2."""
+    """Return an ament prefix at `path` with dpt_ros (this checkout) and, if asked, an rviz2."""
     prefix = str(path)
     _register(prefix, 'dpt_ros')
     os.symlink(ROOT, os.path.join(prefix, 'share', 'dpt_ros'))
@@ -70,7 +70,7 @@ def make_prefix(path, rviz: bool = False) -> str:
 
 
 def real_launch_available() -> bool:
-    """True when the real launch, launch_ros and ros2launch can be imported."""
+    """Return True when the real launch, launch_ros and ros2launch can be imported."""
     try:
         import launch  # noqa: F401
         import launch_ros.actions  # noqa: F401

@@ -214,7 +214,7 @@ class Node(Action):
         if 'executable' not in kwargs:
             raise TypeError("Node() needs 'executable'")
         if kwargs.get('parameters') is not None and not isinstance(kwargs['parameters'], list):
-            raise TypeError("Node(parameters=...) must be a list, as launch_ros checks")
+            raise TypeError('Node(parameters=...) must be a list, as launch_ros checks')
         self.kwargs = kwargs
         self._node_name: str | None = None
 
@@ -299,8 +299,8 @@ class _Process:
 
     def signal(self, sig) -> None:
         if self.proc.poll() is None:
-            _log('INFO', f"sending signal '{signal.Signals(sig).name}' to process"
-                               f'[{self.name}]')
+            name = signal.Signals(sig).name
+            _log('INFO', f"sending signal '{name}' to process[{self.name}]")
             self.proc.send_signal(sig)
 
 
@@ -389,16 +389,16 @@ class LaunchService:
                 if p.shutdown_at is None:
                     continue
                 if p.escalated == 0 and now - p.shutdown_at >= p.sigterm_timeout:
-                    _log('ERROR', f"process[{p.name}] failed to terminate "
-                                        f"'{p.sigterm_timeout:g}' seconds after receiving "
-                                        "'SIGINT', escalating to 'SIGTERM'")
+                    _log('ERROR', f'process[{p.name}] failed to terminate '
+                         f"'{p.sigterm_timeout:g}' seconds after receiving 'SIGINT', "
+                         "escalating to 'SIGTERM'")
                     p.escalated = 1
                     p.signal(signal.SIGTERM)
                 elif p.escalated == 1 and \
                         now - p.shutdown_at >= p.sigterm_timeout + p.sigkill_timeout:
-                    _log('ERROR', f"process[{p.name}] failed to terminate "
-                                        f"'{p.sigterm_timeout + p.sigkill_timeout:g}' seconds "
-                                        "after receiving 'SIGTERM', escalating to 'SIGKILL'")
+                    _log('ERROR', f'process[{p.name}] failed to terminate '
+                         f"'{p.sigterm_timeout + p.sigkill_timeout:g}' seconds after "
+                         "receiving 'SIGTERM', escalating to 'SIGKILL'")
                     p.escalated = 2
                     p.proc.kill()
                 continue
@@ -409,7 +409,7 @@ class LaunchService:
                      p.name)
             else:
                 _log('ERROR', f'process has died [pid {p.proc.pid}, exit code {rc}, '
-                                    f"cmd '{' '.join(p.cmd)}'].", p.name)
+                     f"cmd '{' '.join(p.cmd)}'].", p.name)
             if callable(p.on_exit):
                 event = ProcessExited(action=p.action, name=p.name, cmd=p.cmd,
                                       pid=p.proc.pid, returncode=rc)
@@ -435,7 +435,7 @@ def parse_launch_arguments(arguments) -> dict:
 
 
 def load_launch_file(path: str):
-    """The launch file as a module (its generate_launch_description())."""
+    """Return the launch file as a module (its generate_launch_description())."""
     spec = importlib.util.spec_from_file_location('launch_file', path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

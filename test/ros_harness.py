@@ -1,4 +1,5 @@
-"""Helpers for tests and benchmarks that run the real depth node in a subprocess.
+"""
+Helpers for tests and benchmarks that run the real depth node in a subprocess.
 
 `NodeProcess` starts `python -m dpt_ros.node --ros-args --params-file <yaml>` with the stand-in
 backends registered (DPT_ROS_EXTRA_BACKENDS), collects its log lines on a thread, and stops it
@@ -26,7 +27,7 @@ STAND_INS = ','.join(f'standin_{n}=stand_in_backends:create_{n}'
 
 
 def write_params(values: dict, path: str | None = None, node_name: str = 'depth_node') -> str:
-    """A params file for `values` (dotted names nested as the node's yaml is)."""
+    """Return a params file for `values` (dotted names nested as the node's yaml is)."""
     tree: dict = {}
     for key, value in values.items():
         parts = key.split('.')
@@ -123,7 +124,8 @@ class NodeProcess:
 
 
 class CpuLoad:
-    """One busy-looping process per core (or `n`), paused (SIGSTOP) until resume().
+    """
+    One busy-looping process per core (or `n`), paused (SIGSTOP) until resume().
 
     Kept paused except around what is measured, so start-ups stay quick and the machine is
     not held busy for a whole test run. Use as a context manager; close() kills them.
@@ -208,7 +210,7 @@ class Graph:
 
 
 def rgb_image(h: int, w: int, seed: int = 0) -> np.ndarray:
-    """A smooth RGB test image (gradients + a disc) so outputs vary across the frame."""
+    """Return a smooth RGB test image (gradients + a disc) so outputs vary across the frame."""
     y, x = np.mgrid[0:h, 0:w].astype(np.float32)
     r = (x / max(w - 1, 1) * 255)
     g = (y / max(h - 1, 1) * 255)
@@ -217,7 +219,7 @@ def rgb_image(h: int, w: int, seed: int = 0) -> np.ndarray:
 
 
 def diag_values(status) -> dict:
-    """A DiagnosticStatus' key-values as a dict."""
+    """Return a DiagnosticStatus' key-values as a dict."""
     return {kv.key: kv.value for kv in status.values}
 
 

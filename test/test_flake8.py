@@ -1,8 +1,8 @@
 """flake8 with ROS's configuration (ament_flake8), as `colcon test` runs it for ROS packages."""
 import os
 
-import pytest
 from ament_flake8.main import main_with_errors
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Everything of ours that is Python; not build outputs or the venv (ament_flake8 would walk

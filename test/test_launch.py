@@ -15,14 +15,13 @@ import importlib.util
 import os
 import re
 
-import pytest
-import yaml
-
-import launch_ros_double
 from dpt_ros import node as dpt_node
 from dpt_ros import params
 from launch_cli import make_prefix
+import launch_ros_double
+import pytest
 from ros_harness import NodeProcess
+import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCH_FILE = os.path.join(ROOT, 'launch', 'depth.launch.py')
@@ -37,13 +36,13 @@ def _prefix(tmp_path, monkeypatch, rviz):
 
 @pytest.fixture
 def share(tmp_path, monkeypatch):
-    """A real ament prefix whose share/dpt_ros is this checkout (no rviz2 in it)."""
+    """Return a real ament prefix whose share/dpt_ros is this checkout (no rviz2 in it)."""
     return _prefix(tmp_path, monkeypatch, rviz=False)
 
 
 @pytest.fixture
 def share_with_rviz(tmp_path, monkeypatch):
-    """The same prefix with an rviz2 package in it."""
+    """Return the same prefix with an rviz2 package in it."""
     return _prefix(tmp_path, monkeypatch, rviz=True)
 
 
@@ -68,7 +67,7 @@ def load_launch():
 
 
 def default_text(arg):
-    """A DeclareLaunchArgument's default, performed with a context as launch does."""
+    """Return a DeclareLaunchArgument's default, performed with a context as launch does."""
     from launch import LaunchContext
     from launch.utilities import perform_substitutions
     if arg.default_value is None:
@@ -77,7 +76,7 @@ def default_text(arg):
 
 
 def evaluate(args: dict):
-    """Declared arguments and the recorded kwargs of each Node, for `name:=value` args."""
+    """Return the declared arguments and each Node's kwargs, for `name:=value` args."""
     from launch import LaunchContext
     mod = load_launch()
     ld = mod.generate_launch_description()
@@ -172,22 +171,29 @@ def test_rviz_argument_starts_rviz_with_the_package_config(share_with_rviz):
     assert any(fnmatch.fnmatch('config/depth.rviz', g) for g in installed_config_globs())
     assert dict(rviz['remappings']) == {'/image': '/camera/image_raw',
                                         '/depth_relative/color': '/robot/depth_relative/color'}
-    with pytest.raises(RuntimeError, match="rviz:=maybe: use true or false"):
+    with pytest.raises(RuntimeError, match='rviz:=maybe: use true or false'):
         evaluate({'rviz': 'maybe'})
     assert CREATED == []
 
 
 def test_rviz_without_rviz2_is_refused_before_any_node_exists(share):
-    """Issue 16: launch_ros finds a missing package only when it starts that Node, after the
-    depth node has started -- and the failed launch left the depth node running."""
+    """
+    Issue 16.
+
+    Launch_ros finds a missing package only when it starts that Node, after the depth node has
+    started -- and the failed launch left the depth node running.
+    """
     with pytest.raises(RuntimeError, match="package 'rviz2' is not installed"):
         evaluate({'rviz': 'true'})
     assert CREATED == []
 
 
 def test_missing_params_file_is_refused_before_any_node_exists(share, tmp_path):
-    """launch_ros only warns about a parameters path that is not a file, and the node then
-    starts on its code defaults."""
+    """
+    Refuse what launch_ros only warns about: a parameters path that is not a file.
+
+    The node then started on its code defaults.
+    """
     missing = str(tmp_path / 'missing.yaml')
     with pytest.raises(RuntimeError, match=f'params_file:={re.escape(missing)} is not a file'):
         evaluate({'params_file': missing})
@@ -217,17 +223,24 @@ def test_node_exit_fails_the_launch_on_error_and_ends_it_on_exit_0(share):
 
 
 def test_sigterm_comes_only_after_the_node_can_have_released_the_device(share):
-    """The node skips its cleanup on a second signal; launch's SIGTERM must not come while
-    it still waits for a running call and a start-up step (1 s each) and closes the backend."""
+    """
+    The node skips its cleanup on a second signal.
+
+    Launch's SIGTERM must not come while it still waits for a running call and a start-up step (1 s
+    each) and closes the backend.
+    """
     _, [n] = evaluate({})
     node_bound = dpt_node.STARTUP_ABORT_WAIT_S + dpt_node.WORKER_STOP_TIMEOUT_S
     assert float(n['sigterm_timeout']) >= 2 * node_bound   # as long again to close a device
 
 
 def test_every_hint_the_node_prints_names_a_launch_argument(share):
-    """`name:=value` in any message of the package is something `ros2 launch` accepts: a
-    declared argument (a remapping such as image:= is one too). ROS's own __ns:= and
-    __node:= remappings are not hints."""
+    """
+    `name:=value` in any message of the package is something `ros2 launch` accepts.
+
+    A declared argument (a remapping such as image:= is one too). ROS's own __ns:= and __node:=
+    remappings are not hints.
+    """
     declared, _ = evaluate({})
     names = {a.name for a in declared}
     hints = set()
@@ -249,9 +262,12 @@ def test_launch_file_has_no_eval_and_declares_no_parameter_defaults():
 
 
 def test_equivalent_console_command_starts_the_node(share):
-    """What `ros2 launch ... image:=/camera/image_raw` runs, started the way this machine can:
-    the node module with the same params file and remappings (backend swapped for a stand-in
-    so no model loads)."""
+    """
+    What `ros2 launch ...
+
+    image:=/camera/image_raw` runs, started the way this machine can: the node module with the same
+    params file and remappings (backend swapped for a stand-in so no model loads).
+    """
     _, nodes = evaluate({'image': '/camera/image_raw'})
     n = nodes[0]
     args = []

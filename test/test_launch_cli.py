@@ -16,12 +16,11 @@ import sys
 import threading
 import time
 
-import pytest
-import yaml
-
 from launch_cli import HERE, make_prefix, ROOT, RVIZ_ARGS_ENV, STARTS_ENV
-from ros_harness import STAND_INS
+import pytest
 from reliability_support import wait_until
+from ros_harness import STAND_INS
+import yaml
 
 CLI = os.path.join(HERE, 'launch_cli.py')
 
@@ -112,7 +111,7 @@ def launch(tmp_path):
 
 
 def params_file(tmp_path, **values) -> str:
-    """The installed config/dpt.yaml with `values` changed (small images: quick start)."""
+    """Return the installed config/dpt.yaml with `values` changed (small images: quick start)."""
     doc = yaml.safe_load(open(os.path.join(ROOT, 'config', 'dpt.yaml')))
     key = next(iter(doc))
     doc[key]['ros__parameters'].update(values)
@@ -189,4 +188,3 @@ def test_node_stopped_on_its_own_shuts_the_launch_down_with_exit_0(launch, tmp_p
     rc = lr.wait(30)
     assert rc == 0, lr.output()     # and rviz2 was stopped with it: the launch ended
     assert 'exited with code' not in lr.output()
-

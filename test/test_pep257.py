@@ -1,9 +1,6 @@
 """Docstrings checked with ROS's ament_pep257 (its 'ament' convention), as ROS packages do."""
-import os
-
-import pytest
 from ament_pep257.main import main
-
+import pytest
 from test_flake8 import PATHS
 
 

@@ -64,6 +64,9 @@ def test_every_imported_ros_package_is_declared():
 
 
 def test_rviz2_is_not_declared_as_a_run_dependency():
-    """It is optional (rviz:=true only, refused where missing): installing dpt_ros must not
-    pull in a GUI, and package.xml must not say otherwise."""
+    """
+    It is optional (rviz:=true only, refused where missing).
+
+    Installing dpt_ros must not pull in a GUI, and package.xml must not say otherwise.
+    """
     assert 'rviz2' not in {d.name for d in parse_package(ROOT).exec_depends}

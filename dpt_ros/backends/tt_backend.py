@@ -1,4 +1,5 @@
-"""The TT backend: DPT-Large as a traced TTNN program on Tenstorrent Wormhole (N150 / N300).
+"""
+The TT backend: DPT-Large as a traced TTNN program on Tenstorrent Wormhole (N150 / N300).
 
 Start-up (all in `create`, so a node either has a working backend or a clear reason why not):
 open the device (`tt.device`: 1x1, or 1x2 split into per-chip submeshes), load the HF model,
@@ -21,14 +22,12 @@ import logging
 import threading
 import time
 
-import numpy as np
-
 from dpt_ros.backends import BackendOptions
 from dpt_ros.backends.base import BackendError, BackendInfo, BackendUnavailable, batch_format
-from dpt_ros.tt.device import (DEVICE_CHIPS, EXECUTION_MODES, TtDevices, import_ttnn,
-                               open_devices)
+from dpt_ros.tt.device import DEVICE_CHIPS, EXECUTION_MODES, import_ttnn, open_devices, TtDevices
 from dpt_ros.tt.executor import ChipPipeline, DataParallel
-from dpt_ros.tt.fallbacks import HOST_FALLBACK_COUNT, HOST_STAGE_KEYS, FallbackCounter
+from dpt_ros.tt.fallbacks import FallbackCounter, HOST_FALLBACK_COUNT, HOST_STAGE_KEYS
+import numpy as np
 
 log = logging.getLogger('dpt_ros.backends.tt')
 
@@ -37,7 +36,7 @@ HOST_FALLBACK_KEYS = (HOST_FALLBACK_COUNT,) + HOST_STAGE_KEYS
 
 
 def _check_options(opts: BackendOptions) -> None:
-    """Configuration errors (not 'unavailable'): these must stop start-up, not fall back."""
+    """Raise configuration errors (not 'unavailable'): they stop start-up, no fallback."""
     if opts.device not in DEVICE_CHIPS:
         raise BackendError(f"the tt backend runs on {' | '.join(sorted(DEVICE_CHIPS))}, not "
                            f"'{opts.device}' (device cpu/cuda is the torch backend)")
@@ -102,8 +101,11 @@ class TtBackend:
                         loaded.weights)
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        """(N, S, S, 3) uint8 pixels (input_format 'pixels', the production model) or
-        (N, 3, S, S) normalised float -> (N, S, S) float32 predicted_depth; one frame per chip.
+        """
+        Run a batch: (N, S, S) float32 predicted_depth, one frame per chip.
+
+        The batch is (N, S, S, 3) uint8 pixels (input_format 'pixels', the production model)
+        or (N, 3, S, S) normalised float.
         """
         batch = np.asarray(batch)
         kind = batch_format(batch, self.image_size)
@@ -135,7 +137,7 @@ class TtBackend:
 
     def fallback_counts(self) -> dict[str, int]:
         """program_config_fallback_total (+ per op), host fallbacks (+ per stage)."""
-        counts = {k: 0 for k in ('program_config_fallback_total',) + HOST_FALLBACK_KEYS}
+        counts = dict.fromkeys(('program_config_fallback_total',) + HOST_FALLBACK_KEYS, 0)
         snap = self._fallbacks.snapshot()
         reasons = snap.pop('reasons', {})
         counts.update({k: int(v) for k, v in snap.items()})
@@ -186,14 +188,15 @@ class _TtDPTProgram:
 
 
 def _tt_dpt_factory(loaded, chip, opts: BackendOptions, fallbacks, prepared):
-    """The production model: one TtDPT per chip from the shared prepared weights."""
+    """Return the production model: one TtDPT per chip from the shared prepared weights."""
     from dpt_ros.tt.model import TtDPT
     configs, weights = prepared
     return _TtDPTProgram(TtDPT(weights.params, loaded.config, chip, configs, fallbacks))
 
 
 def _prepare_weights(loaded, opts: BackendOptions):
-    """Configs for (device, size, B=1 per chip) and host-side weights, once for all chips.
+    """
+    Configs for (device, size, B=1 per chip) and host-side weights, once for all chips.
 
     tt.weights caches them on disk keyed by a fingerprint of the state dict, the prepared-
     weight config and the ttnn version, so a restart skips the preparation.
@@ -208,7 +211,8 @@ def _prepare_weights(loaded, opts: BackendOptions):
 
 
 def create(opts: BackendOptions, loaded=None, *, model_factory=None) -> TtBackend:
-    """Factory used by the registry (`create_backend('tt', opts)`).
+    """
+    Create the backend for the registry (`create_backend('tt', opts)`).
 
     Raises BackendUnavailable (no ttnn, no device) so the registry can fall back; BackendError
     for options that can never work; FallbackError (a BackendError) from strict mode.
