@@ -112,7 +112,7 @@ def _loadavg() -> list[float] | None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p = argparse.ArgumentParser(description=__doc__.strip().split('\n')[0])
     p.add_argument('--iters', type=int, default=5, help='timed frames per mode')
     p.add_argument('--warmup', type=int, default=2, help='untimed frames per mode (>= 1)')
     p.add_argument('--modes', default='fp32,bf16,bf16+compile',

@@ -215,7 +215,7 @@ def run_case(name: str, values: dict, env: dict, rate: float, duration: float,
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap = argparse.ArgumentParser(description=__doc__.strip().split('\n')[0])
     ap.add_argument('--duration', type=float, default=20.0)
     ap.add_argument('--rate', type=float, default=30.0)
     ap.add_argument('--dp-rate', type=float, default=100.0,

@@ -44,7 +44,7 @@ from ros_harness import CpuLoad, Graph  # noqa: E402
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    ap = argparse.ArgumentParser(description=__doc__.strip().split('\n\n')[0])
     ap.add_argument('--stops', type=int, default=50, help='stops per signal (SIGINT, SIGTERM)')
     ap.add_argument('--cases', default='tt_fallback,torch,zero',
                     help=f"comma-separated, taken in turn: {', '.join(STOP_CASES)}")
@@ -70,13 +70,16 @@ def main() -> int:
                 for sig in (signal.SIGINT, signal.SIGTERM)]
         for n, (sig, case) in enumerate(plan, 1):
             r = timed_stop(case, sig, load, graph, frames=args.frames, in_flight=args.in_flight)
-            if r['clean']:
-                del r['output']
+            out = r.pop('output')
+            if not r['clean']:   # the node's whole output goes into the JSON, and here
+                r['output'] = out
             records.append(r)
             print(f"{n:3d}/{len(plan)} {r['signal']:7s} {case:11s} exit {r['exit_code']} "
                   f"in {r['seconds']:.3f} s ({r['worker_wait_s']:.3f} s for the workers, "
                   f"{r['rest_s']:.3f} s the rest), served {r['served']}"
                   + (f", UNCLEAN: {r['unclean_signs']}" if not r['clean'] else ''), flush=True)
+            if not r['clean']:
+                print('    ' + out.replace('\n', '\n    '), flush=True)
     finally:
         load.close()
         graph.close()

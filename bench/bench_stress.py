@@ -64,7 +64,7 @@ def _criteria_soak(run: dict) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap = argparse.ArgumentParser(description=__doc__.strip().split('\n')[0])
     ap.add_argument('--delay-ms', type=float, default=100.0,
                     help='fixed backend time of the load cases (default 100)')
     ap.add_argument('--load-s', type=float, default=60.0, help='seconds per load case')

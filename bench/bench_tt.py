@@ -103,7 +103,7 @@ def measure(*, device: str, dp: int, image_size: int = 384, mode: str = 'trace_2
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p = argparse.ArgumentParser(description=__doc__.strip().split('\n\n')[0])
     p.add_argument('--device', default='wormhole_n300', choices=sorted(tt_device.DEVICE_CHIPS))
     p.add_argument('--dp', type=int, default=None, help='chips (default: all on the board)')
     p.add_argument('--image-size', type=int, default=384)

@@ -891,7 +891,10 @@ def _wake_executor_on_signals(node: DepthNode) -> None:
 
     def wake() -> None:
         while os.read(read_fd, 64):
-            guard.trigger()
+            try:
+                guard.trigger()
+            except Exception:  # the node is already destroyed: the stop is under way
+                return
     threading.Thread(target=wake, name='dpt-signal-wake', daemon=True).start()
     signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
 

@@ -98,7 +98,8 @@ def _on_node_exit(event, context):
     """Stop the launch when the node ends: with an error when its exit code says one."""
     code = event.returncode
     if code == 0:
-        return [Shutdown(reason=f'{NODE_NAME} exited')]
+        # Stopped from outside (not by this launch shutting down): end the launch with it.
+        return None if context.is_shutdown else [Shutdown(reason=f'{NODE_NAME} exited')]
     meaning = EXIT_MEANINGS.get(code, f'killed by signal {-code}' if code < 0 else 'error')
     # An exception is how a launch ends with a non-zero code: `ros2 launch` prints it as one
     # line ("Caught exception in launch ...") and exits 1.

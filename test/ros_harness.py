@@ -167,9 +167,12 @@ class Graph:
         import rclpy
         from rclpy.context import Context
         from rclpy.executors import SingleThreadedExecutor
+        from rclpy.signals import SignalHandlerOptions
         self.rclpy = rclpy
         self.context = Context()
-        rclpy.init(context=self.context)
+        # No rclpy signal handlers: Ctrl-C stays a KeyboardInterrupt, so a benchmark or test
+        # run stops and its finally blocks stop the node processes it started.
+        rclpy.init(context=self.context, signal_handler_options=SignalHandlerOptions.NO)
         self.node = rclpy.create_node(name, context=self.context)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)

@@ -201,25 +201,33 @@ def test_missing_params_file_is_refused_before_any_node_exists(share, tmp_path):
 
 
 class _Exited:
-    """The fields of launch's ProcessExited event that the exit handler reads."""
+    """The field of launch's ProcessExited event that the exit handler reads."""
 
     def __init__(self, returncode):
         self.returncode = returncode
+
+
+class _Context:
+    """The field of a LaunchContext that the exit handler reads."""
+
+    def __init__(self, is_shutdown):
+        self.is_shutdown = is_shutdown
 
 
 def test_node_exit_fails_the_launch_on_error_and_ends_it_on_exit_0(share):
     _, [n] = evaluate({})
     on_exit = n['on_exit']
     from launch.actions import Shutdown
-    ends = on_exit(_Exited(0), None)
+    ends = on_exit(_Exited(0), _Context(is_shutdown=False))
     assert [type(a) for a in ends] == [Shutdown]
+    assert on_exit(_Exited(0), _Context(is_shutdown=True)) is None   # Ctrl-C: already ending
     # An exception is what makes `ros2 launch` exit non-zero: it names the node and the code.
     with pytest.raises(RuntimeError, match=r'depth_node exited with code 2 \(invalid param'):
-        on_exit(_Exited(dpt_node.EXIT_CONFIG), None)
+        on_exit(_Exited(dpt_node.EXIT_CONFIG), _Context(False))
     with pytest.raises(RuntimeError, match=r'code 1 \(unexpected error'):
-        on_exit(_Exited(dpt_node.EXIT_ERROR), None)
+        on_exit(_Exited(dpt_node.EXIT_ERROR), _Context(False))
     with pytest.raises(RuntimeError, match=r'code -9 \(killed by signal 9'):
-        on_exit(_Exited(-9), None)
+        on_exit(_Exited(-9), _Context(True))
 
 
 def test_sigterm_comes_only_after_the_node_can_have_released_the_device(share):
