@@ -782,7 +782,7 @@ def _run_start(node: DepthNode, failure: list) -> None:
         failure.append(exc)
 
 
-def main(args=None) -> int:
+def main(args=None) -> None:
     """
     Console script `depth_node`: run until SIGINT/SIGTERM, then end the process.
 

@@ -440,6 +440,9 @@ def timed_stop(case: str, sig, load, graph, frames: int = 5, size=(240, 320),
     node = start_node(dict(STOP_CASES[case], image_size=64, diagnostics_rate=5.0),
                       wait_ready=120.0)
     try:
+        # Both ends matched first: a frame sent before discovery is lost, not served.
+        assert graph.wait_for_subscriber(pub, 30.0), node.output()
+        assert graph.spin_until(lambda: sub.get_publisher_count() > 0, 30.0), node.output()
         next_pub = time.monotonic()
 
         def feed_until(cond, timeout):
