@@ -843,9 +843,12 @@ def run(args=None) -> tuple[int, list[str]]:
                 f'{k} {v}' for k, v in tuned.items()))
             executor = SingleThreadedExecutor()
             executor.add_node(node)
-            _wake_executor_on_signals(node)
-            while not stop.is_set() and rclpy.ok():
-                executor.spin_once(timeout_sec=0.1)
+            stop_waking = _wake_executor_on_signals(node)
+            try:
+                while not stop.is_set() and rclpy.ok():
+                    executor.spin_once(timeout_sec=0.1)
+            finally:
+                stop_waking()
     except StartupError as exc:
         rclpy.logging.get_logger('depth_node').error(f'invalid configuration: {exc}')
         code = EXIT_CONFIG
@@ -876,27 +879,35 @@ def run(args=None) -> tuple[int, list[str]]:
     return code, stuck
 
 
-def _wake_executor_on_signals(node: DepthNode) -> None:
+def _wake_executor_on_signals(node: DepthNode):
     """
     Make a signal end the executor's wait at once instead of at its next timeout.
 
     Python runs a signal handler only when the main thread is back in Python code, and the
     main thread spends its time inside rcl's wait. The C-level handler writes each signal to
     the wake-up fd at once; a thread reading it triggers a guard condition, rcl's wait
-    returns, and our handler runs.
+    returns, and our handler runs. Returns a function that undoes it and ends the thread.
     """
     read_fd, write_fd = os.pipe()
     os.set_blocking(write_fd, False)
     guard = node.create_guard_condition(lambda: None)
 
     def wake() -> None:
-        while os.read(read_fd, 64):
+        while os.read(read_fd, 64):   # b'' once the write end is closed: done
             try:
                 guard.trigger()
             except Exception:  # the node is already destroyed: the stop is under way
                 return
-    threading.Thread(target=wake, name='dpt-signal-wake', daemon=True).start()
+        os.close(read_fd)
+    thread = threading.Thread(target=wake, name='dpt-signal-wake', daemon=True)
+    thread.start()
     signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+
+    def undo() -> None:
+        signal.set_wakeup_fd(-1)
+        os.close(write_fd)
+        thread.join(1.0)
+    return undo
 
 
 def _exit_now(code: int, stuck: list[str]) -> None:

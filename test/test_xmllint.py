@@ -31,6 +31,8 @@ def _imports(paths) -> set[str]:
 
 
 def _is_ros_package(name: str) -> bool:
+    if name == 'dpt_ros':   # itself: colcon test puts its own install on AMENT_PREFIX_PATH
+        return False
     prefixes = [sys.prefix] + [p for p in os.environ.get('AMENT_PREFIX_PATH', '').split(
         os.pathsep) if p]
     return name in NOT_INSTALLED_HERE or any(
