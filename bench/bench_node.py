@@ -1,4 +1,5 @@
-"""Node benchmark (issue 3): what the ROS node adds around the model, measured over real DDS.
+"""
+Node benchmark (issue 3): what the ROS node adds around the model, measured over real DDS.
 
 Three processes: a camera publisher (640x480 rgb8 at --rate Hz for --duration s, stamps =
 publish time), the depth node (python -m dpt_ros.node), and this process, which subscribes to
@@ -43,7 +44,8 @@ OVERHEAD_STAGES = ('decode', 'preprocess', 'postprocess', 'colorize', 'publish')
 
 
 def process_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process so far (Linux /proc), NaN where unreadable.
+    """
+    User + system CPU seconds of a process so far (Linux /proc), NaN where unreadable.
 
     The stage means are the node's own wall times per stage; the process's CPU time per frame
     adds what no stage covers (receiving the input, DDS threads, diagnostics): together they
@@ -72,12 +74,11 @@ def _proc_stat(pid: int) -> list[str] | None:
 
 def run_publisher(rate: float, duration: float, height: int, width: int) -> None:
     """Child process: publish rgb8 frames at `rate` for `duration`, print the count sent."""
+    from dpt_ros.image_codec import rgb_to_image_fields
     import rclpy
     from rclpy.duration import Duration
-    from sensor_msgs.msg import Image
-
-    from dpt_ros.image_codec import rgb_to_image_fields
     from ros_harness import rgb_image
+    from sensor_msgs.msg import Image
     rclpy.init()
     node = rclpy.create_node('bench_camera')
     pub = node.create_publisher(Image, 'image', 10)
@@ -112,7 +113,7 @@ def run_publisher(rate: float, duration: float, height: int, width: int) -> None
         slot += 1
     # A reliable frame is delivered only while its writer lives: let the last ones arrive.
     pub.wait_for_all_acked(Duration(seconds=5))
-    print(f"SENT {sent} {time.monotonic() - t0:.3f} {first_stamp_ns} {slot} "
+    print(f'SENT {sent} {time.monotonic() - t0:.3f} {first_stamp_ns} {slot} '
           f"{','.join(map(str, skipped)) or '-'}", flush=True)
     node.destroy_node()
     rclpy.try_shutdown()
@@ -121,9 +122,8 @@ def run_publisher(rate: float, duration: float, height: int, width: int) -> None
 def run_case(name: str, values: dict, env: dict, rate: float, duration: float,
              height: int, width: int) -> dict:
     from diagnostic_msgs.msg import DiagnosticArray
+    from ros_harness import diag_values, Graph, NodeProcess
     from sensor_msgs.msg import Image
-
-    from ros_harness import Graph, NodeProcess, diag_values
     graph = Graph(f'bench_sink_{name}')
     arrivals: list[int] = []
     depth = graph.collect(Image, 'depth_relative', timed=arrivals)
@@ -215,7 +215,7 @@ def run_case(name: str, values: dict, env: dict, rate: float, duration: float,
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap = argparse.ArgumentParser(description=__doc__.strip().split('\n')[0])
     ap.add_argument('--duration', type=float, default=20.0)
     ap.add_argument('--rate', type=float, default=30.0)
     ap.add_argument('--dp-rate', type=float, default=100.0,

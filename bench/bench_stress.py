@@ -1,4 +1,5 @@
-"""Stress benchmark (issue 6): the load and soak cases with bigger numbers than CI affords.
+"""
+Stress benchmark (issue 6): the load and soak cases with bigger numbers than CI affords.
 
 The depth node runs in a subprocess over real Fast DDS on loopback (its own ROS_DOMAIN_ID):
 
@@ -63,7 +64,7 @@ def _criteria_soak(run: dict) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap = argparse.ArgumentParser(description=__doc__.strip().split('\n')[0])
     ap.add_argument('--delay-ms', type=float, default=100.0,
                     help='fixed backend time of the load cases (default 100)')
     ap.add_argument('--load-s', type=float, default=60.0, help='seconds per load case')
@@ -133,6 +134,7 @@ def _print_load(name: str, r: dict) -> None:
     print(f"  sent {r['sent']}  received {c['frames_received']}  processed "
           f"{c['frames_processed']}  dropped {c['frames_dropped']}  rejected "
           f"{c['frames_rejected']}  failed {c['frames_failed']}  reasons {r['reasons']}")
+
     def pct(d):
         return '/'.join(f'{d[q]:.0f}' for q in ('p50', 'p95', 'p99'))
     print(f"  backend {r['inference_ms']:.1f} ms;  latency p50/p95/p99: stamp->publish "

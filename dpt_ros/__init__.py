@@ -1,4 +1,5 @@
-"""dpt_ros: DPT-Large monocular depth for ROS 2 on Tenstorrent Wormhole or torch.
+"""
+dpt_ros: DPT-Large monocular depth for ROS 2 on Tenstorrent Wormhole or torch.
 
 Pure modules (no rclpy): model, preprocess, postprocess, colorize, backends, perf, pipeline,
 align, tt. ROS glue lives in node.py only.

@@ -1,4 +1,5 @@
-"""Evaluate depth on a rosbag2: offline through the pipeline, or replayed through a live node.
+"""
+Evaluate depth on a rosbag2: offline through the pipeline, or replayed through a live node.
 
     bag_eval offline BAG [--backend torch|openvino|tt] [--weights auto] [--pcc-frames 2] [-o DIR]
     bag_eval replay  BAG [--start-node] [--rate 1.0] [--params-file config/dpt.yaml] [-o DIR]
@@ -23,21 +24,20 @@ import contextlib
 import logging
 import math
 import os
+from pathlib import Path
 import signal
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
-
-import numpy as np
 
 from dpt_ros import bagio
 from dpt_ros.backends import BackendError, BackendOptions
-from dpt_ros.depth_metrics import FrameDepthMetrics, error_map, frame_metrics, summarize
+from dpt_ros.depth_metrics import error_map, frame_metrics, FrameDepthMetrics, summarize
 from dpt_ros.errors import InvalidImage
 from dpt_ros.metric import AlignmentError
 from dpt_ros.perf import percentile
+import numpy as np
 
 log = logging.getLogger('dpt_ros.bag_eval')
 
@@ -70,8 +70,11 @@ def _latency_stats(lat_ms: list[float], prefix: str = 'latency_ms') -> dict:
 
 
 class _Strips:
-    """Chooses which frames get an illustration strip: ground-truth frames first (up to half),
-    the rest spread evenly over the bag."""
+    """
+    Chooses which frames get an illustration strip.
+
+    Ground-truth frames first (up to half), the rest spread evenly over the bag.
+    """
 
     def __init__(self, total_frames: int, n: int):
         self.n = max(0, n)
@@ -125,8 +128,12 @@ def _accuracy(per_frame: list[FrameDepthMetrics], src: bagio.BagSource, failures
 
 
 def _frames(src: bagio.BagSource, warnings: list[str]):
-    """bagio.iter_frames, but a read error part-way ends the stream with a warning instead of
-    losing the frames already evaluated (a truncated recording is still worth a report)."""
+    """
+    Yield bagio.iter_frames, but end at a read error part-way, with a warning.
+
+    So the frames already evaluated are not lost (a truncated recording is still worth a
+    report).
+    """
     it = bagio.iter_frames(src)
     while True:
         try:
@@ -363,7 +370,7 @@ def _cdr_stamp(raw: bytes | memoryview) -> int:
 
 
 def _with_stamp(raw: bytes, stamp_ns: int) -> bytes:
-    """A copy of CDR bytes with the header stamp replaced (for warm-up frames)."""
+    """Return a copy of CDR bytes with the header stamp replaced (for warm-up frames)."""
     order = '<' if raw[1] & 1 else '>'
     head = np.array([stamp_ns // 1_000_000_000, stamp_ns % 1_000_000_000],
                     dtype=np.dtype(order + 'i4')).tobytes()
@@ -704,7 +711,7 @@ def _replay_results(args, src, frames, pub_times, t_start, t_end_pub, rec: _Reco
     if rnd is None and args.start_node:
         rnd = args.weights in ('random', 'tiny-random')
     if rnd is None:
-        warnings.append('could not tell from the node\'s diagnostics whether it runs real '
+        warnings.append("could not tell from the node's diagnostics whether it runs real "
                         'weights')
     backend = {'node_started_here': bool(args.start_node), 'node_namespace': args.node_ns
                or _parent_ns(publish_topic), 'published_to': publish_topic,
@@ -734,7 +741,7 @@ def _replay_results(args, src, frames, pub_times, t_start, t_end_pub, rec: _Reco
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The bag_eval command line."""
+    """Return the bag_eval command line."""
     p = argparse.ArgumentParser(
         prog='bag_eval', description='Evaluate DPT depth on a rosbag2 (mcap or sqlite3): '
         'offline through the pipeline, or replayed through a running depth node.')
@@ -745,7 +752,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help='report directory (default: generated/bag_eval/<bag>-<mode>)')
     p.add_argument('--image-topic', default=None, help='camera image topic (default: the '
                    'only Image/CompressedImage topic not named like depth)')
-    p.add_argument('--gt-topic', default='auto', help="ground-truth depth topic (32FC1 m or "
+    p.add_argument('--gt-topic', default='auto', help='ground-truth depth topic (32FC1 m or '
                    "16UC1 mm); 'auto' (default) = the one Image topic named like depth; "
                    "'none' = no accuracy metrics")
     p.add_argument('--max-frames', type=int, default=0, help='evaluate at most N frames')
@@ -789,9 +796,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument('--node-param', action='append', default=[], metavar='NAME:=VALUE',
                    help='extra node parameter for --start-node (repeatable)')
     r.add_argument('--node-ns', default=None, help='namespace the node publishes its outputs '
-                   'under (default: the image topic\'s namespace)')
+                   "under (default: the image topic's namespace)")
     r.add_argument('--publish-topic', default=None,
-                   help='topic the frames are published on (default: the bag\'s topic)')
+                   help="topic the frames are published on (default: the bag's topic)")
     r.add_argument('--camera-info-topic', default=None,
                    help='topic camera_info is published on (default: <image ns>/camera_info)')
     r.add_argument('--wait-node-s', type=float, default=120.0,
@@ -802,7 +809,7 @@ def build_parser() -> argparse.ArgumentParser:
                    'top of 3 model round trips as measured in the warm-up (default: '
                    '%(default)s s)')
     r.add_argument('--output-bag', default=None,
-                   help='where the node\'s outputs are recorded (default: <output>/outputs_bag)')
+                   help="where the node's outputs are recorded (default: <output>/outputs_bag)")
     r.add_argument('--output-storage', default='mcap', choices=bagio.STORAGES)
     r.add_argument('--no-color', action='store_true',
                    help='do not subscribe to the colour output (the node then skips colouring)')

@@ -1,4 +1,5 @@
-"""rosbag2 reading and writing for the sample-bag maker and bag_eval, through `rosbags`.
+"""
+rosbag2 reading and writing for the sample-bag maker and bag_eval, through `rosbags`.
 
 No rclpy: bags are read and written with the pure-Python `rosbags` library (mcap and sqlite3
 storage), so evaluation works on machines without a ROS install. Every failure a person can
@@ -8,11 +9,11 @@ without frames) becomes a `BagError` whose message says what is wrong and what e
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass, field
 import functools
 import logging
-import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
+import shutil
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -30,8 +31,11 @@ BAG_VERSION = 8
 
 
 class BagError(Exception):
-    """A bag cannot be used as asked. `reason` is a short key: missing, corrupt, no_topic,
-    wrong_type, no_frames, ambiguous, exists."""
+    """
+    A bag cannot be used as asked.
+
+    `reason` is a short key: missing, corrupt, no_topic, wrong_type, no_frames, ambiguous, exists.
+    """
 
     def __init__(self, reason: str, message: str):
         super().__init__(message)
@@ -40,12 +44,13 @@ class BagError(Exception):
 
 @functools.lru_cache(maxsize=1)
 def typestore():
-    """The message type store used to write bags (ROS 2 Kilted definitions).
+    """
+    Return the message type store used to write bags (ROS 2 Kilted definitions).
 
     sensor_msgs/Image, CompressedImage and CameraInfo are identical from Humble to Kilted,
     so bags written with it read everywhere.
     """
-    from rosbags.typesys import Stores, get_typestore
+    from rosbags.typesys import get_typestore, Stores
     return get_typestore(Stores.ROS2_KILTED)
 
 
@@ -55,7 +60,7 @@ def _stamp(stamp_ns: int):
 
 
 def header(stamp_ns: int, frame_id: str):
-    """A rosbags std_msgs/Header."""
+    """Return a rosbags std_msgs/Header."""
     return typestore().types['std_msgs/msg/Header'](stamp=_stamp(stamp_ns), frame_id=frame_id)
 
 
@@ -65,7 +70,7 @@ def stamp_to_ns(stamp) -> int:
 
 
 def image_msg(array: np.ndarray, encoding: str, stamp_ns: int, frame_id: str):
-    """A rosbags sensor_msgs/Image holding `array` (H, W[, C]) with the given encoding."""
+    """Return a rosbags sensor_msgs/Image holding `array` (H, W[, C]) with the given encoding."""
     a = np.ascontiguousarray(array)
     h, w = a.shape[:2]
     return typestore().types[IMAGE_TYPE](
@@ -75,7 +80,7 @@ def image_msg(array: np.ndarray, encoding: str, stamp_ns: int, frame_id: str):
 
 
 def compressed_msg(rgb: np.ndarray, stamp_ns: int, frame_id: str, fmt: str = 'jpeg'):
-    """A rosbags sensor_msgs/CompressedImage of an RGB image (stored as BGR, as cv2 encodes)."""
+    """Return a rosbags CompressedImage of an RGB image (stored as BGR, as cv2 encodes)."""
     import cv2
     ok, buf = cv2.imencode('.jpg' if fmt == 'jpeg' else '.png',
                            cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
@@ -88,12 +93,12 @@ def compressed_msg(rgb: np.ndarray, stamp_ns: int, frame_id: str, fmt: str = 'jp
 
 def camera_info_msg(width: int, height: int, fx: float, fy: float, cx: float, cy: float,
                     stamp_ns: int, frame_id: str):
-    """A rosbags sensor_msgs/CameraInfo for an undistorted pinhole camera."""
+    """Return a rosbags sensor_msgs/CameraInfo for an undistorted pinhole camera."""
     types = typestore().types
     k = np.array([fx, 0, cx, 0, fy, cy, 0, 0, 1], dtype=np.float64)
     p = np.array([fx, 0, cx, 0, 0, fy, cy, 0, 0, 0, 1, 0], dtype=np.float64)
     roi = types['sensor_msgs/msg/RegionOfInterest'](x_offset=0, y_offset=0, height=0, width=0,
-                                                     do_rectify=False)
+                                                    do_rectify=False)
     return types[CAMERA_INFO_TYPE](
         header=header(stamp_ns, frame_id), height=int(height), width=int(width),
         distortion_model='plumb_bob', d=np.zeros(5), k=k, r=np.eye(3).ravel(), p=p,
@@ -101,7 +106,8 @@ def camera_info_msg(width: int, height: int, fx: float, fy: float, cx: float, cy
 
 
 class BagWriter:
-    """Write a rosbag2 (mcap or sqlite3) with `rosbags`; a context manager.
+    """
+    Write a rosbag2 (mcap or sqlite3) with `rosbags`; a context manager.
 
     `write(topic, msgtype, t_ns, msg)` takes a rosbags message object; `write_raw` takes CDR
     bytes (e.g. received with an rclpy raw subscription). Connections are added on first use.
@@ -169,7 +175,7 @@ class TopicSummary:
 
 
 def resolve_bag_path(path: str | Path) -> Path:
-    """The rosbag2 directory for a directory or a storage file inside one."""
+    """Return the rosbag2 directory for a directory or a storage file inside one."""
     p = Path(path).expanduser()
     if not p.exists():
         raise BagError('missing', f'bag {str(path)!r} does not exist')
@@ -186,7 +192,8 @@ def resolve_bag_path(path: str | Path) -> Path:
 
 @contextlib.contextmanager
 def open_bag(path: str | Path):
-    """Open a rosbag2 directory (mcap or sqlite3) with rosbags' AnyReader; BagError on failure.
+    """
+    Open a rosbag2 directory (mcap or sqlite3) with rosbags' AnyReader; BagError on failure.
 
     Yields the open AnyReader.
     """
@@ -227,7 +234,7 @@ def _looks_like_depth(name: str) -> bool:
 
 
 def detect_image_topic(topics: dict[str, TopicSummary]) -> str:
-    """The camera image topic: the one Image/CompressedImage topic not named like depth."""
+    """Return the camera image topic: the one Image/CompressedImage topic not named like depth."""
     cands = [t for t in topics.values() if t.msgtype in IMAGE_TYPES and t.count > 0]
     if len(cands) > 1:
         cands = [t for t in cands if not _looks_like_depth(t.name)] or cands
@@ -241,7 +248,7 @@ def detect_image_topic(topics: dict[str, TopicSummary]) -> str:
 
 
 def detect_depth_topic(topics: dict[str, TopicSummary], image_topic: str) -> str | None:
-    """A ground-truth depth topic: the one Image topic named like depth, else None."""
+    """Return a ground-truth depth topic: the one Image topic named like depth, else None."""
     cands = [t.name for t in topics.values()
              if t.msgtype == IMAGE_TYPE and t.name != image_topic and _looks_like_depth(t.name)
              and t.count > 0]
@@ -250,7 +257,7 @@ def detect_depth_topic(topics: dict[str, TopicSummary], image_topic: str) -> str
 
 def check_topic(topics: dict[str, TopicSummary], name: str, allowed: Iterable[str],
                 role: str) -> TopicSummary:
-    """The named topic, or a BagError naming the topics that do exist / the types expected."""
+    """Return the named topic, or raise a BagError naming the topics / types there are."""
     allowed = tuple(allowed)
     t = topics.get(name)
     if t is None:
@@ -265,7 +272,8 @@ def check_topic(topics: dict[str, TopicSummary], name: str, allowed: Iterable[st
 
 
 def decode_depth(msg) -> np.ndarray:
-    """A depth Image message -> (H, W) float32 metres, NaN = unknown.
+    """
+    Return a depth Image message -> (H, W) float32 metres, NaN = unknown.
 
     32FC1 is metres (REP 118); 16UC1/mono16 is millimetres with 0 = unknown.
     """
@@ -275,9 +283,12 @@ def decode_depth(msg) -> np.ndarray:
 
 
 def decode_float_image(msg) -> np.ndarray:
-    """A single-channel 32FC1 / 16UC1 / mono16 Image -> (H, W) float32 as is (16-bit values
-    divided by 1000: millimetres -> metres). Nothing is masked (relative inverse depth may be
-    0)."""
+    """
+    Convert a single-channel 32FC1 / 16UC1 / mono16 Image to (H, W) float32 as is.
+
+    16-bit values are divided by 1000 (millimetres -> metres). Nothing is masked (relative
+    inverse depth may be 0).
+    """
     from dpt_ros.errors import InvalidImage
     enc = str(msg.encoding)
     h, w, step = int(msg.height), int(msg.width), int(msg.step)
@@ -299,7 +310,7 @@ def decode_float_image(msg) -> np.ndarray:
 
 
 def decode_rgb(msg, msgtype: str) -> np.ndarray:
-    """An Image/CompressedImage message -> (H, W, 3) uint8 RGB (via dpt_ros.image_codec)."""
+    """Return an Image/CompressedImage message -> (H, W, 3) uint8 RGB (via dpt_ros.image_codec)."""
     from dpt_ros import image_codec
     if msgtype == COMPRESSED_TYPE:
         return image_codec.decode_compressed(msg)
@@ -321,7 +332,7 @@ class Frame:
     _rgb: np.ndarray | None = field(default=None, repr=False)
 
     def rgb(self) -> np.ndarray:
-        """Decoded RGB uint8 (cached). Raises InvalidImage for undecodable messages."""
+        """Return the decoded RGB uint8 (cached); raise InvalidImage if undecodable."""
         if self._rgb is None:
             self._rgb = decode_rgb(self.msg, self.msgtype)
         return self._rgb
@@ -347,12 +358,12 @@ class BagSource:
 
 def inspect_bag(path: str | Path, image_topic: str | None = None,
                 gt_topic: str | None = 'auto') -> BagSource:
-    """Open a bag and choose its topics; BagError for every way it can be unusable.
+    """
+    Open a bag and choose its topics; BagError for every way it can be unusable.
 
-    Args:
-        image_topic: None = auto-detect (the single image topic not named like depth).
-        gt_topic: 'auto' = the single Image topic named like depth, if any; None/'' = none;
-            otherwise that topic (must exist and be sensor_msgs/Image).
+    :param image_topic: None = auto-detect (the single image topic not named like depth).
+    :param gt_topic: 'auto' = the single Image topic named like depth, if any; None/'' = none;
+        otherwise that topic (must exist and be sensor_msgs/Image).
     """
     with open_bag(path) as reader:
         topics = list_topics(reader)
@@ -389,8 +400,10 @@ def _storage_of(path: Path) -> str:
 
 
 def iter_frames(src: BagSource, decode_gt: bool = True) -> Iterator[Frame]:
-    """Frames of the image topic in recording order, each with its ground truth (matched by
-    header stamp) when the bag has a ground-truth topic.
+    """
+    Yield the frames of the image topic in recording order, each with its ground truth.
+
+    Ground truth is matched by header stamp, when the bag has a ground-truth topic.
 
     Ground truth is gathered in a first pass (kept as CDR bytes, decoded per frame) so it may
     be recorded before or after its image. Undecodable ground truth is counted in

@@ -1,4 +1,5 @@
-"""Depth map -> false-colour BGR image for people (RViz, PNG dumps).
+"""
+Depth map -> false-colour BGR image for people (RViz, PNG dumps).
 
 Normalisation is robust by default: the `low`/`high` percentiles of the finite values map to
 the ends of the colormap, so a few outliers do not wash the image out. With `norm='fixed'`,
@@ -10,10 +11,9 @@ from __future__ import annotations
 import functools
 
 import cv2
-import numpy as np
-
 from dpt_ros import jit
 from dpt_ros.errors import check_out_array
+import numpy as np
 
 # Names accepted by the `colormap` parameter -> OpenCV ids. 'turbo' is perceptually ordered
 # and readable by most colour-blind viewers; 'gray' gives the reference's plain output.
@@ -55,7 +55,7 @@ def validate(colormap: str, norm: str, low: float, high: float) -> None:
 
 def value_range(depth: np.ndarray, norm: str = 'percentile', low: float = 2.0,
                 high: float = 98.0) -> tuple[float, float]:
-    """The (vmin, vmax) that map to the colormap's ends; NaN, NaN when nothing is finite."""
+    """Return the (vmin, vmax) that map to the colormap's ends; NaN, NaN when nothing is finite."""
     if norm == 'fixed':
         return float(low), float(high)
     flat = depth.ravel()
@@ -86,7 +86,8 @@ def _linear_percentile(ordered: np.ndarray, q: float) -> float:
 
 def colorize(depth: np.ndarray, colormap: str = DEFAULT_COLORMAP, norm: str = 'percentile',
              low: float = 2.0, high: float = 98.0, out: np.ndarray | None = None) -> np.ndarray:
-    """(H, W) depth -> (H, W, 3) uint8 BGR. Non-finite pixels are black.
+    """
+    (H, W) depth -> (H, W, 3) uint8 BGR. Non-finite pixels are black.
 
     out: an (H, W, 3) uint8 C-contiguous array to draw into (returned), e.g. the buffer of the
     message that will carry it; a new array when None.
@@ -134,8 +135,12 @@ def colorize(depth: np.ndarray, colormap: str = DEFAULT_COLORMAP, norm: str = 'p
 
 @functools.lru_cache(maxsize=None)
 def _bgr_table(colormap: str) -> np.ndarray:
-    """(257, 3) uint8: the BGR colour OpenCV draws for each level of `colormap`, then black
-    (row 256, for non-finite pixels)."""
+    """
+    (257, 3) uint8.
+
+    The BGR colour OpenCV draws for each level of `colormap`, then black (row 256, for non-finite
+    pixels).
+    """
     levels = np.arange(256, dtype=np.uint8).reshape(1, 256)
     table = np.zeros((257, 3), np.uint8)
     if COLORMAPS[colormap] is None:
@@ -147,8 +152,11 @@ def _bgr_table(colormap: str) -> np.ndarray:
 
 @jit.kernel
 def _colorize_kernel(depth, lo, scale, offset, table, out):
-    """out = table[level]: level = round(max(d, lo) * scale + offset) clipped to 0..255
-    (half to even, as OpenCV's convertScaleAbs), 256 (black) where d is not finite.
+    """
+    Compute out = table[level].
+
+    Level = round(max(d, lo) * scale + offset) clipped to 0..255 (half to even, as OpenCV's
+    convertScaleAbs), 256 (black) where d is not finite.
 
     Two loops: the first is branch-free float arithmetic the compiler vectorises, the
     second a plain table lookup.

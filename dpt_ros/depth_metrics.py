@@ -1,4 +1,5 @@
-"""Depth accuracy against ground truth, the MiDaS evaluation protocol.
+"""
+Depth accuracy against ground truth, the MiDaS evaluation protocol.
 
 DPT predicts relative inverse depth, so before any metric is computed each frame's prediction
 is aligned to the ground truth by least squares in inverse-depth space (scale and shift, over
@@ -13,12 +14,11 @@ reported with every frame. Pure numpy.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
-
-import numpy as np
+import math
 
 from dpt_ros.metric import AlignmentError, fit_scale_shift, resize_nearest
+import numpy as np
 
 METRIC_KEYS = ('abs_rel', 'rmse', 'delta1', 'delta2', 'delta3')
 
@@ -44,15 +44,16 @@ class FrameDepthMetrics:
 
 def align_to_depth(pred_inv: np.ndarray, gt_depth_m: np.ndarray,
                    depth_cap: float | None = None, robust: bool = False):
-    """Align a relative inverse-depth prediction to metric ground truth; returns
-    `(depth_m (H, W) float32, ScaleShift, valid mask)`.
+    """
+    Align a relative inverse-depth prediction to metric ground truth.
+
+    Returns `(depth_m (H, W) float32, ScaleShift, valid mask)`.
 
     The ground truth is resized (nearest) to the prediction when sizes differ. `depth_cap`
     bounds the aligned depth from above (default: the largest valid ground-truth depth), which
     also catches non-positive aligned inverse depths, as the MiDaS protocol does.
 
-    Raises:
-        AlignmentError: too few valid ground-truth pixels or a constant prediction.
+    :raises AlignmentError: too few valid ground-truth pixels or a constant prediction.
     """
     pred = np.asarray(pred_inv, dtype=np.float32)
     gt = resize_nearest(np.asarray(gt_depth_m, dtype=np.float32), pred.shape[:2])
@@ -71,10 +72,10 @@ def align_to_depth(pred_inv: np.ndarray, gt_depth_m: np.ndarray,
 
 def frame_metrics(pred_inv: np.ndarray, gt_depth_m: np.ndarray,
                   depth_cap: float | None = None, robust: bool = False) -> FrameDepthMetrics:
-    """AbsRel, RMSE and delta accuracies of one frame after scale-and-shift alignment.
+    """
+    AbsRel, RMSE and delta accuracies of one frame after scale-and-shift alignment.
 
-    Raises:
-        AlignmentError: the frame cannot be aligned (no/too few valid ground-truth pixels).
+    :raises AlignmentError: the frame cannot be aligned (no/too few valid ground-truth pixels).
     """
     depth, fit, valid = align_to_depth(pred_inv, gt_depth_m, depth_cap, robust)
     gt = resize_nearest(np.asarray(gt_depth_m, dtype=np.float32), depth.shape)
@@ -92,8 +93,11 @@ def frame_metrics(pred_inv: np.ndarray, gt_depth_m: np.ndarray,
 
 def error_map(pred_inv: np.ndarray, gt_depth_m: np.ndarray,
               depth_cap: float | None = None) -> np.ndarray:
-    """Per-pixel absolute relative error |d - d*| / d* after alignment; NaN where GT is
-    invalid (for the report's error panel)."""
+    """
+    Per-pixel absolute relative error |d - d*| / d* after alignment.
+
+    NaN where GT is invalid (for the report's error panel).
+    """
     depth, _, valid = align_to_depth(pred_inv, gt_depth_m, depth_cap)
     gt = resize_nearest(np.asarray(gt_depth_m, dtype=np.float32), depth.shape)
     err = np.full(depth.shape, np.nan, np.float32)
@@ -102,8 +106,12 @@ def error_map(pred_inv: np.ndarray, gt_depth_m: np.ndarray,
 
 
 def summarize(frames: list[FrameDepthMetrics]) -> dict:
-    """Mean of each metric over frames (the usual dataset figure), plus the frame count and
-    the mean/min/max fitted scale. Empty input -> every value NaN and frames 0."""
+    """
+    Return the mean of each metric over frames (the usual dataset figure).
+
+    Plus the frame count and the mean/min/max fitted scale. Empty input -> every value NaN
+    and frames 0.
+    """
     out: dict = {'frames': len(frames)}
     for k in METRIC_KEYS + ('scale', 'shift', 'fit_residual'):
         vals = [getattr(f, k) for f in frames]

@@ -1,10 +1,14 @@
-"""Error types shared by the pure modules (each carries a short machine-readable reason), and
-the argument check they share."""
+"""
+Error types shared by the pure modules, and the argument check they share.
+
+Each error carries a short machine-readable reason.
+"""
 from __future__ import annotations
 
 
 class InvalidImage(ValueError):
-    """An input image/message that cannot be turned into an RGB frame.
+    """
+    An input image/message that cannot be turned into an RGB frame.
 
     `reason` is a short stable key used as a counter label (e.g. 'unknown_encoding',
     'size_mismatch', 'truncated', 'empty', 'too_large', 'nan', 'decode_failed'); the message
@@ -17,8 +21,11 @@ class InvalidImage(ValueError):
 
 
 def check_out_array(out, shape: tuple, dtype) -> None:
-    """The check of every `out=` argument (an array a result is written into, e.g. a message
-    buffer): ValueError unless it is a writeable C-contiguous array of this shape and dtype."""
+    """
+    Check an `out=` argument (an array a result is written into, e.g. a message buffer).
+
+    ValueError unless it is a writeable C-contiguous array of this shape and dtype.
+    """
     import numpy as np
     if (not isinstance(out, np.ndarray) or out.shape != tuple(shape)
             or out.dtype != np.dtype(dtype) or not out.flags.c_contiguous

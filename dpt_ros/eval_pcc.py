@@ -1,4 +1,5 @@
-"""PCC of a backend against the CPU fp32 reference, per image, plus its speed.
+"""
+PCC of a backend against the CPU fp32 reference, per image, plus its speed.
 
     python -m dpt_ros.eval_pcc [--image X | --images-dir D] [--device cpu|cuda|wormhole_n300..]
         [--tt-run] [--backend auto|openvino|torch] [--dtype bf16] [--compile] [--weights auto]
@@ -20,11 +21,10 @@ import logging
 import sys
 import time
 
-import numpy as np
-
 from dpt_ros import runner
 from dpt_ros.errors import InvalidImage
 from dpt_ros.metrics import max_abs_diff, pcc
+import numpy as np
 
 log = logging.getLogger('dpt_ros.eval_pcc')
 
@@ -57,7 +57,7 @@ def evaluate(args) -> dict:
     """Run the reference then the backend under test; returns the JSON-ready summary."""
     from dpt_ros.backends import BackendOptions
     from dpt_ros.backends.torch_backend import create as create_torch
-    from dpt_ros.model import WeightsNotFound, load_model
+    from dpt_ros.model import load_model, WeightsNotFound
     from dpt_ros.perf import PerfStats
     from dpt_ros.perf_report import _clean, host, versions
     from dpt_ros.pipeline import DepthPipeline

@@ -1,4 +1,5 @@
-"""sensor_msgs Image / CompressedImage <-> numpy, checked before anything trusts the bytes.
+"""
+sensor_msgs Image / CompressedImage <-> numpy, checked before anything trusts the bytes.
 
 Messages are duck typed (`encoding`, `height`, `width`, `step`, `is_bigendian`, `data`; or
 `format`, `data`), so rclpy messages and `rosbags` messages both work. Every way a message can
@@ -26,10 +27,9 @@ import struct
 import sys
 import threading
 
-import numpy as np
-
 from dpt_ros.errors import InvalidImage
 from dpt_ros.params import DEFAULT_MAX_PIXELS
+import numpy as np
 
 # encoding -> (numpy dtype, channels, name rosbags-image converts from)
 _ENCODINGS: dict[str, tuple[str, int, str]] = {
@@ -58,7 +58,7 @@ _JPEG_MAGIC = b'\xff\xd8'
 
 
 def _as_bytes_view(data) -> np.ndarray:
-    """The message payload as a flat uint8 array without copying where possible."""
+    """Return the message payload as a flat uint8 array without copying where possible."""
     if isinstance(data, np.ndarray):
         return np.ascontiguousarray(data).reshape(-1).view(np.uint8)
     try:
@@ -76,8 +76,8 @@ def _check_size(height: int, width: int, max_pixels: int) -> None:
 
 
 def decode_image(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """A sensor_msgs/Image-like message -> contiguous RGB uint8 (H, W, 3)."""
-    from rosbags.image.image import ImageError, convert_color  # imports cv2: only when used
+    """Return a sensor_msgs/Image-like message -> contiguous RGB uint8 (H, W, 3)."""
+    from rosbags.image.image import convert_color, ImageError  # imports cv2: only when used
 
     encoding = str(msg.encoding)
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
@@ -159,7 +159,8 @@ def _jpeg_size(data: bytes) -> tuple[int, int] | None:
 
 
 def decode_compressed(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """A sensor_msgs/CompressedImage-like message (JPEG or PNG) -> RGB uint8 (H, W, 3).
+    """
+    Return a sensor_msgs/CompressedImage-like message (JPEG or PNG) -> RGB uint8 (H, W, 3).
 
     The size is read from the JPEG/PNG header first, so an oversized image is rejected
     before it is decompressed.
@@ -210,12 +211,13 @@ def _fields(arr: np.ndarray, encoding: str) -> dict:
     step = width * (arr.shape[2] if arr.ndim == 3 else 1) * arr.itemsize
     data = array.array('B')
     data.frombytes(memoryview(np.ascontiguousarray(arr)).cast('B'))
-    return dict(encoding=encoding, height=int(height), width=int(width), step=int(step),
-                is_bigendian=int(sys.byteorder == 'big'), data=data)
+    return {'encoding': encoding, 'height': int(height), 'width': int(width),
+            'step': int(step), 'is_bigendian': int(sys.byteorder == 'big'), 'data': data}
 
 
 def new_message(msg_type, **fields):
-    """msg_type(**fields), taking over an array.array `data` without copying it.
+    """
+    msg_type(**fields), taking over an array.array `data` without copying it.
 
     Generated messages copy a sequence passed to the constructor, and (unless built with
     check_fields=True, where rosidl has that option) copy an array.array assigned to the
@@ -262,7 +264,8 @@ _OUTPUT_KINDS = {'32FC1': (np.float32, 1), 'bgr8': (np.uint8, 3)}
 
 
 class OutputImage:
-    """An outgoing image whose pixels are written in place into its message's `data` buffer.
+    """
+    An outgoing image whose pixels are written in place into its message's `data` buffer.
 
     Why: copying a finished 640x480 depth and colour image into message buffers touches
     another 4 MB per frame, about 0.45 ms in the node, where each frame starts with cold
@@ -292,11 +295,13 @@ class OutputImage:
 
     def fields(self) -> dict:
         """sensor_msgs/Image fields whose `data` is this image's buffer (for new_message)."""
-        return dict(encoding=self.encoding, height=self.height, width=self.width,
-                    step=self.step, is_bigendian=int(sys.byteorder == 'big'), data=self.data)
+        return {'encoding': self.encoding, 'height': self.height, 'width': self.width,
+                'step': self.step, 'is_bigendian': int(sys.byteorder == 'big'),
+                'data': self.data}
 
     def message(self, msg_type, header):
-        """The msg_type message carrying this image, with `header` set.
+        """
+        Return the msg_type message carrying this image, with `header` set.
 
         Built on the first call and reused after it (only the header changes), since
         constructing a message runs every field's checks in Python: ~10 us warm, several
@@ -311,7 +316,8 @@ class OutputImage:
 
 
 class OutputImagePool:
-    """Reuses OutputImages between frames, so no frame allocates or faults in new buffers.
+    """
+    Reuses OutputImages between frames, so no frame allocates or faults in new buffers.
 
     take() hands out a free image of the asked size and encoding (a new one when none is
     free); give_back() returns it once its message is published: rclpy copies the data
@@ -360,7 +366,7 @@ def rgb_to_image_fields(rgb: np.ndarray) -> dict:
 
 
 def image_fields_to_array(fields_or_msg) -> np.ndarray:
-    """An output 32FC1 / bgr8 image back to numpy (the inverse of the helpers above)."""
+    """Return an output 32FC1 / bgr8 image back to numpy (the inverse of the helpers above)."""
     get = (fields_or_msg.get if isinstance(fields_or_msg, dict)
            else lambda k: getattr(fields_or_msg, k))
     encoding = get('encoding')
@@ -380,7 +386,8 @@ def image_fields_to_array(fields_or_msg) -> np.ndarray:
 
 
 def decode_depth_m(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """A metric depth image (32FC1 metres, or 16UC1/mono16 millimetres) -> (H, W) float32 m.
+    """
+    Return a metric depth image (32FC1 metres, or 16UC1/mono16 millimetres) -> (H, W) float32 m.
 
     Unknown pixels (0, NaN, inf) come back as NaN; used as the reference for metric fitting.
     """

@@ -1,4 +1,5 @@
-"""Image files and folders for the command-line tools (runner, eval_pcc).
+"""
+Image files and folders for the command-line tools (runner, eval_pcc).
 
 Reads .jpg .jpeg .png .bmp into RGB uint8. Grayscale, 16-bit, palette and RGBA files are
 converted to 8-bit RGB with a logged note (alpha is dropped: the model sees colour only).
@@ -6,13 +7,12 @@ Problems raise `InvalidImage` with a message naming the file and what is wrong.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 import logging
 import os
-from dataclasses import dataclass
-
-import numpy as np
 
 from dpt_ros.errors import InvalidImage
+import numpy as np
 
 log = logging.getLogger('dpt_ros.images')
 
@@ -31,14 +31,14 @@ class LoadedImage:
 
 
 def default_image() -> LoadedImage:
-    """The bundled offline test image: scikit-image's astronaut (512x512 RGB)."""
+    """Return the bundled offline test image: scikit-image's astronaut (512x512 RGB)."""
     from skimage import data
     rgb = np.ascontiguousarray(data.astronaut()[..., :3], dtype=np.uint8)
     return LoadedImage(DEFAULT_IMAGE_NAME, 'skimage.data.astronaut', rgb)
 
 
 def _to_rgb8(img) -> tuple[np.ndarray, str]:
-    """A PIL image in any mode -> (H, W, 3) uint8 and a note describing the conversion."""
+    """Return a PIL image in any mode -> (H, W, 3) uint8 and a note describing the conversion."""
     mode = img.mode
     if mode == 'RGB':
         return np.asarray(img, dtype=np.uint8), ''
@@ -91,7 +91,8 @@ def load_image(path: str) -> LoadedImage:
 
 
 def list_images(folder: str) -> list[str]:
-    """Supported image files in a folder (not recursive), sorted by name.
+    """
+    Supported image files in a folder (not recursive), sorted by name.
 
     Raises InvalidImage when the folder does not exist or holds no supported file; the message
     names the supported extensions.

@@ -1,4 +1,5 @@
-"""Optional numba compilation for the per-frame kernels (resize, colourise).
+"""
+Optional numba compilation for the per-frame kernels (resize, colourise).
 
 numba is an accelerator only: where it cannot be imported, `available()` is False and every
 caller has a plain numpy/OpenCV/Pillow path. Kernels are compiled with `nogil` (the node's
@@ -16,7 +17,7 @@ except Exception as exc:  # noqa: BLE001 - any import failure means "not availab
 
 
 def available() -> bool:
-    """True when the compiled kernels can run (numba importable)."""
+    """Return True when the compiled kernels can run (numba importable)."""
     return numba is not None
 
 

@@ -1,4 +1,5 @@
-"""Metric depth from DPT's relative inverse depth by an affine fit in inverse-depth space.
+"""
+Metric depth from DPT's relative inverse depth by an affine fit in inverse-depth space.
 
 DPT predicts relative inverse depth: `pred ≈ (1/Z - t) / s` for an unknown scale `s` and shift
 `t` per image. Given metric depth for some pixels (sparse LiDAR projected into the camera, an
@@ -42,7 +43,8 @@ class AlignmentError(ValueError):
 
 
 class ScaleShift(NamedTuple):
-    """Result of `fit_scale_shift`: `target_inv ≈ scale * pred_inv + shift`.
+    """
+    Result of `fit_scale_shift`: `target_inv ≈ scale * pred_inv + shift`.
 
     `residual` is the RMS residual over the inliers in inverse-depth units (1/m when the
     target is metric); `inlier_frac` is the fraction of valid pairs kept.
@@ -119,26 +121,24 @@ def fit_scale_shift(pred_inv: np.ndarray, target_inv: np.ndarray,
                     min_points: int = MIN_POINTS, sigmas: float = OUTLIER_SIGMAS,
                     max_iterations: int = 20, max_points: int = MAX_FIT_POINTS,
                     seed: int = 0) -> ScaleShift:
-    """Fit `target_inv ≈ scale * pred_inv + shift` over the valid pixels.
+    """
+    Fit `target_inv ≈ scale * pred_inv + shift` over the valid pixels.
 
-    Args:
-        pred_inv: predicted relative inverse depth, any shape.
-        target_inv: metric inverse depth (1/m) of the same shape; NaN/inf = unknown.
-        mask: optional boolean mask of pixels to use (combined with finiteness).
-        robust: False = plain least squares (the MiDaS evaluation protocol). True = a
-            least-median-of-squares start, then least squares repeated on the pairs whose
-            residual is within `sigmas` robust standard deviations until the inlier set stops
-            changing (tolerates well over 20 % gross outliers).
-        min_points: fewer valid pairs than this raise `AlignmentError('too_few_points')`.
-        max_points: pairs beyond this are subsampled with a fixed stride (deterministic).
-        seed: seed of the random pair draws of the robust start (deterministic per call).
+    :param pred_inv: predicted relative inverse depth, any shape.
+    :param target_inv: metric inverse depth (1/m) of the same shape; NaN/inf = unknown.
+    :param mask: optional boolean mask of pixels to use (combined with finiteness).
+    :param robust: False = plain least squares (the MiDaS evaluation protocol). True = a
+        least-median-of-squares start, then least squares repeated on the pairs whose
+        residual is within `sigmas` robust standard deviations until the inlier set stops
+        changing (tolerates well over 20 % gross outliers).
+    :param min_points: fewer valid pairs than this raise `AlignmentError('too_few_points')`.
+    :param max_points: pairs beyond this are subsampled with a fixed stride (deterministic).
+    :param seed: seed of the random pair draws of the robust start (deterministic per call).
 
-    Returns:
-        `ScaleShift(scale, shift, residual, inlier_frac)`.
+    :returns: `ScaleShift(scale, shift, residual, inlier_frac)`.
 
-    Raises:
-        AlignmentError: too few valid pairs, or a constant prediction.
-        ValueError: shapes differ.
+    :raises AlignmentError: too few valid pairs, or a constant prediction.
+    :raises ValueError: shapes differ.
     """
     x, y = valid_pairs(pred_inv, target_inv, mask)
     n = x.size
@@ -198,7 +198,8 @@ def resize_nearest(depth: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
 
 def sample_reference(pred_inv: np.ndarray,
                      ref_depth_m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pair each valid reference pixel with the prediction pixel nearest its centre.
+    """
+    Pair each valid reference pixel with the prediction pixel nearest its centre.
 
     Returns float64 `(pred_values, ref_depth_values)` over the valid (finite, > 0) reference
     pixels. When the sizes match this is a plain masked lookup; when they differ the reference
@@ -223,7 +224,8 @@ def sample_reference(pred_inv: np.ndarray,
 
 
 class ReferenceBuffer:
-    """The last few reference depth messages, matched to frames by header stamp.
+    """
+    The last few reference depth messages, matched to frames by header stamp.
 
     A reference sensor (LiDAR, RGB-D) runs at its own rate, and its message for a frame may
     arrive before or after the frame. Fitting against whatever reference came last would pair
@@ -255,8 +257,12 @@ class ReferenceBuffer:
             del self._items[:-self.capacity]
 
     def take(self, stamp_ns: int, max_dt_ns: int) -> tuple[object | None, str]:
-        """(reference, '') or (None, why): 'none' (nothing buffered), 'unmatched' (the nearest
-        is more than `max_dt_ns` away; it stays for a later frame)."""
+        """
+        Return (reference, '') or (None, why).
+
+        'none' (nothing buffered), 'unmatched' (the nearest is more than `max_dt_ns` away; it stays
+        for a later frame).
+        """
         with self._lock:
             if not self._items:
                 return None, 'none'
@@ -271,7 +277,8 @@ class ReferenceBuffer:
 
 
 class MetricDepth:
-    """Relative inverse depth -> metres (REP 118: float32, NaN = invalid).
+    """
+    Relative inverse depth -> metres (REP 118: float32, NaN = invalid).
 
     Modes:
         none: metric depth is off; `ready` is False.
@@ -315,7 +322,7 @@ class MetricDepth:
 
     @property
     def ready(self) -> bool:
-        """True when `to_metric` can produce metres (fixed mode, or after a good fit)."""
+        """Return True when `to_metric` can produce metres (fixed mode, or after a good fit)."""
         return self.mode != 'none' and self._have_fit
 
     @property
@@ -335,17 +342,16 @@ class MetricDepth:
             self.last_fit = None
 
     def update_reference(self, pred_inv: np.ndarray, ref_depth_m: np.ndarray) -> FitResult | None:
-        """Fit this frame's prediction to a metric reference and fold it into the estimate.
+        """
+        Fit this frame's prediction to a metric reference and fold it into the estimate.
 
-        Args:
-            pred_inv: (H, W) relative inverse depth (model output, any resolution).
-            ref_depth_m: (h, w) metres; NaN, 0, negative or out-of-range = unknown. A size
-                different from the prediction is mapped by nearest neighbour.
+        :param pred_inv: (H, W) relative inverse depth (model output, any resolution).
+        :param ref_depth_m: (h, w) metres; NaN, 0, negative or out-of-range = unknown. A size
+            different from the prediction is mapped by nearest neighbour.
 
-        Returns:
-            The frame's own (unsmoothed) `FitResult`, or None when the fit was rejected (too
-            few points, degenerate prediction, too few inliers, non-positive scale); the
-            previous estimate is then kept and `last_error` says why.
+        :returns: The frame's own (unsmoothed) `FitResult`, or None when the fit was rejected (too
+        few points, degenerate prediction, too few inliers, non-positive scale); the
+        previous estimate is then kept and `last_error` says why.
         """
         if self.mode != 'reference':
             raise RuntimeError(f'update_reference needs metric mode "reference", not '
@@ -384,11 +390,11 @@ class MetricDepth:
         return None
 
     def to_metric(self, pred_inv: np.ndarray) -> np.ndarray:
-        """(H, W) float32 metres from relative inverse depth; NaN where invalid.
+        """
+        (H, W) float32 metres from relative inverse depth; NaN where invalid.
 
-        Raises:
-            RuntimeError: mode is 'none', or no reference fit has been accepted yet
-                (check `ready` first).
+        :raises RuntimeError: mode is 'none', or no reference fit has been accepted yet
+            (check `ready` first).
         """
         if not self.ready:
             raise RuntimeError('metric depth is not available: ' + (

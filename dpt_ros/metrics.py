@@ -1,4 +1,5 @@
-"""Numerical comparison metrics shared by tests, eval_pcc, the TT PCC checks and bag evaluation.
+"""
+Numerical comparison metrics shared by tests, eval_pcc, the TT PCC checks and bag evaluation.
 
 Pure numpy. The one place the Pearson correlation coefficient (PCC) is defined, so every
 report in the project means the same number.
@@ -11,7 +12,8 @@ import numpy as np
 
 
 def pcc(a, b) -> float:
-    """Pearson correlation of two arrays of the same size, computed in float64.
+    """
+    Pearson correlation of two arrays of the same size, computed in float64.
 
     Non-finite values (NaN, inf) in either array drop that element pair. Conventions for the
     degenerate cases, chosen so a broken output never passes a `pcc >= x` check by accident:

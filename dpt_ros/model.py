@@ -1,4 +1,5 @@
-"""Load DPT-Large (MiDaS 3.0) for the backends: HF hub/cache, a local directory, or random.
+"""
+Load DPT-Large (MiDaS 3.0) for the backends: HF hub/cache, a local directory, or random.
 
 `weights` values:
   auto            Intel/dpt-large from the HF cache or hub; where neither can be reached,
@@ -10,9 +11,9 @@
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 import logging
 import os
-from dataclasses import dataclass
 
 from dpt_ros.backends.base import BackendError
 
@@ -22,7 +23,7 @@ HUB_ID = 'Intel/dpt-large'
 WEIGHT_CHOICES = ('auto', HUB_ID, 'random', 'tiny-random', '<local directory>')
 
 # DPT-Large as published (DPTConfig() defaults are NOT this). 343,030,465 parameters.
-DPT_LARGE_CONFIG = dict(
+DPT_LARGE_CONFIG = dict(  # noqa: C408 -- keyword form: these are DPTConfig(**kwargs)
     hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
     image_size=384, patch_size=16, qkv_bias=True, readout_type='project',
     backbone_out_indices=[5, 11, 17, 23], reassemble_factors=[4, 2, 1, 0.5],
@@ -53,14 +54,14 @@ class LoadedModel:
 
 
 def make_config(name: str = 'dpt-large', image_size: int = 384):
-    """A DPTConfig for 'dpt-large' or 'tiny' at the given square input size."""
+    """Return a DPTConfig for 'dpt-large' or 'tiny' at the given square input size."""
     from transformers import DPTConfig
     base = {'dpt-large': DPT_LARGE_CONFIG, 'tiny': TINY_CONFIG}[name]
     return DPTConfig(**dict(base, image_size=image_size))
 
 
 def random_model(name: str = 'dpt-large', seed: int = 0, image_size: int = 384):
-    """DPTForDepthEstimation with seeded random weights (deterministic across runs)."""
+    """Build a DPTForDepthEstimation with seeded random weights (the same every run)."""
     import torch
     from transformers import DPTForDepthEstimation
     state = torch.random.get_rng_state()
@@ -73,7 +74,8 @@ def random_model(name: str = 'dpt-large', seed: int = 0, image_size: int = 384):
 
 
 def hub_reachable(timeout_s: float = 3.0) -> bool:
-    """Whether the HF hub endpoint answers a TCP connect within timeout_s.
+    """
+    Whether the HF hub endpoint answers a TCP connect within timeout_s.
 
     huggingface_hub retries an unreachable hub five times with back-off (about 30-50 s);
     one quick probe first keeps `weights: auto` start-up short where there is no network.

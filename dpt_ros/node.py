@@ -1,4 +1,5 @@
-"""The ROS 2 depth node: camera topics in; relative depth, colour, metric depth, diagnostics out.
+"""
+The ROS 2 depth node: camera topics in; relative depth, colour, metric depth, diagnostics out.
 
 Thin glue. Parameters come from `params.py`, decoding from `image_codec`, scheduling from
 `scheduler`, the model from `pipeline` + `backends`; this module only wires them to rclpy.
@@ -29,8 +30,9 @@ DPT_ROS_EXTRA_BACKENDS='name=module:factory,...'; the `backend` parameter then a
 
 Exit codes: 0 after SIGINT/SIGTERM (workers stopped, backend closed, node destroyed), 2 for
 an invalid parameter or a backend that cannot start, 1 for an unexpected error. A second
-signal during shutdown exits at once with 1 (cleanup skipped). When an inference call is still
-stuck in native code after the cleanup, the process ends with os._exit (see main()).
+signal during shutdown exits at once with 1 (cleanup skipped), except a repeated SIGINT within
+REPEATED_SIGINT_WINDOW_S (one Ctrl-C that reached us twice). After the cleanup the process
+ends with os._exit, skipping interpreter teardown (see _exit_now()).
 """
 from __future__ import annotations
 
@@ -42,10 +44,15 @@ import sys
 import threading
 import time
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from dpt_ros import image_codec, params, serving
+from dpt_ros.backends import BackendError, create_backend, register_backend, StartedBackend
+from dpt_ros.metric import MetricDepth, ReferenceBuffer
+from dpt_ros.perf import FALLBACK_KEYS, PerfStats, STAGES
+from dpt_ros.scheduler import FrameScheduler
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 SetParametersResult)
+import rclpy
 from rclpy.exceptions import (InvalidParameterTypeException, InvalidParameterValueException,
                               ParameterException)
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
@@ -54,12 +61,9 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from dpt_ros import image_codec, params, serving
-from dpt_ros.backends import BackendError, StartedBackend, create_backend, register_backend
-from dpt_ros.metric import MetricDepth, ReferenceBuffer
-from dpt_ros.perf import FALLBACK_KEYS, STAGES, PerfStats
-from dpt_ros.scheduler import FrameScheduler
-
+# How long close() lets the workers end their frames (a running inference call) before it
+# closes the backend anyway; launch/depth.launch.py's SIGTERM timeout allows for it.
+WORKER_STOP_TIMEOUT_S = 1.0
 # The runtime fallback: the backend (and device) that replaces one that died after start-up.
 RUNTIME_FALLBACK_BACKEND, RUNTIME_FALLBACK_DEVICE = 'torch', 'cpu'
 
@@ -158,7 +162,8 @@ class DepthNode(Node):
     """Subscribes to camera images, runs the depth pipeline off the executor, publishes."""
 
     def __init__(self, node_name: str = 'depth_node', *, autostart: bool = True, **kwargs):
-        """Create the rclpy node; with autostart (default) also start() it.
+        """
+        Create the rclpy node; with autostart (default) also start() it.
 
         autostart=False leaves the slow part (backend start, warm-up) to a later start(),
         which main() runs on a thread so that a signal during start-up is honoured.
@@ -183,6 +188,7 @@ class DepthNode(Node):
         self._active_calls: dict[int, int] = {}
         self._abort = threading.Event()
         self._released = None     # the backend close() has released
+        self.stop_wait_ms = 0.0     # close(): waiting for the workers (the running call)
         # Buffers the outputs are drawn into and published from (no copy per frame).
         self._out_images = image_codec.OutputImagePool()
         if autostart:
@@ -194,7 +200,8 @@ class DepthNode(Node):
 
     # ----- start-up -----
     def start(self) -> None:
-        """Declare and check parameters, start the backend, warm up, start serving.
+        """
+        Declare and check parameters, start the backend, warm up, start serving.
 
         Raises StartupError (message for the user) or StartAborted; either way whatever
         was started is closed again.
@@ -212,6 +219,7 @@ class DepthNode(Node):
     def _check_abort(self, step: str) -> None:
         if self._abort.is_set():
             raise StartAborted(f'start-up aborted after {step}')
+
     def _start(self) -> None:
         self.values = self._declare_parameters()
         errors = params.validate(self.values)
@@ -230,7 +238,7 @@ class DepthNode(Node):
                 f"running backend '{backend.info.name}' on {backend.info.device} instead of "
                 f"'{v['backend']}': {self.started.fallback_reason}")
 
-        from dpt_ros.pipeline import DepthPipeline   # torch/cv2 heavy: import when starting
+        from dpt_ros.pipeline import DepthPipeline  # torch/cv2 heavy: import when starting
         self.perf = PerfStats()
         self.pipeline = DepthPipeline(self.started, colormap=v['colormap'], norm=v['norm'],
                                       norm_low=v['norm_low'], norm_high=v['norm_high'],
@@ -277,11 +285,10 @@ class DepthNode(Node):
     def _warm_up(self, backend) -> None:
         # One frame through every stage before serving: first calls import torch for the
         # resize, build traces, compile kernels. Outside `perf`, so no figure includes them.
-        import numpy as np
-
         from dpt_ros import colorize
         from dpt_ros.postprocess import resize_depth
         from dpt_ros.preprocess import warm_up
+        import numpy as np
         t0 = time.monotonic()
         warm_up()   # the compiled resize: JIT or numba's cache load, not on the first frame
         s = self.pipeline.image_size
@@ -663,8 +670,8 @@ class DepthNode(Node):
         elif delta['frames_failed']:
             warns.append(f"{delta['frames_failed']} frame(s) failed, backend recovered")
         if not camera and self.started.fell_back:
-            warns.append(f"fallback active: running {self.pipeline.backend.info.name} on "
-                         f"{self.pipeline.backend.info.device} instead of "
+            warns.append(f'fallback active: running {self.pipeline.backend.info.name} on '
+                         f'{self.pipeline.backend.info.device} instead of '
                          f"{self.values['backend']} on {self.values['device']} "
                          f'({self.started.fallback_reason})')
         if self.min_fps > 0 and snap['input_fps'] > 0 and snap['output_fps'] < self.min_fps:
@@ -681,18 +688,24 @@ class DepthNode(Node):
         return DiagnosticStatus.OK, 'running'
 
     # ----- shutdown -----
-    def close(self, timeout: float = 1.0) -> None:
-        """Stop workers, release the backend (device, traces). Safe to call twice.
+    def close(self, timeout: float | None = None) -> None:
+        """
+        Stop workers, release the backend (device, traces). Safe to call twice.
 
         A second call still releases a backend that a start-up step finished starting after
         the first one (a signal arrived while the model was loading).
         """
+        timeout = WORKER_STOP_TIMEOUT_S if timeout is None else timeout
         with self._swap_lock:
             first, self._closed = not self._closed, True
         if first:
             deadline = time.monotonic() + timeout
             if self.scheduler is not None:
-                if not self.scheduler.stop(timeout):
+                t0 = time.monotonic()
+                stopped = self.scheduler.stop(timeout)
+                # Mostly the running inference call, which is let finish: said at exit.
+                self.stop_wait_ms = (time.monotonic() - t0) * 1e3
+                if not stopped:
                     self.get_logger().warning('an inference call did not return within '
                                               f'{timeout:g} s; closing the backend anyway')
             with self._calls:
@@ -757,6 +770,9 @@ def _status(level, name, hardware_id, message, kv: dict) -> DiagnosticStatus:
 
 # How long a signal during start-up waits for the current start-up step before giving up on it.
 STARTUP_ABORT_WAIT_S = 1.0
+# A SIGINT this soon after the first is the same Ctrl-C delivered twice (by the terminal to the
+# process group, and again by a non-interactive `ros2 launch`), not a request to force the exit.
+REPEATED_SIGINT_WINDOW_S = 1.0
 
 
 def _run_start(node: DepthNode, failure: list) -> None:
@@ -766,13 +782,29 @@ def _run_start(node: DepthNode, failure: list) -> None:
         failure.append(exc)
 
 
-def main(args=None) -> int:
-    """Console script `depth_node`: run until SIGINT/SIGTERM; see the module doc for codes."""
+def main(args=None) -> None:
+    """
+    Console script `depth_node`: run until SIGINT/SIGTERM, then end the process.
+
+    See the module doc for the exit codes. The process ends inside this call (os._exit) once
+    the node's cleanup is done: see _exit_now().
+    """
+    _exit_now(*run(args))
+
+
+def run(args=None) -> tuple[int, list[str]]:
+    """Run the node until a signal; release everything; return (exit code, stuck threads)."""
     stop = threading.Event()
+    first_signal: list = []     # (signal number, monotonic time) of the signal that stops us
 
     def on_signal(signum, _frame):
-        if stop.is_set():   # second signal: the user wants out now
-            os._exit(EXIT_ERROR)
+        if stop.is_set():
+            sig0, t0 = first_signal[0]
+            if signum == sig0 == signal.SIGINT and \
+                    time.monotonic() - t0 < REPEATED_SIGINT_WINDOW_S:
+                return
+            os._exit(EXIT_ERROR)   # a second signal: the user wants out now
+        first_signal.append((signum, time.monotonic()))
         stop.set()
 
     args = sys.argv if args is None else args
@@ -781,7 +813,7 @@ def main(args=None) -> int:
         rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     except Exception as exc:  # unreadable params file, bad --ros-args
         print(f'depth_node: cannot start: {str(exc).splitlines()[0]}', file=sys.stderr)
-        return EXIT_CONFIG
+        return EXIT_CONFIG, []
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     node = None
@@ -811,8 +843,12 @@ def main(args=None) -> int:
                 f'{k} {v}' for k, v in tuned.items()))
             executor = SingleThreadedExecutor()
             executor.add_node(node)
-            while not stop.is_set() and rclpy.ok():
-                executor.spin_once(timeout_sec=0.1)
+            stop_waking = _wake_executor_on_signals(node)
+            try:
+                while not stop.is_set() and rclpy.ok():
+                    executor.spin_once(timeout_sec=0.1)
+            finally:
+                stop_waking()
     except StartupError as exc:
         rclpy.logging.get_logger('depth_node').error(f'invalid configuration: {exc}')
         code = EXIT_CONFIG
@@ -831,25 +867,76 @@ def main(args=None) -> int:
             stuck = node.stuck_threads()
             if starter is not None and starter.is_alive():
                 stuck.append(starter.name)
-            else:   # never destroy the node under the start-up thread still using it
-                node.destroy_node()
-        rclpy.try_shutdown()
+            if first_signal:
+                took = (time.monotonic() - first_signal[0][1]) * 1e3
+                node.get_logger().info(
+                    f'stopping on {signal.Signals(first_signal[0][0]).name}: released in '
+                    f'{took:.0f} ms ({node.stop_wait_ms:.0f} ms of it for the workers to end '
+                    f'their frames); exit code {code}')
+            if starter is None or not starter.is_alive():
+                node.destroy_node()    # never under the start-up thread still using it
+        rclpy.try_shutdown()    # also flushes and closes the ROS log files
+    return code, stuck
+
+
+def _wake_executor_on_signals(node: DepthNode):
+    """
+    Make a signal end the executor's wait at once instead of at its next timeout.
+
+    Python runs a signal handler only when the main thread is back in Python code, and the
+    main thread spends its time inside rcl's wait. The C-level handler writes each signal to
+    the wake-up fd at once; a thread reading it triggers a guard condition, rcl's wait
+    returns, and our handler runs. Returns a function that undoes it and ends the thread.
+    """
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    guard = node.create_guard_condition(lambda: None)
+
+    def wake() -> None:
+        while os.read(read_fd, 64):   # b'' once the write end is closed: done
+            try:
+                guard.trigger()
+            except Exception:  # the node is already destroyed: the stop is under way
+                return
+        os.close(read_fd)
+    thread = threading.Thread(target=wake, name='dpt-signal-wake', daemon=True)
+    thread.start()
+    signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+
+    def undo() -> None:
+        signal.set_wakeup_fd(-1)
+        os.close(write_fd)
+        thread.join(1.0)
+    return undo
+
+
+def _exit_now(code: int, stuck: list[str]) -> None:
+    """
+    End the process with `code` now that the node has released everything it holds.
+
+    What a normal interpreter exit would still do is only slow, and sometimes harmful:
+    unloading torch, numba and ttnn took 0.45-2.5 s (over 5 s under disk load), long enough
+    for a launch system to escalate to SIGTERM; after a tt -> cpu fallback nanobind reports
+    every ttnn object still referenced as leaked (~40 lines); and with a worker still inside a
+    backend call in native code (torch, ttnn) that ignores our stop request, finalization
+    races that thread: when the call returns, re-taking the GIL ends the thread with a forced
+    unwind through C++ frames, which aborts the process ('terminate called without an active
+    exception', exit 134). So: run the Python exit handlers (as a normal exit would, also
+    while daemon threads still run), flush the streams, leave.
+    """
     if stuck:
-        # A worker is still inside a backend call in native code (torch, ttnn) that ignores
-        # our stop request. Letting the interpreter tear down now races that thread: when the
-        # call returns, re-taking the GIL during finalization ends the thread with a forced
-        # unwind through C++ frames, which aborts the process ('terminate called without an
-        # active exception', exit 134). Everything we own is released above (backend closed,
-        # node destroyed, context shut down), so skip the teardown: run the Python exit
-        # handlers (as a normal exit would, also while daemon threads still run), flush, leave.
         rclpy.logging.get_logger('depth_node').warning(
             f"exiting while {', '.join(stuck)} is still inside a backend call")
+    try:
         atexit._run_exitfuncs()
+    finally:
         logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # a closed pipe must not change the exit code
+                pass
         os._exit(code)
-    return code
 
 
 if __name__ == '__main__':

@@ -1,4 +1,5 @@
-"""The depth node's parameters: one declaration each, validation, and the topic names.
+"""
+The depth node's parameters: one declaration each, validation, and the topic names.
 
 This module is the single source of the node's defaults. `node.py` declares every entry of
 `PARAMS` with a ParameterDescriptor built from it, `config/dpt.yaml` mirrors the same names and
@@ -9,12 +10,12 @@ No rclpy here: validation is plain Python and is tested without a ROS graph.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 import math
 import re
-from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping
 
-from dpt_ros.backends import BACKENDS, BackendOptions
+from dpt_ros.backends import BackendOptions, BACKENDS
 
 _BACKEND_DEFAULTS = BackendOptions()
 
@@ -44,8 +45,8 @@ class Param:
     default: object
     description: str
     choices: tuple | Callable[[], Iterable[str]] | None = None
-    min: float | None = None
-    max: float | None = None
+    min: float | None = None  # noqa: A003 -- the descriptor range, named as ROS names it
+    max: float | None = None  # noqa: A003
     step: int = 0                  # integer parameters: valid values are min + k * step
     read_only: bool = True         # False: may be changed at runtime via `ros2 param set`
     free_form: str = ''            # words saying which values beyond `choices` are accepted
@@ -67,7 +68,7 @@ class Param:
         raise TypeError(f'unsupported default for {self.name}: {d!r}')
 
     def choice_list(self) -> tuple[str, ...]:
-        """The valid choices now (registries may grow at start-up), or () for none."""
+        """Return the valid choices now (registries may grow at start-up), or () for none."""
         if self.choices is None:
             return ()
         if callable(self.choices):
@@ -270,7 +271,8 @@ def check_value(name: str, value: object) -> str | None:
 
 
 def validate(values: Mapping[str, object]) -> list[str]:
-    """Check a full parameter set (missing names take defaults); one message per problem.
+    """
+    Check a full parameter set (missing names take defaults); one message per problem.
 
     Each message names the parameter, what is wrong and what would be valid, so a start-up
     failure is one readable line.
@@ -355,7 +357,7 @@ def check_runtime_change(changes: Mapping[str, object],
 
 
 def backend_options(values: Mapping[str, object]) -> BackendOptions:
-    """The BackendOptions a validated parameter set asks for."""
+    """Return the BackendOptions a validated parameter set asks for."""
     return BackendOptions(
         weights=values['weights'], image_size=values['image_size'], device=values['device'],
         dtype=values['dtype'], compile=values['compile'],

@@ -1,4 +1,5 @@
-"""Perf accounting shared by the runner, the node and the evaluation tools.
+"""
+Perf accounting shared by the runner, the node and the evaluation tools.
 
 One `PerfStats` per stream (a camera, a runner invocation). Stage times go in through
 `stage()` or `add_stage()`, frames complete through `frame_done()`, fallbacks through
@@ -102,7 +103,7 @@ class PerfStats:
         self.count('frames_received')
 
     def frame_done(self, latency_ms: float | None = None) -> None:
-        """A frame's outputs are out; latency is source stamp (or arrival) to publish."""
+        """Return a frame's outputs are out; latency is source stamp (or arrival) to publish."""
         self.output_rate.tick()
         self.count('frames_processed')
         if latency_ms is not None:

@@ -1,4 +1,5 @@
-"""Perf JSON + header JSON, readable by scripts written for the reference runner.
+"""
+Perf JSON + header JSON, readable by scripts written for the reference runner.
 
 `build_perf()` turns one measured run (a `RunTimings`, the backend, the pipeline's PerfStats)
 into a flat dict that carries the reference's keys (mode, tt_execution_mode, latency_ms_mean,
@@ -9,18 +10,17 @@ are strict JSON. No rclpy, no torch import.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from importlib import metadata
 import json
 import math
 import os
 import platform
 import socket
 import sys
-from dataclasses import dataclass, field
-from importlib import metadata
 
+from dpt_ros.perf import FALLBACK_KEYS, PerfStats, STAGES
 import numpy as np
-
-from dpt_ros.perf import FALLBACK_KEYS, STAGES, PerfStats
 
 # What each stage of the reference's breakdown covers, for people reading the JSON.
 MODULES = {
@@ -126,7 +126,7 @@ def _mean_std(values) -> tuple[float, float]:
 def build_perf(timings: RunTimings, backend_info, perf: PerfStats, *, requested_backend: str,
                fallback_reason: str | None, device_arg: str, strict: bool,
                images: dict | None = None, extra: dict | None = None) -> dict:
-    """The perf JSON dict for one run (see module doc)."""
+    """Return the perf JSON dict for one run (see module doc)."""
     info = backend_info
     ex = dict(info.extra)
     snap = perf.snapshot()
@@ -161,7 +161,7 @@ def build_perf(timings: RunTimings, backend_info, perf: PerfStats, *, requested_
     if breakdown:
         breakdown.setdefault('total_ms', sum(breakdown.get(k, 0.0) for k in BREAKDOWN_KEYS))
     else:
-        breakdown = {k: None for k in BREAKDOWN_KEYS + ('total_ms',)}
+        breakdown = dict.fromkeys(BREAKDOWN_KEYS + ('total_ms',))
 
     out = {
         # --- the reference's keys ---
@@ -228,7 +228,7 @@ def build_perf(timings: RunTimings, backend_info, perf: PerfStats, *, requested_
 
 
 def build_header(perf_json: dict, backend_info, model_config=None) -> dict:
-    """The header JSON: model description, input shape, device, mode, headline numbers."""
+    """Return the header JSON: model description, input shape, device, mode, headline numbers."""
     cfg = model_config
     s = int(perf_json.get('input_h') or backend_info.image_size)
     patch = int(getattr(cfg, 'patch_size', 16) or 16)

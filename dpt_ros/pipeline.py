@@ -1,4 +1,5 @@
-"""The depth pipeline: RGB frame -> preprocess -> backend.infer -> resize -> colourise.
+"""
+The depth pipeline: RGB frame -> preprocess -> backend.infer -> resize -> colourise.
 
 One `DepthPipeline` wraps one backend and is shared by the runner, the node and the evaluation
 tools, so every consumer gets the same numbers and the same stage timings. Decoding ROS
@@ -9,25 +10,25 @@ For throughput with batches or data-parallel backends the three steps are expose
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
-
-import numpy as np
 
 from dpt_ros import colorize as colorize_mod
-from dpt_ros.backends.base import INPUT_FORMATS, BackendError
+from dpt_ros.backends.base import BackendError, INPUT_FORMATS
 from dpt_ros.perf import PerfStats
 from dpt_ros.postprocess import resize_depth
 from dpt_ros.preprocess import check_rgb, normalize, preprocess, resize_pixels
+import numpy as np
 
 log = logging.getLogger('dpt_ros.pipeline')
 
 
 @dataclass
 class DepthResult:
-    """One frame's outputs.
+    """
+    One frame's outputs.
 
     depth: (H, W) float32 relative inverse depth at input size (larger = nearer).
     color: (H, W, 3) uint8 BGR false colour, or None when not asked for.
@@ -42,7 +43,8 @@ class DepthResult:
 
 
 class DepthPipeline:
-    """Preprocess, infer, postprocess and colourise frames with one backend.
+    """
+    Preprocess, infer, postprocess and colourise frames with one backend.
 
     `backend` is a DepthBackend, or the `StartedBackend` returned by `create_backend`; with
     the latter a fallback that happened at start-up is counted in `backend_fallback_count`
@@ -74,7 +76,7 @@ class DepthPipeline:
 
     @property
     def fell_back(self) -> bool:
-        """True when the running backend is a fallback for the one asked for."""
+        """Return True when the running backend is a fallback for the one asked for."""
         return self.fallback_reason is not None
 
     def set_colorization(self, colormap: str, norm: str, low: float, high: float) -> None:
@@ -90,13 +92,20 @@ class DepthPipeline:
 
     @property
     def input_format(self) -> str:
-        """What prepare() hands the current backend (backends/base.py): the resized uint8
-        pixels when it normalises them itself, else the processor's float32 tensor."""
+        """
+        Return what prepare() hands the current backend (backends/base.py).
+
+        The resized uint8 pixels when it normalises them itself, else the processor's float32
+        tensor.
+        """
         return getattr(self.backend.info, 'input_format', 'normalized')
 
     def model_input(self, rgb: np.ndarray) -> np.ndarray:
-        """(H, W, 3) uint8 RGB -> one frame in the backend's input format, unmeasured:
-        (S, S, 3) uint8 pixels or (3, S, S) float32. Raises InvalidImage on bad frames."""
+        """
+        (H, W, 3) uint8 RGB -> one frame in the backend's input format, unmeasured.
+
+        (S, S, 3) uint8 pixels or (3, S, S) float32. Raises InvalidImage on bad frames.
+        """
         if self.input_format == 'pixels':
             return resize_pixels(rgb, self.image_size)
         return preprocess(rgb, self.image_size)
@@ -107,8 +116,11 @@ class DepthPipeline:
             return self.model_input(rgb)
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        """A batch of prepare() outputs (one frame without the N axis is fine) -> (N, S, S)
-        float32 raw predicted_depth."""
+        """
+        Run a batch of prepare() outputs: (N, S, S) float32 raw predicted_depth.
+
+        One frame without the N axis is fine.
+        """
         batch = np.asarray(batch)
         if batch.ndim == 3:
             batch = batch[None]
@@ -145,7 +157,8 @@ class DepthPipeline:
     def finish(self, raw: np.ndarray, out_hw, want_color: bool = True,
                depth_out: np.ndarray | None = None,
                color_out: np.ndarray | None = None) -> DepthResult:
-        """(S, S) raw output -> DepthResult at out_hw (and colour when asked).
+        """
+        (S, S) raw output -> DepthResult at out_hw (and colour when asked).
 
         depth_out / color_out: arrays to write the depth / colour into (the node passes its
         messages' buffers, see image_codec.OutputImage); new arrays when None.

@@ -1,4 +1,5 @@
-"""Model output -> input-sized relative inverse depth, as transformers post-processes it.
+"""
+Model output -> input-sized relative inverse depth, as transformers post-processes it.
 
 DPT's `predicted_depth` is relative inverse depth (larger = nearer, unknown scale and shift) at
 model resolution S x S. `post_process_depth_estimation` resizes it to the image size with torch
@@ -9,9 +10,8 @@ torch is imported lazily so this module loads without it.
 """
 from __future__ import annotations
 
-import numpy as np
-
 from dpt_ros.errors import check_out_array
+import numpy as np
 
 RESIZE_METHODS = ('torch', 'cv2')
 
@@ -28,7 +28,8 @@ def _check_hw(out_hw) -> tuple[int, int]:
 
 def resize_depth(raw: np.ndarray, out_hw, method: str = 'torch',
                  out: np.ndarray | None = None) -> np.ndarray:
-    """Resize a (S, S) float32 depth map to (H, W) float32 (bicubic, half-pixel centres).
+    """
+    Resize a (S, S) float32 depth map to (H, W) float32 (bicubic, half-pixel centres).
 
     out: an (H, W) float32 C-contiguous array to write the result into (returned), e.g. the
     buffer of the message that will carry it; a new array when None.

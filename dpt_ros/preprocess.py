@@ -1,4 +1,5 @@
-"""Image -> model input, identical to the Intel/dpt-large image processor.
+"""
+Image -> model input, identical to the Intel/dpt-large image processor.
 
 The published processor stretches any image to S x S (no aspect-ratio keeping, no crop) with
 PIL's bicubic filter on the uint8 image, rescales by 1/255 and normalises with mean = std = 0.5.
@@ -20,11 +21,10 @@ Pure numpy + PIL + OpenCV (+ numba); no torch, no rclpy.
 from __future__ import annotations
 
 import cv2
-import numpy as np
-from PIL import Image
-
 from dpt_ros import resample
 from dpt_ros.errors import InvalidImage
+import numpy as np
+from PIL import Image
 
 DEFAULT_SIZE = 384
 IMAGE_MEAN = (0.5, 0.5, 0.5)
@@ -72,8 +72,11 @@ def resize_rgb(rgb: np.ndarray, size: int = DEFAULT_SIZE) -> np.ndarray:
 
 
 def normalize(resized: np.ndarray) -> np.ndarray:
-    """(S, S, 3) uint8 -> (3, S, S) float32 with the processor's rescale + normalise; a batch
-    (N, S, S, 3) -> (N, 3, S, S)."""
+    """
+    (S, S, 3) uint8 -> (3, S, S) float32 with the processor's rescale + normalise.
+
+    A batch (N, S, S, 3) -> (N, 3, S, S).
+    """
     resized = np.asarray(resized)
     if resized.ndim == 4:
         return np.stack([normalize(im) for im in resized])
@@ -87,7 +90,8 @@ def normalize(resized: np.ndarray) -> np.ndarray:
 
 
 def pixel_affine() -> tuple[np.ndarray, np.ndarray]:
-    """(scale, offset), each (3,) float64: normalised_c = pixel_c * scale_c + offset_c.
+    """
+    (scale, offset), each (3,) float64: normalised_c = pixel_c * scale_c + offset_c.
 
     The processor's rescale + normalise is affine per channel, so a model whose first layer
     is linear (DPT's patch-embedding conv) can absorb it into that layer's weights and bias
@@ -99,7 +103,8 @@ def pixel_affine() -> tuple[np.ndarray, np.ndarray]:
 
 
 def pixel_centre() -> np.ndarray:
-    """(3,) float64: per channel, the half-integer nearest the mean in pixel units (127.5).
+    """
+    (3,) float64: per channel, the half-integer nearest the mean in pixel units (127.5).
 
     A model that folds the normalisation in takes pixel - centre: exact in bfloat16 for every
     uint8 value (|v| <= 127.5 has 8 significant bits), and centred, so its first layer does
@@ -110,8 +115,11 @@ def pixel_centre() -> np.ndarray:
 
 
 def _compiled(size, method: str, rgb) -> bool:
-    """Check the arguments of preprocess / resize_pixels; True when the compiled resize
-    runs, False for Pillow."""
+    """
+    Check the arguments of preprocess / resize_pixels.
+
+    True when the compiled resize runs, False for Pillow.
+    """
     if not isinstance(size, (int, np.integer)) or size <= 0:
         raise ValueError(f'size must be a positive integer, got {size!r}')
     if method not in METHODS:
@@ -122,7 +130,8 @@ def _compiled(size, method: str, rgb) -> bool:
 
 
 def preprocess(rgb: np.ndarray, size: int = DEFAULT_SIZE, method: str = 'auto') -> np.ndarray:
-    """(H, W, 3) uint8 RGB of any size/aspect -> (3, size, size) float32 model input.
+    """
+    (H, W, 3) uint8 RGB of any size/aspect -> (3, size, size) float32 model input.
 
     method: 'auto' (compiled where numba is importable, else Pillow), 'compiled', 'pillow';
     all give identical results. Raises InvalidImage for a wrong dtype/shape or an empty image.
@@ -133,8 +142,11 @@ def preprocess(rgb: np.ndarray, size: int = DEFAULT_SIZE, method: str = 'auto') 
 
 
 def resize_pixels(rgb: np.ndarray, size: int = DEFAULT_SIZE, method: str = 'auto') -> np.ndarray:
-    """(H, W, 3) uint8 RGB of any size/aspect -> (size, size, 3) uint8 RGB: the processor's
-    resize without its normalisation, the input of backends whose `input_format` is 'pixels'.
+    """
+    (H, W, 3) uint8 RGB of any size/aspect -> (size, size, 3) uint8 RGB.
+
+    The processor's resize without its normalisation, the input of backends whose `input_format` is
+    'pixels'.
 
     Always a new array (the caller may hand it to another thread while the frame's message
     is reused). Same methods and errors as `preprocess`; both give the same pixels.
@@ -145,7 +157,7 @@ def resize_pixels(rgb: np.ndarray, size: int = DEFAULT_SIZE, method: str = 'auto
 
 
 def preprocess_batch(images, size: int = DEFAULT_SIZE) -> np.ndarray:
-    """A list of RGB frames -> (N, 3, size, size) float32."""
+    """Return a list of RGB frames -> (N, 3, size, size) float32."""
     return np.stack([preprocess(im, size) for im in images])
 
 

@@ -1,4 +1,5 @@
-"""The evaluation report: report.json for scripts, report.html (+ PNGs) for people.
+"""
+The evaluation report: report.json for scripts, report.html (+ PNGs) for people.
 
 Charts are drawn with OpenCV and numpy (no matplotlib here): a latency histogram, FPS over
 time, and per-frame strips RGB | predicted colour depth | ground truth | error. A red
@@ -14,9 +15,8 @@ import os
 from pathlib import Path
 
 import cv2
-import numpy as np
-
 from dpt_ros import colorize as colorize_mod
+import numpy as np
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _INK = (40, 40, 40)
@@ -141,7 +141,8 @@ def fps_chart(times_s, fps, title: str = 'Output FPS over time',
 
 def fps_series(times_s, window_s: float = 1.0,
                origin: float | None = None) -> tuple[list[float], list[float]]:
-    """Output FPS per `window_s` bin from output arrival times (s). Returns (bin centres, fps).
+    """
+    Output FPS per `window_s` bin from output arrival times (s). Returns (bin centres, fps).
 
     Times are taken from `origin` (default: the first arrival), e.g. 0 = the first input.
     """
@@ -168,7 +169,8 @@ def _panel(img: np.ndarray, label: str, height: int = STRIP_HEIGHT) -> np.ndarra
 def frame_strip(rgb: np.ndarray, color_bgr: np.ndarray, gt_depth: np.ndarray | None = None,
                 abs_rel_err: np.ndarray | None = None, title: str = '',
                 err_max: float = 0.5) -> np.ndarray:
-    """One BGR strip: RGB | predicted colour depth | ground truth | |error| (when given).
+    """
+    One BGR strip: RGB | predicted colour depth | ground truth | |error| (when given).
 
     Ground truth is drawn as inverse depth with the prediction's colormap (near = hot, as in
     the prediction); the error panel maps AbsRel 0..err_max to inferno; unknown = black.
@@ -234,31 +236,30 @@ def _table(rows: dict) -> str:
     return f'<table>{cells}</table>'
 
 
-_CSS = '''body{font-family:sans-serif;margin:24px;color:#222;max-width:1400px}
+_CSS = """body{font-family:sans-serif;margin:24px;color:#222;max-width:1400px}
 .banner{background:#c0392b;color:#fff;padding:14px 18px;font-size:20px;font-weight:bold;
 border-radius:4px;margin-bottom:18px}
 .warn{background:#f6e05e;padding:10px 14px;border-radius:4px;margin:8px 0}
 table{border-collapse:collapse;margin:8px 0 18px}th,td{border:1px solid #ccc;padding:4px 10px;
 text-align:left;font-size:14px}th{background:#f3f3f3;font-weight:normal;color:#555}
 img{max-width:100%;border:1px solid #ddd;margin:4px 0}h2{margin-top:28px}
-.muted{color:#777;font-size:13px}'''
+.muted{color:#777;font-size:13px}"""
 
 
 def write_report(out_dir: str | Path, results: dict, strips: list[tuple[str, np.ndarray]],
                  latencies_ms=(), out_times_s=(), target_fps: float | None = None) -> dict:
-    """Write report.json, report.html, latency.png, fps.png and strips/*.png under `out_dir`.
+    """
+    Write report.json, report.html, latency.png, fps.png and strips/*.png under `out_dir`.
 
-    Args:
-        results: JSON-able dict. Recognised sections: 'summary' (table at the top),
-            'accuracy', 'throughput', 'pcc', 'backend', 'input', 'warnings' (list of str),
-            'weights_random' (bool: the banner), 'frames' (per-frame records, JSON only).
-        strips: (caption, BGR image) per illustrated frame.
-        latencies_ms: per-frame latencies for the histogram.
-        out_times_s: output arrival times (s) for FPS over time.
-        target_fps: the input rate, drawn as a reference line.
+    :param results: JSON-able dict. Recognised sections: 'summary' (table at the top),
+        'accuracy', 'throughput', 'pcc', 'backend', 'input', 'warnings' (list of str),
+        'weights_random' (bool: the banner), 'frames' (per-frame records, JSON only).
+    :param strips: (caption, BGR image) per illustrated frame.
+    :param latencies_ms: per-frame latencies for the histogram.
+    :param out_times_s: output arrival times (s) for FPS over time.
+    :param target_fps: the input rate, drawn as a reference line.
 
-    Returns:
-        {'json': path, 'html': path, 'latency_png': path, 'fps_png': path, 'strips': [paths]}
+    :returns: {'json': path, 'html': path, 'latency_png': path, 'fps_png': path, 'strips': [paths]}
     """
     out = Path(out_dir)
     (out / 'strips').mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,5 @@
-"""PIL's bicubic resize of uint8 RGB, bit for bit, fused with the processor's normalisation.
+"""
+PIL's bicubic resize of uint8 RGB, bit for bit, fused with the processor's normalisation.
 
 Why this exists: the model input must equal what Intel/dpt-large's image processor produces,
 and that processor resizes with Pillow's bicubic filter on the uint8 image. Pillow does that
@@ -27,9 +28,8 @@ import functools
 import math
 
 import cv2
-import numpy as np
-
 from dpt_ros import jit
+import numpy as np
 
 # Fixed-point fraction bits of Pillow's 8-bit resampling: 32-bit sums, 8 bits of value, two
 # bits of headroom for the bicubic kernel's negative lobes and overshoot.
@@ -39,8 +39,9 @@ _HALF = 1 << (FRACTION_BITS - 1)
 _BICUBIC_A = -0.5
 _BICUBIC_SUPPORT = 2.0
 
+
 def available() -> bool:
-    """True when the compiled path can run (numba importable)."""
+    """Return True when the compiled path can run (numba importable)."""
     return jit.numba is not None
 
 
@@ -55,7 +56,8 @@ def _bicubic(x: float) -> float:
 
 @functools.lru_cache(maxsize=64)
 def bicubic_weights(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Fixed-point weights of a 1-D bicubic resample in_size -> out_size (whole image).
+    """
+    Fixed-point weights of a 1-D bicubic resample in_size -> out_size (whole image).
 
     Returns (bounds, weights): bounds[i] = (first input index, number of taps) of output i,
     weights[i, :taps] the int32 weights (sum about 2**22). Computed once per size pair.
@@ -98,7 +100,8 @@ if jit.available():
 
     @jit.kernel
     def _accumulate(flat, first, taps, weights, j, acc):
-        """acc = one half + sum over the taps of row (first + t) x weight: whole rows at a time.
+        """
+        Compute acc = one half + sum of taps: row (first + t) x weight, whole rows at a time.
 
         The inner loop runs over a contiguous row (width x 3 values), which LLVM vectorises;
         this is why both passes are written as row passes (the column pass works on a
@@ -127,7 +130,8 @@ if jit.available():
 
     @jit.kernel
     def _resample_rows_to_chw(src, row0, bounds, weights, lut, out):
-        """As _resample_rows, but writes lut[c, value] into out (3, S, C) float32.
+        """
+        As _resample_rows, but writes lut[c, value] into out (3, S, C) float32.
 
         Each output row is clipped to uint8 in one vectorised loop, then looked up plane by
         plane, so every write is contiguous (~25% faster than one interleaved loop).
@@ -169,7 +173,8 @@ _PILLOW_MAJOR = _pillow_major()
 
 
 def pillow_vertical_first(in_h: int, in_w: int, out_h: int, out_w: int) -> bool:
-    """Which pass Pillow runs first; the intermediate is rounded to uint8, so order matters.
+    """
+    Which pass Pillow runs first; the intermediate is rounded to uint8, so order matters.
 
     Pillow before 13 always resamples horizontally first. Pillow 13 runs the vertical pass
     first when the height shrinks by more than twice as many pixels as the width does.
@@ -190,8 +195,11 @@ def _resample_columns(src: np.ndarray, out_w: int) -> np.ndarray:
 
 
 def _resize(rgb: np.ndarray, size: int, lut: np.ndarray | None) -> np.ndarray:
-    """Pillow's bicubic resize to size x size; uint8 (size, size, 3) when lut is None, else
-    the normalised float32 (3, size, size) written in the last pass (no uint8 image between).
+    """
+    Pillow's bicubic resize to size x size.
+
+    Uint8 (size, size, 3) when lut is None, else the normalised float32 (3, size, size) written in
+    the last pass (no uint8 image between).
     """
     if not available():
         raise RuntimeError(f'numba is not importable ({jit.IMPORT_ERROR}); use Pillow')
@@ -234,14 +242,18 @@ def _resize(rgb: np.ndarray, size: int, lut: np.ndarray | None) -> np.ndarray:
 
 
 def resize_rgb(rgb: np.ndarray, size: int) -> np.ndarray:
-    """(H, W, 3) uint8 -> (size, size, 3) uint8, equal to Pillow's
-    Image.resize((size, size), BICUBIC); always a new C-contiguous array. Requires available().
+    """
+    Resize (H, W, 3) uint8 to (size, size, 3) uint8, equal to Pillow's bicubic resize.
+
+    Equal to Image.resize((size, size), BICUBIC); always a new C-contiguous array. Requires
+    available().
     """
     return _resize(rgb, size, None)
 
 
 def resize_normalize(rgb: np.ndarray, size: int, lut: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 -> (3, size, size) float32: Pillow bicubic, then lut[c, value].
+    """
+    (H, W, 3) uint8 -> (3, size, size) float32: Pillow bicubic, then lut[c, value].
 
     Requires available(). The uint8 image after resizing equals Pillow's
     Image.resize((size, size), BICUBIC) exactly; `lut` is the (3, 256) float32 table of the

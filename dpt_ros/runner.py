@@ -1,4 +1,5 @@
-"""Command-line runner, flag-compatible with tt-metal's DPT-Large demo runner.
+"""
+Command-line runner, flag-compatible with tt-metal's DPT-Large demo runner.
 
     python -m dpt_ros.runner [--image X | --images-dir D] [--device cpu|cuda|wormhole_n150|
         wormhole_n300|blackhole] [--tt-run] [--dp 1|2] [--batch-size N] [--warmup 1]
@@ -32,12 +33,11 @@ import os
 import sys
 import time
 
-import numpy as np
-
 from dpt_ros.backends import BackendOptions
 from dpt_ros.colorize import COLORMAPS, DEFAULT_COLORMAP, NORM_MODES
 from dpt_ros.errors import InvalidImage
 from dpt_ros.images import SUPPORTED_EXTENSIONS
+import numpy as np
 
 log = logging.getLogger('dpt_ros.runner')
 
@@ -55,7 +55,7 @@ class RunFailed(RuntimeError):
 
 def build_parser(prog: str = 'dpt_ros.runner',
                  description: str = 'Run DPT-Large depth on images.') -> argparse.ArgumentParser:
-    """The runner's flags (shared with eval_pcc)."""
+    """Return the runner's flags (shared with eval_pcc)."""
     p = argparse.ArgumentParser(prog=prog, description=description)
     src = p.add_mutually_exclusive_group()
     src.add_argument('--image', help='one image file (%s); default: a bundled offline picture'
@@ -80,8 +80,8 @@ def build_parser(prog: str = 'dpt_ros.runner',
     p.add_argument('--tt-execution-mode', default=_DEFAULTS.execution_mode,
                    choices=EXECUTION_MODES, help='TT execution mode (default %(default)s)')
     p.add_argument('--weights', default=_DEFAULTS.weights,
-                   help="auto | Intel/dpt-large | <local dir> | random | tiny-random "
-                   "(auto: hub/cache, else random weights, flagged loudly)")
+                   help='auto | Intel/dpt-large | <local dir> | random | tiny-random '
+                   '(auto: hub/cache, else random weights, flagged loudly)')
     p.add_argument('--dtype', default=None, choices=('fp32', 'bf16'),
                    help='torch / openvino precision (default fp32)')
     p.add_argument('--compile', action='store_true', help='torch.compile the torch backend')
@@ -115,7 +115,7 @@ def add_output_args(p: argparse.ArgumentParser) -> None:
 
 
 def check_args(p: argparse.ArgumentParser, args) -> None:
-    """The reference's flag rules, plus ours; p.error() exits 2 with the message."""
+    """Return the reference's flag rules, plus ours; p.error() exits 2 with the message."""
     tt_device = args.device in TT_DEVICES
     if args.tt_run and not tt_device:
         p.error(f'--tt-run needs a TT device (--device {" | ".join(TT_DEVICES)}), '
@@ -168,7 +168,7 @@ def resolve_backend(p: argparse.ArgumentParser, args) -> str:
 
 
 def backend_options(args) -> BackendOptions:
-    """BackendOptions from parsed flags (the one place flags become backend settings)."""
+    """Build BackendOptions from parsed flags (the one place flags become settings)."""
     return BackendOptions(
         weights=args.weights, image_size=args.image_size, device=args.device,
         dtype=args.dtype, compile=bool(args.compile), execution_mode=args.tt_execution_mode,
@@ -177,7 +177,8 @@ def backend_options(args) -> BackendOptions:
 
 
 def start_backend(args, loaded=None):
-    """Start the backend the flags ask for under the fallback policy -> StartedBackend.
+    """
+    Start the backend the flags ask for under the fallback policy -> StartedBackend.
 
     Raises RunFailed (clear message) when it cannot start and fallback is not allowed.
     """
@@ -206,8 +207,11 @@ def start_backend(args, loaded=None):
 
 
 def collect_sources(args) -> list[str] | None:
-    """File paths to load, or None for the bundled image. Raises InvalidImage for a missing
-    or empty folder (the message names the supported extensions)."""
+    """
+    File paths to load, or None for the bundled image.
+
+    Raises InvalidImage for a missing or empty folder (the message names the supported extensions).
+    """
     from dpt_ros.images import list_images
     if args.image:
         return [args.image]
@@ -264,10 +268,8 @@ def _batches(items, size):
 def run(args) -> dict:
     """Run the flags' job; returns a summary dict. Raises RunFailed when nothing ran."""
     import cv2
-
     from dpt_ros.perf import PerfStats
-    from dpt_ros.perf_report import (RunTimings, build_header, build_perf, header_path,
-                                     write_perf)
+    from dpt_ros.perf_report import build_header, build_perf, header_path, RunTimings, write_perf
     from dpt_ros.pipeline import DepthPipeline
 
     perf = PerfStats(window=100000)

@@ -1,4 +1,5 @@
-"""Build small rosbag2 sample bags from images that ship offline with scikit-image.
+"""
+Build small rosbag2 sample bags from images that ship offline with scikit-image.
 
 Frames cycle through astronaut, coffee, chelsea, rocket and the Middlebury 2014 "Motorcycle"
 left view (`skimage.data.stereo_motorcycle()`). The Motorcycle frame also gets metric ground
@@ -14,14 +15,13 @@ with --compressed), /camera/camera_info, /camera/depth_gt. Usage:
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 from dataclasses import dataclass
+import logging
 from pathlib import Path
-
-import numpy as np
+import sys
 
 from dpt_ros import bagio
+import numpy as np
 
 log = logging.getLogger('dpt_ros.sample_bag')
 
@@ -112,17 +112,17 @@ def make_sample_bag(path: str | Path, storage: str = 'mcap', frames: int | None 
                     size: tuple[int, int] | None = DEFAULT_SIZE,
                     sources: tuple[str, ...] = SOURCES, compressed: bool = False,
                     overwrite: bool = False) -> SampleBagInfo:
-    """Write a sample bag; returns what was written.
+    """
+    Write a sample bag; returns what was written.
 
-    Args:
-        path: bag directory to create.
-        storage: 'mcap' or 'sqlite3'.
-        frames: number of camera frames (cycling through `sources`); None = one per source.
-        rate_hz: frame rate of the stamps.
-        size: (width, height) every frame is resized to; None keeps each picture's size.
-        sources: which pictures, in order (names from SOURCES).
-        compressed: write JPEG CompressedImage on COMPRESSED_TOPIC instead of raw rgb8.
-        overwrite: replace an existing bag at `path`.
+    :param path: bag directory to create.
+    :param storage: 'mcap' or 'sqlite3'.
+    :param frames: number of camera frames (cycling through `sources`); None = one per source.
+    :param rate_hz: frame rate of the stamps.
+    :param size: (width, height) every frame is resized to; None keeps each picture's size.
+    :param sources: which pictures, in order (names from SOURCES).
+    :param compressed: write JPEG CompressedImage on COMPRESSED_TOPIC instead of raw rgb8.
+    :param overwrite: replace an existing bag at `path`.
     """
     if rate_hz <= 0:
         raise ValueError(f'rate must be > 0 Hz, got {rate_hz}')

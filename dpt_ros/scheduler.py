@@ -1,4 +1,5 @@
-"""Frame scheduling between camera callbacks and the backend: no stale queues, in-order output.
+"""
+Frame scheduling between camera callbacks and the backend: no stale queues, in-order output.
 
 Three kinds of threads, so that the executor callback only drops a message into a slot:
 
@@ -48,18 +49,19 @@ Pure Python: the stages are callables, so this is tested without rclpy or a mode
 from __future__ import annotations
 
 import collections
+from dataclasses import dataclass, field
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Callable
 
 from dpt_ros.errors import InvalidImage
-from dpt_ros.perf import PerfStats, percentile
+from dpt_ros.perf import percentile, PerfStats
 
 
 class RejectLogThrottle:
-    """Decides which rejections are logged: one line per (camera, reason) per interval.
+    """
+    Decides which rejections are logged: one line per (camera, reason) per interval.
 
     `admit(camera, reason, now)` returns None while a line for that key was written less than
     `interval_s` ago (the rejection is then only counted here), else the number of rejections
@@ -151,7 +153,8 @@ class Health:
 
 
 class FrameScheduler:
-    """Latest-frame slots, a prepare thread, `concurrency` inference workers, a finish thread.
+    """
+    Latest-frame slots, a prepare thread, `concurrency` inference workers, a finish thread.
 
     prepare(frame) -> prepared      may raise InvalidImage (counted rejected, with reason)
     infer(prepared) -> result       any exception counts the frame failed
@@ -224,7 +227,8 @@ class FrameScheduler:
             self._cond.notify_all()
 
     def stop(self, timeout: float = 1.0) -> bool:
-        """Stop all threads; frames not yet published are counted dropped (shutdown).
+        """
+        Stop all threads; frames not yet published are counted dropped (shutdown).
 
         Returns True when every thread ended within `timeout` (a hung backend call may not).
         """
@@ -282,7 +286,7 @@ class FrameScheduler:
             return int(cam.slot is not None) + cam.waiting_prepared
 
     def max_pending(self, camera: str) -> int:
-        """The most frames of `camera` ever waiting at once (slot + prepared)."""
+        """Return the most frames of `camera` ever waiting at once (slot + prepared)."""
         return self._cams[camera].max_pending
 
     def wait_idle(self, timeout: float) -> bool:
@@ -300,7 +304,8 @@ class FrameScheduler:
         self.total.count(key, reason=reason)
 
     def _pick_camera(self) -> tuple[_Camera | None, float | None]:
-        """The camera whose slot frame to prepare now, or (None, seconds until one is due).
+        """
+        Return the camera whose slot frame to prepare now, or (None, seconds until one is due).
 
         Round robin so one fast camera cannot starve the others. A camera with no prepared
         frame waiting is due at once (while a worker can still take it); one whose prepared

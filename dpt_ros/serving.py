@@ -1,4 +1,5 @@
-"""Process-wide settings for a process that serves frames (the node), applied after start-up.
+"""
+Process-wide settings for a process that serves frames (the node), applied after start-up.
 
 Pure Python (ctypes + gc); no rclpy. node.main() calls tune_process_for_serving() once the
 model is loaded and warmed up; test/test_serving_tuning.py measures its effect.
@@ -34,7 +35,8 @@ def _tune_malloc() -> bool:
 
 
 def tune_process_for_serving() -> dict:
-    """Process-wide settings for serving frames, applied once start-up is done.
+    """
+    Process-wide settings for serving frames, applied once start-up is done.
 
     The malloc options (above), and gc.freeze(): torch, transformers and rclpy leave some
     400,000 long-lived objects, and a full collection walks them all while holding the GIL

@@ -1,7 +1,8 @@
-"""Launch the dpt_ros depth node (and optionally RViz 2).
+r"""
+Launch the dpt_ros depth node (and optionally RViz 2).
 
     ros2 launch dpt_ros depth.launch.py image:=/camera/image_raw
-    ros2 launch dpt_ros depth.launch.py image:=/camera/image_raw backend:=tt \\
+    ros2 launch dpt_ros depth.launch.py image:=/camera/image_raw backend:=tt \
         device:=wormhole_n300 rviz:=true
 
 Every parameter default lives in config/dpt.yaml: an argument left empty ('') means "use the
@@ -9,18 +10,25 @@ params file", so defaults are never repeated here. `image` remaps the node's `im
 its sibling `camera_info` (image_transport convention: /camera/image_raw ->
 /camera/camera_info). Without a ROS install (no `ros2` CLI) the same node starts with
 `depth_node --ros-args --params-file config/dpt.yaml -r image:=/camera/image_raw`.
+
+What this file refuses, before any process starts (one line each, and `ros2 launch` exits 1):
+a params_file that is not a file, rviz:=true without rviz2 installed, an rviz value that is
+not true/false. When the node exits with an error code the launch stops and exits 1, naming
+the node and its code; when the node exits 0 (it was stopped) the launch shuts down with 0.
 """
 import os
 
-from ament_index_python.packages import get_package_share_directory
+from ament_index_python.packages import (get_package_prefix, get_package_share_directory,
+                                         PackageNotFoundError)
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, Shutdown
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 PACKAGE = 'dpt_ros'
 EXECUTABLE = 'depth_node'
 NODE_NAME = 'depth_node'
+RVIZ_PACKAGE = RVIZ_EXECUTABLE = 'rviz2'
 
 # (name, default, description). Empty defaults defer to the params file.
 ARGUMENTS = (
@@ -31,9 +39,26 @@ ARGUMENTS = (
     ('backend', '', "Override the params file's `backend` (torch | tt); empty = keep it."),
     ('device', '', "Override the params file's `device` (cpu | cuda | wormhole_n300 ...); "
                    'empty = keep it.'),
+    ('weights', '', "Override the params file's `weights` (auto | Intel/dpt-large | "
+                    '<save_pretrained directory> | random | tiny-random); empty = keep it.'),
     ('namespace', '', 'Namespace for the node and all its topics; empty = none.'),
     ('rviz', 'false', 'true: also start rviz2 with config/depth.rviz (input + colour depth).'),
 )
+# Arguments that override the node parameter of the same name when not empty.
+OVERRIDES = ('backend', 'device', 'weights')
+
+# launch's own default escalation is SIGINT, then SIGTERM after 5 s. The node treats a second
+# signal as "exit now, skip the cleanup", so a SIGTERM must not come while it still releases
+# the device: it waits at most 1 s for a running inference call and 1 s for a start-up step,
+# then closes the backend (the TT device and its traces; not measured on a card yet).
+SIGTERM_TIMEOUT_S = '10'
+
+# What the node's exit codes mean (dpt_ros/node.py).
+EXIT_MEANINGS = {1: 'unexpected error', 2: 'invalid parameter or a backend that cannot start'}
+
+
+class LaunchRefused(RuntimeError):
+    """An argument this launch cannot honour; raised before any action exists."""
 
 
 def _sibling(topic: str, name: str) -> str:
@@ -53,7 +78,32 @@ def _truthy(value: str) -> bool:
         return True
     if value.lower() in ('false', '0', 'no', 'off', ''):
         return False
-    raise ValueError(f"rviz:={value!r}: use true or false")
+    raise LaunchRefused(f'rviz:={value}: use true or false; nothing started')
+
+
+def _require_executable(package: str, executable: str, why: str) -> None:
+    # launch_ros would find out only when it starts that process, after the actions before
+    # it have started theirs, and a failed launch then leaves those running (issue 16).
+    try:
+        prefix = get_package_prefix(package)
+    except PackageNotFoundError:
+        raise LaunchRefused(f"{why}, but package '{package}' is not installed (or not in "
+                            'AMENT_PREFIX_PATH); nothing started') from None
+    path = os.path.join(prefix, 'lib', package, executable)
+    if not os.access(path, os.X_OK):
+        raise LaunchRefused(f'{why}, but {path} is not an executable; nothing started')
+
+
+def _on_node_exit(event, context):
+    """Stop the launch when the node ends: with an error when its exit code says one."""
+    code = event.returncode
+    if code == 0:
+        # Stopped from outside (not by this launch shutting down): end the launch with it.
+        return None if context.is_shutdown else [Shutdown(reason=f'{NODE_NAME} exited')]
+    meaning = EXIT_MEANINGS.get(code, f'killed by signal {-code}' if code < 0 else 'error')
+    # An exception is how a launch ends with a non-zero code: `ros2 launch` prints it as one
+    # line ("Caught exception in launch ...") and exits 1.
+    raise RuntimeError(f'{NODE_NAME} exited with code {code} ({meaning}; see its log above)')
 
 
 def _actions(context, *args, **kwargs):
@@ -62,7 +112,13 @@ def _actions(context, *args, **kwargs):
 
     share = get_package_share_directory(PACKAGE)
     params_file = arg('params_file') or os.path.join(share, 'config', 'dpt.yaml')
-    overrides = {name: arg(name) for name in ('backend', 'device') if arg(name)}
+    if not os.path.isfile(params_file):
+        # launch_ros only warns and starts the node on its code defaults.
+        raise LaunchRefused(f'params_file:={params_file} is not a file; nothing started')
+    with_rviz = _truthy(arg('rviz'))
+    if with_rviz:
+        _require_executable(RVIZ_PACKAGE, RVIZ_EXECUTABLE, 'rviz:=true')
+    overrides = {name: arg(name) for name in OVERRIDES if arg(name)}
     namespace = arg('namespace')
     image = arg('image')
     remappings = []
@@ -71,11 +127,12 @@ def _actions(context, *args, **kwargs):
     parameters = [params_file] + ([overrides] if overrides else [])
     actions = [Node(package=PACKAGE, executable=EXECUTABLE, name=NODE_NAME,
                     namespace=namespace, parameters=parameters, remappings=remappings,
-                    output='screen', emulate_tty=True)]
-    if _truthy(arg('rviz')):
+                    output='screen', emulate_tty=True, sigterm_timeout=SIGTERM_TIMEOUT_S,
+                    on_exit=_on_node_exit)]
+    if with_rviz:
         # The RViz config names the default topics; point them at this launch's topics.
         actions.append(Node(
-            package='rviz2', executable='rviz2', name='rviz2', output='screen',
+            package=RVIZ_PACKAGE, executable=RVIZ_EXECUTABLE, name='rviz2', output='screen',
             arguments=['-d', os.path.join(share, 'config', 'depth.rviz')],
             remappings=[('/image', _qualify(namespace, image or 'image')),
                         ('/depth_relative/color', _qualify(namespace,

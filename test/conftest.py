@@ -1,5 +1,8 @@
-"""Test-wide environment: DDS on loopback with a session-unique domain, temp logs/caches,
-and no model-hub access (nothing can be downloaded here; an attempt would only add timeouts).
+"""
+Test-wide environment.
+
+DDS on loopback with a session-unique domain, temp logs/caches, and no model-hub access (nothing
+can be downloaded here; an attempt would only add timeouts).
 """
 import os
 import sys

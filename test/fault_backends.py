@@ -1,4 +1,5 @@
-"""Test doubles for the reliability suite: depth backends that misbehave on purpose.
+"""
+Test doubles for the reliability suite: depth backends that misbehave on purpose.
 
 They implement the real `DepthBackend` interface with no model (output = brightness, like
 stand_in_backends) and exist only because a backend fault cannot be produced on demand with a
@@ -34,9 +35,8 @@ import os
 import threading
 import time
 
-import numpy as np
-
 from dpt_ros.backends.base import BackendError, BackendInfo
+import numpy as np
 from stand_in_backends import brightness
 
 FAULTS = ','.join(f'fault_{n}=fault_backends:create_{f}' for n, f in (
@@ -147,8 +147,8 @@ def create_ok(opts) -> FaultBackend:
 
 def create_every_nth(opts) -> FaultBackend:
     """Every Nth call raises BackendError (DPT_ROS_FAULT_EVERY, default 3)."""
-    return FaultBackend(opts, 'fault_every', every=int(os.environ.get('DPT_ROS_FAULT_EVERY',
-                                                                       '3')))
+    every = int(os.environ.get('DPT_ROS_FAULT_EVERY', '3'))
+    return FaultBackend(opts, 'fault_every', every=every)
 
 
 def create_dying(opts) -> FaultBackend:

@@ -1,4 +1,5 @@
-"""Test double for the metric-depth node tests: a backend whose output has invalid pixels.
+"""
+Test double for the metric-depth node tests: a backend whose output has invalid pixels.
 
 A real DPT never returns NaN or inf, but an overflowing low-precision device run can; the
 metric output must then say "invalid" (NaN), not a distance. This stand-in returns the same
@@ -10,7 +11,6 @@ block at fixed places of the S x S output. Registered in a node subprocess with
 from __future__ import annotations
 
 import numpy as np
-
 from stand_in_backends import StandInBackend
 
 # Blocks as fractions of the S x S output (rows, cols), so any image_size works.

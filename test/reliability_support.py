@@ -1,4 +1,5 @@
-"""Shared pieces of the reliability suite (tests and bench/bench_stress.py).
+"""
+Shared pieces of the reliability suite (tests and bench/bench_stress.py).
 
 The node runs in a subprocess (`ros_harness.NodeProcess`) with both the stand-in and the fault
 backends registered; these helpers read its counters from /diagnostics, sample its RSS, threads
@@ -11,9 +12,8 @@ import re
 import threading
 import time
 
-from ros_harness import STAND_INS, NodeProcess, diag_values, level_of
-
 from fault_backends import FAULTS
+from ros_harness import diag_values, level_of, NodeProcess, STAND_INS
 
 COUNT_KEYS = ('frames_received', 'frames_processed', 'frames_dropped', 'frames_rejected',
               'frames_failed')
@@ -22,7 +22,7 @@ _REASON_RE = re.compile(r'([a-z_]+):([A-Za-z0-9_]+)=(\d+)')
 
 
 def start_node(values: dict, env: dict | None = None, **kwargs) -> NodeProcess:
-    """The depth node in a subprocess with stand-in and fault backends registered."""
+    """Return the depth node in a subprocess with stand-in and fault backends registered."""
     full = {'DPT_ROS_EXTRA_BACKENDS': f'{STAND_INS},{FAULTS}'}
     full.update(env or {})
     return NodeProcess(values, env=full, **kwargs)
@@ -121,7 +121,7 @@ class Diagnostics:
 
 
 def reconciles(c: dict) -> bool:
-    """received == processed + dropped + rejected + failed (the pipeline is idle)."""
+    """Check received == processed + dropped + rejected + failed (pipeline idle)."""
     return c['frames_received'] == (c['frames_processed'] + c['frames_dropped'] +
                                     c['frames_rejected'] + c['frames_failed'])
 
@@ -173,7 +173,8 @@ def line_outcome(line: str):
 
 def send_lock_step(graph, node, pub, depth: list, msg, tag: str, timeout: float = 60.0,
                    lines: NodeLines | None = None):
-    """Publish `msg` (frame_id `tag`, stamped now) and wait for what became of it.
+    """
+    Publish `msg` (frame_id `tag`, stamped now) and wait for what became of it.
 
     Returns ('ok', output Image), ('rejected', reason) or ('failed', reason). Only one frame
     may be in flight: `depth` (a matched depth_relative subscription's list) must be empty.
@@ -215,7 +216,8 @@ def percentiles(values, qs=(50, 95, 99)) -> dict:
 
 
 class PacedPublisher:
-    """Publishes one prepared image at a fixed rate from its own thread and rclpy context.
+    """
+    Publishes one prepared image at a fixed rate from its own thread and rclpy context.
 
     Each message is stamped with the current time just before it is published, so the node's
     stamp -> publish latency is the real end-to-end delay.
@@ -260,16 +262,16 @@ class PacedPublisher:
 
 def run_load(graph, node, *, hz: float, duration_s: float, warmup_s: float,
              size=(240, 320), sample_every_s: float = 0.25) -> dict:
-    """Drive `node` with `size` rgb8 frames at `hz` for `duration_s`; return the figures.
+    """
+    Drive `node` with `size` rgb8 frames at `hz` for `duration_s`; return the figures.
 
     Figures: frames sent and the node's counters and reasons once it is idle; RSS / threads /
     fds at start, after warm-up, peak and end; latency percentiles from the node (header stamp
     -> publish, and receive -> publish) and measured here (stamp -> arrival, after warm-up).
     """
-    from sensor_msgs.msg import Image
-
     from dpt_ros import image_codec
     from ros_harness import rgb_image
+    from sensor_msgs.msg import Image
     diags = Diagnostics(graph)
     seen: list[tuple[int, int]] = []    # (stamp ns, arrival ns): outputs are not kept
 
@@ -342,12 +344,15 @@ def run_load(graph, node, *, hz: float, duration_s: float, warmup_s: float,
 
 def run_soak(graph, node, *, frames: int, warmup_frames: int, size=(120, 160),
              sample_every: int = 50, per_frame_timeout: float = 30.0) -> dict:
-    """Push `frames` frames through the node one at a time (the next is sent when the last
-    came out, so none is dropped) and sample RSS / threads / fds every `sample_every`."""
-    from sensor_msgs.msg import Image
+    """
+    Push `frames` frames through the node one at a time; sample RSS / threads / fds.
 
+    The next frame is sent when the last came out, so none is dropped; samples are taken
+    every `sample_every`.
+    """
     from dpt_ros import image_codec
     from ros_harness import rgb_image
+    from sensor_msgs.msg import Image
     diags = Diagnostics(graph)
     arrivals: list[int] = []
     depth = graph.collect(Image, 'depth_relative', timed=arrivals)
@@ -391,3 +396,93 @@ def run_soak(graph, node, *, frames: int, warmup_frames: int, size=(120, 160),
         'fds': {'start': samples[0][1]['fds'], 'after_warmup': warm['fds'],
                 'peak': max(s['fds'] for _, s in samples), 'end': samples[-1][1]['fds']},
     }
+
+
+# Node configurations for timed stops (bench/bench_shutdown.py and the shutdown tests).
+STOP_CASES = {
+    # No card here: ttnn is imported, opening the device fails, torch on cpu takes over.
+    'tt_fallback': {'backend': 'tt', 'device': 'wormhole_n300', 'weights': 'tiny-random'},
+    'torch': {'backend': 'torch', 'device': 'cpu', 'weights': 'tiny-random'},
+    'zero': {'backend': 'standin_zero'},
+}
+# Output that a clean stop never has: nanobind's leak report at interpreter exit, crashes,
+# a launch escalating to the next signal, a worker left inside a backend call.
+UNCLEAN_STOP_SIGNS = ('leaked', 'Traceback', 'terminate called', 'Segmentation', 'escalating',
+                      'still inside a backend call')
+# Seconds of CPU load before the signal, so a stop meets a machine that is already busy.
+STOP_LOAD_LEAD_S = 0.5
+# The node's last line names how long it waited for its workers (the running inference call).
+_STOP_LINE = re.compile(r'stopping on SIG\w+: released in \d+ ms \((\d+) ms of it for the workers')
+
+
+def timed_stop(case: str, sig, load, graph, frames: int = 5, size=(240, 320),
+               hz: float = 30.0, in_flight: bool = True) -> dict:
+    """
+    Start a node of STOP_CASES[case], serve `frames` outputs, stop it with `sig`, time it.
+
+    in_flight: frames keep coming at `hz` until the signal, so an inference call is usually
+    running when it comes (the node lets it finish, for at most 1 s). Otherwise frames go in
+    lock step (one, then its output) and the stop meets a serving node with nothing in its
+    pipeline: the time is then the node's own stop. `load` (a ros_harness.CpuLoad) runs from
+    STOP_LOAD_LEAD_S before the signal until the node has exited. Returns the figures: exit
+    code, seconds from signal to exit, of that the wait for the workers and the rest, outputs
+    served, unclean signs seen, 'clean'.
+    """
+    import signal as _signal
+
+    from dpt_ros import image_codec
+    from ros_harness import rgb_image
+    from sensor_msgs.msg import Image
+    fields = image_codec.rgb_to_image_fields(rgb_image(*size))
+    got: list[int] = []
+    sub = graph.node.create_subscription(Image, 'depth_relative', lambda m: got.append(1), 10)
+    pub = graph.node.create_publisher(Image, 'image', 10)
+    node = start_node(dict(STOP_CASES[case], image_size=64, diagnostics_rate=5.0),
+                      wait_ready=120.0)
+    try:
+        # Both ends matched first: a frame sent before discovery is lost, not served.
+        assert graph.wait_for_subscriber(pub, 30.0), node.output()
+        assert graph.spin_until(lambda: sub.get_publisher_count() > 0, 30.0), node.output()
+        next_pub = time.monotonic()
+
+        def feed_until(cond, timeout):
+            nonlocal next_pub
+            deadline = time.monotonic() + timeout
+            while not cond() and time.monotonic() < deadline:
+                if time.monotonic() >= next_pub:
+                    pub.publish(Image(**fields))
+                    next_pub += 1 / hz
+                graph.executor.spin_once(timeout_sec=0.002)
+        if in_flight:
+            feed_until(lambda: len(got) >= frames, 60.0)
+        else:
+            for _ in range(frames):
+                want = len(got) + 1
+                pub.publish(Image(**fields))
+                graph.spin_until(lambda: len(got) >= want, 30.0)
+        served = len(got)
+        load.resume()
+        t_load = time.monotonic()
+        if in_flight:
+            feed_until(lambda: time.monotonic() - t_load >= STOP_LOAD_LEAD_S,
+                       STOP_LOAD_LEAD_S + 1)
+        else:
+            graph.spin_until(lambda: time.monotonic() - t_load >= STOP_LOAD_LEAD_S,
+                             STOP_LOAD_LEAD_S + 1)
+        rc, took = node.stop(sig, timeout=30.0)
+        load.pause()
+        out = node.output()
+        signs = sorted(s for s in UNCLEAN_STOP_SIGNS if s in out)
+        m = _STOP_LINE.search(out)
+        worker_s = float(m.group(1)) / 1e3 if m else float('nan')
+        return {'case': case, 'signal': _signal.Signals(sig).name, 'in_flight': in_flight,
+                'exit_code': rc,
+                'seconds': round(took, 4), 'worker_wait_s': round(worker_s, 4),
+                'rest_s': round(took - worker_s, 4), 'served': served, 'unclean_signs': signs,
+                'clean': rc == 0 and not signs and served >= frames and m is not None,
+                'output': out}
+    finally:
+        load.pause()
+        node.kill()
+        graph.node.destroy_subscription(sub)
+        graph.node.destroy_publisher(pub)

@@ -1,4 +1,5 @@
-"""Helpers for tests and benchmarks that run the real depth node in a subprocess.
+"""
+Helpers for tests and benchmarks that run the real depth node in a subprocess.
 
 `NodeProcess` starts `python -m dpt_ros.node --ros-args --params-file <yaml>` with the stand-in
 backends registered (DPT_ROS_EXTRA_BACKENDS), collects its log lines on a thread, and stops it
@@ -26,7 +27,7 @@ STAND_INS = ','.join(f'standin_{n}=stand_in_backends:create_{n}'
 
 
 def write_params(values: dict, path: str | None = None, node_name: str = 'depth_node') -> str:
-    """A params file for `values` (dotted names nested as the node's yaml is)."""
+    """Return a params file for `values` (dotted names nested as the node's yaml is)."""
     tree: dict = {}
     for key, value in values.items():
         parts = key.split('.')
@@ -122,6 +123,43 @@ class NodeProcess:
             pass
 
 
+class CpuLoad:
+    """
+    One busy-looping process per core (or `n`), paused (SIGSTOP) until resume().
+
+    Kept paused except around what is measured, so start-ups stay quick and the machine is
+    not held busy for a whole test run. Use as a context manager; close() kills them.
+    """
+
+    def __init__(self, n: int | None = None):
+        n = n or os.cpu_count() or 2
+        # Each spins only while its parent lives: a killed test leaves no busy process.
+        spin = 'import os\nparent = os.getppid()\nwhile os.getppid() == parent:\n    pass'
+        self.procs = [subprocess.Popen([sys.executable, '-c', spin]) for _ in range(n)]
+        self.pause()
+
+    def _signal(self, sig) -> None:
+        for p in self.procs:
+            p.send_signal(sig)
+
+    def pause(self) -> None:
+        self._signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._signal(signal.SIGCONT)
+
+    def close(self) -> None:
+        for p in self.procs:
+            p.kill()
+            p.wait(5)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 class Graph:
     """An in-process rclpy node for publishing inputs and collecting outputs."""
 
@@ -129,9 +167,12 @@ class Graph:
         import rclpy
         from rclpy.context import Context
         from rclpy.executors import SingleThreadedExecutor
+        from rclpy.signals import SignalHandlerOptions
         self.rclpy = rclpy
         self.context = Context()
-        rclpy.init(context=self.context)
+        # No rclpy signal handlers: Ctrl-C stays a KeyboardInterrupt, so a benchmark or test
+        # run stops and its finally blocks stop the node processes it started.
+        rclpy.init(context=self.context, signal_handler_options=SignalHandlerOptions.NO)
         self.node = rclpy.create_node(name, context=self.context)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
@@ -172,7 +213,7 @@ class Graph:
 
 
 def rgb_image(h: int, w: int, seed: int = 0) -> np.ndarray:
-    """A smooth RGB test image (gradients + a disc) so outputs vary across the frame."""
+    """Return a smooth RGB test image (gradients + a disc) so outputs vary across the frame."""
     y, x = np.mgrid[0:h, 0:w].astype(np.float32)
     r = (x / max(w - 1, 1) * 255)
     g = (y / max(h - 1, 1) * 255)
@@ -181,7 +222,7 @@ def rgb_image(h: int, w: int, seed: int = 0) -> np.ndarray:
 
 
 def diag_values(status) -> dict:
-    """A DiagnosticStatus' key-values as a dict."""
+    """Return a DiagnosticStatus' key-values as a dict."""
     return {kv.key: kv.value for kv in status.values}
 
 

@@ -1,4 +1,5 @@
-"""Test doubles for the depth backend: stand-ins for timing and fault behaviour only.
+"""
+Test doubles for the depth backend: stand-ins for timing and fault behaviour only.
 
 They implement the real `DepthBackend` interface with no model, so node tests and the node
 benchmark can measure the node itself. Registered in a node subprocess through the documented
@@ -30,14 +31,17 @@ import os
 import threading
 import time
 
-import numpy as np
-
 from dpt_ros.backends.base import BackendError, BackendInfo, BackendUnavailable, batch_format
+import numpy as np
 
 
 def brightness(batch: np.ndarray) -> np.ndarray:
-    """Red channel in [0, 2] as 'inverse depth': cheap, input dependent, >= 0 like DPT's
-    output; the same map from (N, S, S, 3) uint8 pixels or normalised (N, 3, S, S) floats."""
+    """
+    Red channel in [0, 2] as 'inverse depth'.
+
+    Cheap, input dependent, >= 0 like DPT's output; the same map from (N, S, S, 3) uint8 pixels or
+    normalised (N, 3, S, S) floats.
+    """
     size = int(batch.shape[1] if batch.dtype == np.uint8 else batch.shape[-1])
     if batch_format(batch, size) == 'pixels':
         return batch[..., 0] * np.float32(1 / 127.5)
@@ -116,7 +120,8 @@ def create_flaky(opts) -> StandInBackend:
 
 
 class BusyBackend(StandInBackend):
-    """Keeps torch busy in native code for `busy_s` per call (after the warm-up call).
+    """
+    Keeps torch busy in native code for `busy_s` per call (after the warm-up call).
 
     Back-to-back matmuls: each one drops the GIL and takes it back on return, like a real
     torch model does between ops, and nothing checks for a stop request.

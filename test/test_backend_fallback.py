@@ -1,5 +1,8 @@
-"""The fallback policy: a backend that cannot start falls back to torch CPU, counted, or fails
-clearly when fallback is disabled.
+"""
+The fallback policy.
+
+A backend that cannot start falls back to torch CPU, counted, or fails clearly when fallback is
+disabled.
 
 Here there is no Tenstorrent card, so asking for 'tt' cannot start: either the tt backend
 module opens no device ("No chips detected") or it cannot be imported; both must end in
@@ -8,11 +11,10 @@ BackendUnavailable. Where a card exists these tests skip (the TT hardware tests 
 import json
 import logging
 
-import numpy as np
-import pytest
-
 from dpt_ros.backends import BackendOptions, BackendUnavailable, create_backend
 from dpt_ros.pipeline import DepthPipeline
+import numpy as np
+import pytest
 
 TT_OPTS = BackendOptions(weights='tiny-random', device='wormhole_n300', dp=2, batch_size=2)
 

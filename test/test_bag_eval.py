@@ -1,15 +1,18 @@
-"""bag_eval end to end: offline on a sample bag, each bad input's message, and a replay through
-the real depth node over loopback DDS (a tiny random model at a small input size is the fast
-backend; real rclpy, real Fast DDS, real rosbag2 files)."""
+"""
+bag_eval end to end.
+
+Offline on a sample bag, each bad input's message, and a replay through the real depth node over
+loopback DDS (a tiny random model at a small input size is the fast backend; real rclpy, real Fast
+DDS, real rosbag2 files).
+"""
 import json
 import math
 import os
 
 import cv2
-import pytest
-
 from dpt_ros import bag_eval, bagio
 from dpt_ros.sample_bag import DEPTH_GT_TOPIC, IMAGE_TOPIC, make_sample_bag
+import pytest
 
 FAST = ['--weights', 'tiny-random', '--image-size', '32', '--threads', '1', '--no-progress']
 

@@ -1,10 +1,9 @@
 """bagio: topic detection, ground-truth decoding, and a clear BagError for each bad input."""
-import numpy as np
-import pytest
-
 from dpt_ros import bagio
 from dpt_ros.errors import InvalidImage
 from dpt_ros.sample_bag import make_sample_bag
+import numpy as np
+import pytest
 
 T0 = 1_000_000_000
 

@@ -1,10 +1,9 @@
 """colorize(): BGR uint8 output, robust normalisation, NaN safety, parameter validation."""
 import cv2
+from dpt_ros.colorize import (colorize, COLORMAPS, NORM_MODES, PERCENTILE_SAMPLES, validate,
+                              value_range)
 import numpy as np
 import pytest
-
-from dpt_ros.colorize import (COLORMAPS, NORM_MODES, PERCENTILE_SAMPLES, colorize, validate,
-                              value_range)
 
 
 def _ramp(h=20, w=256):
@@ -106,7 +105,7 @@ def test_compiled_and_opencv_paths_agree(monkeypatch):
     d = (rng.standard_normal((480, 640)) * 3).astype(np.float32)
     d[rng.random(d.shape) < 0.02] = np.nan
     d[0, :5] = [np.inf, -np.inf, 1e30, -1e30, 0.0]
-    fixed = dict(norm='fixed', low=-2.0, high=2.0)
+    fixed = {'norm': 'fixed', 'low': -2.0, 'high': 2.0}
     compiled = [colorize(d, 'gray'), colorize(d, 'turbo'), colorize(d, 'gray', **fixed),
                 colorize(np.full((4, 4), 2.0, np.float32), 'gray')]
     monkeypatch.setattr(jit, 'numba', None)

@@ -1,9 +1,8 @@
 """MiDaS-protocol depth metrics: alignment in inverse-depth space, masking, known values."""
+from dpt_ros.depth_metrics import error_map, frame_metrics, METRIC_KEYS, summarize
+from dpt_ros.metric import AlignmentError
 import numpy as np
 import pytest
-
-from dpt_ros.depth_metrics import (METRIC_KEYS, error_map, frame_metrics, summarize)
-from dpt_ros.metric import AlignmentError
 
 
 def _gt(h=48, w=64, seed=0):

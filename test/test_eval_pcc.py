@@ -2,11 +2,10 @@
 import json
 import math
 
-import numpy as np
-import pytest
-
 from dpt_ros import eval_pcc
 from dpt_ros.metrics import max_abs_diff, pcc
+import numpy as np
+import pytest
 
 FAST = ['--weights', 'tiny-random', '--warmup', '1', '--repeat', '1']
 

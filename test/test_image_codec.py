@@ -1,19 +1,21 @@
-"""image_codec: every supported encoding against an independent cv2 conversion, and every way
-a message can be wrong rejected with its reason. Real sensor_msgs (rclpy) and rosbags messages.
+"""
+image_codec.
+
+Every supported encoding against an independent cv2 conversion, and every way a message can be
+wrong rejected with its reason. Real sensor_msgs (rclpy) and rosbags messages.
 """
 import sys
 
 import cv2
-import numpy as np
-import pytest
-from rosbags.typesys.stores.latest import (builtin_interfaces__msg__Time as BagTime,
-                                           sensor_msgs__msg__CompressedImage as BagCompressed,
-                                           sensor_msgs__msg__Image as BagImage,
-                                           std_msgs__msg__Header as BagHeader)
-from sensor_msgs.msg import CompressedImage, Image
-
 from dpt_ros import image_codec as codec
 from dpt_ros.errors import InvalidImage
+import numpy as np
+import pytest
+from rosbags.typesys.stores.latest import builtin_interfaces__msg__Time as BagTime
+from rosbags.typesys.stores.latest import sensor_msgs__msg__CompressedImage as BagCompressed
+from rosbags.typesys.stores.latest import sensor_msgs__msg__Image as BagImage
+from rosbags.typesys.stores.latest import std_msgs__msg__Header as BagHeader
+from sensor_msgs.msg import CompressedImage, Image
 
 RNG = np.random.default_rng(7)
 RGB = RNG.integers(0, 256, (6, 8, 3), dtype=np.uint8)

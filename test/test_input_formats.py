@@ -1,13 +1,16 @@
-"""The two model-input formats (backends/base.py): the processor's normalised float32 tensor
-and the resized uint8 pixels, for backends that fold the normalisation into their weights.
-The pipeline hands each backend the one it names; the values agree with transformers'."""
-import numpy as np
-import pytest
+"""
+The two model-input formats (backends/base.py).
 
+The processor's normalised float32 tensor and the resized uint8 pixels, for backends that fold the
+normalisation into their weights. The pipeline hands each backend the one it names; the values
+agree with transformers'.
+"""
 from dpt_ros.backends.base import BackendError, BackendInfo, batch_format
 from dpt_ros.pipeline import DepthPipeline
-from dpt_ros.preprocess import (normalize, pixel_affine, pixel_centre, preprocess,
-                                resize_pixels, resize_rgb)
+from dpt_ros.preprocess import (normalize, pixel_affine, pixel_centre, preprocess, resize_pixels,
+                                resize_rgb)
+import numpy as np
+import pytest
 
 
 def _rgb(hw=(480, 640), seed=0):

@@ -1,35 +1,52 @@
-"""launch/depth.launch.py: arguments, the node it starts, and consistency with setup.py, the
-params file and the node's topic names. Uses the real launch/launch_ros when importable,
-otherwise the recording double in test/launch_ros_double.py (they are not on PyPI).
-The package share directory is found through a real ament index built in a temp prefix.
+"""
+launch/depth.launch.py: arguments, the actions it creates, and what it refuses.
+
+Also its consistency with setup.py, the params file and the node's topic names. Uses the real
+launch/launch_ros when importable, otherwise the test double in test/launch_ros_double.py
+(they are not on PyPI). The arguments are handled as `ros2 launch` handles them: given ones
+set first, then each DeclareLaunchArgument executed with a LaunchContext, then the
+OpaqueFunction. The package share directory is found through a real ament index built in a
+temp prefix (test/launch_cli.py). test/test_launch_cli.py runs the same file as a process.
 """
 import ast
 import fnmatch
+import glob
 import importlib.util
 import os
 import re
 
-import pytest
-import yaml
-
-import launch_ros_double
+from dpt_ros import node as dpt_node
 from dpt_ros import params
+from launch_cli import make_prefix
+import launch_ros_double
+import pytest
 from ros_harness import NodeProcess
+import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCH_FILE = os.path.join(ROOT, 'launch', 'depth.launch.py')
 USING_DOUBLE = launch_ros_double.install()
 
 
+def _prefix(tmp_path, monkeypatch, rviz):
+    prefix = make_prefix(tmp_path / 'prefix', rviz=rviz)
+    monkeypatch.setenv('AMENT_PREFIX_PATH', prefix)
+    return os.path.join(prefix, 'share', 'dpt_ros')
+
+
 @pytest.fixture
 def share(tmp_path, monkeypatch):
-    """A real ament prefix whose share/dpt_ros is this checkout."""
-    idx = tmp_path / 'share' / 'ament_index' / 'resource_index' / 'packages'
-    idx.mkdir(parents=True)
-    (idx / 'dpt_ros').write_text('')
-    os.symlink(ROOT, tmp_path / 'share' / 'dpt_ros')
-    monkeypatch.setenv('AMENT_PREFIX_PATH', str(tmp_path))
-    return str(tmp_path / 'share' / 'dpt_ros')
+    """Return a real ament prefix whose share/dpt_ros is this checkout (no rviz2 in it)."""
+    return _prefix(tmp_path, monkeypatch, rviz=False)
+
+
+@pytest.fixture
+def share_with_rviz(tmp_path, monkeypatch):
+    """Return the same prefix with an rviz2 package in it."""
+    return _prefix(tmp_path, monkeypatch, rviz=True)
+
+
+CREATED: list = []   # every Node the launch file constructed, in order
 
 
 def load_launch():
@@ -44,34 +61,37 @@ def load_launch():
         def __init__(self, **kwargs):
             super().__init__(**kwargs)
             self.recorded = dict(kwargs)
+            CREATED.append(self)
     mod.Node = RecordingNode
     return mod
 
 
-def default_text(arg, context):
-    d = arg.default_value
-    if isinstance(d, str) or d is None:
-        return d
-    from launch.utilities import perform_substitutions   # real launch only
-    return perform_substitutions(context, d)
+def default_text(arg):
+    """Return a DeclareLaunchArgument's default, performed with a context as launch does."""
+    from launch import LaunchContext
+    from launch.utilities import perform_substitutions
+    if arg.default_value is None:
+        return None
+    return perform_substitutions(LaunchContext(), arg.default_value)
 
 
 def evaluate(args: dict):
+    """Return the declared arguments and each Node's kwargs, for `name:=value` args."""
     from launch import LaunchContext
     mod = load_launch()
     ld = mod.generate_launch_description()
     context = LaunchContext()
-    entities = ld.describe_sub_entities() if hasattr(ld, 'describe_sub_entities') \
-        else ld.entities
+    entities = ld.describe_sub_entities()
     declared = [e for e in entities if hasattr(e, 'description') and hasattr(e, 'name')]
-    for a in declared:
-        context.launch_configurations[a.name] = default_text(a, context)
     unknown = set(args) - {a.name for a in declared}
     assert not unknown, f'not declared: {unknown}'
-    context.launch_configurations.update(args)
+    context.launch_configurations.update(args)    # given arguments are set first
+    for a in declared:
+        a.execute(context)                         # then defaults fill the rest
+    del CREATED[:]
     nodes = []
     for e in entities:
-        if hasattr(e, 'execute') and not hasattr(e, 'description'):
+        if e not in declared:
             nodes += list(e.execute(context) or [])
     return declared, [n.recorded for n in nodes]
 
@@ -95,15 +115,16 @@ def installed_config_globs():
 def test_arguments_declared_with_descriptions_and_yaml_defaults(share):
     declared, _ = evaluate({})
     by_name = {a.name: a for a in declared}
-    assert set(by_name) == {'params_file', 'image', 'backend', 'device', 'namespace', 'rviz'}
+    assert set(by_name) == {'params_file', 'image', 'backend', 'device', 'weights',
+                            'namespace', 'rviz'}
     for a in declared:
         assert len(a.description) > 20, a.name
     # Defaults live only in config/dpt.yaml: every override argument is empty by default.
-    for name in ('params_file', 'image', 'backend', 'device', 'namespace'):
-        assert by_name[name].default_value in ('', None) or \
-            default_text(by_name[name], None) == '', name
+    for name in ('params_file', 'image', 'backend', 'device', 'weights', 'namespace'):
+        assert default_text(by_name[name]) == '', name
+    assert default_text(by_name['rviz']) == 'false'
     # Override arguments are real node parameters.
-    assert {'backend', 'device'} <= set(params.BY_NAME)
+    assert {'backend', 'device', 'weights'} <= set(params.BY_NAME)
 
 
 def test_default_launch_starts_the_installed_node_with_the_installed_params(share):
@@ -124,19 +145,22 @@ def test_default_launch_starts_the_installed_node_with_the_installed_params(shar
 
 def test_overrides_remappings_and_namespace(share):
     _, nodes = evaluate({'image': '/camera/image_raw', 'backend': 'tt',
-                         'device': 'wormhole_n300', 'namespace': 'robot'})
+                         'device': 'wormhole_n300', 'weights': 'tiny-random',
+                         'namespace': 'robot'})
     n = nodes[0]
     assert n['remappings'] == [(params.TOPIC_IMAGE, '/camera/image_raw'),
                                (params.TOPIC_CAMERA_INFO, '/camera/camera_info')]
     assert n['namespace'] == 'robot'
-    assert n['parameters'][1] == {'backend': 'tt', 'device': 'wormhole_n300'}
+    assert n['parameters'][1] == {'backend': 'tt', 'device': 'wormhole_n300',
+                                  'weights': 'tiny-random'}
     assert params.validate(n['parameters'][1]) == []
     # A relative topic's camera_info sibling stays relative.
     _, nodes = evaluate({'image': 'cam/raw'})
     assert nodes[0]['remappings'][1] == ('camera_info', 'cam/camera_info')
 
 
-def test_rviz_argument_starts_rviz_with_the_package_config(share):
+def test_rviz_argument_starts_rviz_with_the_package_config(share_with_rviz):
+    share = share_with_rviz
     _, nodes = evaluate({'rviz': 'false'})
     assert [n['package'] for n in nodes] == ['dpt_ros']
     _, nodes = evaluate({'rviz': 'true', 'image': '/camera/image_raw', 'namespace': 'robot'})
@@ -147,8 +171,94 @@ def test_rviz_argument_starts_rviz_with_the_package_config(share):
     assert any(fnmatch.fnmatch('config/depth.rviz', g) for g in installed_config_globs())
     assert dict(rviz['remappings']) == {'/image': '/camera/image_raw',
                                         '/depth_relative/color': '/robot/depth_relative/color'}
-    with pytest.raises(ValueError):
+    with pytest.raises(RuntimeError, match='rviz:=maybe: use true or false'):
         evaluate({'rviz': 'maybe'})
+    assert CREATED == []
+
+
+def test_rviz_without_rviz2_is_refused_before_any_node_exists(share):
+    """
+    Issue 16.
+
+    Launch_ros finds a missing package only when it starts that Node, after the depth node has
+    started -- and the failed launch left the depth node running.
+    """
+    with pytest.raises(RuntimeError, match="package 'rviz2' is not installed"):
+        evaluate({'rviz': 'true'})
+    assert CREATED == []
+
+
+def test_missing_params_file_is_refused_before_any_node_exists(share, tmp_path):
+    """
+    Refuse what launch_ros only warns about: a parameters path that is not a file.
+
+    The node then started on its code defaults.
+    """
+    missing = str(tmp_path / 'missing.yaml')
+    with pytest.raises(RuntimeError, match=f'params_file:={re.escape(missing)} is not a file'):
+        evaluate({'params_file': missing})
+    assert CREATED == []
+
+
+class _Exited:
+    """The field of launch's ProcessExited event that the exit handler reads."""
+
+    def __init__(self, returncode):
+        self.returncode = returncode
+
+
+class _Context:
+    """The field of a LaunchContext that the exit handler reads."""
+
+    def __init__(self, is_shutdown):
+        self.is_shutdown = is_shutdown
+
+
+def test_node_exit_fails_the_launch_on_error_and_ends_it_on_exit_0(share):
+    _, [n] = evaluate({})
+    on_exit = n['on_exit']
+    from launch.actions import Shutdown
+    ends = on_exit(_Exited(0), _Context(is_shutdown=False))
+    assert [type(a) for a in ends] == [Shutdown]
+    assert on_exit(_Exited(0), _Context(is_shutdown=True)) is None   # Ctrl-C: already ending
+    # An exception is what makes `ros2 launch` exit non-zero: it names the node and the code.
+    with pytest.raises(RuntimeError, match=r'depth_node exited with code 2 \(invalid param'):
+        on_exit(_Exited(dpt_node.EXIT_CONFIG), _Context(False))
+    with pytest.raises(RuntimeError, match=r'code 1 \(unexpected error'):
+        on_exit(_Exited(dpt_node.EXIT_ERROR), _Context(False))
+    with pytest.raises(RuntimeError, match=r'code -9 \(killed by signal 9'):
+        on_exit(_Exited(-9), _Context(True))
+
+
+def test_sigterm_comes_only_after_the_node_can_have_released_the_device(share):
+    """
+    The node skips its cleanup on a second signal.
+
+    Launch's SIGTERM must not come while it still waits for a running call and a start-up step (1 s
+    each) and closes the backend.
+    """
+    _, [n] = evaluate({})
+    node_bound = dpt_node.STARTUP_ABORT_WAIT_S + dpt_node.WORKER_STOP_TIMEOUT_S
+    assert float(n['sigterm_timeout']) >= 2 * node_bound   # as long again to close a device
+
+
+def test_every_hint_the_node_prints_names_a_launch_argument(share):
+    """
+    `name:=value` in any message of the package is something `ros2 launch` accepts.
+
+    A declared argument (a remapping such as image:= is one too). ROS's own __ns:= and __node:=
+    remappings are not hints.
+    """
+    declared, _ = evaluate({})
+    names = {a.name for a in declared}
+    hints = set()
+    for path in glob.glob(os.path.join(ROOT, 'dpt_ros', '**', '*.py'), recursive=True):
+        for node in ast.walk(ast.parse(open(path).read())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                hints |= {(m, os.path.relpath(path, ROOT))
+                          for m in re.findall(r'(?<![\w{])([a-z][a-z_]*):=', node.value)}
+    assert ('weights', 'dpt_ros/model.py') in hints     # the hint issue 16 found
+    assert {h for h in hints if h[0] not in names} == set()
 
 
 def test_launch_file_has_no_eval_and_declares_no_parameter_defaults():
@@ -160,9 +270,12 @@ def test_launch_file_has_no_eval_and_declares_no_parameter_defaults():
 
 
 def test_equivalent_console_command_starts_the_node(share):
-    """What `ros2 launch ... image:=/camera/image_raw` runs, started the way this machine can:
-    the node module with the same params file and remappings (backend swapped for a stand-in
-    so no model loads)."""
+    """
+    What `ros2 launch ...
+
+    image:=/camera/image_raw` runs, started the way this machine can: the node module with the same
+    params file and remappings (backend swapped for a stand-in so no model loads).
+    """
     _, nodes = evaluate({'image': '/camera/image_raw'})
     n = nodes[0]
     args = []

@@ -1,15 +1,14 @@
 """Affine alignment in inverse-depth space and the MetricDepth modes (pure numpy)."""
+from dpt_ros.metric import (AlignmentError, fit_scale_shift, MetricDepth, ReferenceBuffer,
+                            resize_nearest, sample_reference)
 import numpy as np
 import pytest
-
-from dpt_ros.metric import (AlignmentError, MetricDepth, ReferenceBuffer, fit_scale_shift, resize_nearest,
-                            sample_reference)
 
 SCALE, SHIFT = 0.037, 0.12
 
 
 def _scene(h=120, w=160, seed=1):
-    """A synthetic relative inverse-depth map and the metric depth it stands for."""
+    """Return a synthetic relative inverse-depth map and the metric depth it stands for."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     pred = 5.0 + 20.0 * yy / h + 3.0 * np.sin(xx / 9.0) + rng.uniform(0, 2, (h, w))

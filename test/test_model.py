@@ -1,9 +1,8 @@
 """Model loading: every `weights` choice, its errors, and the exact DPT-Large config."""
+from dpt_ros.model import load_model, make_config, WeightsNotFound
 import numpy as np
 import pytest
 import torch
-
-from dpt_ros.model import WeightsNotFound, load_model, make_config
 
 
 def test_dpt_large_config_has_the_published_parameter_count():

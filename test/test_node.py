@@ -1,4 +1,5 @@
-"""The depth node end to end: real rclpy + Fast DDS on loopback, node in a subprocess.
+"""
+The depth node end to end: real rclpy + Fast DDS on loopback, node in a subprocess.
 
 Backends are the stand-ins of test/stand_in_backends.py (zero-cost, fixed delay, failing),
 except the fallback test, which asks for the real tt backend (no card here) and gets the real
@@ -7,15 +8,14 @@ torch backend with tiny random weights. Every wait is a condition with a timeout
 import signal
 
 import cv2
+from diagnostic_msgs.msg import DiagnosticArray
+from dpt_ros import image_codec
 import numpy as np
 import pytest
-from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import GetParameters, SetParameters
+from ros_harness import diag_values, Graph, level_of, NodeProcess, rgb_image
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
-
-from dpt_ros import image_codec
-from ros_harness import Graph, NodeProcess, diag_values, level_of, rgb_image
 
 H, W = 48, 64
 BASE = {'backend': 'standin_zero', 'image_size': 64, 'diagnostics_rate': 20.0}
@@ -441,9 +441,12 @@ def test_backend_faults_counted_error_then_back_to_ok(graph):
 
 def test_sigint_during_a_long_native_inference_exits_0_within_2s_without_abort(graph,
                                                                                tmp_path):
-    """A 3 s torch call that ignores the stop request is still running when the cleanup ends:
-    the node must leave at once with exit 0, not let interpreter teardown race the worker
-    (that aborted with 'terminate called without an active exception')."""
+    """
+    A 3 s torch call that ignores the stop request is still running when the cleanup ends.
+
+    The node must leave at once with exit 0, not let interpreter teardown race the worker (that
+    aborted with 'terminate called without an active exception').
+    """
     events = tmp_path / 'events.txt'
     marker = tmp_path / 'closed.txt'
     env = {'DPT_ROS_STANDIN_BUSY_S': '3', 'DPT_ROS_STANDIN_EVENTS': str(events),

@@ -1,18 +1,18 @@
-"""The node's REP 118 `depth` topic end to end: real rclpy + Fast DDS on loopback.
+"""
+The node's REP 118 `depth` topic end to end: real rclpy + Fast DDS on loopback.
 
 The node runs in a subprocess with stand-in backends (test/stand_in_backends.py, and
 test/metric_stand_ins.py for non-finite model output). The expected metres are computed from the
 node's own `depth_relative` output for the same frame (matched by header stamp), so the tests
 check the metric stage, not the model. Every wait is a condition with a timeout.
 """
+from diagnostic_msgs.msg import DiagnosticArray
+from dpt_ros import image_codec
 import numpy as np
 import pytest
-from diagnostic_msgs.msg import DiagnosticArray
+from ros_harness import diag_values, Graph, NodeProcess, rgb_image, STAND_INS
 from sensor_msgs.msg import CameraInfo, Image
-
-from dpt_ros import image_codec
-from ros_harness import STAND_INS, Graph, NodeProcess, diag_values, rgb_image
-from test_node import BASE, H, W, latest_status, raw_msg, stamp
+from test_node import BASE, H, latest_status, raw_msg, stamp, W
 
 HOLES_ENV = {'DPT_ROS_EXTRA_BACKENDS': STAND_INS + ',standin_holes=metric_stand_ins:create_holes'}
 

@@ -1,11 +1,10 @@
 """params.py: the one parameter spec, its mirror in config/dpt.yaml, and validation messages."""
 import os
 
-import pytest
-import yaml
-
 from dpt_ros import params
 from dpt_ros.backends import BackendOptions
+import pytest
+import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 YAML_PATH = os.path.join(ROOT, 'config', 'dpt.yaml')
@@ -139,11 +138,13 @@ def test_runtime_changes():
 
 
 def test_metric_range_words_match_what_metric_depth_does():
-    """The parameters promise clamping to [min_depth, max_depth] (NaN only where no depth
-    exists); the real MetricDepth built from the defaults must do exactly that."""
-    import numpy as np
+    """
+    The parameters promise clamping to [min_depth, max_depth] (NaN only where no depth exists).
 
+    The real MetricDepth built from the defaults must do exactly that.
+    """
     from dpt_ros.metric import MetricDepth
+    import numpy as np
     d = params.defaults()
     for name in ('metric.min_depth', 'metric.max_depth'):
         assert 'clamped' in params.BY_NAME[name].description, name

@@ -2,9 +2,8 @@
 import math
 import threading
 
+from dpt_ros.perf import FALLBACK_KEYS, percentile, PerfStats, RollingRate, STAGES
 import numpy as np
-
-from dpt_ros.perf import FALLBACK_KEYS, STAGES, PerfStats, RollingRate, percentile
 
 
 def test_percentile_known_values_and_empty():

@@ -1,11 +1,10 @@
 """resize_depth() against transformers' post_process_depth_estimation."""
 import logging
 
+from dpt_ros.postprocess import resize_depth
 import numpy as np
 import pytest
 import torch
-
-from dpt_ros.postprocess import resize_depth
 
 
 @pytest.fixture(scope='module')

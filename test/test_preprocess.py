@@ -1,16 +1,15 @@
 """preprocess() against transformers' own DPT image processor (Intel/dpt-large settings)."""
 import logging
 
-import numpy as np
-import pytest
-
 from dpt_ros.errors import InvalidImage
 from dpt_ros.preprocess import preprocess, preprocess_batch
+import numpy as np
+import pytest
 
 
 @pytest.fixture(scope='module')
 def hf_processor():
-    """transformers' DPTImageProcessor built with Intel/dpt-large's settings (no hub)."""
+    """Build transformers' DPTImageProcessor with Intel/dpt-large's settings (no hub)."""
     import transformers
     logging.getLogger('transformers').setLevel(logging.ERROR)
     return transformers.DPTImageProcessor(

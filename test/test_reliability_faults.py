@@ -1,4 +1,5 @@
-"""Backend faults through the real node (rclpy + Fast DDS on loopback, node subprocess).
+"""
+Backend faults through the real node (rclpy + Fast DDS on loopback, node subprocess).
 
 The backends are the fault doubles of test/fault_backends.py: one raises on every Nth call,
 one is switched by a control file (raise / hang past the watchdog / NaN output / wrong shape /
@@ -15,14 +16,12 @@ from __future__ import annotations
 
 import time
 
-import pytest
-from sensor_msgs.msg import Image
-
 from dpt_ros import image_codec
-from reliability_support import (ERROR, OK, WARN, Diagnostics, NodeLines, Pacer,
-                                 no_crash_signs, reconciles, send_lock_step, start_node,
-                                 wait_until)
+import pytest
+from reliability_support import (Diagnostics, ERROR, no_crash_signs, NodeLines, OK, Pacer,
+                                 reconciles, send_lock_step, start_node, wait_until, WARN)
 from ros_harness import Graph, level_of, rgb_image
+from sensor_msgs.msg import Image
 
 BASE = {'image_size': 32, 'diagnostics_rate': 20.0}
 
@@ -174,8 +173,11 @@ def test_backend_that_dies_counts_every_frame_failed_error_and_node_stays_up(gra
 
 
 def test_backend_that_dies_is_replaced_by_the_cpu_fallback_counted(graph):
-    """A permanently dead backend must not end depth output for good (issue 6: the node
-    recovers or falls back to CPU, counted). Here the CPU fallback is torch + tiny-random."""
+    """
+    A permanently dead backend must not end depth output for good (issue 6.
+
+    The node recovers or falls back to CPU, counted). Here the CPU fallback is torch + tiny-random.
+    """
     values = dict(BASE, backend='fault_dying', weights='tiny-random')
     with start_node(values, env={'DPT_ROS_FAULT_DIE_AFTER': '2'}) as node:
         rig = Rig(graph, node)
@@ -206,8 +208,12 @@ def test_backend_that_dies_is_replaced_by_the_cpu_fallback_counted(graph):
 
 
 def test_faults_on_two_workers_keep_each_camera_in_order_and_counts_exact(graph):
-    """dp 2 (two inference workers, like two TT chips): a failing call on one worker must not
-    reorder or stall the other's outputs; every frame still ends in exactly one counter."""
+    """
+    Run dp 2 (two inference workers, like two TT chips).
+
+    A failing call on one worker must not reorder or stall the other's outputs; every frame still
+    ends in exactly one counter.
+    """
     values = dict(BASE, backend='fault_every', dp=2, cameras=['left', 'right'])
     env = {'DPT_ROS_FAULT_EVERY': '4', 'DPT_ROS_FAULT_DELAY_MS': '40'}
     with start_node(values, env=env) as node:

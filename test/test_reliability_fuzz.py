@@ -1,4 +1,5 @@
-"""Fuzzed camera input through the real node (rclpy + Fast DDS on loopback, node subprocess).
+"""
+Fuzzed camera input through the real node (rclpy + Fast DDS on loopback, node subprocess).
 
 More than 2,000 generated sensor_msgs/Image and CompressedImage messages: random valid and
 invalid encodings, sizes 0 / 1 / odd / large (a few 8K frames), odd steps, truncated and
@@ -15,19 +16,18 @@ The backend is the zero-cost fault double (`fault_ok`), so the node itself is wh
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 import struct
 import zlib
-from dataclasses import dataclass
 
 import cv2
+from dpt_ros import image_codec
 import numpy as np
 import pytest
-from sensor_msgs.msg import CompressedImage, Image
-
-from dpt_ros import image_codec
-from reliability_support import (Diagnostics, NodeLines, line_outcome, no_crash_signs,
-                                 reconciles, send_lock_step, start_node)
+from reliability_support import (Diagnostics, line_outcome, no_crash_signs, NodeLines, reconciles,
+                                 send_lock_step, start_node)
 from ros_harness import Graph, rgb_image
+from sensor_msgs.msg import CompressedImage, Image
 
 SEED = 20240607
 N_RAW = 1450
@@ -190,16 +190,16 @@ def raw_cases(rng) -> list[Case]:
     # A few large ones, kept rare so CI stays fast: two valid 8K UHD frames, a 4K rgb8 frame
     # with padded rows, and an 8K header whose body is missing.
     big = rng.integers(0, 256, (4320, 7680), dtype=np.uint8)
-    cases.insert(100, Case('valid 8K mono8', lambda: _raw('mono8', 4320, 7680, 7680,
-                                                         big.tobytes()),
+    cases.insert(100, Case('valid 8K mono8',
+                           lambda: _raw('mono8', 4320, 7680, 7680, big.tobytes()),
                            frozenset({'ok'}), (4320, 7680)))
     cases.insert(700, Case('valid 8K bayer_rggb8',
                            lambda: _raw('bayer_rggb8', 4320, 7680, 7680, big.tobytes()),
                            frozenset({'ok'}), (4320, 7680)))
     uhd = rng.integers(0, 256, (2160, 3840, 3), dtype=np.uint8)
     step4k, data4k = _encode_rows(uhd, 64, False)
-    cases.insert(400, Case('valid 4K rgb8 padded', lambda: _raw('rgb8', 2160, 3840, step4k,
-                                                               data4k),
+    cases.insert(400, Case('valid 4K rgb8 padded',
+                           lambda: _raw('rgb8', 2160, 3840, step4k, data4k),
                            frozenset({'ok'}), (2160, 3840)))
     cases.insert(1000, Case('8K rgb8 header, 1 KB body',
                             lambda: _raw('rgb8', 4320, 7680, 7680 * 3, bytes(1024)),
@@ -221,7 +221,7 @@ def _jpeg_sof(w: int, h: int) -> bytes:
 
 
 def compressed_cases(rng) -> list[Case]:
-    """CompressedImage messages: valid JPEG/PNG, garbage, damaged, lying headers."""
+    """Send CompressedImage messages: valid JPEG/PNG, garbage, damaged, lying headers."""
     cases: list[Case] = []
     formats = ('jpeg', 'png', 'bgr8; jpeg compressed bgr8', 'rgb8; png compressed', '',
                'JPEG', 'unknown')
@@ -299,8 +299,8 @@ def compressed_cases(rng) -> list[Case]:
                               frozenset({'empty', 'decode_failed'})))
         else:
             data, h, w, ext = encoded('.png')
-            cases.append(Case('compressedDepth format', msg('16UC1; compressedDepth png',
-                                                             data),
+            cases.append(Case('compressedDepth format',
+                              msg('16UC1; compressedDepth png', data),
                               frozenset({'unknown_encoding'})))
     big = rng.integers(0, 256, (4320 // 8, 7680 // 8, 3), dtype=np.uint8)
     ok, buf = cv2.imencode('.jpg', cv2.resize(big, (7680, 4320), interpolation=cv2.INTER_LINEAR))

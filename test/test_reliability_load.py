@@ -1,4 +1,5 @@
-"""Load and soak through the real node (rclpy + Fast DDS on loopback, node subprocess).
+"""
+Load and soak through the real node (rclpy + Fast DDS on loopback, node subprocess).
 
 Load: a camera publishing 320x240 rgb8 at 2x and 10x the rate of a 300 ms backend (the
 `fault_ok` double with a fixed delay) for LOAD_S seconds. CI runs 12 s per rate; the full
@@ -17,9 +18,7 @@ time; RSS, threads and open fds must not grow after warm-up (bench: 10,000 frame
 from __future__ import annotations
 
 import pytest
-
-from reliability_support import (ERROR, no_crash_signs, reconciles, run_load, run_soak,
-                                 start_node)
+from reliability_support import ERROR, no_crash_signs, reconciles, run_load, run_soak, start_node
 from ros_harness import Graph
 
 DELAY_MS = 300.0

@@ -1,4 +1,5 @@
-"""Parameters and missing pieces at start-up and at runtime, through the real node.
+"""
+Parameters and missing pieces at start-up and at runtime, through the real node.
 
 Start-up: every kind of invalid value (wrong type, out of range, unknown choice, inconsistent
 pair, unreadable params file, unknown weights) must stop the node with exit code 2 and one
@@ -19,15 +20,14 @@ import os
 import tempfile
 import time
 
+from dpt_ros import image_codec
 import numpy as np
 import pytest
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import GetParameters, SetParameters, SetParametersAtomically
+from reliability_support import Diagnostics, no_crash_signs, start_node, WARN
+from ros_harness import Graph, HERE, rgb_image, ROOT
 from sensor_msgs.msg import Image
-
-from dpt_ros import image_codec
-from reliability_support import WARN, Diagnostics, no_crash_signs, start_node
-from ros_harness import HERE, ROOT, Graph, rgb_image
 
 BASE = {'backend': 'fault_ok', 'image_size': 32, 'diagnostics_rate': 10.0}
 NO_TTNN_PATH = os.pathsep.join([os.path.join(HERE, 'no_ttnn_double'), HERE, ROOT])

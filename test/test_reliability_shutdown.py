@@ -1,4 +1,5 @@
-"""Shutdown through signals, the way a launch system or systemd stops the node.
+"""
+Shutdown through signals, the way a launch system or systemd stops the node.
 
 The node runs in a subprocess with the `fault_ctl` double: each inference takes 600 ms (or
 hangs, when the control file says so), every call and the backend's close() are written to an
@@ -11,12 +12,11 @@ from __future__ import annotations
 import json
 import signal
 
-import pytest
-from sensor_msgs.msg import Image
-
 from dpt_ros import image_codec
-from reliability_support import no_crash_signs, start_node, wait_until
-from ros_harness import Graph, rgb_image
+import pytest
+from reliability_support import no_crash_signs, start_node, timed_stop, wait_until
+from ros_harness import CpuLoad, Graph, rgb_image
+from sensor_msgs.msg import Image
 
 VALUES = {'backend': 'fault_ctl', 'image_size': 32, 'diagnostics_rate': 5.0}
 
@@ -125,8 +125,11 @@ def test_idle_node_sigterm_exit_0_and_backend_closed(tmp_path):
 
 
 def test_sigint_during_startup_warmup_exits_within_2s_and_closes_backend(tmp_path):
-    """A launch system stops nodes with SIGINT and escalates after a few seconds; a node
-    still warming up (TT trace compile takes minutes) must honour the first signal too."""
+    """
+    A launch system stops nodes with SIGINT and escalates after a few seconds.
+
+    A node still warming up (TT trace compile takes minutes) must honour the first signal too.
+    """
     files = Files(tmp_path, mode='hang 20')     # the warm-up call (call 1) hangs
     node = start_node(VALUES, env=files.env(), wait_ready=0)
     try:
@@ -134,5 +137,48 @@ def test_sigint_during_startup_warmup_exits_within_2s_and_closes_backend(tmp_pat
         rc, took = node.stop(signal.SIGINT, timeout=3)
         assert rc == 0 and took < 2.0, (rc, took)
         assert files.has('closed 1')
+    finally:
+        node.kill()
+
+
+@pytest.mark.parametrize('case', ['tt_fallback', 'zero'])
+def test_serving_node_under_cpu_load_stops_in_under_1s_exit_0_without_leak_lines(graph, case):
+    """
+    Issue 16: after the cleanup nothing slow stands before the exit code.
+
+    Interpreter teardown used to take 0.45-2.5 s (launch escalated to SIGTERM after 5 s in 4
+    of 13 stops) and, after a tt fallback, printed nanobind's leak report. Two SIGINT and
+    two SIGTERM stops of a node that has served frames (none in flight: the running call is
+    let finish, which bench/bench_shutdown.py measures), with every core busy from half a
+    second before the signal; the benchmark does 50 + 50.
+    """
+    with CpuLoad() as load:
+        stops = [timed_stop(case, sig, load, graph, in_flight=False)
+                 for sig in (signal.SIGINT, signal.SIGTERM) * 2]
+    for s in stops:
+        assert s['clean'], s
+        assert s['seconds'] < 1.0, (s['signal'], s['seconds'], s['output'])
+    print(f'{case}: stop times ' + ', '.join(f"{s['signal']} {s['seconds']:.3f} s"
+                                             for s in stops))
+    if case == 'tt_fallback':   # the case really is the fallback (not a plain torch start)
+        assert all('instead of' in s['output'] for s in stops), stops[0]['output']
+
+
+def test_one_ctrl_c_delivered_twice_is_one_clean_stop(graph, tmp_path):
+    """
+    Ctrl-C under a non-interactive `ros2 launch` reaches the node twice within milliseconds.
+
+    From the terminal (process group) and forwarded by launch. That is one stop (cleanup done, exit
+    0), not the 'second signal: exit now' escape (exit 1, no cleanup).
+    """
+    files = Files(tmp_path)
+    node = start_node(VALUES, env=files.env())
+    try:
+        _frame_in_flight(graph, node, files)
+        node.proc.send_signal(signal.SIGINT)
+        node.proc.send_signal(signal.SIGINT)
+        rc, took = node.stop(signal.SIGINT, timeout=10)   # a third, still within the window
+        assert rc == 0 and took < 2.0, (rc, took, node.output())
+        assert files.has('closed 2'), files.event_lines()
     finally:
         node.kill()

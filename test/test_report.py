@@ -2,9 +2,8 @@
 import json
 
 import cv2
-import numpy as np
-
 from dpt_ros import report
+import numpy as np
 
 
 def test_fps_series_bins_arrivals():

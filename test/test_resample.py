@@ -1,11 +1,10 @@
 """The compiled resize (dpt_ros/resample.py) against Pillow itself: the same bits, always."""
-import numpy as np
-import pytest
-from PIL import Image
-
 from dpt_ros import jit
 from dpt_ros import preprocess as pre
 from dpt_ros import resample
+import numpy as np
+from PIL import Image
+import pytest
 
 BICUBIC = Image.Resampling.BICUBIC
 
@@ -15,7 +14,7 @@ def _pillow(rgb, w, h):
 
 
 def _compiled_u8(rgb, size):
-    """The compiled path with an identity table: the resized uint8 image, CHW -> HWC."""
+    """Return the compiled path with an identity table: the resized uint8 image, CHW -> HWC."""
     identity = np.tile(np.arange(256, dtype=np.float32), (3, 1))
     return resample.resize_normalize(rgb, size, identity).transpose(1, 2, 0).astype(np.uint8)
 

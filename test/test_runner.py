@@ -5,12 +5,11 @@ import subprocess
 import sys
 
 import cv2
-import numpy as np
-import pytest
-from PIL import Image
-
 from dpt_ros import runner
 from dpt_ros.images import SUPPORTED_EXTENSIONS
+import numpy as np
+from PIL import Image
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST = ['--weights', 'tiny-random', '--warmup', '1', '--repeat', '2']

@@ -1,9 +1,8 @@
 """config/depth.rviz shows the node's input and colourised depth, under the node's topic names."""
 import os
 
-import yaml
-
 from dpt_ros import params
+import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RVIZ = os.path.join(ROOT, 'config', 'depth.rviz')

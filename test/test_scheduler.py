@@ -1,4 +1,5 @@
-"""FrameScheduler: latest-frame slots, overlap, per-camera order, exact accounting, timeouts.
+"""
+FrameScheduler: latest-frame slots, overlap, per-camera order, exact accounting, timeouts.
 
 The stages are plain callables here (a sleeping 'backend'), so this runs without rclpy.
 """
@@ -6,10 +7,9 @@ import logging
 import threading
 import time
 
-import pytest
-
 from dpt_ros.errors import InvalidImage
-from dpt_ros.scheduler import OUTCOMES, FrameScheduler, RejectLogThrottle
+from dpt_ros.scheduler import FrameScheduler, OUTCOMES, RejectLogThrottle
+import pytest
 
 
 def wait_for(cond, timeout=10.0):
@@ -425,9 +425,12 @@ def test_bad_concurrency():
 
 
 def test_a_prepared_frame_waiting_behind_inference_is_replaced_by_a_fresher_one():
-    """Issue 6's bound (p99 < 2 x backend + 20 ms) needs the frame that starts inference to be
-    fresh: not one prepared right after the previous call started, which then waited a whole
-    inference time. Frames arrive every 20 ms against a 200 ms backend."""
+    """
+    Issue 6's bound (p99 < 2 x backend + 20 ms) needs the frame that starts inference to be fresh.
+
+    Not one prepared right after the previous call started, which then waited a whole inference
+    time. Frames arrive every 20 ms against a 200 ms backend.
+    """
     delay, period = 0.2, 0.02
     rec = Recorder(delay=delay)
     submitted = {}
@@ -458,9 +461,12 @@ def test_a_prepared_frame_waiting_behind_inference_is_replaced_by_a_fresher_one(
 
 
 def test_slow_publishing_does_not_queue_frames_behind_it():
-    """A zero-cost backend with a 50 ms finish stage (big frames, colour) and a 10 ms camera:
-    results must not pile up in front of publishing (they did: latency grew without bound);
-    stale frames are dropped in the slot instead and every output is recent."""
+    """
+    A zero-cost backend with a 50 ms finish stage (big frames, colour) and a 10 ms camera.
+
+    Results must not pile up in front of publishing (they did: latency grew without bound); stale
+    frames are dropped in the slot instead and every output is recent.
+    """
     published = []
     lat = []
 

@@ -1,4 +1,5 @@
-"""The serving-time process settings (dpt_ros.serving), measured.
+"""
+The serving-time process settings (dpt_ros.serving), measured.
 
 Each case runs in a fresh interpreter: the settings are process-wide. Page faults are counted
 by the kernel (getrusage), so the test does not depend on timing or machine load.
@@ -12,7 +13,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Three frame-sized buffers per "frame", as the node allocates (depth, colour, model input).
-SCRIPT = r'''
+SCRIPT = r"""
 import gc, resource, sys
 import numpy as np
 if sys.argv[1] == 'tuned':
@@ -31,7 +32,7 @@ f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(200):
     frame()
 print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / 200)
-'''
+"""
 
 
 def _faults_per_frame(mode: str) -> float:

@@ -1,15 +1,14 @@
 """The torch backend: protocol, numerics against transformers, dtypes, compile fallback."""
 import logging
 
-import numpy as np
-import pytest
-import torch
-
 from dpt_ros.backends import BackendError, BackendOptions, BackendUnavailable, DepthBackend
 from dpt_ros.backends.torch_backend import create
 from dpt_ros.metrics import pcc
 from dpt_ros.model import load_model
 from dpt_ros.preprocess import preprocess
+import numpy as np
+import pytest
+import torch
 
 TINY = BackendOptions(weights='tiny-random')
 

@@ -1,4 +1,5 @@
-"""Backend registry and the fallback policy.
+"""
+Backend registry and the fallback policy.
 
 `create_backend('tt', opts)` imports the backend module lazily (so a machine without ttnn or
 torch still imports dpt_ros), starts it, and when it cannot start either falls back to the
@@ -8,13 +9,12 @@ torch CPU backend — counted in `backend_fallback_count` and logged with the re
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 import importlib
 import logging
-from dataclasses import dataclass
 from typing import Callable
 
-from dpt_ros.backends.base import (BackendError, BackendInfo, BackendUnavailable,
-                                   DepthBackend)
+from dpt_ros.backends.base import BackendError, BackendInfo, BackendUnavailable, DepthBackend
 
 __all__ = ['BackendError', 'BackendInfo', 'BackendOptions', 'BackendUnavailable',
            'DepthBackend', 'StartedBackend', 'create_backend', 'register_backend',
@@ -31,7 +31,7 @@ class BackendOptions:
     image_size: int = 384
     device: str = 'cpu'              # torch: cpu | cuda[:i]; tt: wormhole_n150 | wormhole_n300
     dtype: str = 'fp32'              # torch: fp32 | bf16
-    compile: bool = False            # torch.compile (torch backend)
+    compile: bool = False  # noqa: A003 -- torch.compile (torch backend); the runner's flag
     execution_mode: str = 'trace_2cq'  # tt: eager | trace | trace_2cq
     dp: int = 1                      # tt: chips used in data parallel
     batch_size: int = 1
@@ -90,7 +90,8 @@ def _factory(name: str) -> Callable[[BackendOptions], DepthBackend]:
 def create_backend(name: str, opts: BackendOptions, *, allow_fallback: bool = True,
                    fallback: str = 'torch', loaded=None,
                    logger: logging.Logger | None = None) -> StartedBackend:
-    """Start backend `name`; on BackendUnavailable fall back to torch CPU or raise.
+    """
+    Start backend `name`; on BackendUnavailable fall back to torch CPU or raise.
 
     Falls back for any request that is not already torch on the CPU: tt without ttnn or a
     device, torch on CUDA without CUDA. The caller counts `backend_fallback_count` from

@@ -1,4 +1,5 @@
-"""The one small interface every depth backend implements, and its error type.
+"""
+The one small interface every depth backend implements, and its error type.
 
 A backend takes a preprocessed batch and returns the model's raw `predicted_depth` (N, S, S)
 float32: relative inverse depth at model resolution. Resizing back to the camera image is the
@@ -58,8 +59,11 @@ INPUT_FORMATS = ('normalized', 'pixels')
 
 
 def batch_format(batch: np.ndarray, size: int) -> str:
-    """'normalized' for an (N, 3, S, S) float batch, 'pixels' for (N, S, S, 3) uint8; a
-    BackendError naming both otherwise."""
+    """
+    Name a batch's format: 'normalized' (N, 3, S, S) float, 'pixels' (N, S, S, 3) uint8.
+
+    A BackendError naming both otherwise.
+    """
     shape = tuple(batch.shape)
     if len(shape) == 4 and shape[0] > 0:
         if shape[1:] == (3, size, size) and np.issubdtype(batch.dtype, np.floating):
@@ -78,8 +82,11 @@ class DepthBackend(Protocol):
     max_concurrency: int
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        """Run the model on a batch in a format it takes (see above); return (N, S, S)
-        float32 predicted_depth."""
+        """
+        Run the model on a batch in a format it takes (see above).
+
+        Return (N, S, S) float32 predicted_depth.
+        """
         ...
 
     def fallback_counts(self) -> dict[str, int]:

@@ -1,4 +1,5 @@
-"""The torch backend: DPT-Large on CPU or CUDA, fp32 or bf16, eager or torch.compile.
+"""
+The torch backend: DPT-Large on CPU or CUDA, fp32 or bf16, eager or torch.compile.
 
 It is also the reference every other backend is compared with (CPU fp32, same weights) and the
 fallback when the TT backend cannot start.
@@ -23,10 +24,9 @@ import dataclasses
 import logging
 import threading
 
-import numpy as np
-
 from dpt_ros.backends import BackendOptions
 from dpt_ros.backends.base import BackendError, BackendInfo, BackendUnavailable
+import numpy as np
 
 log = logging.getLogger('dpt_ros.backends.torch')
 
@@ -159,7 +159,8 @@ class TorchBackend:
         return out.reshape(batch.shape[0], s, s)
 
     def stage_breakdown_ms(self, batch: np.ndarray) -> dict[str, float]:
-        """Time backbone / reassembly / fusion+head in one extra eager pass (forward hooks).
+        """
+        Time backbone / reassembly / fusion+head in one extra eager pass (forward hooks).
 
         Compiled graphs have no module boundaries, so this always runs the eager model (same
         dtype and device); the figures show where time goes, not the compiled total.
@@ -215,7 +216,8 @@ class TorchBackend:
 
 
 def create(opts: BackendOptions, loaded=None) -> TorchBackend:
-    """Factory used by the registry (`create_backend('torch', opts)`).
+    """
+    Create the backend for the registry (`create_backend('torch', opts)`).
 
     `loaded` (a model.LoadedModel) lets callers share one loaded model between backends,
     e.g. eval_pcc's fp32 reference and the bf16 run under test.
