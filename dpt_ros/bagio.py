@@ -310,7 +310,7 @@ def decode_float_image(msg) -> np.ndarray:
 
 
 def decode_rgb(msg, msgtype: str) -> np.ndarray:
-    """Return an Image/CompressedImage message -> (H, W, 3) uint8 RGB (via dpt_ros.image_codec)."""
+    """Decode an Image/CompressedImage message to (H, W, 3) uint8 RGB (dpt_ros.image_codec)."""
     from dpt_ros import image_codec
     if msgtype == COMPRESSED_TYPE:
         return image_codec.decode_compressed(msg)

@@ -76,7 +76,7 @@ def _check_size(height: int, width: int, max_pixels: int) -> None:
 
 
 def decode_image(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Return a sensor_msgs/Image-like message -> contiguous RGB uint8 (H, W, 3)."""
+    """Decode a sensor_msgs/Image-like message to contiguous RGB uint8 (H, W, 3)."""
     from rosbags.image.image import convert_color, ImageError  # imports cv2: only when used
 
     encoding = str(msg.encoding)
@@ -366,7 +366,7 @@ def rgb_to_image_fields(rgb: np.ndarray) -> dict:
 
 
 def image_fields_to_array(fields_or_msg) -> np.ndarray:
-    """Return an output 32FC1 / bgr8 image back to numpy (the inverse of the helpers above)."""
+    """Read an output 32FC1 / bgr8 image back into numpy (the helpers above, inverted)."""
     get = (fields_or_msg.get if isinstance(fields_or_msg, dict)
            else lambda k: getattr(fields_or_msg, k))
     encoding = get('encoding')

@@ -38,7 +38,7 @@ def default_image() -> LoadedImage:
 
 
 def _to_rgb8(img) -> tuple[np.ndarray, str]:
-    """Return a PIL image in any mode -> (H, W, 3) uint8 and a note describing the conversion."""
+    """Convert a PIL image in any mode to (H, W, 3) uint8, with a note saying how."""
     mode = img.mode
     if mode == 'RGB':
         return np.asarray(img, dtype=np.uint8), ''

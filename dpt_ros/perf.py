@@ -103,7 +103,7 @@ class PerfStats:
         self.count('frames_received')
 
     def frame_done(self, latency_ms: float | None = None) -> None:
-        """Return a frame's outputs are out; latency is source stamp (or arrival) to publish."""
+        """Count a frame whose outputs are out; latency is source stamp (or arrival) to publish."""
         self.output_rate.tick()
         self.count('frames_processed')
         if latency_ms is not None:

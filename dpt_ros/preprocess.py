@@ -157,7 +157,7 @@ def resize_pixels(rgb: np.ndarray, size: int = DEFAULT_SIZE, method: str = 'auto
 
 
 def preprocess_batch(images, size: int = DEFAULT_SIZE) -> np.ndarray:
-    """Return a list of RGB frames -> (N, 3, size, size) float32."""
+    """Preprocess a list of RGB frames into one (N, 3, size, size) float32 batch."""
     return np.stack([preprocess(im, size) for im in images])
 
 

@@ -14,7 +14,7 @@ def _pillow(rgb, w, h):
 
 
 def _compiled_u8(rgb, size):
-    """Return the compiled path with an identity table: the resized uint8 image, CHW -> HWC."""
+    """Run the compiled path with an identity table: the resized uint8 image, HWC."""
     identity = np.tile(np.arange(256, dtype=np.float32), (3, 1))
     return resample.resize_normalize(rgb, size, identity).transpose(1, 2, 0).astype(np.uint8)
 
