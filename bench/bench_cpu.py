@@ -1,5 +1,7 @@
-"""CPU throughput and start-up of DPT-Large 384x384: transformers baseline vs our torch and
-OpenVINO backend modes, in one run.
+"""
+CPU throughput and start-up of DPT-Large 384x384: transformers vs our torch and OpenVINO modes.
+
+The transformers baseline and our torch and OpenVINO backend modes are measured in one run:
 
     .venv/bin/python bench/bench_cpu.py [--iters 7] [--modes fp32,bf16,bf16+compile,ov-fp32,
         ov-bf16,ov-bf16-normalized] [--no-startup] [--out generated/bench_cpu.json]
@@ -44,8 +46,6 @@ import sys
 import tempfile
 import time
 
-import numpy as np
-
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
@@ -53,24 +53,29 @@ if _ROOT not in sys.path:
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 
 from dpt_ros.metrics import pcc  # noqa: E402
-from dpt_ros.perf_report import MATMUL_CPU_FLAGS, host, versions, write_json  # noqa: E402
+from dpt_ros.perf_report import host, MATMUL_CPU_FLAGS, versions, write_json  # noqa: E402
+import numpy as np  # noqa: E402
 
 # mode -> (backend, options); 'input' forces the model input format the pipeline hands over.
 MODES = {
-    'fp32': ('torch', dict(dtype='fp32', compile=False)),
-    'bf16': ('torch', dict(dtype='bf16', compile=False)),
-    'bf16+compile': ('torch', dict(dtype='bf16', compile=True)),
-    'fp32+compile': ('torch', dict(dtype='fp32', compile=True)),
-    'ov-fp32': ('openvino', dict(dtype='fp32')),
-    'ov-bf16': ('openvino', dict(dtype='bf16')),
-    'ov-bf16-normalized': ('openvino', dict(dtype='bf16', input='normalized')),
+    'fp32': ('torch', {'dtype': 'fp32', 'compile': False}),
+    'bf16': ('torch', {'dtype': 'bf16', 'compile': False}),
+    'bf16+compile': ('torch', {'dtype': 'bf16', 'compile': True}),
+    'fp32+compile': ('torch', {'dtype': 'fp32', 'compile': True}),
+    'ov-fp32': ('openvino', {'dtype': 'fp32'}),
+    'ov-bf16': ('openvino', {'dtype': 'bf16'}),
+    'ov-bf16-normalized': ('openvino', {'dtype': 'bf16', 'input': 'normalized'}),
 }
 DEFAULT_MODES = 'fp32,bf16,bf16+compile,ov-fp32,ov-bf16,ov-bf16-normalized'
 TARGETS = {'openvino_vs_best_torch': 1.3, 'openvino_vs_baseline': 2.5, 'cached_startup_s': 5.0}
 
 
 def make_baseline(model, rgb):
-    """transformers processor + model (fp32 eager) + post_process_depth_estimation."""
+    """
+    Build the transformers baseline -> (run, description).
+
+    transformers processor + model (fp32 eager) + post_process_depth_estimation.
+    """
     import torch
     from transformers import DPTImageProcessor
     proc = DPTImageProcessor(do_resize=True, size={'height': 384, 'width': 384},
@@ -131,7 +136,7 @@ def make_ours(loaded, rgb, mode, cache_dir):
 
 
 def _timed(fn):
-    """(result, wall ms, process CPU ms) of one call."""
+    """Call fn once and return (result, wall ms, process CPU ms)."""
     c0, t0 = time.process_time(), time.perf_counter()
     out = fn()
     return out, (time.perf_counter() - t0) * 1e3, (time.process_time() - c0) * 1e3
@@ -238,7 +243,8 @@ def measure_startup(work_dir: str) -> list[dict]:
 # --- the interleaved run: one worker process per mode -------------------------------------------
 
 def worker(mode: str, cache_dir: str, warmup: int, out_npy: str) -> int:
-    """One mode in its own process: warm up, then one timed frame per 'frame' line on stdin.
+    """
+    Run one mode in its own process: warm up, then one timed frame per 'frame' line on stdin.
 
     Separate processes keep one runtime's idle worker threads (torch's OpenMP, OpenVINO's
     TBB) off the next mode's frame, and give each mode its own CPU-time figure, as in a node.
@@ -313,7 +319,7 @@ def _rounds(modes, cache_dir: str, iters: int, warmup: int, work_dir: str) -> di
     for name in ['baseline'] + modes:
         t0 = time.perf_counter()
         workers[name] = _Worker(name, cache_dir, warmup, work_dir)
-        print(f"{name:<20} started and warm in {time.perf_counter() - t0:.1f} s (first call "
+        print(f'{name:<20} started and warm in {time.perf_counter() - t0:.1f} s (first call '
               f"{workers[name].ready['first_call_s']:.1f} s)", flush=True)
     results = {n: dict(w.ready, ms_all=[], cpu_ms_all=[], preprocess_ms_all=[],
                        inference_ms_all=[]) for n, w in workers.items()}
@@ -379,7 +385,7 @@ def _print_table(results: dict, ratios: dict, startup: list, peak: dict) -> None
         print(f"{name:<20} {r['ms_per_frame']:9.1f} {r['ms_min']:8.1f} "
               f"{r['cpu_ms_per_frame']:8.1f} {pre} {inf} {r['ratio_vs_baseline']:7.2f} "
               f"{r['ratio_min_vs_baseline_min']:8.2f} {r['pcc_vs_fp32']:9.6f}")
-    print(f"GEMM probe (577x1024 @ 1024x4096, torch, best of 20): fp32 "
+    print(f'GEMM probe (577x1024 @ 1024x4096, torch, best of 20): fp32 '
           f"{peak['fp32_gflops']:.0f} GFLOPS, bf16 {peak['bf16_gflops']:.0f} GFLOPS "
           f"({peak['bf16_over_fp32']:.2f}x)")
     for key, what in (('openvino_vs_best_torch', f"best OpenVINO ({ratios['best_openvino_mode']}"
@@ -396,7 +402,7 @@ def _print_table(results: dict, ratios: dict, startup: list, peak: dict) -> None
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p = argparse.ArgumentParser(description=__doc__.strip().split('\n')[0])
     p.add_argument('--iters', type=int, default=7, help='timed frames per mode')
     p.add_argument('--warmup', type=int, default=2, help='untimed frames per mode (>= 1)')
     p.add_argument('--modes', default=DEFAULT_MODES,
@@ -473,7 +479,7 @@ def main(argv=None) -> int:
     write_json(args.out, summary)
     _print_table(results, ratios, startup, peak)
     print(f"targets met: {summary['targets_met']}; load average before {load_before}, after "
-          f"the rounds {load_after}")
+          f'the rounds {load_after}')
     print(f'wrote {args.out}')
     return 0
 

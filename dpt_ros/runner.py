@@ -145,7 +145,7 @@ def check_args(p: argparse.ArgumentParser, args) -> None:
 
 
 def resolve_backend(p: argparse.ArgumentParser, args) -> str:
-    """The backend name the flags ask for: tt, openvino or torch (see module doc)."""
+    """Return the backend name the flags ask for: tt, openvino or torch (see module doc)."""
     if args.tt_run:
         if args.backend not in ('auto', 'tt'):
             p.error(f'--backend {args.backend} runs on the CPU; --tt-run runs the TT model')

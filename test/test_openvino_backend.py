@@ -1,6 +1,9 @@
-"""The OpenVINO backend: registry and numerics against the torch reference (tiny config), its
-on-disk cache (miss, hit, damaged entries rebuilt), option errors, the fallback where openvino
-is missing, and the same outputs through the pipeline, runner, bag_eval and the node.
+"""
+Tests of the OpenVINO backend.
+
+Covered: the registry and numerics against the torch reference (tiny config), its on-disk
+cache (miss, hit, damaged entries rebuilt), option errors, the fallback where openvino is
+missing, and the same outputs through the pipeline, runner, bag_eval and the node.
 
 DPT-Large's PCC and the speed figures come from bench/bench_cpu.py (a conversion of the full
 model takes about a minute here: too slow for the suite).
@@ -12,28 +15,27 @@ import shutil
 import subprocess
 import sys
 
+from dpt_ros import params
+from dpt_ros.backends import (BackendError, BackendOptions, BACKENDS, BackendUnavailable,
+                              create_backend)
+from dpt_ros.backends import openvino_backend as ovb
+from dpt_ros.metrics import pcc
+from dpt_ros.pipeline import DepthPipeline
+from dpt_ros.preprocess import preprocess, resize_pixels
 import numpy as np
 import pytest
 
 pytest.importorskip('openvino')
 
-from dpt_ros import params  # noqa: E402
-from dpt_ros.backends import (BACKENDS, BackendError, BackendOptions,  # noqa: E402
-                              BackendUnavailable, create_backend)
-from dpt_ros.backends import openvino_backend as ovb  # noqa: E402
-from dpt_ros.metrics import pcc  # noqa: E402
-from dpt_ros.pipeline import DepthPipeline  # noqa: E402
-from dpt_ros.preprocess import preprocess, resize_pixels  # noqa: E402
-
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 NO_OPENVINO_PATH = os.pathsep.join([os.path.join(HERE, 'no_openvino_double'), HERE, ROOT])
 SIZE = 64                      # the tiny config at 64 px converts in about a second
-SMALL = dict(weights='tiny-random', image_size=SIZE)
+SMALL = {'weights': 'tiny-random', 'image_size': SIZE}
 
 
 def _rgb(h=120, w=160, seed=0):
-    """A natural picture (astronaut, resized) for seed 0, uniform noise otherwise."""
+    """Return a natural picture (astronaut, resized) for seed 0, uniform noise otherwise."""
     if seed:
         return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
     import cv2
@@ -42,7 +44,7 @@ def _rgb(h=120, w=160, seed=0):
 
 
 def _entry(cache_dir):
-    """The one converted-model folder under cache_dir."""
+    """Return the one converted-model folder under cache_dir."""
     root = os.path.join(str(cache_dir), 'openvino')
     found = [os.path.join(root, n) for n in os.listdir(root)
              if n != 'compiled' and not n.startswith('.')]
@@ -52,7 +54,7 @@ def _entry(cache_dir):
 
 @pytest.fixture(scope='module')
 def reference():
-    """torch fp32 on the CPU, tiny-random at 64 px: the numerical reference."""
+    """Yield the numerical reference: torch fp32 on the CPU, tiny-random at 64 px."""
     from dpt_ros.backends.torch_backend import create
     backend = create(BackendOptions(**SMALL))
     yield backend
@@ -61,7 +63,7 @@ def reference():
 
 @pytest.fixture(scope='module')
 def warm_cache(tmp_path_factory):
-    """A cache folder holding the converted tiny model (and its compiled blob)."""
+    """Return a new cache folder holding the converted tiny model (and its compiled blob)."""
     d = tmp_path_factory.mktemp('ov_cache')
     b = ovb.create(BackendOptions(cache_dir=str(d), **SMALL))
     assert b.info.extra['cache'] == 'miss'
@@ -227,8 +229,8 @@ def test_a_damaged_compiled_blob_is_recompiled(warm_cache, reference, tmp_path):
         b.close()
 
 
-def test_fp32_and_bf16_share_the_model_entry_but_not_compiled_blobs(warm_cache, reference,
-                                                                     tmp_path):
+def test_fp32_and_bf16_share_the_model_entry_but_not_compiled_blobs(
+        warm_cache, reference, tmp_path):
     # OpenVINO's blob key ignores the precision hint: a bf16 start that imported the f32 blob
     # returned zeros. Each precision has its own CACHE_DIR.
     cache = _copy_cache(warm_cache, tmp_path)
@@ -278,10 +280,10 @@ def test_a_given_model_unlike_its_weights_name_is_keyed_by_its_content(warm_cach
 
 
 @pytest.mark.parametrize('change, words', [
-    (dict(device='cuda'), ['openvino', 'cpu', "'cuda'"]),
-    (dict(device='wormhole_n300'), ['openvino', "'wormhole_n300'"]),
-    (dict(dtype='fp16'), ['dtype', 'fp32, bf16', "'fp16'"]),
-    (dict(image_size=40), ['image_size 40']),
+    ({'device': 'cuda'}, ['openvino', 'cpu', "'cuda'"]),
+    ({'device': 'wormhole_n300'}, ['openvino', "'wormhole_n300'"]),
+    ({'dtype': 'fp16'}, ['dtype', 'fp32, bf16', "'fp16'"]),
+    ({'image_size': 40}, ['image_size 40']),
 ])
 def test_bad_options_rejected_at_start_up_with_one_line(change, words):
     opts = BackendOptions(**dict(SMALL, **change))
@@ -427,7 +429,7 @@ def _pipeline_status(graph, diags, processed=1):
                     return s
         return None
     assert graph.spin_until(lambda: (s := status()) is not None and
-                            s.values and dict((kv.key, kv.value) for kv in s.values)
+                            s.values and {kv.key: kv.value for kv in s.values}
                             .get('frames_processed') == str(processed), 15)
     return status()
 

@@ -1,4 +1,5 @@
-"""The OpenVINO backend: DPT-Large on the CPU through OpenVINO, fp32 or bf16.
+"""
+The OpenVINO backend: DPT-Large on the CPU through OpenVINO, fp32 or bf16.
 
 What a user without a card runs: on the 2-core build machines it is faster than our best torch
 mode and starts in about a second once its caches are warm (figures: docs/benchmarks.md).
@@ -32,6 +33,7 @@ first use). Both give the same output bit for bit.
 from __future__ import annotations
 
 import hashlib
+from importlib import metadata
 import json
 import logging
 import os
@@ -40,12 +42,10 @@ import tempfile
 import threading
 import time
 import warnings
-from importlib import metadata
-
-import numpy as np
 
 from dpt_ros.backends import BackendOptions
 from dpt_ros.backends.base import BackendError, BackendInfo, BackendUnavailable, batch_format
+import numpy as np
 
 log = logging.getLogger('dpt_ros.backends.openvino')
 
@@ -59,7 +59,11 @@ PIXEL_CENTRE = 127.5        # (v / 255 - 0.5) / 0.5 == (v - 127.5) / 127.5
 
 
 def check_options(opts: BackendOptions) -> None:
-    """Configuration errors: these stop start-up with one line (no fallback)."""
+    """
+    Check the options and raise BackendError for any this backend can never take.
+
+    These are configuration errors: they stop start-up with one line (no fallback).
+    """
     if opts.device not in DEVICES:
         raise BackendError(f"the openvino backend runs on cpu, not '{opts.device}' "
                            '(cuda is the torch backend, wormhole_* the tt backend)')
@@ -71,7 +75,7 @@ def check_options(opts: BackendOptions) -> None:
 
 
 def import_openvino():
-    """The openvino module, or BackendUnavailable (so the registry falls back to torch)."""
+    """Import openvino, or raise BackendUnavailable (so the registry falls back to torch)."""
     try:
         import openvino
     except ImportError as exc:
@@ -81,7 +85,7 @@ def import_openvino():
 
 
 def openvino_version() -> str:
-    """The installed OpenVINO runtime's version, e.g. '2026.4.1-22982-...'."""
+    """Return the installed OpenVINO runtime's version, e.g. '2026.4.1-22982-...'."""
     import openvino
     return openvino.get_version()
 
@@ -117,7 +121,7 @@ def _dir_identity(path: str) -> str:
 
 
 def _hub_commit(repo: str) -> str | None:
-    """The commit of `repo`'s snapshot in the HF cache, or None when it is not cached."""
+    """Return the commit of `repo`'s snapshot in the HF cache, or None when it is not cached."""
     try:
         from huggingface_hub import try_to_load_from_cache
         found = try_to_load_from_cache(repo, 'config.json')
@@ -130,8 +134,12 @@ def _hub_commit(repo: str) -> str | None:
 
 
 def weights_identity(weights: str, seed: int) -> str | None:
-    """What `model.load_model(weights, seed=seed)` would load, without loading it, or None
-    when that cannot be known beforehand (a hub id that is not cached and may download)."""
+    """
+    Identify what `model.load_model(weights, seed=seed)` would load, without loading it.
+
+    Return None when that cannot be known beforehand (a hub id that is not cached and may
+    download).
+    """
     from dpt_ros.model import HUB_ID
     if weights == 'random':
         return _random_identity('dpt-large', seed)
@@ -151,7 +159,7 @@ def weights_identity(weights: str, seed: int) -> str | None:
 
 
 def fingerprint(loaded) -> str:
-    """A cheap content id of a loaded model (names, shapes, a strided sample of values)."""
+    """Return a cheap content id of a loaded model (names, shapes, a strided sample of values)."""
     h = hashlib.sha256()
     state = loaded.model.state_dict()
     for name in sorted(state):
@@ -178,8 +186,12 @@ class ModelCache:
         return os.path.join(self.root, key)
 
     def lookup(self, key: str) -> tuple[dict | None, str | None]:
-        """(meta with 'xml', its IR path; None) for a complete entry, (None, None) for none,
-        (None, why) for a damaged one, which is removed (warning) so the caller rebuilds it.
+        """
+        Look up the cached entry for `key` and check that it is complete.
+
+        Return (meta with 'xml', its IR path; None) for a complete entry, (None, None) for
+        none, (None, why) for a damaged one, which is removed (warning) so the caller
+        rebuilds it.
         """
         folder = self.folder(key)
         if not os.path.isdir(folder):
@@ -229,7 +241,7 @@ class ModelCache:
 
 
 def convert(loaded, image_size: int):
-    """The HF model -> an ov.Model taking the normalised (1, 3, S, S) float32 tensor."""
+    """Convert the HF model to an ov.Model taking the normalised (1, 3, S, S) float32 tensor."""
     import openvino as ov
     import torch
 
@@ -253,8 +265,11 @@ def convert(loaded, image_size: int):
 
 
 def with_pixel_input(ov_model, image_size: int):
-    """Put uint8 (1, S, S, 3) pixels in front of the model with OpenVINO's preprocessing:
-    the processor's normalisation and the NHWC -> NCHW transpose run in the compiled graph."""
+    """
+    Put uint8 (1, S, S, 3) pixels in front of the model with OpenVINO's preprocessing.
+
+    The processor's normalisation and the NHWC -> NCHW transpose run in the compiled graph.
+    """
     import openvino as ov
     from openvino.preprocess import PrePostProcessor
     ppp = PrePostProcessor(ov_model)
@@ -445,8 +460,12 @@ class OpenVinoBackend:
     # --- serving --------------------------------------------------------------------------
 
     def _request(self, kind: str):
-        """The infer request for an input format; the normalised one is compiled on first
-        use (the pipeline hands this backend pixels, so normally it never is)."""
+        """
+        Return the infer request for an input format.
+
+        The normalised one is compiled on first use (the pipeline hands this backend pixels,
+        so normally it never is).
+        """
         req = self._requests.get(kind)
         if req is None:
             if kind not in self._compiled:
@@ -459,8 +478,11 @@ class OpenVinoBackend:
         return req
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        """(N, S, S, 3) uint8 pixels or (N, 3, S, S) normalised float -> (N, S, S) float32
-        predicted_depth, one frame at a time."""
+        """
+        Run the model on a batch, one frame at a time; return (N, S, S) float32 predicted_depth.
+
+        The batch is (N, S, S, 3) uint8 pixels or (N, 3, S, S) normalised float.
+        """
         batch = np.asarray(batch)
         kind = batch_format(batch, self.image_size)
         s = self.image_size
@@ -490,9 +512,10 @@ class OpenVinoBackend:
 
 
 def create(opts: BackendOptions, loaded=None) -> OpenVinoBackend:
-    """Factory used by the registry (`create_backend('openvino', opts)`).
+    """
+    Create the backend for the registry (`create_backend('openvino', opts)`).
 
-    BackendError for options this backend can never take (device, dtype: no fallback),
+    Raises BackendError for options this backend can never take (device, dtype: no fallback),
     BackendUnavailable where openvino is not installed (the registry falls back to torch on
     the CPU, counted). `loaded` shares an already loaded HF model (used on a cache miss, and
     checked against the cached entry's fingerprint on a hit).
