@@ -31,12 +31,9 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT, os.path.join(ROOT, 'test')]
-os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
-os.environ.setdefault('ROS_DOMAIN_ID', str(120 + os.getpid() % 100))
-os.environ.setdefault('HF_HUB_OFFLINE', '1')
-os.environ.setdefault('ROS_LOG_DIR', '/tmp/dpt_ros_bench_logs')
+import bench_env  # noqa: I100  (first: sets up sys.path and DDS)
+
+ROOT = bench_env.setup()
 
 import numpy as np  # noqa: E402
 
