@@ -326,3 +326,17 @@ def test_fallback_counter_keys_and_validation():
         raise TypeError('bad kwarg')
     assert fb.run_with_config('op', boom, lambda: 2) == 2
     assert fb.uses_default('op') and fb.snapshot()['program_config_fallback_total'] == 1
+
+
+def test_fallback_reason_is_the_tt_fatal_info_line():
+    """Check a TT_FATAL's reason is its 'info' line, not 'TT_THROW @ file:line'."""
+    fb = FallbackCounter()
+
+    def clash():
+        raise RuntimeError('TT_THROW @ /project/tt_metal/impl/program/program.cpp:2624: '
+                           'tt::exception\ninfo:\nStatically allocated circular buffers '
+                           'clash with L1 buffers\nbacktrace:\n --- frame')
+    fb.run_with_config('conv.x', clash, lambda: 0)
+    (reason,) = fb.snapshot()['reasons']
+    assert reason == ('conv.x: RuntimeError: Statically allocated circular buffers clash '
+                      'with L1 buffers')

@@ -19,6 +19,7 @@ import threading
 from typing import Callable, TypeVar
 
 from dpt_ros.backends.base import BackendError
+from dpt_ros.tt.device import summarize_error
 
 log = logging.getLogger('dpt_ros.tt.fallbacks')
 
@@ -63,8 +64,9 @@ class FallbackCounter:
         except FallbackError:
             raise
         except Exception as exc:  # ttnn raises RuntimeError/TypeError/ValueError variously
-            reason = f'{type(exc).__name__}: {str(exc).strip().splitlines()[0][:160]}' \
-                if str(exc).strip() else type(exc).__name__
+            # The TT_FATAL 'info' line, not its first line ('TT_THROW @ file:line: ...').
+            detail = summarize_error(exc)[:160] if str(exc).strip() else ''
+            reason = f'{type(exc).__name__}: {detail}' if detail else type(exc).__name__
             if self.strict:
                 raise FallbackError(
                     f'program config for {op_name} failed in strict mode: {reason}') from exc
