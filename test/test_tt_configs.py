@@ -115,11 +115,11 @@ def test_conv_plan_covers_every_conv(cfg):
         # Every conv has an explicit path: never ttnn's automatic slice count.
         if big > (8 << 20):
             assert cfg.conv_path[name] == 'dram' and sl.slice_type == kind.DRAMSliceHeight, name
-            assert sl.num_slices == cfg.conv_slices[name] == -(-big // (8 << 20)), name
+            assert sl.num_slices == cfg.dram_slices(name) == -(-big // (8 << 20)), name
             assert cfg.conv_out_dram[name], name
         else:
             assert cfg.conv_path[name] == 'l1' and sl.slice_type == kind.L1Full, name
-            assert name not in cfg.conv_slices
+            assert cfg.dram_slices(name) == 1
             assert cfg.conv_out_dram[name] == name.startswith('neck.'), name
         block = min(cin, cout) >= 128
         assert (cfg.conv_shard[name] == ttnn.TensorMemoryLayout.BLOCK_SHARDED) == block, name

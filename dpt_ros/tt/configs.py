@@ -143,7 +143,6 @@ class TtConfigs:
     conv_shard: dict = field(default_factory=dict)
     conv_path: dict = field(default_factory=dict)       # name -> 'l1' | 'dram'
     conv_out_dram: dict = field(default_factory=dict)   # name -> output to DRAM (else L1)
-    conv_slices: dict = field(default_factory=dict)     # name -> DRAM slice count (dram path)
 
     @property
     def weight_dtype(self):
@@ -154,6 +153,10 @@ class TtConfigs:
     def act_dtype(self):
         import ttnn
         return ttnn.bfloat16
+
+    def dram_slices(self, name: str) -> int:
+        """Return the DRAM slice count of conv `name` (1 for a conv on the L1 path)."""
+        return self.conv_slice[name].num_slices if self.conv_path[name] == 'dram' else 1
 
     def weight_key(self) -> dict:
         """Return what prepared weights depend on (part of the on-disk cache key)."""
@@ -166,7 +169,8 @@ class TtConfigs:
                 'tokens': self.dims.tokens, 'tokens_padded': self.tokens_padded,
                 'encoder_grid': list(self.encoder_grid),
                 'attention_grid': list(self.attention_grid), 'grid': list(self.grid),
-                'conv_dram_slices': dict(self.conv_slices),
+                'conv_dram_slices': {name: self.dram_slices(name) for name, path
+                                     in self.conv_path.items() if path == 'dram'},
                 'weight_dtype': self.weight_dtype_name,
                 'math_fidelity': self.math_fidelity_name}
 
@@ -286,7 +290,6 @@ def _plan_conv(cfg: TtConfigs, name: str, cin: int, cout: int, pixels: int, relu
     kind = ttnn.Op2DSliceConfig.SliceTypeEnum
     if slices > 1:
         cfg.conv_path[name] = 'dram'
-        cfg.conv_slices[name] = slices
         cfg.conv_slice[name] = ttnn.Op2DSliceConfig(slice_type=kind.DRAMSliceHeight,
                                                     num_slices=slices)
     else:

@@ -96,7 +96,7 @@ class TtConv2d:
                                       activation=tuned_cfg.activation)
             slices = ttnn.Op2DSliceConfig(
                 slice_type=ttnn.Op2DSliceConfig.SliceTypeEnum.DRAMSliceHeight,
-                num_slices=cfg.conv_slices.get(self.name, 1))
+                num_slices=cfg.dram_slices(self.name))
             return self._conv(ensure_memory(x.tensor, ttnn.DRAM_MEMORY_CONFIG), x, plain, slices,
                               ttnn.DRAM_MEMORY_CONFIG)
 
