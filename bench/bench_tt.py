@@ -26,6 +26,7 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 from dpt_ros.tt import device as tt_device  # noqa: E402
+from dpt_ros import vocabulary  # noqa: E402
 import numpy as np  # noqa: E402
 
 EXIT_NO_DEVICE = 2
@@ -104,11 +105,11 @@ def measure(*, device: str, dp: int, image_size: int = 384, mode: str = 'trace_2
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.strip().split('\n\n')[0])
-    p.add_argument('--device', default='wormhole_n300', choices=sorted(tt_device.DEVICE_CHIPS))
+    p.add_argument('--device', default='wormhole_n300', choices=sorted(vocabulary.TT_DEVICES))
     p.add_argument('--dp', type=int, default=None, help='chips (default: all on the board)')
     p.add_argument('--image-size', type=int, default=384)
     p.add_argument('--tt-execution-mode', default='trace_2cq',
-                   choices=tt_device.EXECUTION_MODES)
+                   choices=vocabulary.EXECUTION_MODES)
     p.add_argument('--weights', default='auto')
     p.add_argument('--warmup', type=int, default=2)
     p.add_argument('--repeat', type=int, default=50)
@@ -123,7 +124,7 @@ def main(argv=None) -> int:
               'Run this on a machine with a Wormhole N150/N300.', file=sys.stderr)
         return EXIT_NO_DEVICE
     from dpt_ros.perf_report import write_perf
-    dp = args.dp or tt_device.DEVICE_CHIPS[args.device]
+    dp = args.dp or vocabulary.TT_DEVICES[args.device]
     record, header = measure(device=args.device, dp=dp, image_size=args.image_size,
                              mode=args.tt_execution_mode, weights=args.weights,
                              warmup=args.warmup, repeat=args.repeat,

@@ -31,7 +31,7 @@ import sys
 import threading
 import time
 
-from dpt_ros import bagio
+from dpt_ros import bagio, vocabulary
 from dpt_ros.backends import BackendError, BackendOptions
 from dpt_ros.depth_metrics import error_map, frame_metrics, FrameDepthMetrics, summarize
 from dpt_ros.errors import InvalidImage
@@ -458,22 +458,22 @@ def run_replay(args, src: bagio.BagSource) -> dict:
     except ImportError as err:
         raise EvalError(f'replay needs ROS 2 rclpy and sensor_msgs ({err}); use offline mode '
                         'or source a ROS 2 install') from None
-    from dpt_ros import params as node_params
+    from dpt_ros import vocabulary
 
     out_dir = Path(args.output)
     publish_topic = args.publish_topic or src.image_topic
     compressed = src.image_type == bagio.COMPRESSED_TYPE
-    if compressed and publish_topic.endswith('/' + node_params.COMPRESSED_SUFFIX):
-        image_base = publish_topic[:-len(node_params.COMPRESSED_SUFFIX) - 1]
+    if compressed and publish_topic.endswith('/' + vocabulary.COMPRESSED_SUFFIX):
+        image_base = publish_topic[:-len(vocabulary.COMPRESSED_SUFFIX) - 1]
     else:
         image_base = publish_topic
     ns = args.node_ns or _parent_ns(image_base)
     info_topic = args.camera_info_topic or (
-        _join(_parent_ns(image_base), node_params.TOPIC_CAMERA_INFO)
+        _join(_parent_ns(image_base), vocabulary.TOPIC_CAMERA_INFO)
         if src.camera_info_topic else None)
-    depth_topic = _join(ns, node_params.TOPIC_DEPTH_RELATIVE)
-    color_topic = _join(ns, node_params.TOPIC_DEPTH_RELATIVE_COLOR)
-    metric_topic = _join(ns, node_params.TOPIC_DEPTH_METRIC)
+    depth_topic = _join(ns, vocabulary.TOPIC_DEPTH_RELATIVE)
+    color_topic = _join(ns, vocabulary.TOPIC_DEPTH_RELATIVE_COLOR)
+    metric_topic = _join(ns, vocabulary.TOPIC_DEPTH_METRIC)
 
     # Everything to publish, loaded up front so disk reads never disturb the pacing.
     frames = []
@@ -495,12 +495,12 @@ def run_replay(args, src: bagio.BagSource) -> dict:
     if args.start_node:
         params_file = args.params_file or _default_params_file()
         cmd = [sys.executable, '-m', 'dpt_ros.node', '--ros-args', '-r', f'__ns:={ns}']
-        if image_base != _join(ns, node_params.TOPIC_IMAGE):
-            key = node_params.TOPIC_IMAGE + ('/' + node_params.COMPRESSED_SUFFIX
+        if image_base != _join(ns, vocabulary.TOPIC_IMAGE):
+            key = vocabulary.TOPIC_IMAGE + ('/' + vocabulary.COMPRESSED_SUFFIX
                                              if compressed else '')
             cmd += ['-r', f'{key}:={publish_topic}']
-        if info_topic and info_topic != _join(ns, node_params.TOPIC_CAMERA_INFO):
-            cmd += ['-r', f'{node_params.TOPIC_CAMERA_INFO}:={info_topic}']
+        if info_topic and info_topic != _join(ns, vocabulary.TOPIC_CAMERA_INFO):
+            cmd += ['-r', f'{vocabulary.TOPIC_CAMERA_INFO}:={info_topic}']
         if params_file:
             cmd += ['--params-file', params_file]
         node_overrides = {'backend': args.backend, 'weights': args.weights,
@@ -776,7 +776,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--dtype', default=d.dtype, choices=('fp32', 'bf16'))
     g.add_argument('--compile', action='store_true', default=d.compile)
     g.add_argument('--execution-mode', default=d.execution_mode,
-                   choices=('eager', 'trace', 'trace_2cq'))
+                   choices=vocabulary.EXECUTION_MODES)
     g.add_argument('--dp', type=int, default=d.dp)
     g.add_argument('--seed', type=int, default=d.seed)
     g.add_argument('--threads', type=int, default=d.threads)

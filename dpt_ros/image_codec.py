@@ -28,7 +28,7 @@ import sys
 import threading
 
 from dpt_ros.errors import InvalidImage
-from dpt_ros.params import DEFAULT_MAX_PIXELS
+from dpt_ros import vocabulary
 import numpy as np
 
 # encoding -> (numpy dtype, channels, name rosbags-image converts from)
@@ -75,7 +75,7 @@ def _check_size(height: int, width: int, max_pixels: int) -> None:
                            f'more than max_pixels={max_pixels}')
 
 
-def decode_image(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def decode_image(msg, max_pixels: int = vocabulary.MAX_PIXELS) -> np.ndarray:
     """Decode a sensor_msgs/Image-like message to contiguous RGB uint8 (H, W, 3)."""
     from rosbags.image.image import convert_color, ImageError  # imports cv2: only when used
 
@@ -158,7 +158,7 @@ def _jpeg_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-def decode_compressed(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def decode_compressed(msg, max_pixels: int = vocabulary.MAX_PIXELS) -> np.ndarray:
     """
     Return a sensor_msgs/CompressedImage-like message (JPEG or PNG) -> RGB uint8 (H, W, 3).
 
@@ -197,7 +197,7 @@ def decode_compressed(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     return np.ascontiguousarray(bgr[:, :, ::-1])
 
 
-def decode(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def decode(msg, max_pixels: int = vocabulary.MAX_PIXELS) -> np.ndarray:
     """Image or CompressedImage (told apart by the `format` field) -> RGB uint8 (H, W, 3)."""
     if hasattr(msg, 'format') and not hasattr(msg, 'encoding'):
         return decode_compressed(msg, max_pixels)
@@ -385,7 +385,7 @@ def image_fields_to_array(fields_or_msg) -> np.ndarray:
     return arr.reshape((height, width, channels) if channels > 1 else (height, width))
 
 
-def decode_depth_m(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def decode_depth_m(msg, max_pixels: int = vocabulary.MAX_PIXELS) -> np.ndarray:
     """
     Return a metric depth image (32FC1 metres, or 16UC1/mono16 millimetres) -> (H, W) float32 m.
 

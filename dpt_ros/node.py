@@ -45,7 +45,7 @@ import threading
 import time
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from dpt_ros import image_codec, params, serving
+from dpt_ros import image_codec, params, serving, vocabulary
 from dpt_ros.backends import BackendError, create_backend, register_backend, StartedBackend
 from dpt_ros.metric import MetricDepth, ReferenceBuffer
 from dpt_ros.perf import FALLBACK_KEYS, PerfStats, STAGES
@@ -255,7 +255,7 @@ class DepthNode(Node):
             reject_log_interval_s=v['reject_log_interval_s'])
         for cam in self.cameras.values():
             self._make_camera_io(cam)
-        self.diag_pub = self.create_publisher(DiagnosticArray, params.TOPIC_DIAGNOSTICS, 10)
+        self.diag_pub = self.create_publisher(DiagnosticArray, vocabulary.TOPIC_DIAGNOSTICS, 10)
         self._diag_timer = self.create_timer(1.0 / v['diagnostics_rate'], self._publish_diag)
         self._last_node_counts: dict = {}
         self._last_diag_time = time.monotonic()
@@ -329,30 +329,30 @@ class DepthNode(Node):
     def _make_camera_io(self, cam: _Camera) -> None:
         v = self.values
         ns = cam.ns
-        raw_topic = self.resolve_topic_name(_topic(ns, params.TOPIC_IMAGE))
+        raw_topic = self.resolve_topic_name(_topic(ns, vocabulary.TOPIC_IMAGE))
         cam.image_topic = raw_topic
         if v['transport'] == 'compressed':
             # image_transport style: <image>/compressed follows a remapped `image`; a remap of
             # `image/compressed` itself wins.
-            name = _topic(ns, f'{params.TOPIC_IMAGE}/{params.COMPRESSED_SUFFIX}')
+            name = _topic(ns, f'{vocabulary.TOPIC_IMAGE}/{vocabulary.COMPRESSED_SUFFIX}')
             resolved = self.resolve_topic_name(name)
             cam.image_topic = (resolved if resolved != self.resolve_topic_name(
-                name, only_expand=True) else f'{raw_topic}/{params.COMPRESSED_SUFFIX}')
-        cam.pub_depth = self.create_publisher(Image, _topic(ns, params.TOPIC_DEPTH_RELATIVE),
+                name, only_expand=True) else f'{raw_topic}/{vocabulary.COMPRESSED_SUFFIX}')
+        cam.pub_depth = self.create_publisher(Image, _topic(ns, vocabulary.TOPIC_DEPTH_RELATIVE),
                                               _OUTPUT_QOS)
         cam.pub_color = self.create_publisher(
-            Image, _topic(ns, params.TOPIC_DEPTH_RELATIVE_COLOR), _OUTPUT_QOS)
+            Image, _topic(ns, vocabulary.TOPIC_DEPTH_RELATIVE_COLOR), _OUTPUT_QOS)
         cam.pub_info = self.create_publisher(
-            CameraInfo, _topic(ns, params.TOPIC_DEPTH_RELATIVE_INFO), _OUTPUT_QOS)
+            CameraInfo, _topic(ns, vocabulary.TOPIC_DEPTH_RELATIVE_INFO), _OUTPUT_QOS)
         if v['metric.mode'] != 'none':
             cam.metric = MetricDepth(v['metric.mode'], scale=v['metric.scale'],
                                      shift=v['metric.shift'], min_depth=v['metric.min_depth'],
                                      max_depth=v['metric.max_depth'],
                                      smoothing=v['metric.smoothing'])
             cam.pub_metric = self.create_publisher(
-                Image, _topic(ns, params.TOPIC_DEPTH_METRIC), _OUTPUT_QOS)
+                Image, _topic(ns, vocabulary.TOPIC_DEPTH_METRIC), _OUTPUT_QOS)
             cam.pub_metric_info = self.create_publisher(
-                CameraInfo, _topic(ns, params.TOPIC_DEPTH_METRIC_INFO), _OUTPUT_QOS)
+                CameraInfo, _topic(ns, vocabulary.TOPIC_DEPTH_METRIC_INFO), _OUTPUT_QOS)
         self._subscribe(cam)
 
     # ----- QoS and subscriptions -----
@@ -387,7 +387,7 @@ class DepthNode(Node):
                 self.get_logger().info(f'{cam.image_topic}: reliability now {want.name.lower()}'
                                        ' to match its publishers')
             cam.reliability = want
-        info_topic = self.resolve_topic_name(_topic(cam.ns, params.TOPIC_CAMERA_INFO))
+        info_topic = self.resolve_topic_name(_topic(cam.ns, vocabulary.TOPIC_CAMERA_INFO))
         want = self._wanted_reliability(info_topic, cam.info_reliability)
         if cam.info_sub is None or want != cam.info_reliability:
             if cam.info_sub is not None:
@@ -633,7 +633,7 @@ class DepthNode(Node):
             ckv = {
                 'input_topic': cam.image_topic,
                 'output_topic': self.resolve_topic_name(
-                    _topic(cam.ns, params.TOPIC_DEPTH_RELATIVE)),
+                    _topic(cam.ns, vocabulary.TOPIC_DEPTH_RELATIVE)),
                 'reliability': cam.reliability.name.lower() if cam.reliability else '',
                 'publishers': self.count_publishers(cam.image_topic),
                 'input_fps': cs['input_fps'], 'output_fps': cs['output_fps'],

@@ -15,26 +15,11 @@ import math
 import re
 from typing import Callable, Iterable, Mapping
 
+from dpt_ros import vocabulary
 from dpt_ros.backends import BackendOptions, BACKENDS
 
 _BACKEND_DEFAULTS = BackendOptions()
 
-# Topic names, relative to each camera namespace (so `image:=...` remappings apply).
-TOPIC_IMAGE = 'image'                     # sensor_msgs/Image (transport raw)
-COMPRESSED_SUFFIX = 'compressed'          # <image>/compressed: sensor_msgs/CompressedImage
-TOPIC_CAMERA_INFO = 'camera_info'         # input camera_info beside the image
-# Relative inverse depth, 32FC1, input-sized: larger = nearer, unknown scale and shift. Not
-# named `depth`: REP 118 reserves that name for metres.
-TOPIC_DEPTH_RELATIVE = 'depth_relative'
-TOPIC_DEPTH_RELATIVE_COLOR = 'depth_relative/color'        # bgr8, only while subscribed
-TOPIC_DEPTH_RELATIVE_INFO = 'depth_relative/camera_info'   # input camera_info, output header
-TOPIC_DEPTH_METRIC = 'depth'                               # 32FC1 metres (metric.mode != none)
-TOPIC_DEPTH_METRIC_INFO = 'depth/camera_info'
-TOPIC_DIAGNOSTICS = '/diagnostics'
-
-# Beyond this many pixels a frame is rejected (reason too_large): 2**25 admits 8K UHD
-# (7680x4320) and stops a 10k x 10k frame before it costs a second of CPU.
-DEFAULT_MAX_PIXELS = 1 << 25
 
 
 @dataclass(frozen=True)
@@ -122,7 +107,7 @@ PARAMS: tuple[Param, ...] = (
           'Input reliability. auto matches the publishers (best_effort if any publisher is '
           'best-effort, else reliable), as rosbag2 does; history depth is always 1.',
           choices=('auto', 'reliable', 'best_effort')),
-    Param('max_pixels', DEFAULT_MAX_PIXELS,
+    Param('max_pixels', vocabulary.MAX_PIXELS,
           'Frames with more pixels than this are rejected (reason too_large).',
           min=1, max=1 << 30),
     # --- backend (defaults from BackendOptions) ---
@@ -149,7 +134,7 @@ PARAMS: tuple[Param, ...] = (
     Param('compile', _BACKEND_DEFAULTS.compile, 'torch.compile the model (torch backend).'),
     Param('execution_mode', _BACKEND_DEFAULTS.execution_mode,
           'tt execution mode: eager, trace, or trace with 2 command queues.',
-          choices=('eager', 'trace', 'trace_2cq')),
+          choices=vocabulary.EXECUTION_MODES),
     Param('dp', _BACKEND_DEFAULTS.dp,
           'Data-parallel degree (tt on wormhole_n300: 2 chips, one frame each).', min=1, max=2),
     Param('strict', _BACKEND_DEFAULTS.strict,
@@ -301,13 +286,15 @@ def validate(values: Mapping[str, object]) -> list[str]:
     if backend == 'openvino' and device != 'cpu':
         errors.append(f"parameter 'device' = {device!r} is not an openvino device; use cpu "
                       '(or backend torch for cuda)')
-    if backend == 'tt' and device not in ('wormhole_n150', 'wormhole_n300'):
+    tt_devices = vocabulary.TT_DEVICES
+    if backend == 'tt' and device not in tt_devices:
         errors.append(f"parameter 'device' = {device!r} is not a Tenstorrent device; "
-                      'use wormhole_n150 or wormhole_n300 with backend tt')
-    if dp > 1 and not (backend == 'tt' and device == 'wormhole_n300') and backend in (
-            'torch', 'tt', 'openvino'):
-        errors.append(f"parameter 'dp' = {dp} needs backend tt on wormhole_n300 (2 chips); "
-                      'use dp 1 otherwise')
+                      f"use {' or '.join(tt_devices)} with backend tt")
+    chips = tt_devices.get(device, 1) if backend == 'tt' else 1
+    if dp > chips and backend in ('torch', 'tt', 'openvino'):
+        multi = ', '.join(f'{d} ({n} chips)' for d, n in tt_devices.items() if n > 1)
+        errors.append(f"parameter 'dp' = {dp} needs backend tt on a board with that many "
+                      f'chips: {multi}; use dp 1 otherwise')
 
     msg = check_colorization(v['colormap'], v['norm'], v['norm_low'], v['norm_high'])
     if msg:

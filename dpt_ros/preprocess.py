@@ -21,7 +21,7 @@ Pure numpy + PIL + OpenCV (+ numba); no torch, no rclpy.
 from __future__ import annotations
 
 import cv2
-from dpt_ros import resample
+from dpt_ros import resample, vocabulary
 from dpt_ros.errors import InvalidImage
 import numpy as np
 from PIL import Image
@@ -32,8 +32,7 @@ IMAGE_STD = (0.5, 0.5, 0.5)
 RESCALE = 1.0 / 255.0
 RESAMPLE = Image.Resampling.BICUBIC
 METHODS = ('auto', 'compiled', 'pillow')
-# Larger than any camera we expect; guards against a corrupt header asking for terabytes.
-MAX_PIXELS = 20000 * 20000
+MAX_PIXELS = vocabulary.MAX_PIXELS
 
 
 def _channel_luts() -> np.ndarray:

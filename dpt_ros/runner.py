@@ -2,7 +2,7 @@
 Command-line runner, flag-compatible with tt-metal's DPT-Large demo runner.
 
     python -m dpt_ros.runner [--image X | --images-dir D] [--device cpu|cuda|wormhole_n150|
-        wormhole_n300|blackhole] [--tt-run] [--dp 1|2] [--batch-size N] [--warmup 1]
+        wormhole_n300] [--tt-run] [--dp 1|2] [--batch-size N] [--warmup 1]
         [--repeat 3] [--tt-execution-mode eager|trace|trace_2cq] [--dump-depth X.npy]
         [--dump-depth-color X.png] [--dump-perf X.json] [--weights auto] [--dtype fp32|bf16]
         [--backend auto|openvino|torch]
@@ -37,16 +37,13 @@ from dpt_ros.backends import BackendOptions
 from dpt_ros.colorize import COLORMAPS, DEFAULT_COLORMAP, NORM_MODES
 from dpt_ros.errors import InvalidImage
 from dpt_ros.images import SUPPORTED_EXTENSIONS
+from dpt_ros.vocabulary import CPU_BACKEND_CHOICES, DEVICES, EXECUTION_MODES, TT_DEVICES
 import numpy as np
 
 log = logging.getLogger('dpt_ros.runner')
 
 _DEFAULTS = BackendOptions()
-TT_DEVICES = ('wormhole_n150', 'wormhole_n300', 'blackhole')
-TORCH_DEVICES = ('cpu', 'cuda')
-DEVICES = TORCH_DEVICES + TT_DEVICES
-EXECUTION_MODES = ('eager', 'trace', 'trace_2cq')
-CPU_BACKENDS = ('auto', 'openvino', 'torch')
+
 
 
 class RunFailed(RuntimeError):
@@ -66,13 +63,14 @@ def build_parser(prog: str = 'dpt_ros.runner',
                    help='cpu/cuda run the torch backend; a TT device needs --tt-run')
     p.add_argument('--tt-run', action='store_true',
                    help='run the TTNN model on the TT device given by --device')
-    p.add_argument('--backend', default='auto', choices=CPU_BACKENDS,
+    p.add_argument('--backend', default='auto', choices=CPU_BACKEND_CHOICES,
                    help='without --tt-run: auto = openvino where it is installed (cpu), else '
                    'torch; torch is the numerical reference (default %(default)s)')
     p.add_argument('--image-size', type=int, default=_DEFAULTS.image_size,
                    help='square model input side (default %(default)s)')
-    p.add_argument('--dp', type=int, default=1, choices=(1, 2),
-                   help='data-parallel chips (2 only with --tt-run on wormhole_n300)')
+    p.add_argument('--dp', type=int, default=1,
+                   choices=range(1, max(TT_DEVICES.values()) + 1), metavar='N',
+                   help='data-parallel chips, up to the TT board\'s chip count (default 1)')
     p.add_argument('--batch-size', type=int, default=None,
                    help='images per inference call (default: dp; must equal dp when dp > 1)')
     p.add_argument('--warmup', type=int, default=1, help='untimed warm-up iterations')
@@ -122,8 +120,10 @@ def check_args(p: argparse.ArgumentParser, args) -> None:
                 f'not {args.device}')
     if tt_device and not args.tt_run:
         p.error(f'--device {args.device} runs the TT model: add --tt-run')
-    if args.dp == 2 and not (args.tt_run and args.device == 'wormhole_n300'):
-        p.error('--dp 2 needs --tt-run on --device wormhole_n300 (two chips)')
+    chips = TT_DEVICES.get(args.device, 1) if args.tt_run else 1
+    if args.dp > chips:
+        multi = ', '.join(f'{d} ({n} chips)' for d, n in TT_DEVICES.items() if n > 1)
+        p.error(f'--dp {args.dp} needs --tt-run on a board with that many chips: {multi}')
     if args.batch_size is None:
         args.batch_size = args.dp
     if args.batch_size < 1:

@@ -16,7 +16,7 @@ import os
 import re
 
 from dpt_ros import node as dpt_node
-from dpt_ros import params
+from dpt_ros import params, vocabulary
 from launch_cli import make_prefix
 import launch_ros_double
 import pytest
@@ -148,8 +148,8 @@ def test_overrides_remappings_and_namespace(share):
                          'device': 'wormhole_n300', 'weights': 'tiny-random',
                          'namespace': 'robot'})
     n = nodes[0]
-    assert n['remappings'] == [(params.TOPIC_IMAGE, '/camera/image_raw'),
-                               (params.TOPIC_CAMERA_INFO, '/camera/camera_info')]
+    assert n['remappings'] == [(vocabulary.TOPIC_IMAGE, '/camera/image_raw'),
+                               (vocabulary.TOPIC_CAMERA_INFO, '/camera/camera_info')]
     assert n['namespace'] == 'robot'
     assert n['parameters'][1] == {'backend': 'tt', 'device': 'wormhole_n300',
                                   'weights': 'tiny-random'}

@@ -1,7 +1,7 @@
 """config/depth.rviz shows the node's input and colourised depth, under the node's topic names."""
 import os
 
-from dpt_ros import params
+from dpt_ros import vocabulary
 import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -17,13 +17,13 @@ def image_displays():
 def test_rviz_config_parses_and_shows_input_and_colour_depth_enabled():
     shown = {d['Topic']['Value'] for d in image_displays().values() if d['Enabled']}
     # The node in the root namespace: what the launch file remaps these from.
-    assert shown == {'/' + params.TOPIC_IMAGE, '/' + params.TOPIC_DEPTH_RELATIVE_COLOR}
+    assert shown == {'/' + vocabulary.TOPIC_IMAGE, '/' + vocabulary.TOPIC_DEPTH_RELATIVE_COLOR}
 
 
 def test_every_rviz_topic_is_one_the_node_uses():
-    node_topics = {'/' + t for t in (params.TOPIC_IMAGE, params.TOPIC_DEPTH_RELATIVE,
-                                     params.TOPIC_DEPTH_RELATIVE_COLOR,
-                                     params.TOPIC_DEPTH_METRIC)}
+    node_topics = {'/' + t for t in (vocabulary.TOPIC_IMAGE, vocabulary.TOPIC_DEPTH_RELATIVE,
+                                     vocabulary.TOPIC_DEPTH_RELATIVE_COLOR,
+                                     vocabulary.TOPIC_DEPTH_METRIC)}
     for name, d in image_displays().items():
         assert d['Topic']['Value'] in node_topics, name
         # Our outputs are reliable publishers; a reliable display matches them.

@@ -14,6 +14,7 @@ import json
 import os
 import pathlib
 
+from dpt_ros import vocabulary
 from dpt_ros.tt import device as tt_device
 import numpy as np
 import pytest
@@ -76,7 +77,7 @@ def test_tt_pcc(reference, dp):
     from dpt_ros.metrics import pcc
     size, loaded, batch, expected = reference
     kind = _device_kind()
-    if dp > tt_device.DEVICE_CHIPS.get(kind, 1):
+    if dp > vocabulary.TT_DEVICES.get(kind, 1):
         pytest.skip(f'dp {dp} needs wormhole_n300; this machine is {kind}')
     backend = tt_backend.create(
         BackendOptions(weights=WEIGHTS, image_size=size, device=kind, dp=dp,
@@ -103,7 +104,7 @@ def test_tt_perf():
     from bench.bench_tt import measure
     from dpt_ros.perf_report import write_perf
     kind = _device_kind()
-    dp = tt_device.DEVICE_CHIPS.get(kind, 1)
+    dp = vocabulary.TT_DEVICES.get(kind, 1)
     record, header = measure(device=kind, dp=dp, image_size=384, mode='trace_2cq',
                              weights=WEIGHTS, warmup=2,
                              repeat=int(os.environ.get('DPT_PERF_REPEAT', '20')))

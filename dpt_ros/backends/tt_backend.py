@@ -24,7 +24,8 @@ import time
 
 from dpt_ros.backends import BackendOptions
 from dpt_ros.backends.base import BackendError, BackendInfo, BackendUnavailable, batch_format
-from dpt_ros.tt.device import DEVICE_CHIPS, EXECUTION_MODES, import_ttnn, open_devices, TtDevices
+from dpt_ros.vocabulary import EXECUTION_MODES, TT_DEVICES
+from dpt_ros.tt.device import import_ttnn, open_devices, TtDevices
 from dpt_ros.tt.executor import ChipPipeline, DataParallel
 from dpt_ros.tt.fallbacks import FallbackCounter, HOST_FALLBACK_COUNT, HOST_STAGE_KEYS
 import numpy as np
@@ -37,15 +38,15 @@ HOST_FALLBACK_KEYS = (HOST_FALLBACK_COUNT,) + HOST_STAGE_KEYS
 
 def _check_options(opts: BackendOptions) -> None:
     """Raise configuration errors (not 'unavailable'): they stop start-up, no fallback."""
-    if opts.device not in DEVICE_CHIPS:
-        raise BackendError(f"the tt backend runs on {' | '.join(sorted(DEVICE_CHIPS))}, not "
+    if opts.device not in TT_DEVICES:
+        raise BackendError(f"the tt backend runs on {' | '.join(sorted(TT_DEVICES))}, not "
                            f"'{opts.device}' (device cpu/cuda is the torch backend)")
     if opts.execution_mode not in EXECUTION_MODES:
         raise BackendError(f"tt execution_mode must be one of {', '.join(EXECUTION_MODES)}, "
                            f"not '{opts.execution_mode}'")
-    if opts.dp < 1 or opts.dp > DEVICE_CHIPS[opts.device]:
+    if opts.dp < 1 or opts.dp > TT_DEVICES[opts.device]:
         raise BackendError(f'dp {opts.dp} is not possible on {opts.device} '
-                           f'({DEVICE_CHIPS[opts.device]} chip(s))')
+                           f'({TT_DEVICES[opts.device]} chip(s))')
     if opts.image_size % 16 or opts.image_size < 32:
         raise BackendError(f'image_size {opts.image_size} must be a multiple of the 16 px patch')
 

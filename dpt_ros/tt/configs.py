@@ -31,9 +31,10 @@ import dataclasses
 from dataclasses import dataclass, field
 import math
 
+from dpt_ros.vocabulary import TT_DEVICES
+
 TILE = 32
 WORMHOLE_GRID = (8, 8)          # compute_with_storage_grid_size (x, y) with ETH dispatch
-DEVICES = {'wormhole_n150': 1, 'wormhole_n300': 2}   # name -> chips
 WEIGHT_DTYPES = ('bfloat8_b', 'bfloat16')
 MATH_FIDELITIES = ('LoFi', 'HiFi2', 'HiFi3', 'HiFi4')
 
@@ -195,8 +196,8 @@ def build_configs(hf_config, device: str = 'wormhole_n300', image_size: int | No
     """
     import ttnn
 
-    if device not in DEVICES:
-        raise ValueError(f'device {device!r}: one of {sorted(DEVICES)}')
+    if device not in TT_DEVICES:
+        raise ValueError(f'device {device!r}: one of {sorted(TT_DEVICES)}')
     if weight_dtype not in WEIGHT_DTYPES:
         raise ValueError(f'weight_dtype {weight_dtype!r}: one of {WEIGHT_DTYPES}')
     if math_fidelity not in MATH_FIDELITIES:
@@ -225,7 +226,7 @@ def build_configs(hf_config, device: str = 'wormhole_n300', image_size: int | No
     i_t = inter_t // x                      # per-core intermediate tiles
 
     fid = getattr(ttnn.MathFidelity, math_fidelity)
-    cfg = TtConfigs(device=device, chips=DEVICES[device], image_size=s, batch=batch, dims=dims,
+    cfg = TtConfigs(device=device, chips=TT_DEVICES[device], image_size=s, batch=batch, dims=dims,
                     weight_dtype_name=weight_dtype, math_fidelity_name=math_fidelity,
                     tokens_padded=tokens_padded, encoder_grid=(x, y), attention_grid=(0, 0),
                     grid=(gx, gy_max))

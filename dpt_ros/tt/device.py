@@ -18,17 +18,14 @@ import os
 import threading
 
 from dpt_ros.backends.base import BackendError, BackendUnavailable
+from dpt_ros.vocabulary import EXECUTION_MODES, TT_DEVICES
 
 log = logging.getLogger('dpt_ros.tt.device')
 
-# Device kinds the backend accepts -> number of chips on the board.
-DEVICE_CHIPS = {'wormhole_n150': 1, 'wormhole_n300': 2}
 # Same sizes as the reference DPT-Large demo: conv2d halo buffers live in L1_SMALL; one
 # DPT-Large trace (24 ViT-L blocks + neck + head) fits in 8 MiB of trace region.
 L1_SMALL_SIZE = 24576
 TRACE_REGION_SIZE = 8 * 1024 * 1024
-# Modes that replay a captured trace need a trace region; trace_2cq also needs CQ1.
-EXECUTION_MODES = ('eager', 'trace', 'trace_2cq')
 # Set only by the tests' mock-device dry-run (test/tt_mock_device), never by users.
 _mock_cluster_allowed = False
 
@@ -76,10 +73,10 @@ def summarize_error(exc: BaseException) -> str:
 
 def chips_for(device: str) -> int:
     """Return the number of chips of a device kind; raise BackendError for an unknown kind."""
-    if device not in DEVICE_CHIPS:
+    if device not in TT_DEVICES:
         raise BackendError(f"unknown TT device '{device}'; choose one of: "
-                           f"{', '.join(sorted(DEVICE_CHIPS))}")
-    return DEVICE_CHIPS[device]
+                           f"{', '.join(sorted(TT_DEVICES))}")
+    return TT_DEVICES[device]
 
 
 @dataclass

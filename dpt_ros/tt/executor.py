@@ -41,7 +41,8 @@ import time
 from typing import Callable, Iterable, Iterator
 
 from dpt_ros.backends.base import BackendError
-from dpt_ros.tt.device import EXECUTION_MODES, import_ttnn
+from dpt_ros.tt.device import import_ttnn
+from dpt_ros.vocabulary import EXECUTION_MODES
 import numpy as np
 
 log = logging.getLogger('dpt_ros.tt.executor')

@@ -1,0 +1,34 @@
+"""
+The project's shared words: devices and their chips, execution modes, topic names, limits.
+
+Every module that names a device, a mode or a topic takes it from here, so the runner, the
+backends, the node and the evaluation tools cannot disagree. Pure constants, no imports.
+"""
+
+# Torch devices; 'cuda:N' is accepted wherever 'cuda' is.
+TORCH_DEVICES = ('cpu', 'cuda')
+# Tenstorrent boards the TT backend opens -> number of chips (= the largest data-parallel dp).
+TT_DEVICES = {'wormhole_n150': 1, 'wormhole_n300': 2}
+DEVICES = TORCH_DEVICES + tuple(TT_DEVICES)
+# TT execution: eager ops, one replayed trace, or a trace with input copies on a second CQ.
+EXECUTION_MODES = ('eager', 'trace', 'trace_2cq')
+# Backends the registry knows; 'auto' (command-line tools) picks the fastest CPU one present.
+BACKEND_NAMES = ('torch', 'openvino', 'tt')
+CPU_BACKEND_CHOICES = ('auto', 'openvino', 'torch')
+
+# Topic names, relative to each camera namespace (so `image:=...` remappings apply).
+TOPIC_IMAGE = 'image'                     # sensor_msgs/Image (transport raw)
+COMPRESSED_SUFFIX = 'compressed'          # <image>/compressed: sensor_msgs/CompressedImage
+TOPIC_CAMERA_INFO = 'camera_info'         # input camera_info beside the image
+# Relative inverse depth, 32FC1, input-sized: larger = nearer, unknown scale and shift. Not
+# named `depth`: REP 118 reserves that name for metres.
+TOPIC_DEPTH_RELATIVE = 'depth_relative'
+TOPIC_DEPTH_RELATIVE_COLOR = 'depth_relative/color'        # bgr8, only while subscribed
+TOPIC_DEPTH_RELATIVE_INFO = 'depth_relative/camera_info'   # input camera_info, output header
+TOPIC_DEPTH_METRIC = 'depth'                               # 32FC1 metres (metric.mode != none)
+TOPIC_DEPTH_METRIC_INFO = 'depth/camera_info'
+TOPIC_DIAGNOSTICS = '/diagnostics'
+
+# Beyond this many pixels a frame or image is rejected (reason too_large): 2**25 admits 8K UHD
+# (7680x4320) and stops a 10k x 10k frame before it costs a second of CPU.
+MAX_PIXELS = 1 << 25
