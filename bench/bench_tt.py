@@ -25,8 +25,8 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from dpt_ros.tt import device as tt_device  # noqa: E402
 from dpt_ros import vocabulary  # noqa: E402
+from dpt_ros.tt import device as tt_device  # noqa: E402
 import numpy as np  # noqa: E402
 
 EXIT_NO_DEVICE = 2

@@ -34,7 +34,7 @@ import time
 from dpt_ros import bagio, vocabulary
 from dpt_ros.backends import BackendError, BackendOptions
 from dpt_ros.depth_metrics import error_map, frame_metrics, FrameDepthMetrics, summarize
-from dpt_ros.errors import InvalidImage
+from dpt_ros.errors import EvalError, InvalidImage
 from dpt_ros.metric import AlignmentError
 from dpt_ros.perf import percentile
 import numpy as np
@@ -51,10 +51,6 @@ DEFAULT_WARMUP = {'offline': 1, 'replay': 3}
 WARMUP_BUDGET_S = 10.0
 # Frames a node may hold between receipt and output (decode/infer/publish overlap).
 _IN_FLIGHT = 3
-
-
-class EvalError(Exception):
-    """Nothing can be evaluated; the message says why (printed without a traceback)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -497,7 +493,7 @@ def run_replay(args, src: bagio.BagSource) -> dict:
         cmd = [sys.executable, '-m', 'dpt_ros.node', '--ros-args', '-r', f'__ns:={ns}']
         if image_base != _join(ns, vocabulary.TOPIC_IMAGE):
             key = vocabulary.TOPIC_IMAGE + ('/' + vocabulary.COMPRESSED_SUFFIX
-                                             if compressed else '')
+                                            if compressed else '')
             cmd += ['-r', f'{key}:={publish_topic}']
         if info_topic and info_topic != _join(ns, vocabulary.TOPIC_CAMERA_INFO):
             cmd += ['-r', f'{vocabulary.TOPIC_CAMERA_INFO}:={info_topic}']

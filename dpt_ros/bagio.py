@@ -16,6 +16,7 @@ from pathlib import Path
 import shutil
 from typing import Iterable, Iterator
 
+from dpt_ros.errors import BagError
 import numpy as np
 
 log = logging.getLogger('dpt_ros.bagio')
@@ -28,18 +29,6 @@ IMAGE_TYPES = (IMAGE_TYPE, COMPRESSED_TYPE)
 DEPTH_ENCODINGS = ('32FC1', '16UC1', 'mono16')
 # rosbag2 format version written: 8 is what Jazzy writes; Jazzy and later read it.
 BAG_VERSION = 8
-
-
-class BagError(Exception):
-    """
-    A bag cannot be used as asked.
-
-    `reason` is a short key: missing, corrupt, no_topic, wrong_type, no_frames, ambiguous, exists.
-    """
-
-    def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason = reason
 
 
 @functools.lru_cache(maxsize=1)

@@ -1,7 +1,7 @@
 """
-Error types shared by the pure modules, and the argument check they share.
+Every error type of the package, and the argument check the pure modules share.
 
-Each error carries a short machine-readable reason.
+Errors that label a counter carry a short machine-readable `reason`.
 """
 from __future__ import annotations
 
@@ -18,6 +18,58 @@ class InvalidImage(ValueError):
     def __init__(self, reason: str, message: str):
         super().__init__(message)
         self.reason = reason
+
+
+class BackendError(RuntimeError):
+    """A backend could not start or could not run; the message says why and what to do."""
+
+
+class BackendUnavailable(BackendError):
+    """The requested backend cannot start here (missing package, no device, no CUDA)."""
+
+
+class WeightsNotFound(BackendError):
+    """The requested weights are neither in the HF cache, on the hub, nor a local directory."""
+
+
+class FallbackError(BackendError):
+    """A fallback happened in strict mode."""
+
+
+class AlignmentError(ValueError):
+    """A fit could not be made. `reason` is a short counter key; the message says why."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+class BagError(Exception):
+    """
+    A bag cannot be used as asked.
+
+    `reason` is a short key: missing, corrupt, no_topic, wrong_type, no_frames, ambiguous, exists.
+    """
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+class EvalError(Exception):
+    """Nothing can be evaluated; the message says why (printed without a traceback)."""
+
+
+class RunFailed(RuntimeError):
+    """Nothing could be processed; the message says why (exit status 1)."""
+
+
+class StartupError(Exception):
+    """The node cannot start as configured; the message is one line for the user."""
+
+
+class StartAborted(Exception):
+    """start() gave up because abort_start() was called (a signal during start-up)."""
 
 
 def check_out_array(out, shape: tuple, dtype) -> None:

@@ -27,8 +27,8 @@ import struct
 import sys
 import threading
 
-from dpt_ros.errors import InvalidImage
 from dpt_ros import vocabulary
+from dpt_ros.errors import InvalidImage
 import numpy as np
 
 # encoding -> (numpy dtype, channels, name rosbags-image converts from)

@@ -16,6 +16,7 @@ import logging
 import threading
 from typing import NamedTuple
 
+from dpt_ros.errors import AlignmentError
 import numpy as np
 
 log = logging.getLogger('dpt_ros.metric')
@@ -32,14 +33,6 @@ MAX_FIT_POINTS = 100_000
 # Candidate lines tried by the least-median-of-squares start of the robust fit.
 _LMEDS_TRIALS = 128
 _LMEDS_EVAL_POINTS = 4000
-
-
-class AlignmentError(ValueError):
-    """A fit could not be made. `reason` is a short counter key; the message says why."""
-
-    def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason = reason
 
 
 class ScaleShift(NamedTuple):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import logging
 import os
 
-from dpt_ros.backends.base import BackendError
+from dpt_ros.errors import WeightsNotFound
 
 log = logging.getLogger('dpt_ros.model')
 
@@ -35,10 +35,6 @@ DPT_LARGE_CONFIG = dict(  # noqa: C408 -- keyword form: these are DPTConfig(**kw
 TINY_CONFIG = dict(DPT_LARGE_CONFIG, hidden_size=64, num_hidden_layers=4, num_attention_heads=2,
                    intermediate_size=128, backbone_out_indices=[0, 1, 2, 3],
                    neck_hidden_sizes=[32, 64, 64, 64], fusion_hidden_size=64)
-
-
-class WeightsNotFound(BackendError):
-    """The requested weights are neither in the HF cache, on the hub, nor a local directory."""
 
 
 @dataclass

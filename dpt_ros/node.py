@@ -47,6 +47,7 @@ import time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from dpt_ros import image_codec, params, serving, vocabulary
 from dpt_ros.backends import BackendError, create_backend, register_backend, StartedBackend
+from dpt_ros.errors import StartAborted, StartupError
 from dpt_ros.metric import MetricDepth, ReferenceBuffer
 from dpt_ros.perf import FALLBACK_KEYS, PerfStats, STAGES
 from dpt_ros.scheduler import FrameScheduler
@@ -73,14 +74,6 @@ _OUTPUT_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
 # Reference depth messages kept per camera for matching by stamp (metric.mode reference): a
 # 30 Hz reference sensor covers ~0.27 s, more than a frame's time in the pipeline on a card.
 REFERENCE_BUFFER = 8
-
-
-class StartupError(Exception):
-    """The node cannot start as configured; the message is one line for the user."""
-
-
-class StartAborted(Exception):
-    """start() gave up because abort_start() was called (a signal during start-up)."""
 
 
 def register_extra_backends(spec: str | None = None) -> list[str]:

@@ -21,7 +21,6 @@ from dpt_ros.backends import BackendOptions, BACKENDS
 _BACKEND_DEFAULTS = BackendOptions()
 
 
-
 @dataclass(frozen=True)
 class Param:
     """One node parameter: its name, default (which also fixes its type) and constraints."""

@@ -16,7 +16,8 @@ import threading
 import time
 
 from dpt_ros import colorize as colorize_mod
-from dpt_ros.backends.base import BackendError, INPUT_FORMATS
+from dpt_ros.backends.base import INPUT_FORMATS
+from dpt_ros.errors import BackendError
 from dpt_ros.perf import PerfStats
 from dpt_ros.postprocess import resize_depth
 from dpt_ros.preprocess import check_rgb, normalize, preprocess, resize_pixels

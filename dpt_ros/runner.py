@@ -35,7 +35,7 @@ import time
 
 from dpt_ros.backends import BackendOptions
 from dpt_ros.colorize import COLORMAPS, DEFAULT_COLORMAP, NORM_MODES
-from dpt_ros.errors import InvalidImage
+from dpt_ros.errors import InvalidImage, RunFailed
 from dpt_ros.images import SUPPORTED_EXTENSIONS
 from dpt_ros.vocabulary import CPU_BACKEND_CHOICES, DEVICES, EXECUTION_MODES, TT_DEVICES
 import numpy as np
@@ -43,11 +43,6 @@ import numpy as np
 log = logging.getLogger('dpt_ros.runner')
 
 _DEFAULTS = BackendOptions()
-
-
-
-class RunFailed(RuntimeError):
-    """Nothing could be processed; the message says why (exit status 1)."""
 
 
 def build_parser(prog: str = 'dpt_ros.runner',
@@ -70,7 +65,7 @@ def build_parser(prog: str = 'dpt_ros.runner',
                    help='square model input side (default %(default)s)')
     p.add_argument('--dp', type=int, default=1,
                    choices=range(1, max(TT_DEVICES.values()) + 1), metavar='N',
-                   help='data-parallel chips, up to the TT board\'s chip count (default 1)')
+                   help="data-parallel chips, up to the TT board's chip count (default 1)")
     p.add_argument('--batch-size', type=int, default=None,
                    help='images per inference call (default: dp; must equal dp when dp > 1)')
     p.add_argument('--warmup', type=int, default=1, help='untimed warm-up iterations')

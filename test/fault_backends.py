@@ -35,7 +35,9 @@ import os
 import threading
 import time
 
-from dpt_ros.backends.base import BackendError, BackendInfo
+from dpt_ros.backends.base import BackendInfo
+
+from dpt_ros.errors import BackendError
 import numpy as np
 from stand_in_backends import brightness
 

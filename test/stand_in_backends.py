@@ -31,7 +31,9 @@ import os
 import threading
 import time
 
-from dpt_ros.backends.base import BackendError, BackendInfo, BackendUnavailable, batch_format
+from dpt_ros.backends.base import BackendInfo, batch_format
+
+from dpt_ros.errors import BackendError, BackendUnavailable
 import numpy as np
 
 

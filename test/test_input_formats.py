@@ -5,7 +5,8 @@ The processor's normalised float32 tensor and the resized uint8 pixels, for back
 normalisation into their weights. The pipeline hands each backend the one it names; the values
 agree with transformers'.
 """
-from dpt_ros.backends.base import BackendError, BackendInfo, batch_format
+from dpt_ros.backends.base import BackendInfo, batch_format
+from dpt_ros.errors import BackendError
 from dpt_ros.pipeline import DepthPipeline
 from dpt_ros.preprocess import (normalize, pixel_affine, pixel_centre, preprocess, resize_pixels,
                                 resize_rgb)

@@ -11,7 +11,7 @@ No Tenstorrent card exists here, so `create` meets the real ttnn 0.81.1 and its 
 import sys
 
 from dpt_ros.backends import BackendOptions, create_backend
-from dpt_ros.backends.base import BackendError, BackendUnavailable
+from dpt_ros.errors import BackendError, BackendUnavailable
 import numpy as np
 import pytest
 

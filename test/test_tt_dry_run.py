@@ -185,7 +185,7 @@ def test_a_mocked_cluster_is_refused_unless_a_test_allows_it(monkeypatch):
     With TT_METAL_MOCK_CLUSTER_DESC_PATH set, open_devices refuses before touching ttnn (the
     dry-runs above opt in with allow_mock_cluster()).
     """
-    from dpt_ros.backends.base import BackendUnavailable
+    from dpt_ros.errors import BackendUnavailable
     from dpt_ros.tt import device as tt_device
     monkeypatch.setenv('TT_METAL_MOCK_CLUSTER_DESC_PATH',
                        str(tt_mock_device.CLUSTERS['wormhole_n300']))

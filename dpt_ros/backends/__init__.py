@@ -14,7 +14,9 @@ import importlib
 import logging
 from typing import Callable
 
-from dpt_ros.backends.base import BackendError, BackendInfo, BackendUnavailable, DepthBackend
+from dpt_ros.backends.base import BackendInfo, DepthBackend
+
+from dpt_ros.errors import BackendError, BackendUnavailable
 
 __all__ = ['BackendError', 'BackendInfo', 'BackendOptions', 'BackendUnavailable',
            'DepthBackend', 'StartedBackend', 'create_backend', 'register_backend',

@@ -22,15 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from dpt_ros.errors import BackendError
 import numpy as np
-
-
-class BackendError(RuntimeError):
-    """A backend could not start or could not run; the message says why and what to do."""
-
-
-class BackendUnavailable(BackendError):
-    """The requested backend cannot start here (missing package, no device, no CUDA)."""
 
 
 @dataclass

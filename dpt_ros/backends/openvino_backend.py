@@ -44,7 +44,8 @@ import time
 import warnings
 
 from dpt_ros.backends import BackendOptions
-from dpt_ros.backends.base import BackendError, BackendInfo, BackendUnavailable, batch_format
+from dpt_ros.backends.base import BackendInfo, batch_format
+from dpt_ros.errors import BackendError, BackendUnavailable
 import numpy as np
 
 log = logging.getLogger('dpt_ros.backends.openvino')

@@ -25,7 +25,8 @@ import logging
 import threading
 
 from dpt_ros.backends import BackendOptions
-from dpt_ros.backends.base import BackendError, BackendInfo, BackendUnavailable
+from dpt_ros.backends.base import BackendInfo
+from dpt_ros.errors import BackendError, BackendUnavailable
 import numpy as np
 
 log = logging.getLogger('dpt_ros.backends.torch')

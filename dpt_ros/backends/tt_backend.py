@@ -23,11 +23,12 @@ import threading
 import time
 
 from dpt_ros.backends import BackendOptions
-from dpt_ros.backends.base import BackendError, BackendInfo, BackendUnavailable, batch_format
-from dpt_ros.vocabulary import EXECUTION_MODES, TT_DEVICES
+from dpt_ros.backends.base import BackendInfo, batch_format
+from dpt_ros.errors import BackendError, BackendUnavailable
 from dpt_ros.tt.device import import_ttnn, open_devices, TtDevices
 from dpt_ros.tt.executor import ChipPipeline, DataParallel
 from dpt_ros.tt.fallbacks import FallbackCounter, HOST_FALLBACK_COUNT, HOST_STAGE_KEYS
+from dpt_ros.vocabulary import EXECUTION_MODES, TT_DEVICES
 import numpy as np
 
 log = logging.getLogger('dpt_ros.backends.tt')

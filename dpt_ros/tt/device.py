@@ -17,7 +17,7 @@ import logging
 import os
 import threading
 
-from dpt_ros.backends.base import BackendError, BackendUnavailable
+from dpt_ros.errors import BackendError, BackendUnavailable
 from dpt_ros.vocabulary import EXECUTION_MODES, TT_DEVICES
 
 log = logging.getLogger('dpt_ros.tt.device')

@@ -40,7 +40,7 @@ import threading
 import time
 from typing import Callable, Iterable, Iterator
 
-from dpt_ros.backends.base import BackendError
+from dpt_ros.errors import BackendError
 from dpt_ros.tt.device import import_ttnn
 from dpt_ros.vocabulary import EXECUTION_MODES
 import numpy as np

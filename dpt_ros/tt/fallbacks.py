@@ -18,7 +18,7 @@ import logging
 import threading
 from typing import Callable, TypeVar
 
-from dpt_ros.backends.base import BackendError
+from dpt_ros.errors import FallbackError
 from dpt_ros.tt.device import summarize_error
 
 log = logging.getLogger('dpt_ros.tt.fallbacks')
@@ -30,10 +30,6 @@ HOST_FALLBACK_COUNT = 'host_fallback_count'
 # Per-stage host fallback counters (same names as the reference runner's perf JSON).
 HOST_STAGE_KEYS = ('vit_backbone_fallback_count', 'reassembly_readout_fallback_count',
                    'upsample_host_fallback_count')
-
-
-class FallbackError(BackendError):
-    """A fallback happened in strict mode."""
 
 
 class FallbackCounter:
