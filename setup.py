@@ -25,11 +25,11 @@ setup(
     extras_require={'test': ['pytest<9']},
     entry_points={
         'console_scripts': [
-            'depth_node = dpt_ros.node:main',
-            'runner = dpt_ros.runner:main',
-            'eval_pcc = dpt_ros.eval_pcc:main',
-            'bag_eval = dpt_ros.bag_eval:main',
-            'make_sample_bag = dpt_ros.sample_bag:main',
+            'depth_node = dpt_ros.ros.node:main',
+            'runner = dpt_ros.demo.runner:main',
+            'eval_pcc = dpt_ros.demo.eval_pcc:main',
+            'bag_eval = dpt_ros.evaluation.bag_eval:main',
+            'make_sample_bag = dpt_ros.evaluation.sample_bag:main',
         ],
     },
 )

@@ -52,8 +52,8 @@ if _ROOT not in sys.path:
 
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 
-from dpt_ros.metrics import pcc  # noqa: E402
-from dpt_ros.perf_report import host, MATMUL_CPU_FLAGS, versions, write_json  # noqa: E402
+from dpt_ros.depth.pcc import pcc  # noqa: E402
+from dpt_ros.perf.report import host, MATMUL_CPU_FLAGS, versions, write_json  # noqa: E402
 import numpy as np  # noqa: E402
 
 # mode -> (backend, options); 'input' forces the model input format the pipeline hands over.
@@ -118,7 +118,7 @@ class _InputFormatView:
 def make_ours(loaded, rgb, mode, cache_dir):
     """Our DepthPipeline in one mode -> (run, pipeline)."""
     from dpt_ros.backends import BackendOptions, create_backend
-    from dpt_ros.pipeline import DepthPipeline
+    from dpt_ros.inference.pipeline import DepthPipeline
     name, kw = MODES[mode]
     kw = dict(kw)
     input_format = kw.pop('input', None)
@@ -180,7 +180,7 @@ def startup_probe(mode: str, cache_dir: str) -> dict:
     t1 = time.perf_counter()
     loaded, load_s = None, None
     if name == 'torch':          # the torch backend always builds the model: time it apart
-        from dpt_ros.model import load_model
+        from dpt_ros.inference.hf_model import load_model
         loaded = load_model('random', seed=0)
         load_s = time.perf_counter() - t1
     backend = create_backend(name, opts, allow_fallback=False, loaded=loaded).backend
@@ -252,13 +252,13 @@ def worker(mode: str, cache_dir: str, warmup: int, out_npy: str) -> int:
     from skimage import data
     rgb = np.ascontiguousarray(data.astronaut())
     if mode == 'baseline':
-        from dpt_ros.model import load_model
+        from dpt_ros.inference.hf_model import load_model
         fn, what = make_baseline(load_model('random', seed=0).model, rgb)
         info = {}
     else:
         loaded = None
         if MODES[mode][0] == 'torch':     # OpenVINO starts from its cache without torch
-            from dpt_ros.model import load_model
+            from dpt_ros.inference.hf_model import load_model
             loaded = load_model('random', seed=0)
         fn, pipe = make_ours(loaded, rgb, mode, cache_dir)
         binfo = pipe.backend.info

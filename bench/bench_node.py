@@ -71,7 +71,7 @@ def _proc_stat(pid: int) -> list[str] | None:
 
 def run_publisher(rate: float, duration: float, height: int, width: int) -> None:
     """Child process: publish rgb8 frames at `rate` for `duration`, print the count sent."""
-    from dpt_ros.image_codec import rgb_to_image_fields
+    from dpt_ros.ros.image_codec import rgb_to_image_fields
     import rclpy
     from rclpy.duration import Duration
     from ros_harness import rgb_image

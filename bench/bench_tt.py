@@ -40,7 +40,7 @@ def _frames(n: int, size: int) -> np.ndarray:
 
     Resized uint8 pixels (the normalisation is in the model's weights), cycling if n > 4.
     """
-    from dpt_ros.preprocess import resize_pixels
+    from dpt_ros.inference.preprocess import resize_pixels
     from skimage import data
     return np.stack([resize_pixels(getattr(data, BUNDLED[i % len(BUNDLED)])(), size)
                      for i in range(n)])
@@ -51,9 +51,9 @@ def measure(*, device: str, dp: int, image_size: int = 384, mode: str = 'trace_2
             batch_size: int | None = None) -> tuple[dict, dict]:
     """Run the TT backend strictly and return (perf JSON dict, header dict)."""
     from dpt_ros.backends import BackendOptions, tt_backend
-    from dpt_ros.perf import PerfStats
-    from dpt_ros.perf_report import build_header, build_perf, RunTimings
-    from dpt_ros.postprocess import resize_depth
+    from dpt_ros.inference.postprocess import resize_depth
+    from dpt_ros.perf.report import build_header, build_perf, RunTimings
+    from dpt_ros.perf.stats import PerfStats
 
     n = int(batch_size or dp)
     opts = BackendOptions(weights=weights, image_size=image_size, device=device, dp=dp,
@@ -123,7 +123,7 @@ def main(argv=None) -> int:
         print(f'bench_tt: no Tenstorrent device: {reason}. Nothing measured, no JSON written. '
               'Run this on a machine with a Wormhole N150/N300.', file=sys.stderr)
         return EXIT_NO_DEVICE
-    from dpt_ros.perf_report import write_perf
+    from dpt_ros.perf.report import write_perf
     dp = args.dp or vocabulary.TT_DEVICES[args.device]
     record, header = measure(device=args.device, dp=dp, image_size=args.image_size,
                              mode=args.tt_execution_mode, weights=args.weights,

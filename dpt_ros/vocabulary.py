@@ -15,6 +15,9 @@ EXECUTION_MODES = ('eager', 'trace', 'trace_2cq')
 # Backends the registry knows; 'auto' (command-line tools) picks the fastest CPU one present.
 BACKEND_NAMES = ('torch', 'openvino', 'tt')
 CPU_BACKEND_CHOICES = ('auto', 'openvino', 'torch')
+# The batch a backend takes from the pipeline: normalized float NCHW, or uint8 pixels it
+# normalizes itself (on the device).
+INPUT_FORMATS = ('normalized', 'pixels')
 
 # Topic names, relative to each camera namespace (so `image:=...` remappings apply).
 TOPIC_IMAGE = 'image'                     # sensor_msgs/Image (transport raw)

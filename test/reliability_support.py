@@ -269,7 +269,7 @@ def run_load(graph, node, *, hz: float, duration_s: float, warmup_s: float,
     fds at start, after warm-up, peak and end; latency percentiles from the node (header stamp
     -> publish, and receive -> publish) and measured here (stamp -> arrival, after warm-up).
     """
-    from dpt_ros import image_codec
+    from dpt_ros.ros import image_codec
     from ros_harness import rgb_image
     from sensor_msgs.msg import Image
     diags = Diagnostics(graph)
@@ -350,7 +350,7 @@ def run_soak(graph, node, *, frames: int, warmup_frames: int, size=(120, 160),
     The next frame is sent when the last came out, so none is dropped; samples are taken
     every `sample_every`.
     """
-    from dpt_ros import image_codec
+    from dpt_ros.ros import image_codec
     from ros_harness import rgb_image
     from sensor_msgs.msg import Image
     diags = Diagnostics(graph)
@@ -430,7 +430,7 @@ def timed_stop(case: str, sig, load, graph, frames: int = 5, size=(240, 320),
     """
     import signal as _signal
 
-    from dpt_ros import image_codec
+    from dpt_ros.ros import image_codec
     from ros_harness import rgb_image
     from sensor_msgs.msg import Image
     fields = image_codec.rgb_to_image_fields(rgb_image(*size))

@@ -3,7 +3,7 @@ Test doubles for the depth backend: stand-ins for timing and fault behaviour onl
 
 They implement the real `DepthBackend` interface with no model, so node tests and the node
 benchmark can measure the node itself. Registered in a node subprocess through the documented
-mechanism (see dpt_ros/node.py):
+mechanism (see dpt_ros/ros/node.py):
 
     DPT_ROS_EXTRA_BACKENDS='standin_zero=stand_in_backends:create_zero,...'
 

@@ -12,7 +12,7 @@ import json
 import logging
 
 from dpt_ros.backends import BackendOptions, BackendUnavailable, create_backend
-from dpt_ros.pipeline import DepthPipeline
+from dpt_ros.inference.pipeline import DepthPipeline
 import numpy as np
 import pytest
 
@@ -65,7 +65,7 @@ def test_fallback_disabled_fails_clearly():
 
 
 def test_runner_records_a_non_strict_tt_fallback(tmp_path):
-    from dpt_ros import runner
+    from dpt_ros.demo import runner
     perf = tmp_path / 'perf.json'
     rc = runner.main(['--tt-run', '--device', 'wormhole_n300', '--dp', '2', '--no-strict',
                       '--weights', 'tiny-random', '--warmup', '0', '--repeat', '1',
@@ -84,7 +84,7 @@ def test_runner_records_a_non_strict_tt_fallback(tmp_path):
 
 
 def test_strict_tt_run_refuses_to_fall_back(tmp_path, capsys):
-    from dpt_ros import runner
+    from dpt_ros.demo import runner
     perf = tmp_path / 'perf.json'
     rc = runner.main(['--tt-run', '--device', 'wormhole_n150', '--weights', 'tiny-random',
                       '--warmup', '0', '--repeat', '1', '--dump-perf', str(perf)])
@@ -100,7 +100,7 @@ def test_cuda_request_without_cuda_falls_back_in_the_runner(tmp_path):
     import torch
     if torch.cuda.is_available():
         pytest.skip('CUDA exists here')
-    from dpt_ros import runner
+    from dpt_ros.demo import runner
     perf = tmp_path / 'perf.json'
     assert runner.main(['--device', 'cuda', '--weights', 'tiny-random', '--warmup', '0',
                         '--repeat', '1', '--dump-perf', str(perf)]) == 0

@@ -10,8 +10,8 @@ import math
 import os
 
 import cv2
-from dpt_ros import bag_eval, bagio
-from dpt_ros.sample_bag import DEPTH_GT_TOPIC, IMAGE_TOPIC, make_sample_bag
+from dpt_ros.evaluation import bag_eval, bagio
+from dpt_ros.evaluation.sample_bag import DEPTH_GT_TOPIC, IMAGE_TOPIC, make_sample_bag
 import pytest
 
 FAST = ['--weights', 'tiny-random', '--image-size', '32', '--threads', '1', '--no-progress']

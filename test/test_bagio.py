@@ -1,7 +1,7 @@
 """bagio: topic detection, ground-truth decoding, and a clear BagError for each bad input."""
-from dpt_ros import bagio
 from dpt_ros.errors import InvalidImage
-from dpt_ros.sample_bag import make_sample_bag
+from dpt_ros.evaluation import bagio
+from dpt_ros.evaluation.sample_bag import make_sample_bag
 import numpy as np
 import pytest
 

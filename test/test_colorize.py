@@ -1,7 +1,7 @@
 """colorize(): BGR uint8 output, robust normalisation, NaN safety, parameter validation."""
 import cv2
-from dpt_ros.colorize import (colorize, COLORMAPS, NORM_MODES, PERCENTILE_SAMPLES, validate,
-                              value_range)
+from dpt_ros.inference.colorize import (colorize, COLORMAPS, NORM_MODES, PERCENTILE_SAMPLES,
+                                        validate, value_range)
 import numpy as np
 import pytest
 
@@ -99,7 +99,7 @@ def test_percentile_range_equals_numpy_percentile():
 def test_compiled_and_opencv_paths_agree(monkeypatch):
     # With numba the colours come from one compiled pass; without it, from OpenCV's
     # convertScaleAbs + applyColorMap. Same levels, but for float ties at .5 rounding.
-    from dpt_ros import jit
+    from dpt_ros.inference import jit
     assert jit.available()   # pinned in requirements.txt: the compiled path is what runs
     rng = np.random.default_rng(11)
     d = (rng.standard_normal((480, 640)) * 3).astype(np.float32)
@@ -124,7 +124,7 @@ def test_compiled_and_opencv_paths_agree(monkeypatch):
 @pytest.mark.parametrize('numba_on', [True, False])
 def test_out_receives_the_same_colours(monkeypatch, numba_on):
     # The node draws straight into the buffer of the message that carries the colours.
-    from dpt_ros import jit
+    from dpt_ros.inference import jit
     if not numba_on:
         monkeypatch.setattr(jit, 'numba', None)
     rng = np.random.default_rng(5)

@@ -1,6 +1,6 @@
 """MiDaS-protocol depth metrics: alignment in inverse-depth space, masking, known values."""
-from dpt_ros.depth_metrics import error_map, frame_metrics, METRIC_KEYS, summarize
-from dpt_ros.metric import AlignmentError
+from dpt_ros.depth.accuracy import error_map, frame_metrics, METRIC_KEYS, summarize
+from dpt_ros.depth.metric import AlignmentError
 import numpy as np
 import pytest
 

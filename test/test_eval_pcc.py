@@ -2,8 +2,8 @@
 import json
 import math
 
-from dpt_ros import eval_pcc
-from dpt_ros.metrics import max_abs_diff, pcc
+from dpt_ros.demo import eval_pcc
+from dpt_ros.depth.pcc import max_abs_diff, pcc
 import numpy as np
 import pytest
 

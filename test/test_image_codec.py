@@ -7,8 +7,8 @@ wrong rejected with its reason. Real sensor_msgs (rclpy) and rosbags messages.
 import sys
 
 import cv2
-from dpt_ros import image_codec as codec
 from dpt_ros.errors import InvalidImage
+from dpt_ros.ros import image_codec as codec
 import numpy as np
 import pytest
 from rosbags.typesys.stores.latest import builtin_interfaces__msg__Time as BagTime

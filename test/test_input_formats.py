@@ -7,9 +7,9 @@ agree with transformers'.
 """
 from dpt_ros.backends.base import BackendInfo, batch_format
 from dpt_ros.errors import BackendError
-from dpt_ros.pipeline import DepthPipeline
-from dpt_ros.preprocess import (normalize, pixel_affine, pixel_centre, preprocess, resize_pixels,
-                                resize_rgb)
+from dpt_ros.inference.pipeline import DepthPipeline
+from dpt_ros.inference.preprocess import (normalize, pixel_affine, pixel_centre, preprocess,
+                                          resize_pixels, resize_rgb)
 import numpy as np
 import pytest
 

@@ -15,8 +15,9 @@ import importlib.util
 import os
 import re
 
-from dpt_ros import node as dpt_node
-from dpt_ros import params, vocabulary
+from dpt_ros import vocabulary
+from dpt_ros.ros import node as dpt_node
+from dpt_ros.ros import params
 from launch_cli import make_prefix
 import launch_ros_double
 import pytest
@@ -132,7 +133,7 @@ def test_default_launch_starts_the_installed_node_with_the_installed_params(shar
     assert len(nodes) == 1
     n = nodes[0]
     assert n['package'] == 'dpt_ros'
-    assert console_scripts()[n['executable']] == 'dpt_ros.node:main'
+    assert console_scripts()[n['executable']] == 'dpt_ros.ros.node:main'
     [params_file] = n['parameters']
     assert params_file == os.path.join(share, 'config', 'dpt.yaml')
     assert os.path.isfile(params_file)
@@ -257,7 +258,7 @@ def test_every_hint_the_node_prints_names_a_launch_argument(share):
             if isinstance(node, ast.Constant) and isinstance(node.value, str):
                 hints |= {(m, os.path.relpath(path, ROOT))
                           for m in re.findall(r'(?<![\w{])([a-z][a-z_]*):=', node.value)}
-    assert ('weights', 'dpt_ros/model.py') in hints     # the hint issue 16 found
+    assert ('weights', 'dpt_ros/inference/hf_model.py') in hints     # the hint issue 16 found
     assert {h for h in hints if h[0] not in names} == set()
 
 

@@ -1,6 +1,6 @@
 """Affine alignment in inverse-depth space and the MetricDepth modes (pure numpy)."""
-from dpt_ros.metric import (AlignmentError, fit_scale_shift, MetricDepth, ReferenceBuffer,
-                            resize_nearest, sample_reference)
+from dpt_ros.depth.metric import (AlignmentError, fit_scale_shift, MetricDepth, ReferenceBuffer,
+                                  resize_nearest, sample_reference)
 import numpy as np
 import pytest
 

@@ -1,5 +1,5 @@
 """Model loading: every `weights` choice, its errors, and the exact DPT-Large config."""
-from dpt_ros.model import load_model, make_config, WeightsNotFound
+from dpt_ros.inference.hf_model import load_model, make_config, WeightsNotFound
 import numpy as np
 import pytest
 import torch

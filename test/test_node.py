@@ -9,7 +9,7 @@ import signal
 
 import cv2
 from diagnostic_msgs.msg import DiagnosticArray
-from dpt_ros import image_codec
+from dpt_ros.ros import image_codec
 import numpy as np
 import pytest
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue

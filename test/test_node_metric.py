@@ -7,7 +7,7 @@ node's own `depth_relative` output for the same frame (matched by header stamp),
 check the metric stage, not the model. Every wait is a condition with a timeout.
 """
 from diagnostic_msgs.msg import DiagnosticArray
-from dpt_ros import image_codec
+from dpt_ros.ros import image_codec
 import numpy as np
 import pytest
 from ros_harness import diag_values, Graph, NodeProcess, rgb_image, STAND_INS

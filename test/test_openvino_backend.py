@@ -15,13 +15,13 @@ import shutil
 import subprocess
 import sys
 
-from dpt_ros import params
 from dpt_ros.backends import (BackendError, BackendOptions, BACKENDS, BackendUnavailable,
                               create_backend)
 from dpt_ros.backends import openvino_backend as ovb
-from dpt_ros.metrics import pcc
-from dpt_ros.pipeline import DepthPipeline
-from dpt_ros.preprocess import preprocess, resize_pixels
+from dpt_ros.depth.pcc import pcc
+from dpt_ros.inference.pipeline import DepthPipeline
+from dpt_ros.inference.preprocess import preprocess, resize_pixels
+from dpt_ros.ros import params
 import numpy as np
 import pytest
 
@@ -265,7 +265,7 @@ def test_a_cache_that_cannot_be_written_is_not_fatal(reference, tmp_path, caplog
 
 def test_a_given_model_unlike_its_weights_name_is_keyed_by_its_content(warm_cache, tmp_path):
     from dpt_ros.backends.torch_backend import create
-    from dpt_ros.model import load_model
+    from dpt_ros.inference.hf_model import load_model
     cache = _copy_cache(warm_cache, tmp_path)
     other = load_model('tiny-random', seed=1, image_size=SIZE)     # options still say seed 0
     b = ovb.create(BackendOptions(cache_dir=str(cache), **SMALL), other)
@@ -317,7 +317,7 @@ def test_openvino_absent_falls_back_to_torch_cpu_counted(monkeypatch, caplog):
 
 def test_runner_auto_is_openvino_where_importable_else_torch_said_in_the_log(monkeypatch,
                                                                              caplog, capsys):
-    from dpt_ros import runner
+    from dpt_ros.demo import runner
     p = runner.build_parser()
     args = p.parse_args([])
     runner.check_args(p, args)
@@ -335,7 +335,7 @@ def test_runner_auto_is_openvino_where_importable_else_torch_said_in_the_log(mon
         assert exc.value.code == 2 and words in capsys.readouterr().err
     monkeypatch.setitem(sys.modules, 'openvino', None)
     args = p.parse_args([])
-    with caplog.at_level(logging.INFO, logger='dpt_ros.runner'):
+    with caplog.at_level(logging.INFO, logger='dpt_ros.demo.runner'):
         runner.check_args(p, args)
     assert args.backend == 'torch' and 'openvino is not importable' in caplog.text
 
@@ -356,9 +356,9 @@ def test_weights_identity_without_loading(tmp_path, monkeypatch):
     # auto offline without a cached Intel/dpt-large: load_model runs random weights.
     assert ovb.weights_identity('auto', 0) == ovb.weights_identity('random', 0)
     monkeypatch.delenv('HF_HUB_OFFLINE')
-    monkeypatch.setattr('dpt_ros.model.hub_reachable', lambda: False)
+    monkeypatch.setattr('dpt_ros.inference.hf_model.hub_reachable', lambda: False)
     assert ovb.weights_identity('auto', 0) == ovb.weights_identity('random', 0)
-    monkeypatch.setattr('dpt_ros.model.hub_reachable', lambda: True)
+    monkeypatch.setattr('dpt_ros.inference.hf_model.hub_reachable', lambda: True)
     assert ovb.weights_identity('auto', 0) is None     # load_model may download: load first
     assert ovb.weights_identity('someone/not-cached', 0) is None
     assert ovb.cache_key('a', 384, 'v1') != ovb.cache_key('a', 512, 'v1') != ovb.cache_key(
@@ -379,8 +379,10 @@ def _expected_depth(rgb):
 def test_runner_and_bag_eval_run_openvino_with_the_pipeline_output(tmp_path, capsys):
     from PIL import Image
 
-    from dpt_ros import bag_eval, runner
-    from dpt_ros.sample_bag import make_sample_bag
+    from dpt_ros.demo import runner
+
+    from dpt_ros.evaluation import bag_eval
+    from dpt_ros.evaluation.sample_bag import make_sample_bag
     rgb = _rgb()
     Image.fromarray(rgb).save(tmp_path / 'a.png')
     depth, perf = tmp_path / 'd.npy', tmp_path / 'perf.json'
@@ -409,7 +411,7 @@ def test_runner_and_bag_eval_run_openvino_with_the_pipeline_output(tmp_path, cap
 def _node_depth(graph, node, rgb):
     from sensor_msgs.msg import Image
 
-    from dpt_ros import image_codec
+    from dpt_ros.ros import image_codec
     depth = graph.collect(Image, 'depth_relative')
     pub = graph.node.create_publisher(Image, 'image', 10)
     assert graph.wait_for_subscriber(pub), node.output()

@@ -1,8 +1,8 @@
 """params.py: the one parameter spec, its mirror in config/dpt.yaml, and validation messages."""
 import os
 
-from dpt_ros import params
 from dpt_ros.backends import BackendOptions
+from dpt_ros.ros import params
 import pytest
 import yaml
 
@@ -143,7 +143,7 @@ def test_metric_range_words_match_what_metric_depth_does():
 
     The real MetricDepth built from the defaults must do exactly that.
     """
-    from dpt_ros.metric import MetricDepth
+    from dpt_ros.depth.metric import MetricDepth
     import numpy as np
     d = params.defaults()
     for name in ('metric.min_depth', 'metric.max_depth'):

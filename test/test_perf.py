@@ -1,8 +1,8 @@
-"""PerfStats / RollingRate / percentile (dpt_ros.perf)."""
+"""PerfStats / RollingRate / percentile (dpt_ros.perf.stats)."""
 import math
 import threading
 
-from dpt_ros.perf import FALLBACK_KEYS, percentile, PerfStats, RollingRate, STAGES
+from dpt_ros.perf.stats import FALLBACK_KEYS, percentile, PerfStats, RollingRate, STAGES
 import numpy as np
 
 

@@ -1,7 +1,7 @@
 """resize_depth() against transformers' post_process_depth_estimation."""
 import logging
 
-from dpt_ros.postprocess import resize_depth
+from dpt_ros.inference.postprocess import resize_depth
 import numpy as np
 import pytest
 import torch

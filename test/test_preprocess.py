@@ -2,7 +2,7 @@
 import logging
 
 from dpt_ros.errors import InvalidImage
-from dpt_ros.preprocess import preprocess, preprocess_batch
+from dpt_ros.inference.preprocess import preprocess, preprocess_batch
 import numpy as np
 import pytest
 

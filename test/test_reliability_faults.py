@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 
-from dpt_ros import image_codec
+from dpt_ros.ros import image_codec
 import pytest
 from reliability_support import (Diagnostics, ERROR, no_crash_signs, NodeLines, OK, Pacer,
                                  reconciles, send_lock_step, start_node, wait_until, WARN)

@@ -21,7 +21,7 @@ import struct
 import zlib
 
 import cv2
-from dpt_ros import image_codec
+from dpt_ros.ros import image_codec
 import numpy as np
 import pytest
 from reliability_support import (Diagnostics, line_outcome, no_crash_signs, NodeLines, reconciles,

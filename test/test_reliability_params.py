@@ -20,7 +20,7 @@ import os
 import tempfile
 import time
 
-from dpt_ros import image_codec
+from dpt_ros.ros import image_codec
 import numpy as np
 import pytest
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import signal
 
-from dpt_ros import image_codec
+from dpt_ros.ros import image_codec
 import pytest
 from reliability_support import no_crash_signs, start_node, timed_stop, wait_until
 from ros_harness import CpuLoad, Graph, rgb_image

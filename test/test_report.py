@@ -2,7 +2,7 @@
 import json
 
 import cv2
-from dpt_ros import report
+from dpt_ros.evaluation import html_report as report
 import numpy as np
 
 

@@ -1,7 +1,7 @@
-"""The compiled resize (dpt_ros/resample.py) against Pillow itself: the same bits, always."""
-from dpt_ros import jit
-from dpt_ros import preprocess as pre
-from dpt_ros import resample
+"""The compiled resize (inference/resample.py) against Pillow itself: the same bits, always."""
+from dpt_ros.inference import jit
+from dpt_ros.inference import preprocess as pre
+from dpt_ros.inference import resample
 import numpy as np
 from PIL import Image
 import pytest

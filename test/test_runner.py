@@ -5,8 +5,8 @@ import subprocess
 import sys
 
 import cv2
-from dpt_ros import runner
-from dpt_ros.images import SUPPORTED_EXTENSIONS
+from dpt_ros.demo import runner
+from dpt_ros.demo.image_files import SUPPORTED_EXTENSIONS
 import numpy as np
 from PIL import Image
 import pytest
@@ -194,8 +194,8 @@ def test_batch_size_defaults_to_dp():
 
 
 def test_image_loading_conversions_and_duplicate_names(tmp_path):
-    from dpt_ros.images import load_image
-    from dpt_ros.perf import PerfStats
+    from dpt_ros.demo.image_files import load_image
+    from dpt_ros.perf.stats import PerfStats
     g16 = tmp_path / 'depth16.png'
     Image.fromarray(np.array([[0, 65535], [32768, 1000]], np.uint16)).save(g16)
     im = load_image(str(g16))

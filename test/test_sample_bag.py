@@ -1,7 +1,7 @@
 """Sample bags: written with rosbags in both storage formats and read back field by field."""
-from dpt_ros import bagio, sample_bag
-from dpt_ros.sample_bag import (CAMERA_INFO_TOPIC, DEPTH_GT_TOPIC, IMAGE_TOPIC, make_sample_bag,
-                                motorcycle_depth_m, START_NS)
+from dpt_ros.evaluation import bagio, sample_bag
+from dpt_ros.evaluation.sample_bag import (CAMERA_INFO_TOPIC, DEPTH_GT_TOPIC, IMAGE_TOPIC,
+                                           make_sample_bag, motorcycle_depth_m, START_NS)
 import numpy as np
 import pytest
 import skimage.data

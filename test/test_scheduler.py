@@ -8,7 +8,7 @@ import threading
 import time
 
 from dpt_ros.errors import InvalidImage
-from dpt_ros.scheduler import FrameScheduler, OUTCOMES, RejectLogThrottle
+from dpt_ros.serving.scheduler import FrameScheduler, OUTCOMES, RejectLogThrottle
 import pytest
 
 

@@ -1,5 +1,5 @@
 """
-The serving-time process settings (dpt_ros.serving), measured.
+The serving-time process settings (dpt_ros.serving.tuning), measured.
 
 Each case runs in a fresh interpreter: the settings are process-wide. Page faults are counted
 by the kernel (getrusage), so the test does not depend on timing or machine load.
@@ -17,7 +17,7 @@ SCRIPT = r"""
 import gc, resource, sys
 import numpy as np
 if sys.argv[1] == 'tuned':
-    from dpt_ros.serving import tune_process_for_serving
+    from dpt_ros.serving.tuning import tune_process_for_serving
     tuned = tune_process_for_serving()
     assert tuned['malloc_tuned'] is True and tuned['gc_frozen_objects'] > 0, tuned
     assert gc.get_freeze_count() == tuned['gc_frozen_objects']

@@ -3,9 +3,9 @@ import logging
 
 from dpt_ros.backends import BackendError, BackendOptions, BackendUnavailable, DepthBackend
 from dpt_ros.backends.torch_backend import create
-from dpt_ros.metrics import pcc
-from dpt_ros.model import load_model
-from dpt_ros.preprocess import preprocess
+from dpt_ros.depth.pcc import pcc
+from dpt_ros.inference.hf_model import load_model
+from dpt_ros.inference.preprocess import preprocess
 import numpy as np
 import pytest
 import torch

@@ -135,9 +135,9 @@ def test_whole_backend_under_the_device_double_matches_torch(mode, dp, tmp_path)
     from skimage import data
 
     from dpt_ros.backends import torch_backend
-    from dpt_ros.metrics import pcc
-    from dpt_ros.model import load_model
-    from dpt_ros.preprocess import preprocess, resize_pixels
+    from dpt_ros.depth.pcc import pcc
+    from dpt_ros.inference.hf_model import load_model
+    from dpt_ros.inference.preprocess import preprocess, resize_pixels
     from tt_device_double import tt_device_double
 
     size = 64

@@ -8,7 +8,7 @@ ttnn 0.81.1.
 import ast
 import os
 
-from dpt_ros.model import make_config
+from dpt_ros.inference.hf_model import make_config
 from dpt_ros.tt.configs import build_configs, conv_plan, pad_tokens, TILE
 import pytest
 

@@ -126,7 +126,7 @@ def test_every_default_config_passes_and_each_fallback_is_counted(report):
     ttnn's checks (eager and trace_2cq, both chips).
     """
     name, rep, tail = report
-    from dpt_ros.model import make_config
+    from dpt_ros.inference.hf_model import make_config
     from dpt_ros.tt.configs import build_configs, conv_plan
     dims = build_configs(make_config('dpt-large', 384), 'wormhole_n300', 384).dims
     expected = set(TUNED_ENCODER_OPS) | {f'conv.{c[0]}' for c in conv_plan(dims)}

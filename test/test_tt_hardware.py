@@ -47,7 +47,7 @@ def _batch(size: int, names=IMAGES, pixels: bool = False) -> np.ndarray:
     """
     from skimage import data
 
-    from dpt_ros.preprocess import preprocess, resize_pixels
+    from dpt_ros.inference.preprocess import preprocess, resize_pixels
     prep = resize_pixels if pixels else preprocess
     return np.stack([prep(getattr(data, n)(), size) for n in names])
 
@@ -57,7 +57,7 @@ def reference(request):
     """(size, loaded model, torch fp32 CPU outputs for the bundled images)."""
     from dpt_ros.backends import BackendOptions
     from dpt_ros.backends import torch_backend
-    from dpt_ros.model import load_model
+    from dpt_ros.inference.hf_model import load_model
     size = request.param
     loaded = load_model(WEIGHTS, image_size=size)
     cpu = torch_backend.create(BackendOptions(weights=WEIGHTS, image_size=size, device='cpu'),
@@ -74,7 +74,7 @@ def test_tt_pcc(reference, dp):
     """TT (trace_2cq, strict) vs torch CPU fp32: PCC >= 0.99 per bundled image."""
     from dpt_ros.backends import BackendOptions
     from dpt_ros.backends import tt_backend
-    from dpt_ros.metrics import pcc
+    from dpt_ros.depth.pcc import pcc
     size, loaded, batch, expected = reference
     kind = _device_kind()
     if dp > vocabulary.TT_DEVICES.get(kind, 1):
@@ -102,7 +102,7 @@ def test_tt_perf():
     --dump-perf).
     """
     from bench.bench_tt import measure
-    from dpt_ros.perf_report import write_perf
+    from dpt_ros.perf.report import write_perf
     kind = _device_kind()
     dp = vocabulary.TT_DEVICES.get(kind, 1)
     record, header = measure(device=kind, dp=dp, image_size=384, mode='trace_2cq',

@@ -190,7 +190,7 @@ def test_uint8_pixels_in_with_the_normalisation_folded_into_the_weights(tiny, ti
     """
     from skimage import data
 
-    from dpt_ros.preprocess import normalize, resize_pixels
+    from dpt_ros.inference.preprocess import normalize, resize_pixels
     u8 = resize_pixels(np.ascontiguousarray(data.coffee()), 384)[None]
     x = torch.from_numpy(normalize(u8))
     with torch.no_grad():

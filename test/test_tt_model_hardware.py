@@ -28,7 +28,7 @@ STAGE_PCC = 0.99
 def setup(request):
     import ttnn
 
-    from dpt_ros.model import load_model
+    from dpt_ros.inference.hf_model import load_model
     from dpt_ros.tt.fallbacks import FallbackCounter
     from dpt_ros.tt.model import build_tt_model
     from tt_reference import pixels

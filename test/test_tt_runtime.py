@@ -291,7 +291,7 @@ def toy_factory(force_fallback=False):
 
 
 def _tiny_loaded():
-    from dpt_ros.model import load_model
+    from dpt_ros.inference.hf_model import load_model
     return load_model('tiny-random', image_size=S)
 
 

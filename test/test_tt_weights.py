@@ -10,8 +10,8 @@ double module installs); no device ops.
 import json
 import os
 
-from dpt_ros.model import random_model
-from dpt_ros.preprocess import normalize
+from dpt_ros.inference.hf_model import random_model
+from dpt_ros.inference.preprocess import normalize
 from dpt_ros.tt.configs import build_configs
 from dpt_ros.tt.weights import (bilinear_matrix, cache_key, prepare_weights,
                                 resize_position_embeddings, weights_fingerprint)

@@ -4,7 +4,7 @@ Helpers shared by the TT tests.
 Seeded HF reference models, PCC, and converters between HF tensors and the TT model's device
 layouts (used with the device double and on a card).
 """
-from dpt_ros.model import random_model
+from dpt_ros.inference.hf_model import random_model
 from dpt_ros.tt.ops import Spatial
 import torch
 import ttnn

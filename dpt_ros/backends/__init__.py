@@ -98,7 +98,7 @@ def create_backend(name: str, opts: BackendOptions, *, allow_fallback: bool = Tr
     Falls back for any request that is not already torch on the CPU: tt without ttnn or a
     device, torch on CUDA without CUDA. The caller counts `backend_fallback_count` from
     `StartedBackend.fell_back` and shows the reason (diagnostics WARN, perf JSON).
-    `loaded` (a dpt_ros.model.LoadedModel) lets a caller that already holds the model share
+    `loaded` (an inference.hf_model.LoadedModel) lets a caller that already holds the model share
     it with the backend, and with the fallback, instead of loading it twice.
     """
     logger = logger or log

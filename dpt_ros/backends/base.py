@@ -39,16 +39,13 @@ class BackendInfo:
     batch_size: int = 1          # frames per infer() call the backend is tuned for
     model_name: str = 'Intel/dpt-large'
     weights: str = 'unknown'     # what was actually loaded: hub id, path, 'random (seed 0)'
-    input_format: str = 'normalized'  # the batch the pipeline hands infer(): see INPUT_FORMATS
+    input_format: str = 'normalized'  # the batch infer() takes: vocabulary.INPUT_FORMATS
     extra: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         d = {k: v for k, v in self.__dict__.items() if k != 'extra'}
         d.update(self.extra)
         return d
-
-
-INPUT_FORMATS = ('normalized', 'pixels')
 
 
 def batch_format(batch: np.ndarray, size: int) -> str:

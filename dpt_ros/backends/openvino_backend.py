@@ -141,7 +141,7 @@ def weights_identity(weights: str, seed: int) -> str | None:
     Return None when that cannot be known beforehand (a hub id that is not cached and may
     download).
     """
-    from dpt_ros.model import HUB_ID
+    from dpt_ros.inference.hf_model import HUB_ID
     if weights == 'random':
         return _random_identity('dpt-large', seed)
     if weights == 'tiny-random':
@@ -153,7 +153,7 @@ def weights_identity(weights: str, seed: int) -> str | None:
     if commit:
         return f'hub:{repo}@{commit}'
     if weights == 'auto':
-        from dpt_ros.model import hub_reachable
+        from dpt_ros.inference.hf_model import hub_reachable
         if os.environ.get('HF_HUB_OFFLINE') == '1' or not hub_reachable():
             return _random_identity('dpt-large', seed)   # what load_model falls back to
     return None
@@ -364,7 +364,7 @@ class OpenVinoBackend:
         return meta, ov_model, loaded
 
     def _load(self, opts: BackendOptions):
-        from dpt_ros.model import load_model
+        from dpt_ros.inference.hf_model import load_model
         t0 = time.perf_counter()
         loaded = load_model(opts.weights, seed=opts.seed, image_size=opts.image_size)
         self._startup['load_s'] = time.perf_counter() - t0

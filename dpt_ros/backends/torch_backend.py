@@ -65,7 +65,7 @@ class TorchBackend:
             # Process-wide setting: the node and runner own the process, so this is theirs.
             torch.set_num_threads(int(opts.threads))
         if loaded is None:
-            from dpt_ros.model import load_model
+            from dpt_ros.inference.hf_model import load_model
             loaded = load_model(opts.weights, seed=opts.seed, image_size=opts.image_size)
         else:
             shared = loaded.model

@@ -230,7 +230,7 @@ def create(opts: BackendOptions, loaded=None, *, model_factory=None) -> TtBacken
     dp = None
     try:
         if loaded is None:
-            from dpt_ros.model import load_model
+            from dpt_ros.inference.hf_model import load_model
             loaded = load_model(opts.weights, seed=opts.seed, image_size=opts.image_size)
         if int(loaded.config.image_size) != opts.image_size:
             raise BackendError(f'model was built for {loaded.config.image_size}px input, '

@@ -7,7 +7,7 @@ Two kinds:
   `program_config_fallback_total` and per op + reason. The op then stays on the default path
   for the life of the model (a traced program must be the same every frame).
 * host fallback: a whole stage ran on the host instead of the device. Counted in
-  `host_fallback_count` plus the stage's own counter (names from dpt_ros.perf.FALLBACK_KEYS).
+  `host_fallback_count` plus the stage's own counter (names from dpt_ros.perf.stats.FALLBACK_KEYS).
 
 In strict mode (always on in perf runs) either kind raises `FallbackError` instead.
 """

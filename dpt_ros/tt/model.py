@@ -61,7 +61,7 @@ class TtDPT:
         # device takes; scale/offset map a normalised tensor back to pixels.
         import torch
 
-        from dpt_ros.preprocess import pixel_affine, pixel_centre
+        from dpt_ros.inference.preprocess import pixel_affine, pixel_centre
         self._centre = torch.from_numpy(pixel_centre()).float()
         self._scale, self._offset = (torch.from_numpy(v).float().reshape(1, 3, 1, 1)
                                      for v in pixel_affine())

@@ -180,7 +180,7 @@ def _prepare(sd, configs) -> dict:
     import torch
     import ttnn
 
-    from dpt_ros.preprocess import pixel_affine, pixel_centre
+    from dpt_ros.inference.preprocess import pixel_affine, pixel_centre
     dims = configs.dims
     wdt = configs.weight_dtype
     tp = configs.tokens_padded

@@ -99,7 +99,7 @@ def vit_b_model(size: int):
     import torch
     from transformers import DPTConfig, DPTForDepthEstimation
 
-    from dpt_ros.model import DPT_LARGE_CONFIG, LoadedModel
+    from dpt_ros.inference.hf_model import DPT_LARGE_CONFIG, LoadedModel
     torch.manual_seed(0)
     model = DPTForDepthEstimation(DPTConfig(**dict(DPT_LARGE_CONFIG, **VIT_B, image_size=size)))
     return LoadedModel(model.eval(), 'random (ViT-B/16 dims)', True, 'vit-b')
@@ -252,7 +252,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     import ttnn
 
-    from dpt_ros.model import load_model
+    from dpt_ros.inference.hf_model import load_model
     from dpt_ros.tt import device as tt_device
     tt_device.allow_mock_cluster()
     if args.force_defaults:

@@ -19,7 +19,7 @@ from typing import NamedTuple
 from dpt_ros.errors import AlignmentError
 import numpy as np
 
-log = logging.getLogger('dpt_ros.metric')
+log = logging.getLogger('dpt_ros.depth.metric')
 
 METRIC_MODES = ('none', 'fixed', 'reference')
 

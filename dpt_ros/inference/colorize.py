@@ -11,8 +11,8 @@ from __future__ import annotations
 import functools
 
 import cv2
-from dpt_ros import jit
 from dpt_ros.errors import check_out_array
+from dpt_ros.inference import jit
 import numpy as np
 
 # Names accepted by the `colormap` parameter -> OpenCV ids. 'turbo' is perceptually ordered

@@ -19,7 +19,7 @@ import platform
 import socket
 import sys
 
-from dpt_ros.perf import FALLBACK_KEYS, PerfStats, STAGES
+from dpt_ros.perf.stats import FALLBACK_KEYS, PerfStats, STAGES
 import numpy as np
 
 # What each stage of the reference's breakdown covers, for people reading the JSON.

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 import math
 
-from dpt_ros.metric import AlignmentError, fit_scale_shift, resize_nearest
+from dpt_ros.depth.metric import AlignmentError, fit_scale_shift, resize_nearest
 import numpy as np
 
 METRIC_KEYS = ('abs_rel', 'rmse', 'delta1', 'delta2', 'delta3')

@@ -14,7 +14,7 @@ import os
 from dpt_ros.errors import InvalidImage
 import numpy as np
 
-log = logging.getLogger('dpt_ros.images')
+log = logging.getLogger('dpt_ros.demo.image_files')
 
 SUPPORTED_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp')
 DEFAULT_IMAGE_NAME = 'astronaut'

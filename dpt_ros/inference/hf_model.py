@@ -17,7 +17,7 @@ import os
 
 from dpt_ros.errors import WeightsNotFound
 
-log = logging.getLogger('dpt_ros.model')
+log = logging.getLogger('dpt_ros.inference.hf_model')
 
 HUB_ID = 'Intel/dpt-large'
 WEIGHT_CHOICES = ('auto', HUB_ID, 'random', 'tiny-random', '<local directory>')

@@ -15,15 +15,15 @@ import logging
 import threading
 import time
 
-from dpt_ros import colorize as colorize_mod
-from dpt_ros.backends.base import INPUT_FORMATS
+from dpt_ros import vocabulary
 from dpt_ros.errors import BackendError
-from dpt_ros.perf import PerfStats
-from dpt_ros.postprocess import resize_depth
-from dpt_ros.preprocess import check_rgb, normalize, preprocess, resize_pixels
+from dpt_ros.inference import colorize as colorize_mod
+from dpt_ros.inference.postprocess import resize_depth
+from dpt_ros.inference.preprocess import check_rgb, normalize, preprocess, resize_pixels
+from dpt_ros.perf.stats import PerfStats
 import numpy as np
 
-log = logging.getLogger('dpt_ros.pipeline')
+log = logging.getLogger('dpt_ros.inference.pipeline')
 
 
 @dataclass
@@ -69,9 +69,10 @@ class DepthPipeline:
             backend = backend.backend
         self.backend = backend
         self.image_size = int(backend.info.image_size)
-        if self.input_format not in INPUT_FORMATS:
+        if self.input_format not in vocabulary.INPUT_FORMATS:
+            known = ', '.join(vocabulary.INPUT_FORMATS)
             raise BackendError(f'backend {backend.info.name} names an unknown input format '
-                               f"'{self.input_format}' (known: {', '.join(INPUT_FORMATS)})")
+                               f"'{self.input_format}' (known: {known})")
         self._color_lock = threading.Lock()
         self.set_colorization(colormap, norm, norm_low, norm_high)
 

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 import cv2
-from dpt_ros import colorize as colorize_mod
+from dpt_ros.inference import colorize as colorize_mod
 import numpy as np
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX

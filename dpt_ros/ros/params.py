@@ -80,12 +80,12 @@ def _fmt(x: float) -> str:
 
 
 def _colormaps() -> tuple[str, ...]:
-    from dpt_ros.colorize import COLORMAPS  # cv2 import only when asked
+    from dpt_ros.inference.colorize import COLORMAPS  # cv2 import only when asked
     return tuple(COLORMAPS)
 
 
 def _norm_modes() -> tuple[str, ...]:
-    from dpt_ros.colorize import NORM_MODES
+    from dpt_ros.inference.colorize import NORM_MODES
     return tuple(NORM_MODES)
 
 

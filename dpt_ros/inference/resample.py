@@ -28,7 +28,7 @@ import functools
 import math
 
 import cv2
-from dpt_ros import jit
+from dpt_ros.inference import jit
 import numpy as np
 
 # Fixed-point fraction bits of Pillow's 8-bit resampling: 32-bit sums, 8 bits of value, two

@@ -21,8 +21,9 @@ Pure numpy + PIL + OpenCV (+ numba); no torch, no rclpy.
 from __future__ import annotations
 
 import cv2
-from dpt_ros import resample, vocabulary
+from dpt_ros import vocabulary
 from dpt_ros.errors import InvalidImage
+from dpt_ros.inference import resample
 import numpy as np
 from PIL import Image
 

@@ -19,7 +19,7 @@ from typing import Iterable, Iterator
 from dpt_ros.errors import BagError
 import numpy as np
 
-log = logging.getLogger('dpt_ros.bagio')
+log = logging.getLogger('dpt_ros.evaluation.bagio')
 
 STORAGES = ('mcap', 'sqlite3')
 IMAGE_TYPE = 'sensor_msgs/msg/Image'
@@ -299,8 +299,8 @@ def decode_float_image(msg) -> np.ndarray:
 
 
 def decode_rgb(msg, msgtype: str) -> np.ndarray:
-    """Decode an Image/CompressedImage message to (H, W, 3) uint8 RGB (dpt_ros.image_codec)."""
-    from dpt_ros import image_codec
+    """Decode an Image/CompressedImage message to (H, W, 3) uint8 RGB (dpt_ros.ros.image_codec)."""
+    from dpt_ros.ros import image_codec
     if msgtype == COMPRESSED_TYPE:
         return image_codec.decode_compressed(msg)
     return image_codec.decode_image(msg)

@@ -56,7 +56,7 @@ import time
 from typing import Callable
 
 from dpt_ros.errors import InvalidImage
-from dpt_ros.perf import percentile, PerfStats
+from dpt_ros.perf.stats import percentile, PerfStats
 
 
 class RejectLogThrottle:
@@ -178,7 +178,7 @@ class FrameScheduler:
         self.timeout_s = timeout_s
         self.total = total if total is not None else PerfStats()
         self._clock_ns = clock_ns
-        self._log = logger or logging.getLogger('dpt_ros.scheduler')
+        self._log = logger or logging.getLogger('dpt_ros.serving.scheduler')
         self._reject_log = RejectLogThrottle(reject_log_interval_s)   # prepare thread only
         self._cams = {c: _Camera(c, PerfStats()) for c in cameras}
         self._order = list(cameras)

@@ -1,0 +1,1 @@
+"""Depth values: metric alignment, accuracy against ground truth, PCC against a reference."""

@@ -1,0 +1,1 @@
+"""Evaluation on rosbags: sample bags, bag I/O, offline and replay runs, the HTML report."""

@@ -1,0 +1,1 @@
+"""One frame's way through the model: preprocess, backend call, postprocess, colourise."""

@@ -1,0 +1,1 @@
+"""Perf counters and rolling stats, and the perf JSON built from them."""

@@ -1,0 +1,1 @@
+"""The ROS 2 face: the depth node, its parameter table and image message decoding."""

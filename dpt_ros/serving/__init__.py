@@ -1,0 +1,1 @@
+"""Serving without ROS: the frame scheduler and process tuning."""
