@@ -6,7 +6,15 @@ Errors that label a counter carry a short machine-readable `reason`.
 from __future__ import annotations
 
 
-class InvalidImage(ValueError):
+class ReasonError(Exception):
+    """An error that labels a counter: `reason` is its short stable key, the message its words."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+class InvalidImage(ReasonError, ValueError):
     """
     An input image/message that cannot be turned into an RGB frame.
 
@@ -14,10 +22,6 @@ class InvalidImage(ValueError):
     'size_mismatch', 'truncated', 'empty', 'too_large', 'nan', 'decode_failed'); the message
     says what was wrong in words a person can act on.
     """
-
-    def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason = reason
 
 
 class BackendError(RuntimeError):
@@ -36,24 +40,16 @@ class FallbackError(BackendError):
     """A fallback happened in strict mode."""
 
 
-class AlignmentError(ValueError):
+class AlignmentError(ReasonError, ValueError):
     """A fit could not be made. `reason` is a short counter key; the message says why."""
 
-    def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason = reason
 
-
-class BagError(Exception):
+class BagError(ReasonError):
     """
     A bag cannot be used as asked.
 
     `reason` is a short key: missing, corrupt, no_topic, wrong_type, no_frames, ambiguous, exists.
     """
-
-    def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason = reason
 
 
 class EvalError(Exception):

@@ -12,8 +12,7 @@ TT_DEVICES = {'wormhole_n150': 1, 'wormhole_n300': 2}
 DEVICES = TORCH_DEVICES + tuple(TT_DEVICES)
 # TT execution: eager ops, one replayed trace, or a trace with input copies on a second CQ.
 EXECUTION_MODES = ('eager', 'trace', 'trace_2cq')
-# Backends the registry knows; 'auto' (command-line tools) picks the fastest CPU one present.
-BACKEND_NAMES = ('torch', 'openvino', 'tt')
+# CPU backends of the command-line tools; 'auto' picks the fastest one present.
 CPU_BACKEND_CHOICES = ('auto', 'openvino', 'torch')
 # The batch a backend takes from the pipeline: normalized float NCHW, or uint8 pixels it
 # normalizes itself (on the device).

@@ -33,7 +33,6 @@ IMAGE_STD = (0.5, 0.5, 0.5)
 RESCALE = 1.0 / 255.0
 RESAMPLE = Image.Resampling.BICUBIC
 METHODS = ('auto', 'compiled', 'pillow')
-MAX_PIXELS = vocabulary.MAX_PIXELS
 
 
 def _channel_luts() -> np.ndarray:
@@ -57,9 +56,9 @@ def check_rgb(rgb) -> np.ndarray:
         raise InvalidImage('bad_shape', f'expected an (H, W, 3) RGB image, got shape {rgb.shape}')
     if rgb.shape[0] == 0 or rgb.shape[1] == 0:
         raise InvalidImage('empty', f'image has no pixels (shape {rgb.shape})')
-    if rgb.shape[0] * rgb.shape[1] > MAX_PIXELS:
+    if rgb.shape[0] * rgb.shape[1] > vocabulary.MAX_PIXELS:
         raise InvalidImage('too_large', f'image {rgb.shape[1]}x{rgb.shape[0]} exceeds '
-                           f'{MAX_PIXELS} pixels')
+                           f'{vocabulary.MAX_PIXELS} pixels')
     return rgb
 
 
