@@ -123,71 +123,79 @@ def _mean_std(values) -> tuple[float, float]:
     return float(a.mean()), float(a.std())
 
 
-def build_perf(timings: RunTimings, backend_info, perf: PerfStats, *, requested_backend: str,
-               fallback_reason: str | None, device_arg: str, strict: bool,
-               images: dict | None = None, extra: dict | None = None) -> dict:
-    """Return the perf JSON dict for one run (see module doc)."""
-    info = backend_info
-    ex = dict(info.extra)
-    snap = perf.snapshot()
-    n_iter_images = timings.iter_images[0] if timings.iter_images else info.batch_size
-    lat_mean, lat_std = _mean_std(timings.iter_ms)
+def _rates(timings: RunTimings, info, snap: dict) -> dict:
+    """The run's latency and FPS figures (NaN where nothing was timed)."""
+    ex = info.extra
+    r = {'n_iter_images': timings.iter_images[0] if timings.iter_images else info.batch_size}
+    r['lat_mean'], r['lat_std'] = _mean_std(timings.iter_ms)
     per_image = [ms / max(n, 1) for ms, n in zip(timings.iter_ms, timings.iter_images)]
-    per_img_mean, per_img_std = _mean_std(per_image)
-    n_inf = sum(timings.iter_images)
-    inf_fps = 1e3 * n_inf / sum(timings.iter_ms) if timings.iter_ms and sum(
-        timings.iter_ms) > 0 else float('nan')
-    n_e2e = sum(timings.e2e_images)
-    fps_e2e = 1e3 * n_e2e / sum(timings.e2e_ms) if timings.e2e_ms and sum(
-        timings.e2e_ms) > 0 else float('nan')
+    r['per_img_mean'], r['per_img_std'] = _mean_std(per_image)
+    r['inf_fps'] = _rate(sum(timings.iter_images), timings.iter_ms)
+    r['fps_e2e'] = _rate(sum(timings.e2e_images), timings.e2e_ms)
     device_fps = _finite(ex.get('device_fps'))
     if device_fps is None and math.isfinite(snap.get('device_fps', float('nan'))):
         device_fps = snap['device_fps'] * max(1, info.dp)
-    fps = device_fps if device_fps is not None else inf_fps
-    mode = 'tt' if info.name == 'tt' else 'cpu' if info.device == 'cpu' else 'cuda'
-    tt_mode = ex.get('tt_execution_mode') if info.name == 'tt' else None
+    r['device_fps'] = device_fps
     compile_s = _finite(ex.get('compile_time_s'))
-    if compile_s is None and math.isfinite(timings.first_run_s) and math.isfinite(lat_mean):
+    if (compile_s is None and math.isfinite(timings.first_run_s)
+            and math.isfinite(r['lat_mean'])):
         # The first call pays compilation (torch.compile / trace capture) and warm-up.
-        compile_s = max(0.0, timings.first_run_s - lat_mean / 1e3)
-    per_chip = int(ex.get('per_chip_batch_size', max(1, n_iter_images // max(1, info.dp))))
+        compile_s = max(0.0, timings.first_run_s - r['lat_mean'] / 1e3)
+    r['compile_s'] = compile_s
+    return r
 
+
+def _rate(images: int, ms: list) -> float:
+    return 1e3 * images / sum(ms) if ms and sum(ms) > 0 else float('nan')
+
+
+def _fallback_counts(snap: dict) -> dict:
     counts = {k: int(snap.get(k, 0) or 0) for k in FALLBACK_KEYS}
     for k, v in snap.items():
-        if k.endswith('_count') or k.endswith('_total'):
-            if isinstance(v, (int, np.integer)):
-                counts.setdefault(k, int(v))
+        if (k.endswith('_count') or k.endswith('_total')) and isinstance(v, (int, np.integer)):
+            counts.setdefault(k, int(v))
+    return counts
+
+
+def _breakdown(timings: RunTimings) -> dict:
     breakdown = dict(timings.stage_breakdown_ms or {})
     if breakdown:
         breakdown.setdefault('total_ms', sum(breakdown.get(k, 0.0) for k in BREAKDOWN_KEYS))
     else:
         breakdown = dict.fromkeys(BREAKDOWN_KEYS + ('total_ms',))
+    return breakdown
 
-    out = {
-        # --- the reference's keys ---
+
+def _reference_keys(timings: RunTimings, info, r: dict, counts: dict, device_arg: str) -> dict:
+    """The keys tt-metal's DPT-Large demo writes, with the same meanings."""
+    mode = 'tt' if info.name == 'tt' else 'cpu' if info.device == 'cpu' else 'cuda'
+    n, lat_mean, lat_std = r['n_iter_images'], r['lat_mean'], r['lat_std']
+    breakdown = _breakdown(timings)
+    return {
         'mode': mode,
-        'tt_execution_mode': tt_mode,
+        'tt_execution_mode': info.extra.get('tt_execution_mode') if info.name == 'tt' else None,
         'latency_ms_mean': lat_mean,
         'latency_ms_std': lat_std,
         'total_ms': timings.total_ms,
-        'num_images_per_iter': n_iter_images,
-        'per_image_ms_mean': per_img_mean,
-        'per_image_ms_std': per_img_std,
-        'fps': fps,
+        'num_images_per_iter': n,
+        'per_image_ms_mean': r['per_img_mean'],
+        'per_image_ms_std': r['per_img_std'],
+        'fps': r['device_fps'] if r['device_fps'] is not None else r['inf_fps'],
         'inference_time_s': lat_mean / 1e3,
         'inference_time_std_s': lat_std / 1e3,
         'throughput_iter_per_s': 1e3 / lat_mean if lat_mean and lat_mean > 0 else None,
         'first_run_s': timings.first_run_s,
-        'compile_time_s': compile_s,
+        'compile_time_s': r['compile_s'],
         'device': device_arg,
         'dtype': info.dtype,
         'input_h': info.image_size,
         'input_w': info.image_size,
-        'batch_size': n_iter_images,
-        'per_chip_batch_size': per_chip,
+        'batch_size': n,
+        'per_chip_batch_size': int(info.extra.get('per_chip_batch_size',
+                                                  max(1, n // max(1, info.dp)))),
         'data_parallel_degree': info.dp,
         'model_name': info.model_name,
-        'setting': f'{mode}-{info.image_size}x{info.image_size}-b{n_iter_images}-dp{info.dp}',
+        'setting': f'{mode}-{info.image_size}x{info.image_size}-b{n}-dp{info.dp}',
         'modules': dict(MODULES),
         'stage_breakdown_ms': breakdown,
         'stage_breakdown_ms_per_worker': timings.stage_breakdown_ms_per_worker or [],
@@ -195,11 +203,17 @@ def build_perf(timings: RunTimings, backend_info, perf: PerfStats, *, requested_
                               for k, v in breakdown.items()},
         'stage_breakdown_source': timings.stage_breakdown_source or None,
         'fallback_counts': counts,
-        # --- ours ---
-        'fps_source': 'device' if device_fps is not None else 'inference',
-        'fps_inference': inf_fps,
-        'fps_e2e': fps_e2e,
-        'trace_wall_ms': _finite(ex.get('trace_wall_ms')),
+    }
+
+
+def _our_keys(timings: RunTimings, info, snap: dict, r: dict, counts: dict,
+              backend: dict) -> dict:
+    """The keys this package adds: FPS sources, percentiles, fallbacks, versions, host."""
+    return {
+        'fps_source': 'device' if r['device_fps'] is not None else 'inference',
+        'fps_inference': r['inf_fps'],
+        'fps_e2e': r['fps_e2e'],
+        'trace_wall_ms': _finite(info.extra.get('trace_wall_ms')),
         'stage_ms': {s: snap.get(f'{s}_ms') for s in STAGES if s != 'publish'},
         'latency_ms_p50': snap.get('latency_ms_p50'),
         'latency_ms_p95': snap.get('latency_ms_p95'),
@@ -207,19 +221,32 @@ def build_perf(timings: RunTimings, backend_info, perf: PerfStats, *, requested_
         'program_config_fallback_total': counts.get('program_config_fallback_total', 0),
         'backend_fallback_count': counts.get('backend_fallback_count', 0),
         'fallback_reasons': snap.get('reasons', {}),
-        'backend': {'requested': requested_backend, 'running': info.name,
-                    'running_device': info.device, 'execution_mode': info.execution_mode,
-                    'fell_back': fallback_reason is not None,
-                    'fallback_reason': fallback_reason, 'strict': bool(strict)},
+        'backend': backend,
         'dp': info.dp,
         'image_size': info.image_size,
         'warmup': timings.warmup,
         'repeat': timings.repeat,
         'weights': info.weights,
-        'weights_random': bool(ex.get('weights_random', False)),
+        'weights_random': bool(info.extra.get('weights_random', False)),
         'versions': versions(),
         'host': host(),
     }
+
+
+def build_perf(timings: RunTimings, backend_info, perf: PerfStats, *, requested_backend: str,
+               fallback_reason: str | None, device_arg: str, strict: bool,
+               images: dict | None = None, extra: dict | None = None) -> dict:
+    """Return the perf JSON dict for one run (see module doc)."""
+    info = backend_info
+    snap = perf.snapshot()
+    r = _rates(timings, info, snap)
+    counts = _fallback_counts(snap)
+    backend = {'requested': requested_backend, 'running': info.name,
+               'running_device': info.device, 'execution_mode': info.execution_mode,
+               'fell_back': fallback_reason is not None,
+               'fallback_reason': fallback_reason, 'strict': bool(strict)}
+    out = _reference_keys(timings, info, r, counts, device_arg)
+    out.update(_our_keys(timings, info, snap, r, counts, backend))
     if images is not None:
         out['images'] = images
     if extra:

@@ -176,41 +176,46 @@ def bilinear_matrix(n: int) -> np.ndarray:
     return out
 
 
-def _prepare(sd, configs) -> dict:
+class _Convert:
+    """A state dict's tensors turned into the host ttnn tensors prepare_weights() returns."""
+
+    def __init__(self, sd, weight_dtype):
+        import torch
+        import ttnn
+        self.sd, self.wdt, self.torch, self.ttnn = sd, weight_dtype, torch, ttnn
+
+    def f32(self, name):
+        return self.sd[name].detach().float()
+
+    def f64(self, name):        # only where values are combined (folds, tables)
+        return self.sd[name].detach().to(self.torch.float64)
+
+    def linear_w(self, w_in_out):   # (in, out) matrix in the weight dtype, TILE
+        return self.ttnn.from_torch(w_in_out.float().contiguous(), self.wdt,
+                                    layout=self.ttnn.TILE_LAYOUT)
+
+    def row(self, v):           # (1, n) bf16 TILE: biases, norm weights
+        return self.ttnn.from_torch(v.float().reshape(1, -1).contiguous(), self.ttnn.bfloat16,
+                                    layout=self.ttnn.TILE_LAYOUT)
+
+    def tile16(self, t):        # any tensor as bf16 TILE
+        return self.ttnn.from_torch(t.float().contiguous(), self.ttnn.bfloat16,
+                                    layout=self.ttnn.TILE_LAYOUT)
+
+    def conv_w(self, w):        # torch (O, I, kh, kw), row-major host, bf16
+        return self.ttnn.from_torch(w.float().contiguous(), self.ttnn.bfloat16)
+
+    def conv_b(self, b):
+        return self.ttnn.from_torch(b.float().reshape(1, 1, 1, -1).contiguous(),
+                                    self.ttnn.bfloat16)
+
+
+def _embeddings(c: _Convert, dims, tp: int) -> dict:
     import torch
-    import ttnn
 
     from dpt_ros.inference.preprocess import pixel_affine, pixel_centre
-    dims = configs.dims
-    wdt = configs.weight_dtype
-    tp = configs.tokens_padded
-    d = dims.hidden
-    g = dims.grid
-    p2 = dims.patches
-
-    def f32(name):
-        return sd[name].detach().float()
-
-    def f64(name):              # only where values are combined (folds, tables)
-        return sd[name].detach().to(torch.float64)
-
-    def linear_w(w_in_out):     # (in, out) matrix in the weight dtype, TILE
-        return ttnn.from_torch(w_in_out.float().contiguous(), wdt, layout=ttnn.TILE_LAYOUT)
-
-    def row(v):                 # (1, n) bf16 TILE: biases, norm weights
-        return ttnn.from_torch(v.float().reshape(1, -1).contiguous(), ttnn.bfloat16,
-                               layout=ttnn.TILE_LAYOUT)
-
-    def conv_w(w):              # torch (O, I, kh, kw), row-major host, bf16
-        return ttnn.from_torch(w.float().contiguous(), ttnn.bfloat16)
-
-    def conv_b(b):
-        return ttnn.from_torch(b.float().reshape(1, 1, 1, -1).contiguous(), ttnn.bfloat16)
-
-    params = {}
-    e = 'dpt.embeddings.'
-    pw = f64(e + 'patch_embeddings.projection.weight')            # (D, 3, p, p)
-    patch = dims.patch
+    d, e, patch = dims.hidden, 'dpt.embeddings.', dims.patch
+    pw = c.f64(e + 'patch_embeddings.projection.weight')            # (D, 3, p, p)
     scale, offset = (torch.from_numpy(v).reshape(1, -1, 1, 1) for v in pixel_affine())
     centre = torch.from_numpy(pixel_centre()).reshape(1, -1, 1, 1)
     pw4 = torch.zeros(d, PAD_CHANNELS, patch, patch, dtype=torch.float64)
@@ -218,80 +223,98 @@ def _prepare(sd, configs) -> dict:
     # conv(pixel * scale + offset) = conv(w * scale)(pixel - centre) + sum over (c, kh, kw)
     # of w * (scale * centre + offset)_c, the last a per-channel constant: into the table.
     offset_bias = (pw * (scale * centre + offset)).sum(dim=(1, 2, 3))        # (D,)
-    # Device patch vector order is (kh, kw, c) — see embeddings.py.
-    params['embeddings.patch.weight'] = linear_w(pw4.permute(2, 3, 1, 0).reshape(-1, d))
-    pos = resize_position_embeddings(f64(e + 'position_embeddings'), g)[0]   # (1+P², D)
+    pos = resize_position_embeddings(c.f64(e + 'position_embeddings'), dims.grid)[0]
     table = torch.zeros(tp, d, dtype=torch.float64)
-    table[:p2] = pos[1:] + f64(e + 'patch_embeddings.projection.bias') + offset_bias
-    table[p2] = f64(e + 'cls_token').reshape(-1) + pos[0]
-    params['embeddings.additive'] = ttnn.from_torch(
-        table.float().reshape(1, tp, d), ttnn.bfloat16, layout=ttnn.TILE_LAYOUT)
+    table[:dims.patches] = (pos[1:] + c.f64(e + 'patch_embeddings.projection.bias')
+                            + offset_bias)
+    table[dims.patches] = c.f64(e + 'cls_token').reshape(-1) + pos[0]
     mask = torch.zeros(1, 1, tp, tp)
     mask[..., dims.tokens:] = MASK_VALUE
-    params['encoder.attention_mask'] = ttnn.from_torch(mask, ttnn.bfloat16,
-                                                       layout=ttnn.TILE_LAYOUT)
+    # Device patch vector order is (kh, kw, c) — see embeddings.py.
+    return {'embeddings.patch.weight': c.linear_w(pw4.permute(2, 3, 1, 0).reshape(-1, d)),
+            'embeddings.additive': c.tile16(table.reshape(1, tp, d)),
+            'encoder.attention_mask': c.tile16(mask)}
 
+
+def _encoder(c: _Convert, dims) -> dict:
+    import torch
+    params = {}
     for i in range(dims.layers):
-        src = f'dpt.encoder.layer.{i}.'
-        dst = f'encoder.{i}.'
+        src, dst = f'dpt.encoder.layer.{i}.', f'encoder.{i}.'
         att = src + 'attention.attention.'
-        wq, wk, wv = (f32(att + n + '.weight') for n in ('query', 'key', 'value'))
-        bq, bk, bv = (f32(att + n + '.bias') for n in ('query', 'key', 'value'))
-        params[dst + 'qkv.weight'] = linear_w(torch.cat([wq, wk, wv], 0).t())
-        params[dst + 'qkv.bias'] = row(torch.cat([bq, bk, bv]))
+        wq, wk, wv = (c.f32(att + n + '.weight') for n in ('query', 'key', 'value'))
+        bq, bk, bv = (c.f32(att + n + '.bias') for n in ('query', 'key', 'value'))
+        params[dst + 'qkv.weight'] = c.linear_w(torch.cat([wq, wk, wv], 0).t())
+        params[dst + 'qkv.bias'] = c.row(torch.cat([bq, bk, bv]))
         for name, hf in (('out', 'attention.output.dense'), ('ff1', 'intermediate.dense'),
                          ('ff2', 'output.dense')):
-            params[dst + name + '.weight'] = linear_w(f32(src + hf + '.weight').t())
-            params[dst + name + '.bias'] = row(f32(src + hf + '.bias'))
+            params[dst + name + '.weight'] = c.linear_w(c.f32(src + hf + '.weight').t())
+            params[dst + name + '.bias'] = c.row(c.f32(src + hf + '.bias'))
         for name, hf in (('ln1', 'layernorm_before'), ('ln2', 'layernorm_after')):
-            params[dst + name + '.weight'] = row(f32(src + hf + '.weight'))
-            params[dst + name + '.bias'] = row(f32(src + hf + '.bias'))
+            params[dst + name + '.weight'] = c.row(c.f32(src + hf + '.weight'))
+            params[dst + name + '.bias'] = c.row(c.f32(src + hf + '.bias'))
+    return params
 
-    r = 'neck.reassemble_stage.'
+
+def _reassemble(c: _Convert, dims) -> dict:
+    import torch
+    params, r, d = {}, 'neck.reassemble_stage.', dims.hidden
     for i, factor in enumerate(dims.factors):
         dst = f'reassemble.{i}.'
-        ro = f32(r + f'readout_projects.{i}.0.weight')               # (D, 2D): [tokens | cls]
-        params[dst + 'readout_tokens.weight'] = linear_w(ro[:, :d].t())
-        params[dst + 'readout_cls.weight'] = linear_w(ro[:, d:].t())
-        params[dst + 'readout_cls.bias'] = row(f32(r + f'readout_projects.{i}.0.bias'))
-        proj_w = f64(r + f'layers.{i}.projection.weight')[:, :, 0, 0]   # (C, D)
-        proj_b = f64(r + f'layers.{i}.projection.bias')
+        ro = c.f32(r + f'readout_projects.{i}.0.weight')             # (D, 2D): [tokens | cls]
+        params[dst + 'readout_tokens.weight'] = c.linear_w(ro[:, :d].t())
+        params[dst + 'readout_cls.weight'] = c.linear_w(ro[:, d:].t())
+        params[dst + 'readout_cls.bias'] = c.row(c.f32(r + f'readout_projects.{i}.0.bias'))
+        proj_w = c.f64(r + f'layers.{i}.projection.weight')[:, :, 0, 0]   # (C, D)
+        proj_b = c.f64(r + f'layers.{i}.projection.bias')
         if factor > 1:
-            ct_w = f64(r + f'layers.{i}.resize.weight')              # (C, C, f, f)
-            ct_b = f64(r + f'layers.{i}.resize.bias')
+            ct_w = c.f64(r + f'layers.{i}.resize.weight')            # (C, C, f, f)
+            ct_b = c.f64(r + f'layers.{i}.resize.bias')
             fused = torch.einsum('cd,coab->dabo', proj_w, ct_w).reshape(d, -1)
             fused_b = (torch.einsum('c,coab->abo', proj_b, ct_w) + ct_b).reshape(-1)
-            params[dst + 'resize.weight'] = linear_w(fused)
-            params[dst + 'resize.bias'] = row(fused_b)
-        else:
-            params[dst + 'project.weight'] = linear_w(proj_w.t())
-            params[dst + 'project.bias'] = row(proj_b)
-            if factor < 1:
-                params[dst + 'resize.conv_weight'] = conv_w(f32(r + f'layers.{i}.resize.weight'))
-                params[dst + 'resize.conv_bias'] = conv_b(f32(r + f'layers.{i}.resize.bias'))
+            params[dst + 'resize.weight'] = c.linear_w(fused)
+            params[dst + 'resize.bias'] = c.row(fused_b)
+            continue
+        params[dst + 'project.weight'] = c.linear_w(proj_w.t())
+        params[dst + 'project.bias'] = c.row(proj_b)
+        if factor < 1:
+            params[dst + 'resize.conv_weight'] = c.conv_w(c.f32(r + f'layers.{i}.resize.weight'))
+            params[dst + 'resize.conv_bias'] = c.conv_b(c.f32(r + f'layers.{i}.resize.bias'))
     for i in range(len(dims.neck)):
-        params[f'neck.{i}.weight'] = conv_w(f32(f'neck.convs.{i}.weight'))
+        params[f'neck.{i}.weight'] = c.conv_w(c.f32(f'neck.convs.{i}.weight'))
+    return params
 
-    fs = 'neck.fusion_stage.layers.'
+
+def _fusion(c: _Convert, dims) -> dict:
+    params = {}
     for layer in range(len(dims.neck)):
-        src = f'{fs}{layer}.'
-        dst = f'fusion.{layer}.'
+        src, dst = f'neck.fusion_stage.layers.{layer}.', f'fusion.{layer}.'
         for res in ((1, 2) if layer else (2,)):
             for conv in (1, 2):
                 hf = f'{src}residual_layer{res}.convolution{conv}.'
-                params[f'{dst}res{res}.conv{conv}.weight'] = conv_w(f32(hf + 'weight'))
-                params[f'{dst}res{res}.conv{conv}.bias'] = conv_b(f32(hf + 'bias'))
-        params[dst + 'proj.weight'] = linear_w(f32(src + 'projection.weight')[:, :, 0, 0].t())
-        params[dst + 'proj.bias'] = row(f32(src + 'projection.bias'))
+                params[f'{dst}res{res}.conv{conv}.weight'] = c.conv_w(c.f32(hf + 'weight'))
+                params[f'{dst}res{res}.conv{conv}.bias'] = c.conv_b(c.f32(hf + 'bias'))
+        params[dst + 'proj.weight'] = c.linear_w(
+            c.f32(src + 'projection.weight')[:, :, 0, 0].t())
+        params[dst + 'proj.bias'] = c.row(c.f32(src + 'projection.bias'))
+    return params
 
-    params['head.conv1.weight'] = conv_w(f32('head.head.0.weight'))
-    params['head.conv1.bias'] = conv_b(f32('head.head.0.bias'))
-    params['head.conv2.weight'] = conv_w(f32('head.head.2.weight'))
-    params['head.conv2.bias'] = conv_b(f32('head.head.2.bias'))
+
+def _head(c: _Convert) -> dict:
+    params = {}
+    for i, hf in ((1, 0), (2, 2)):
+        params[f'head.conv{i}.weight'] = c.conv_w(c.f32(f'head.head.{hf}.weight'))
+        params[f'head.conv{i}.bias'] = c.conv_b(c.f32(f'head.head.{hf}.bias'))
     # The last 1x1 conv has one output channel: keep it bf16 (bfloat8_b's shared exponents
     # buy nothing on 32 values and cost precision at the very output).
-    params['head.conv3.weight'] = ttnn.from_torch(
-        f64('head.head.4.weight')[:, :, 0, 0].t().float().contiguous(), ttnn.bfloat16,
-        layout=ttnn.TILE_LAYOUT)
-    params['head.conv3.bias'] = row(f32('head.head.4.bias'))
+    params['head.conv3.weight'] = c.tile16(c.f64('head.head.4.weight')[:, :, 0, 0].t())
+    params['head.conv3.bias'] = c.row(c.f32('head.head.4.bias'))
+    return params
+
+
+def _prepare(sd, configs) -> dict:
+    c, dims = _Convert(sd, configs.weight_dtype), configs.dims
+    params = _embeddings(c, dims, configs.tokens_padded)
+    for stage in (_encoder(c, dims), _reassemble(c, dims), _fusion(c, dims), _head(c)):
+        params.update(stage)
     return params
