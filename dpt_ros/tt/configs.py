@@ -196,6 +196,36 @@ def build_configs(hf_config, device: str = 'wormhole_n300', image_size: int | No
     """
     import ttnn
 
+    dims = _checked_dims(hf_config, device, image_size, batch, weight_dtype, math_fidelity)
+    gx, gy_max = tuple(int(v) for v in (grid or WORMHOLE_GRID))
+    if gx < 1 or gy_max < 4:
+        raise ValueError(f'compute grid {gx}x{gy_max}: the encoder needs at least 4 rows')
+    hidden_t = dims.hidden // TILE
+    inter_t = dims.intermediate // TILE
+    x = _largest_divisor(math.gcd(hidden_t, inter_t), gx)
+    tokens_padded, y = pad_tokens(dims.tokens, batch, gy_max)
+    cfg = TtConfigs(device=device, chips=TT_DEVICES[device], image_size=dims.image_size,
+                    batch=batch, dims=dims, weight_dtype_name=weight_dtype,
+                    math_fidelity_name=math_fidelity, tokens_padded=tokens_padded,
+                    encoder_grid=(x, y), attention_grid=(0, 0), grid=(gx, gy_max))
+    fid = getattr(ttnn.MathFidelity, math_fidelity)
+    cfg.compute['matmul'] = ttnn.WormholeComputeKernelConfig(
+        math_fidelity=fid, math_approx_mode=False, fp32_dest_acc_en=False, packer_l1_acc=True)
+    cfg.compute['norm'] = ttnn.WormholeComputeKernelConfig(
+        math_fidelity=ttnn.MathFidelity.HiFi4, math_approx_mode=False, fp32_dest_acc_en=True,
+        packer_l1_acc=False)
+    cfg.compute['conv'] = ttnn.WormholeComputeKernelConfig(
+        math_fidelity=fid, math_approx_mode=False, fp32_dest_acc_en=False, packer_l1_acc=True)
+    _plan_encoder(cfg, x, y)
+    _plan_attention(cfg)
+    # Convolutions of the neck / fusion / head: (name, in_ch, out_ch, in_hw, kernel, act).
+    for name, cin, cout, hw, relu in conv_plan(dims):
+        _plan_conv(cfg, name, cin, cout, batch * hw * hw, relu)
+    return cfg
+
+
+def _checked_dims(hf_config, device, image_size, batch, weight_dtype, math_fidelity):
+    """Return the model dims for this image size; ValueError names the first bad argument."""
     if device not in TT_DEVICES:
         raise ValueError(f'device {device!r}: one of {sorted(TT_DEVICES)}')
     if weight_dtype not in WEIGHT_DTYPES:
@@ -210,35 +240,18 @@ def build_configs(hf_config, device: str = 'wormhole_n300', image_size: int | No
         raise ValueError(f'image_size {s} must be a positive multiple of {2 * dims.patch}')
     if batch < 1:
         raise ValueError('batch must be >= 1')
-
-    gx, gy_max = tuple(int(v) for v in (grid or WORMHOLE_GRID))
-    if gx < 1 or gy_max < 4:
-        raise ValueError(f'compute grid {gx}x{gy_max}: the encoder needs at least 4 rows')
-    hidden_t = dims.hidden // TILE
-    inter_t = dims.intermediate // TILE
     if dims.hidden % TILE or dims.intermediate % TILE:
         raise ValueError('hidden and intermediate sizes must be multiples of 32')
-    x = _largest_divisor(math.gcd(hidden_t, inter_t), gx)
-    tokens_padded, y = pad_tokens(dims.tokens, batch, gy_max)
-    rows_t = batch * tokens_padded // TILE
-    m_t = rows_t // y                       # per-core token tiles
-    w_t = hidden_t // x                     # per-core hidden tiles
-    i_t = inter_t // x                      # per-core intermediate tiles
+    return dims
 
-    fid = getattr(ttnn.MathFidelity, math_fidelity)
-    cfg = TtConfigs(device=device, chips=TT_DEVICES[device], image_size=s, batch=batch, dims=dims,
-                    weight_dtype_name=weight_dtype, math_fidelity_name=math_fidelity,
-                    tokens_padded=tokens_padded, encoder_grid=(x, y), attention_grid=(0, 0),
-                    grid=(gx, gy_max))
 
-    cfg.compute['matmul'] = ttnn.WormholeComputeKernelConfig(
-        math_fidelity=fid, math_approx_mode=False, fp32_dest_acc_en=False, packer_l1_acc=True)
-    cfg.compute['norm'] = ttnn.WormholeComputeKernelConfig(
-        math_fidelity=ttnn.MathFidelity.HiFi4, math_approx_mode=False, fp32_dest_acc_en=True,
-        packer_l1_acc=False)
-    cfg.compute['conv'] = ttnn.WormholeComputeKernelConfig(
-        math_fidelity=fid, math_approx_mode=False, fp32_dest_acc_en=False, packer_l1_acc=True)
-
+def _plan_encoder(cfg: TtConfigs, x: int, y: int) -> None:
+    """Block-sharded token memory on an x by y grid, LayerNorm and multicast matmul configs."""
+    import ttnn
+    dims, batch, tokens_padded = cfg.dims, cfg.batch, cfg.tokens_padded
+    m_t = batch * tokens_padded // TILE // y    # per-core token tiles
+    w_t = dims.hidden // TILE // x              # per-core hidden tiles
+    i_t = dims.intermediate // TILE // x        # per-core intermediate tiles
     core_grid = ttnn.CoreGrid(y=y, x=x)
 
     def block(width):
@@ -262,26 +275,25 @@ def build_configs(hf_config, device: str = 'wormhole_n300', image_size: int | No
     ln = ttnn.LayerNormShardedMultiCoreProgramConfig(
         compute_with_storage_grid_size=(x, y), subblock_w=subblock_w(w_t, 4), block_h=m_t,
         block_w=w_t, inplace=False)
-    cfg.program.update(
-        layernorm=ln,
-        qkv=mcast(w_t, 3 * w_t),
-        out=mcast(w_t, w_t),
-        ff1=mcast(w_t, i_t, cfg.activation['gelu']),
-        ff2=mcast(i_t, w_t))
+    cfg.program.update(layernorm=ln, qkv=mcast(w_t, 3 * w_t), out=mcast(w_t, w_t),
+                       ff1=mcast(w_t, i_t, cfg.activation['gelu']), ff2=mcast(i_t, w_t))
 
-    # Attention: flash-attention SDPA (no [T, T] score tensor in L1, which would not fit at
-    # 512), non-causal with an additive key mask; chunks must divide the padded token count.
-    chunk = next(c for c in (256, 128, 64) if tokens_padded % c == 0)
+
+def _plan_attention(cfg: TtConfigs) -> None:
+    """
+    Flash-attention SDPA on the whole grid.
+
+    No [T, T] score tensor in L1 (it would not fit at 512); non-causal with an additive key
+    mask; chunks must divide the padded token count.
+    """
+    import ttnn
+    gx, gy_max = cfg.grid
+    chunk = next(c for c in (256, 128, 64) if cfg.tokens_padded % c == 0)
     cfg.sdpa_chunk = chunk
     cfg.program['sdpa'] = ttnn.SDPAProgramConfig(
         compute_with_storage_grid_size=(gx, gy_max), q_chunk_size=chunk, k_chunk_size=chunk,
         exp_approx_mode=False)
     cfg.attention_grid = (gx, gy_max)
-
-    # Convolutions of the neck / fusion / head: (name, in_ch, out_ch, in_hw, kernel, act).
-    for name, cin, cout, hw, relu in conv_plan(dims):
-        _plan_conv(cfg, name, cin, cout, batch * hw * hw, relu)
-    return cfg
 
 
 def _plan_conv(cfg: TtConfigs, name: str, cin: int, cout: int, pixels: int, relu: bool) -> None:
