@@ -124,7 +124,7 @@ def _mean_std(values) -> tuple[float, float]:
 
 
 def _rates(timings: RunTimings, info, snap: dict) -> dict:
-    """The run's latency and FPS figures (NaN where nothing was timed)."""
+    """Return the run's latency and FPS figures (NaN where nothing was timed)."""
     ex = info.extra
     r = {'n_iter_images': timings.iter_images[0] if timings.iter_images else info.batch_size}
     r['lat_mean'], r['lat_std'] = _mean_std(timings.iter_ms)
@@ -167,7 +167,7 @@ def _breakdown(timings: RunTimings) -> dict:
 
 
 def _reference_keys(timings: RunTimings, info, r: dict, counts: dict, device_arg: str) -> dict:
-    """The keys tt-metal's DPT-Large demo writes, with the same meanings."""
+    """Return the keys tt-metal's DPT-Large demo writes, with the same meanings."""
     mode = 'tt' if info.name == 'tt' else 'cpu' if info.device == 'cpu' else 'cuda'
     n, lat_mean, lat_std = r['n_iter_images'], r['lat_mean'], r['lat_std']
     breakdown = _breakdown(timings)
@@ -208,7 +208,7 @@ def _reference_keys(timings: RunTimings, info, r: dict, counts: dict, device_arg
 
 def _our_keys(timings: RunTimings, info, snap: dict, r: dict, counts: dict,
               backend: dict) -> dict:
-    """The keys this package adds: FPS sources, percentiles, fallbacks, versions, host."""
+    """Return the keys this package adds: FPS sources, percentiles, fallbacks, versions, host."""
     return {
         'fps_source': 'device' if r['device_fps'] is not None else 'inference',
         'fps_inference': r['inf_fps'],
