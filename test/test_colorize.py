@@ -139,3 +139,16 @@ def test_out_receives_the_same_colours(monkeypatch, numba_on):
     for bad in (np.zeros((30, 41, 3), np.float32), np.zeros((41, 30, 3), np.uint8)):
         with pytest.raises(ValueError, match='out must be'):
             colorize(d, out=bad)
+
+
+def test_range_problem_is_the_one_check_for_runner_and_node_parameters():
+    from dpt_ros.inference.colorize import range_problem
+    from dpt_ros.ros.params import check_colorization
+    assert range_problem('percentile', 2.0, 98.0) is None
+    assert range_problem('fixed', -5.0, 500.0) is None
+    assert 'below norm_high' in range_problem('fixed', 5.0, 5.0)
+    assert 'must lie in [0, 100]' in range_problem('percentile', 2.0, 101.0)
+    assert 'finite' in range_problem('fixed', float('nan'), 1.0)
+    assert check_colorization('turbo', 'fixed', 9.0, 1.0) == range_problem('fixed', 9.0, 1.0)
+    with pytest.raises(ValueError, match='below norm_high'):
+        validate('turbo', 'fixed', 9.0, 1.0)

@@ -47,10 +47,22 @@ def validate(colormap: str, norm: str, low: float, high: float) -> None:
         low, high = float(low), float(high)
     except (TypeError, ValueError):
         raise ValueError(f'norm low/high must be numbers, got {low!r}, {high!r}') from None
-    if not (np.isfinite(low) and np.isfinite(high)) or not low < high:
-        raise ValueError(f'norm low must be < high (finite), got low={low}, high={high}')
+    problem = range_problem(norm, low, high)
+    if problem:
+        raise ValueError(problem)
+
+
+def range_problem(norm: str, low: float, high: float, names=('norm_low', 'norm_high')):
+    """Say why (low, high) is not a valid range for this norm, naming them; None when valid."""
+    lo, hi = names
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return f"'{lo}' ({low}) and '{hi}' ({high}) must be finite"
+    if not low < high:
+        return f"parameters '{lo}' ({low}) and '{hi}' ({high}): {lo} must be below {hi}"
     if norm == 'percentile' and not (0.0 <= low and high <= 100.0):
-        raise ValueError(f'percentile bounds must lie in [0, 100], got {low}, {high}')
+        return (f"parameters '{lo}'/'{hi}' ({low}, {high}) are percentiles in norm "
+                "'percentile' and must lie in [0, 100]")
+    return None
 
 
 def value_range(depth: np.ndarray, norm: str = 'percentile', low: float = 2.0,

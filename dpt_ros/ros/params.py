@@ -314,14 +314,8 @@ def validate(values: Mapping[str, object]) -> list[str]:
 
 def check_colorization(colormap: str, norm: str, low: float, high: float) -> str | None:
     """Why a colourisation setting is invalid (message naming the parameters), or None."""
-    low, high = float(low), float(high)
-    if not low < high:
-        return (f"parameters 'norm_low' ({low}) and 'norm_high' ({high}): norm_low must be "
-                'below norm_high')
-    if norm == 'percentile' and not (0.0 <= low and high <= 100.0):
-        return (f"parameters 'norm_low'/'norm_high' ({low}, {high}) are percentiles in "
-                "norm 'percentile' and must lie in [0, 100]")
-    return None
+    from dpt_ros.inference.colorize import range_problem
+    return range_problem(norm, float(low), float(high))
 
 
 def check_runtime_change(changes: Mapping[str, object],
