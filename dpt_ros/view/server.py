@@ -186,8 +186,8 @@ class ViewServer:
 
     def state(self) -> dict:
         """Pages, connections, per-stream counters and the loop's task count (server thread)."""
-        streams = {s.name: {**s.stats(), 'sent': self.sent[i], 'dropped': self.dropped[i]}
-                   for i, s in enumerate(self.slots)}
+        streams = {s.name: {**s.stats(), 'sent': self.sent[i], 'dropped': self.dropped[i] + sum(
+            self._pending_drops(c, i) for c in self._clients)} for i, s in enumerate(self.slots)}
         return {'clients': self.clients, 'connections_total': self.connections_total,
                 'streams': streams, 'tasks': len(asyncio.all_tasks())}
 
@@ -208,6 +208,8 @@ class ViewServer:
             with contextlib.suppress(asyncio.CancelledError, ConnectionError):
                 await sender
             self._clients.discard(client)
+            for i in range(len(self.slots)):
+                self.dropped[i] += self._pending_drops(client, i)
             self._clients_changed()
         return ws
 
@@ -251,9 +253,16 @@ class ViewServer:
         self.sent[i] += 1
         await client.ws.send_bytes(bytes((i,)) + data)
 
+    def _pending_drops(self, client: _Client, i: int) -> int:
+        # Frames that came while the page still drew its last one, bar the newest (it is next).
+        if not client.busy[i]:
+            return 0
+        return max(0, self.slots[i].version - client.sent[i] - 1)
+
     def _stats(self, client: _Client) -> dict:
-        return {'type': 'stats', **self.history.snapshot(),
-                'drops': {s.name: client.dropped[i] for i, s in enumerate(self.slots)},
+        drops = {s.name: client.dropped[i] + self._pending_drops(client, i)
+                 for i, s in enumerate(self.slots)}
+        return {'type': 'stats', **self.history.snapshot(), 'drops': drops,
                 'clients': self.clients}
 
 
