@@ -106,13 +106,14 @@ class FakeCamera:
             self.color_pub.publish(image_codec.new_message(
                 Image, **image_codec.bgr_to_image_fields(self.color_bgr)))
             if i % self._diag_every == 0:
-                self._publish_diag(i)
+                self._publish_diag(i // self._diag_every)
             i += 1
 
     def _publish_diag(self, i: int) -> None:
+        # Values that move (fps 20..24, p50 40..46, p95 60..70, WARN now and then) so plots show.
         arr = DiagnosticArray()
         arr.status = [status(self.weights, 20.0 + i % 5, 40.0 + i % 7, 60.0 + i % 11,
-                             level=1 if i % 40 >= 30 else 0)]
+                             level=1 if i % 20 >= 16 else 0)]
         self.diag_pub.publish(arr)
         self.diagnostics_sent += 1
 
@@ -176,3 +177,28 @@ class ViewProcess:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def screenshot(path: str, points: int = 40) -> None:
+    """Write a screenshot of the page: astronaut, stand-in depth, fake diagnostics."""
+    from dpt_ros.inference.colorize import colorize
+    from skimage import data
+    from stand_in_backends import brightness
+    rgb = data.astronaut()
+    color = colorize(brightness(rgb[None])[0])   # the stand-in backend's 'depth': no model
+    with FakeCamera(rgb, color), ViewProcess('jpeg') as view, chromium() as context:
+        page = context.new_page()
+        page.goto(view.url)
+        page.wait_for_function(f'dptView.frames[1] > 0 && dptView.points >= {points}',
+                               timeout=60000)
+        page.screenshot(path=path, full_page=True)
+    from PIL import Image
+    # 256 colours: a third of the size, no visible loss on a page of flat colours and plots.
+    Image.open(path).convert('RGB').quantize(256).save(path, optimize=True)
+
+
+if __name__ == '__main__':
+    # PYTHONPATH=. .venv/bin/python test/view_support.py docs/view.png
+    os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+    os.environ.setdefault('ROS_DOMAIN_ID', str(1 + os.getpid() % 100))
+    screenshot(sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, 'docs', 'view.png'))

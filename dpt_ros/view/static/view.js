@@ -46,7 +46,7 @@ function showInfo(latest, drops) {
 function layout(title, yaxis) {
   return {title: {text: title, font: {size: 13}}, margin: {l: 40, r: 10, t: 28, b: 30},
     showlegend: true, legend: {orientation: 'h', y: -0.25, font: {size: 10}},
-    xaxis: {title: {text: 's'}, tickfont: {size: 10}}, yaxis: {tickfont: {size: 10}, ...yaxis}};
+    xaxis: {ticksuffix: ' s', tickfont: {size: 10}}, yaxis: {tickfont: {size: 10}, ...yaxis}};
 }
 
 function plot(id, title, traces, yaxis) {
