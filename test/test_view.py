@@ -44,6 +44,8 @@ def test_history_takes_the_pipeline_status_and_forgets_old_samples():
     assert snap['latest']['level_name'] == 'OK' and not snap['latest']['weights_random']
     assert not h.add([camera])
     assert json.dumps(snap)
+    thin = h.snapshot(max_points=4)['series']['t']
+    assert thin == [5.0, 8.0, 11.0, 14.0]   # every 3rd, the newest always kept
 
 
 def test_weights_random_is_decided_as_the_report_does():

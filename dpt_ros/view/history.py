@@ -16,6 +16,8 @@ PIPELINE_KEYS = ('backend', 'output_fps')
 SERIES = ('output_fps', 'input_fps', 'latency_ms_p50', 'latency_ms_p95')
 INFO_KEYS = ('backend', 'device', 'execution_mode', 'fallback_reason', 'weights', 'model')
 LEVEL_NAMES = {0: 'OK', 1: 'WARN', 2: 'ERROR', 3: 'STALE'}
+# A snapshot thins the series to about this many points (a fast diagnostics rate, long history).
+MAX_POINTS = 600
 
 
 def level_number(level) -> int:
@@ -86,12 +88,15 @@ class StatsHistory:
             self._latest = latest
             self.version += 1
 
-    def snapshot(self) -> dict:
+    def snapshot(self, max_points: int = MAX_POINTS) -> dict:
         """JSON-able: the series (seconds since start, values or None) and the latest info."""
         with self._lock:
             samples = list(self._samples)
             latest = dict(self._latest)
             version = self.version
+        stride = -(-len(samples) // max_points)
+        if stride > 1:   # every stride-th sample, counted back from the newest
+            samples = samples[::-1][::stride][::-1]
         series = {k: [s[k] for s in samples] for k in ('t', 'level') + SERIES}
         return {'version': version, 'history_s': self.history_s, 'series': series,
                 'latest': latest}

@@ -25,6 +25,8 @@ STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'static')
 HEARTBEAT_S = 5.0
 # Pages send only acks: a few bytes each.
 MAX_CLIENT_MESSAGE = 1024
+# Stats (the whole history, redrawn) go to a page at most this often, whatever the node's rate.
+STATS_PERIOD_S = 1.0
 
 
 def plotly_js() -> str | None:
@@ -46,6 +48,7 @@ class _Client:
         self.busy = [False] * n_streams
         self.dropped = [0] * n_streams
         self.stats_sent = -1
+        self.stats_at = float('-inf')
 
     def ack(self, text: str, n_streams: int) -> None:
         with contextlib.suppress(ValueError, TypeError, KeyError):
@@ -228,11 +231,20 @@ class ViewServer:
         while not client.ws.closed:
             await client.wake.wait()
             client.wake.clear()
-            if self.history.version != client.stats_sent:
-                client.stats_sent = self.history.version
-                await client.ws.send_json(self._stats(client))
+            await self._send_stats(client)
             for i in range(len(self.slots)):
                 await self._send_frame(client, i)
+
+    async def _send_stats(self, client: _Client) -> None:
+        if self.history.version == client.stats_sent:
+            return
+        loop = asyncio.get_running_loop()
+        wait = client.stats_at + STATS_PERIOD_S - loop.time()
+        if wait > 0:
+            loop.call_later(wait, client.wake.set)   # the newest stats then, not each one
+            return
+        client.stats_sent, client.stats_at = self.history.version, loop.time()
+        await client.ws.send_json(self._stats(client))
 
     async def _send_frame(self, client: _Client, i: int) -> None:
         slot = self.slots[i]
