@@ -167,6 +167,16 @@ def test_stats_are_pushed_when_diagnostics_arrive():
         s.server.stop()
 
 
+def test_depth_view_serves_and_stops_cleanly_on_sigint():
+    from view_support import ViewProcess
+    view = ViewProcess('jpeg')
+    state = view.state()
+    assert view.url.startswith('http://127.0.0.1:') and state['clients'] == 0
+    assert set(state['streams']) == {'image', 'depth_relative/color'}
+    assert view.close() == 0
+    assert not any('Traceback' in line for line in view.lines), view.lines
+
+
 def test_a_port_in_use_is_a_clear_error():
     with socket.socket() as busy:
         busy.bind(('127.0.0.1', 0))

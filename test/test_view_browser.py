@@ -6,10 +6,14 @@ its own process (frames as PNG, so the page's pixels can be compared exactly); D
 chromium opens the page through playwright. Without chromium the tests skip and say how to
 install it.
 """
+import os
 import time
 
+from dpt_ros.ros import image_codec
 import numpy as np
 import pytest
+from ros_harness import NodeProcess
+from sensor_msgs.msg import Image
 from view_support import browser_missing, chromium, FakeCamera, pattern, RANDOM_WEIGHTS
 from view_support import ViewProcess
 
@@ -122,6 +126,7 @@ def test_second_page_gets_the_latest_frames_at_once(browser, view, camera):
 
 
 def test_a_page_that_never_draws_gets_drops_not_a_queue(browser, view, camera):
+    dropped = view.state()['streams']['depth_relative/color']['dropped']
     stalled = browser.new_page()
     stalled.add_init_script('WebSocket.prototype.send = function () {};')   # never acks
     stalled.goto(view.url)
@@ -131,7 +136,8 @@ def test_a_page_that_never_draws_gets_drops_not_a_queue(browser, view, camera):
         n = live.evaluate('dptView.frames[1]')
         live.wait_for_function(f'dptView.frames[1] > {n + 20}', timeout=30000)
         assert stalled.evaluate('dptView.frames') == [1, 1]
-        assert _wait(lambda: view.state()['streams']['depth_relative/color']['dropped'] >= 20)
+        assert _wait(lambda: view.state()['streams']['depth_relative/color']['dropped'] >=
+                     dropped + 20)
     finally:
         live.close()
         stalled.close()
@@ -152,3 +158,23 @@ def test_opening_and_closing_many_pages_leaks_nothing(browser, view, camera):
     assert growth_mib < 25, f'depth_view grew {growth_mib:.1f} MiB over {cycles} pages'
     # No page open: the view unsubscribed, so the depth node would stop colourising.
     assert _wait(lambda: camera.color_pub.get_subscription_count() == 0)
+
+
+def test_with_the_real_depth_node_the_page_shows_what_it_publishes(browser, monkeypatch):
+    # A domain of its own: the fake depth node of the other tests publishes the same topics.
+    monkeypatch.setenv('ROS_DOMAIN_ID', str(int(os.environ['ROS_DOMAIN_ID']) + 100))
+    values = {'backend': 'standin_zero', 'image_size': 64, 'diagnostics_rate': 5.0}
+    with FakeCamera(pattern(H, W, 3), None) as cam, NodeProcess(values) as node, \
+            ViewProcess('png') as view:
+        colors = cam.graph.collect(Image, 'depth_relative/color')
+        page = _open(browser, view)
+        try:
+            page.wait_for_function('dptView.points >= 2', timeout=20000)
+            assert cam.graph.spin_until(lambda: colors, 10), node.output()
+            published = image_codec.decode(colors[-1])   # the stand-in: the same every frame
+            np.testing.assert_array_equal(_canvas_rgb(page, 1), published)
+            np.testing.assert_array_equal(_canvas_rgb(page, 0), cam.rgb)
+            assert 'standin_zero' in page.text_content('#info')
+            assert not page.locator('#banner').is_visible()   # weights: none (test double)
+        finally:
+            page.close()

@@ -78,7 +78,11 @@ def status(weights: str, fps: float, p50: float, p95: float, level: int = 0):
 
 
 class FakeCamera:
-    """Publishes frames and diagnostics from a thread until close(); all settable."""
+    """
+    Publishes frames and diagnostics from a thread until close(); all settable.
+
+    With color_bgr None it is only a camera (`image`), for a real depth node to answer.
+    """
 
     def __init__(self, rgb: np.ndarray, color_bgr: np.ndarray, weights: str = RANDOM_WEIGHTS,
                  rate_hz: float = 20.0, diag_hz: float = 4.0):
@@ -103,6 +107,8 @@ class FakeCamera:
                 continue
             self.image_pub.publish(image_codec.new_message(
                 Image, **image_codec.rgb_to_image_fields(self.rgb)))
+            if self.color_bgr is None:
+                continue
             self.color_pub.publish(image_codec.new_message(
                 Image, **image_codec.bgr_to_image_fields(self.color_bgr)))
             if i % self._diag_every == 0:
