@@ -9,6 +9,8 @@ setup(
     name=package_name,
     version='0.1.0',
     packages=find_packages(exclude=['test', 'test.*', 'bench']),
+    # The depth view's page and script.
+    package_data={'dpt_ros.view': ['static/*']},
     data_files=[
         ('share/ament_index/resource_index/packages', ['resource/' + package_name]),
         ('share/' + package_name, ['package.xml']),
@@ -30,6 +32,7 @@ setup(
             'eval_pcc = dpt_ros.demo.eval_pcc:main',
             'bag_eval = dpt_ros.evaluation.bag_eval:main',
             'make_sample_bag = dpt_ros.evaluation.sample_bag:main',
+            'depth_view = dpt_ros.ros.view_node:main',
         ],
     },
 )

@@ -68,6 +68,10 @@ class StartAborted(Exception):
     """start() gave up because abort_start() was called (a signal during start-up)."""
 
 
+class ViewError(RuntimeError):
+    """The depth view cannot serve its page (the port is in use, the address is not local)."""
+
+
 def check_out_array(out, shape: tuple, dtype) -> None:
     """
     Check an `out=` argument (an array a result is written into, e.g. a message buffer).

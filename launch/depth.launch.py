@@ -1,9 +1,10 @@
 r"""
-Launch the dpt_ros depth node (and optionally RViz 2).
+Launch the dpt_ros depth node (and optionally RViz 2 and the browser view).
 
     ros2 launch dpt_ros depth.launch.py image:=/camera/image_raw
     ros2 launch dpt_ros depth.launch.py image:=/camera/image_raw backend:=tt \
         device:=wormhole_n300 rviz:=true
+    ros2 launch dpt_ros depth.launch.py view:=true   # then open http://127.0.0.1:8090/
 
 Every parameter default lives in config/dpt.yaml: an argument left empty ('') means "use the
 params file", so defaults are never repeated here. `image` remaps the node's `image` input and
@@ -12,8 +13,8 @@ its sibling `camera_info` (image_transport convention: /camera/image_raw ->
 `depth_node --ros-args --params-file config/dpt.yaml -r image:=/camera/image_raw`.
 
 What this file refuses, before any process starts (one line each, and `ros2 launch` exits 1):
-a params_file that is not a file, rviz:=true without rviz2 installed, an rviz value that is
-not true/false. When the node exits with an error code the launch stops and exits 1, naming
+a params_file that is not a file, rviz:=true without rviz2 installed, an rviz or view value
+that is not true/false. When the node exits with an error code the launch stops and exits 1, naming
 the node and its code; when the node exits 0 (it was stopped) the launch shuts down with 0.
 """
 import os
@@ -29,6 +30,7 @@ PACKAGE = 'dpt_ros'
 EXECUTABLE = 'depth_node'
 NODE_NAME = 'depth_node'
 RVIZ_PACKAGE = RVIZ_EXECUTABLE = 'rviz2'
+VIEW_EXECUTABLE = 'depth_view'
 
 # (name, default, description). Empty defaults defer to the params file.
 ARGUMENTS = (
@@ -43,6 +45,8 @@ ARGUMENTS = (
                     '<save_pretrained directory> | random | tiny-random); empty = keep it.'),
     ('namespace', '', 'Namespace for the node and all its topics; empty = none.'),
     ('rviz', 'false', 'true: also start rviz2 with config/depth.rviz (input + colour depth).'),
+    ('view', 'false', 'true: also start depth_view, a live page on http://127.0.0.1:8090/ '
+                      '(input, colour depth, FPS/latency/level plots).'),
 )
 # Arguments that override the node parameter of the same name when not empty.
 OVERRIDES = ('backend', 'device', 'weights')
@@ -73,12 +77,12 @@ def _qualify(namespace: str, topic: str) -> str:
     return f'/{ns}/{topic}' if ns else f'/{topic}'
 
 
-def _truthy(value: str) -> bool:
+def _truthy(value: str, name: str = 'rviz') -> bool:
     if value.lower() in ('true', '1', 'yes', 'on'):
         return True
     if value.lower() in ('false', '0', 'no', 'off', ''):
         return False
-    raise LaunchRefused(f'rviz:={value}: use true or false; nothing started')
+    raise LaunchRefused(f'{name}:={value}: use true or false; nothing started')
 
 
 def _require_executable(package: str, executable: str, why: str) -> None:
@@ -116,6 +120,7 @@ def _actions(context, *args, **kwargs):
         # launch_ros only warns and starts the node on its code defaults.
         raise LaunchRefused(f'params_file:={params_file} is not a file; nothing started')
     with_rviz = _truthy(arg('rviz'))
+    with_view = _truthy(arg('view'), 'view')
     if with_rviz:
         _require_executable(RVIZ_PACKAGE, RVIZ_EXECUTABLE, 'rviz:=true')
     overrides = {name: arg(name) for name in OVERRIDES if arg(name)}
@@ -137,6 +142,11 @@ def _actions(context, *args, **kwargs):
             remappings=[('/image', _qualify(namespace, image or 'image')),
                         ('/depth_relative/color', _qualify(namespace,
                                                            'depth_relative/color'))]))
+    if with_view:
+        # Its own process in the same namespace: the depth node pays nothing for the page.
+        actions.append(Node(package=PACKAGE, executable=VIEW_EXECUTABLE, name=VIEW_EXECUTABLE,
+                            namespace=namespace, output='screen',
+                            remappings=[('image', image)] if image else []))
     return actions
 
 

@@ -8,10 +8,12 @@ cd "$root"
 venv=$(scripts/setup_env.sh | tail -n 1)
 export PATH="$venv/bin:$PATH"
 # The mock-device dry-run (test/tt_mock_device) needs binutils for RISC-V and a C/C++
-# compiler. As root: install what is missing and require the dry-run (it must run, not skip).
+# compiler, the view's browser tests chromium. As root: install what is missing and require
+# both (they must run, not skip).
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   scripts/setup_system.sh
   export DPT_TT_MOCK_REQUIRED=1
+  export DPT_ROS_BROWSER_REQUIRED=1
 fi
 # DDS stays on loopback; every test session picks its own domain (see test/conftest.py).
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST

@@ -117,13 +117,14 @@ def test_arguments_declared_with_descriptions_and_yaml_defaults(share):
     declared, _ = evaluate({})
     by_name = {a.name: a for a in declared}
     assert set(by_name) == {'params_file', 'image', 'backend', 'device', 'weights',
-                            'namespace', 'rviz'}
+                            'namespace', 'rviz', 'view'}
     for a in declared:
         assert len(a.description) > 20, a.name
     # Defaults live only in config/dpt.yaml: every override argument is empty by default.
     for name in ('params_file', 'image', 'backend', 'device', 'weights', 'namespace'):
         assert default_text(by_name[name]) == '', name
     assert default_text(by_name['rviz']) == 'false'
+    assert default_text(by_name['view']) == 'false'
     # Override arguments are real node parameters.
     assert {'backend', 'device', 'weights'} <= set(params.BY_NAME)
 
@@ -175,6 +176,20 @@ def test_rviz_argument_starts_rviz_with_the_package_config(share_with_rviz):
     with pytest.raises(RuntimeError, match='rviz:=maybe: use true or false'):
         evaluate({'rviz': 'maybe'})
     assert CREATED == []
+
+
+def test_view_argument_starts_depth_view_in_the_same_namespace(share):
+    _, nodes = evaluate({'view': 'false'})
+    assert [n['executable'] for n in nodes] == ['depth_node']
+    _, nodes = evaluate({'view': 'true', 'image': '/camera/image_raw', 'namespace': 'robot'})
+    view = nodes[1]
+    assert (view['package'], view['namespace']) == ('dpt_ros', 'robot')
+    assert console_scripts()[view['executable']] == 'dpt_ros.ros.view_node:main'
+    assert view['remappings'] == [(vocabulary.TOPIC_IMAGE, '/camera/image_raw')]
+    _, nodes = evaluate({'view': 'true'})
+    assert nodes[1]['remappings'] == []
+    with pytest.raises(RuntimeError, match='view:=maybe: use true or false'):
+        evaluate({'view': 'maybe'})
 
 
 def test_rviz_without_rviz2_is_refused_before_any_node_exists(share):
