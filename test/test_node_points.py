@@ -72,8 +72,11 @@ class Rig:
             assert graph.wait_matched('points'), node.output()
 
     def send(self, img, sec, info=True):
+        """Publish a frame stamped `sec` (after a camera_info: True, or the one given)."""
+        if info is True:
+            info = camera_info(*img.shape[:2])
         if info:
-            self.info_pub.publish(camera_info(*img.shape[:2]))
+            self.info_pub.publish(info)
         self.pub.publish(stamp(raw_msg('rgb8', img), sec, 7, 'cam_optical'))
         assert self.graph.spin_until(lambda: by_stamp(self.depth, sec) is not None, 10), \
             self.node.output()[-3000:]
@@ -154,7 +157,7 @@ def test_stride_and_dense_flags(graph, stride, dense):
             assert np.abs(p[valid] - want[valid]).max() < 1e-4
 
 
-def test_no_camera_info_no_points_counted_and_one_warning(graph):
+def test_no_or_bad_camera_info_no_points_counted_and_one_warning(graph):
     with NodeProcess(dict(BASE, **METRIC)) as node:
         rig = Rig(graph, node)
         img = red_image(H, W)
@@ -176,6 +179,23 @@ def test_no_camera_info_no_points_counted_and_one_warning(graph):
         assert rig.clouds == []
         warns = [line for line in node.lines if 'no camera_info' in line]
         assert len(warns) == 1 and 'WARN' in warns[0], warns
-        # A camera_info arriving later starts the points.
-        sec, msg = rig.first_cloud(img, 660)
+        # An uncalibrated camera (K all zeros): still no points, counted apart, said once.
+        uncalibrated = CameraInfo(height=H, width=W)
+        rig.info_pub.publish(uncalibrated)
+
+        def info_seen():
+            st = latest_status(rig.diags, 'camera')
+            return st is not None and diag_values(st)['camera_info'] == 'yes'
+        assert graph.spin_until(info_seen, 5), node.output()[-3000:]
+        for sec in range(660, 663):
+            rig.send(img, sec, info=uncalibrated)
+        sent += 3
+        kv = rig.camera(processed=sent)
+        assert int(kv['points_skipped_bad_camera_info']) == 3, kv
+        assert int(kv['points_skipped_no_camera_info']) == skipped
+        assert rig.clouds == []
+        warns = [line for line in node.lines if 'bad_k' in line]
+        assert len(warns) == 1 and 'not calibrated' in warns[0], warns
+        # A good camera_info starts the points.
+        sec, msg = rig.first_cloud(img, 670)
         assert (msg.height, msg.width) == (H, W)

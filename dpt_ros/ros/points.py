@@ -8,6 +8,7 @@ or with one that cannot project, the frame gets no cloud: counted, and one WARN 
 from __future__ import annotations
 
 import collections
+import functools
 import statistics
 import threading
 import time
@@ -21,6 +22,22 @@ from sensor_msgs.msg import PointCloud2, PointField
 # The counters diagnostics show per camera (all present from the start, zero or not).
 COUNTER_KEYS = ('points_published', 'points_skipped_no_camera_info',
                 'points_skipped_bad_camera_info')
+
+
+def to_message(cloud: pointcloud.Cloud, header) -> PointCloud2:
+    """Fill a PointCloud2 from a Cloud (its data buffer is taken over, not copied)."""
+    return image_codec.new_message(
+        PointCloud2, header=header, height=cloud.height, width=cloud.width,
+        fields=_point_fields(cloud.fields), is_bigendian=cloud.is_bigendian,
+        point_step=cloud.point_step, row_step=cloud.row_step, is_dense=cloud.is_dense,
+        data=cloud.data)
+
+
+@functools.lru_cache(maxsize=8)
+def _point_fields(fields: tuple) -> list:
+    # Built once per layout; messages share the list (nothing mutates a published message).
+    return [PointField(name=f.name, offset=f.offset, datatype=f.datatype, count=f.count)
+            for f in fields]
 
 
 def _topic(ns: str, name: str) -> str:
@@ -45,7 +62,6 @@ class PointsOutput:
         self._lock = threading.Lock()
         self._warned_no_info = False
         self._last_bad = None      # the last bad-camera_info message logged (once per change)
-        self._fields_cache: dict = {}
 
     def wanted(self) -> bool:
         """Return True while someone subscribes (otherwise nothing is computed)."""
@@ -81,27 +97,11 @@ class PointsOutput:
                                   'points_skipped_bad_camera_info)')
             return False
         cloud = self._maker.make(depth, intr, rgb if self.want_rgb else None)
-        self.pub.publish(self.message(cloud, header))
+        self.pub.publish(to_message(cloud, header))
         with self._lock:
             self._ms.append((time.perf_counter() - t0) * 1e3)
         self._count('points_published')
         return True
-
-    def message(self, cloud: pointcloud.Cloud, header) -> PointCloud2:
-        """Fill a PointCloud2 from a Cloud (its data buffer is taken over, not copied)."""
-        return image_codec.new_message(
-            PointCloud2, header=header, height=cloud.height, width=cloud.width,
-            fields=self._fields(cloud.fields), is_bigendian=cloud.is_bigendian,
-            point_step=cloud.point_step, row_step=cloud.row_step, is_dense=cloud.is_dense,
-            data=cloud.data)
-
-    def _fields(self, fields: tuple) -> list:
-        msgs = self._fields_cache.get(fields)
-        if msgs is None:
-            msgs = self._fields_cache[fields] = [
-                PointField(name=f.name, offset=f.offset, datatype=f.datatype, count=f.count)
-                for f in fields]
-        return msgs
 
     def _count(self, key: str) -> None:
         with self._lock:
