@@ -2,6 +2,7 @@
 import cv2
 from dpt_ros.depth import pointcloud as pc
 from dpt_ros.errors import CameraModelError
+from dpt_ros.inference import jit
 import numpy as np
 import pytest
 
@@ -220,6 +221,35 @@ def test_rays_are_cached_per_model_size_and_stride():
     assert b is not a and b[0].shape == (H // 2, (W + 2) // 2)
     maker.rays(pinhole(k=[1.0, 0, 0, 0, 1.0, 0, 0, 0, 1]), H, W)   # evicts the oldest (a)
     assert maker.rays(pinhole(), H, W) is not a
+
+
+@pytest.mark.skipif(not jit.available(), reason='numba is not importable')
+@pytest.mark.parametrize('stride, dense, colour', [
+    (1, False, 'same'), (1, True, 'same'), (3, False, 'big'), (2, True, None), (5, True, 'big'),
+])
+def test_compiled_and_numpy_fills_give_the_same_bytes(stride, dense, colour):
+    depth = invalid_depth() * np.random.default_rng(4).uniform(0.5, 2.0, (H, W)).astype(
+        np.float32)
+    rgb = {'same': np.random.default_rng(5).integers(0, 256, (H, W, 3), dtype=np.uint8),
+           'big': np.random.default_rng(6).integers(0, 256, (2 * H + 1, 2 * W, 3),
+                                                    dtype=np.uint8),
+           None: None}[colour]
+    intr = pinhole()
+    a = pc.PointCloudMaker(stride, dense, use_jit=True).make(depth, intr, rgb)
+    b = pc.PointCloudMaker(stride, dense, use_jit=False).make(depth, intr, rgb)
+    for attr in ('width', 'height', 'fields', 'point_step', 'row_step', 'is_dense'):
+        assert getattr(a, attr) == getattr(b, attr), attr
+    assert a.data == b.data      # the same bytes, NaN patterns included
+
+
+def test_numpy_fill_is_the_default_without_numba(monkeypatch):
+    monkeypatch.setattr(pc, '_fill_kernel', None)
+    maker = pc.PointCloudMaker(dense=True)
+    assert not maker.use_jit
+    cloud = maker.make(invalid_depth(), pinhole())
+    assert cloud.width == H * W - 5
+    with pytest.raises(RuntimeError, match='numba'):
+        pc.PointCloudMaker(use_jit=True)
 
 
 def test_bad_arguments():
