@@ -81,7 +81,9 @@ def run(frames: int, period_ms: float) -> dict:
     rgb, raw = frame()
     metric = MetricDepth('fixed', scale=1.0, shift=-0.1, min_depth=0.1, max_depth=100.0)
     intr = pointcloud.intrinsics_from_camera_info(K, [0.0] * 5, 'plumb_bob', W, H)
-    makers = {c: pointcloud.PointCloudMaker(dense=o['dense']) for c, o in CASES.items()}
+    # reuse=True as the node's points publisher (ros/points.py) makes them.
+    makers = {c: pointcloud.PointCloudMaker(dense=o['dense'], reuse=True)
+              for c, o in CASES.items()}
     header = Header(frame_id='camera_optical')
     times: dict[str, list] = {'postprocess': [], 'colorize': [], 'metric': []}
     for c in CASES:

@@ -252,6 +252,28 @@ def test_numpy_fill_is_the_default_without_numba(monkeypatch):
         pc.PointCloudMaker(use_jit=True)
 
 
+@pytest.mark.parametrize('use_jit', [False] + ([True] if jit.available() else []))
+def test_reuse_writes_each_cloud_into_one_buffer_of_the_right_size(use_jit):
+    intr = pinhole()
+    fresh = pc.PointCloudMaker(dense=True, use_jit=use_jit)
+    maker = pc.PointCloudMaker(dense=True, use_jit=use_jit, reuse=True)
+    rng = np.random.default_rng(7)
+    first = None
+    for holes in (0.1, 0.3, 0.05, 0.3):        # the dense size shrinks and grows
+        depth = rng.uniform(0.5, 5.0, (H, W)).astype(np.float32)
+        depth[rng.random((H, W)) < holes] = np.nan
+        cloud = maker.make(depth, intr)
+        first = first or cloud.data
+        assert cloud.data is first
+        assert cloud.data == fresh.make(depth, intr).data
+    # A caller still holding a view of the last cloud gets a new buffer, not an error.
+    view = cloud.points()
+    depth[:, :3] = np.nan
+    again = maker.make(depth, intr)
+    assert again.data is not first and again.data == fresh.make(depth, intr).data
+    assert view.shape[0] == cloud.width
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match='stride'):
         pc.PointCloudMaker(stride=0)

@@ -260,11 +260,15 @@ class PointCloudMaker:
     stride: use every stride-th pixel in both directions (depth[::stride, ::stride]).
     dense: drop invalid points (height 1) instead of keeping them as NaN (organised).
     use_jit: the compiled one-pass fill (None: where numba is importable); False: numpy.
-    Both give the same bytes. Not thread-safe: one per camera, called from one thread.
+    Both give the same bytes.
+    reuse: write every cloud into the same buffer, so the previous Cloud's data changes with
+    the next make(); for a caller that is done with each cloud before the next frame (a
+    synchronous publish). Saves allocating and clearing 5 MB per 640x480 frame (~0.5 ms).
+    Not thread-safe: one per camera, called from one thread.
     """
 
     def __init__(self, stride: int = 1, dense: bool = False, cache_size: int = 4,
-                 use_jit: bool | None = None):
+                 use_jit: bool | None = None, reuse: bool = False):
         if int(stride) != stride or stride < 1:
             raise ValueError(f'stride must be an integer >= 1, got {stride!r}')
         if use_jit and _fill_kernel is None:
@@ -274,6 +278,8 @@ class PointCloudMaker:
         self._cache: dict = {}
         self._cache_size = cache_size
         self._scratch: np.ndarray | None = None
+        self.reuse = bool(reuse)
+        self._reused: array.array | None = None
 
     def rays(self, intr: Intrinsics, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
         """compute_rays for this maker's stride, from the cache when it was seen before."""
@@ -314,7 +320,7 @@ class PointCloudMaker:
         z = depth[::s, ::s]
         n_valid = int(np.count_nonzero((z > 0) & (z < np.inf)))   # NaN fails both
         n = n_valid if self.dense else z.size
-        data = array.array('B', b'\0') * (n * step)
+        data = self._buffer(n * step)
         out = np.frombuffer(data, np.float32).reshape(n, step // 4)
         use_rgb = colour is not None
         _fill_kernel(np.ascontiguousarray(depth), s, xn, yn,
@@ -336,7 +342,7 @@ class PointCloudMaker:
         if self.dense:
             buf = self._scratch_for((ch, cw, step // 4))
         else:
-            data = array.array('B', b'\0') * (ch * cw * step)
+            data = self._buffer(ch * cw * step)
             buf = np.frombuffer(data, np.float32).reshape(ch, cw, step // 4)
         np.multiply(z, xn, out=buf[..., 0])
         np.multiply(z, yn, out=buf[..., 1])
@@ -346,9 +352,27 @@ class PointCloudMaker:
         if not self.dense:
             return self._cloud(cw, ch, fields, step, n_valid == z.size, data)
         kept = buf.reshape(-1).view(f'V{step}')[valid.ravel()]
-        data = array.array('B')
-        data.frombytes(kept.view(np.uint8))
+        data = self._buffer(n_valid * step)
+        np.frombuffer(data, np.uint8)[:] = kept.view(np.uint8)
         return self._cloud(n_valid, 1, fields, step, True, data)
+
+    def _buffer(self, nbytes: int) -> array.array:
+        """Return a message buffer of nbytes: new, or the reused one resized (stale bytes)."""
+        if not self.reuse:
+            return array.array('B', b'\0') * nbytes
+        buf = self._reused
+        if buf is not None and len(buf) != nbytes:
+            try:
+                if len(buf) > nbytes:
+                    del buf[nbytes:]
+                else:
+                    buf.frombytes(bytes(nbytes - len(buf)))
+            except BufferError:   # the caller still holds a view of the last cloud
+                buf = None
+        if buf is None:
+            buf = array.array('B', b'\0') * nbytes
+        self._reused = buf
+        return buf
 
     def _scratch_for(self, shape) -> np.ndarray:
         if self._scratch is None or self._scratch.shape != shape:

@@ -53,8 +53,9 @@ class PointsOutput:
         self.topic = self.pub.topic_name
         self.info_topic = node.resolve_topic_name(_topic(ns, vocabulary.TOPIC_CAMERA_INFO))
         self._log = node.get_logger()
+        # reuse: publish() serialises the message before it returns, so one buffer serves.
         self._maker = pointcloud.PointCloudMaker(stride=values['points.stride'],
-                                                 dense=values['points.dense'])
+                                                 dense=values['points.dense'], reuse=True)
         self.want_rgb = bool(values['points.rgb'])
         self.camera_model = values['points.camera_model']
         self.counts = dict.fromkeys(COUNTER_KEYS, 0)
