@@ -13,7 +13,7 @@ points dropped), and organised without colour. The frame: scikit-image's astrona
 640x480 as the image; its brightness as the model's inverse depth, with a shift that leaves
 the darkest pixels with no valid depth (NaN), so the dense case has points to drop.
 
-    .venv/bin/python bench/bench_points.py [--frames 300] [--period-ms 33]
+    .venv/bin/python bench/bench_points.py [--frames 300] [--period-ms 33] [--numpy]
         [--out generated/bench_points.json]
 
 --period-ms sleeps between frames as a 30 Hz camera does (each frame then starts with cold
@@ -68,7 +68,7 @@ def _pct(values, q):
     return float(np.percentile(values, q)) if values else float('nan')
 
 
-def run(frames: int, period_ms: float) -> dict:
+def run(frames: int, period_ms: float, use_jit: bool | None = None) -> dict:
     """Time every stage on `frames` frames; return {stage: [ms, ...]} and frame facts."""
     from dpt_ros.depth import pointcloud
     from dpt_ros.depth.metric import MetricDepth
@@ -82,7 +82,7 @@ def run(frames: int, period_ms: float) -> dict:
     metric = MetricDepth('fixed', scale=1.0, shift=-0.1, min_depth=0.1, max_depth=100.0)
     intr = pointcloud.intrinsics_from_camera_info(K, [0.0] * 5, 'plumb_bob', W, H)
     # reuse=True as the node's points publisher (ros/points.py) makes them.
-    makers = {c: pointcloud.PointCloudMaker(dense=o['dense'], reuse=True)
+    makers = {c: pointcloud.PointCloudMaker(dense=o['dense'], reuse=True, use_jit=use_jit)
               for c, o in CASES.items()}
     header = Header(frame_id='camera_optical')
     times: dict[str, list] = {'postprocess': [], 'colorize': [], 'metric': []}
@@ -136,12 +136,14 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     ap.add_argument('--frames', type=int, default=300)
     ap.add_argument('--period-ms', type=float, default=33.0)
+    ap.add_argument('--numpy', action='store_true',
+                    help='time the numpy fill (what runs where numba is missing)')
     ap.add_argument('--out', default=os.path.join(ROOT, 'generated', 'bench_points.json'))
     args = ap.parse_args(argv)
     from dpt_ros.perf.report import host, versions, write_json
     from dpt_ros.serving import tuning
     tuned = tuning.tune_process_for_serving()   # as the node serves: no page faults per frame
-    res = run(args.frames, args.period_ms)
+    res = run(args.frames, args.period_ms, use_jit=False if args.numpy else None)
     summary = {k: {'median_ms': float(np.median(v)), 'p95_ms': _pct(v, 95),
                    'cpu_median_ms': float(np.median(res['cpu_ms'][k]))}
                for k, v in res['times_ms'].items()}
@@ -160,6 +162,7 @@ def main(argv=None) -> int:
     print(f'1-minute load average {load:.1f} on {os.cpu_count()} CPUs')
     write_json(args.out, {
         'benchmark': 'bench_points', 'frames': args.frames, 'period_ms': args.period_ms,
+        'fill': 'numpy' if args.numpy else 'numba (where importable)',
         'size': [W, H], 'stride': 1, 'target_ms': TARGET_MS, 'target_met': met,
         'target_met_cpu_time': met_cpu, 'load_average_1min': load,
         'summary': summary, 'clouds': res['clouds'], 'tuning': tuned, 'commit': _commit(),
