@@ -86,3 +86,15 @@ def check_out_array(out, shape: tuple, dtype) -> None:
                else type(out).__name__)
         raise ValueError(f'out must be a writeable C-contiguous {tuple(shape)} '
                          f'{np.dtype(dtype)} array, got {got}')
+
+
+class CameraModelError(ValueError):
+    """
+    A camera_info that cannot place pixels in space (points are then not made).
+
+    `reason` is a short counter key: bad_k, bad_p, bad_d, unsupported_distortion, bad_size.
+    """
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason

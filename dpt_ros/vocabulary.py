@@ -29,6 +29,8 @@ TOPIC_DEPTH_RELATIVE_COLOR = 'depth_relative/color'        # bgr8, only while su
 TOPIC_DEPTH_RELATIVE_INFO = 'depth_relative/camera_info'   # input camera_info, output header
 TOPIC_DEPTH_METRIC = 'depth'                               # 32FC1 metres (metric.mode != none)
 TOPIC_DEPTH_METRIC_INFO = 'depth/camera_info'
+# sensor_msgs/PointCloud2 from `depth` in the input's optical frame, only while subscribed.
+TOPIC_POINTS = 'points'
 TOPIC_DIAGNOSTICS = '/diagnostics'
 
 # Beyond this many pixels a frame or image is rejected (reason too_large): 2**25 admits 8K UHD

@@ -16,6 +16,8 @@ Per camera namespace <ns> (parameter `cameras`; '' = the node's own namespace):
        <ns>/depth_relative/color bgr8, computed only while someone subscribes
        <ns>/depth_relative/camera_info   the input camera_info with the output header
        <ns>/depth, <ns>/depth/camera_info   REP 118 metres, when metric.mode != none
+       <ns>/points               PointCloud2 of `depth` (ros/points.py), needs camera_info;
+                                 computed only while someone subscribes
        /diagnostics              diagnostic_msgs/DiagnosticArray
 
 Every output carries the input header (stamp, frame_id) unchanged.
@@ -51,6 +53,7 @@ from dpt_ros.depth.metric import MetricDepth, ReferenceBuffer
 from dpt_ros.errors import StartAborted, StartupError
 from dpt_ros.perf.stats import FALLBACK_KEYS, PerfStats, STAGES
 from dpt_ros.ros import image_codec, params
+from dpt_ros.ros.points import PointsOutput
 from dpt_ros.serving import tuning
 from dpt_ros.serving.scheduler import FrameScheduler
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
@@ -150,6 +153,7 @@ class _Camera:
         self.metric = None
         self.pub_depth = self.pub_color = self.pub_info = None
         self.pub_metric = self.pub_metric_info = None
+        self.points: PointsOutput | None = None
         self.last_counts: dict = {}
 
 
@@ -349,6 +353,7 @@ class DepthNode(Node):
                 Image, _topic(ns, vocabulary.TOPIC_DEPTH_METRIC), _OUTPUT_QOS)
             cam.pub_metric_info = self.create_publisher(
                 CameraInfo, _topic(ns, vocabulary.TOPIC_DEPTH_METRIC_INFO), _OUTPUT_QOS)
+            cam.points = PointsOutput(self, ns, v, _OUTPUT_QOS)
         self._subscribe(cam)
 
     # ----- QoS and subscriptions -----
@@ -414,7 +419,7 @@ class DepthNode(Node):
         with self.perf.stage('decode'):
             rgb = image_codec.decode(msg, self.max_pixels)
         tensor = self.pipeline.prepare(rgb)
-        return tensor, rgb.shape[:2], msg.header
+        return tensor, rgb.shape[:2], msg.header, rgb   # rgb: the colour of `points`
 
     def _infer(self, prepared):
         with self._calls:
@@ -428,7 +433,7 @@ class DepthNode(Node):
                 self._calls.notify_all()
 
     def _finish(self, frame, raw) -> None:
-        _, hw, header = frame.prepared
+        _, hw, header, rgb = frame.prepared
         cam = self.cameras[frame.camera]
         want_color = cam.pub_color.get_subscription_count() > 0
         # Outputs are drawn into the buffers their messages carry; publish() copies them,
@@ -454,6 +459,8 @@ class DepthNode(Node):
                 if info is not None:
                     cam.pub_metric_info.publish(out_info)
             self.perf.add_stage('publish', (time.perf_counter() - t0) * 1e3)
+        if metric is not None:
+            cam.points.publish(metric, header, info, rgb)   # only while subscribed
 
     def _metric_depth(self, cam: _Camera, depth, stamp_ns: int):
         ref = None
@@ -647,6 +654,7 @@ class DepthNode(Node):
                 ckv['metric_ready'] = cam.metric.ready
                 ckv['metric_scale'] = cam.metric.scale
                 ckv['metric_shift'] = cam.metric.shift
+                ckv.update(cam.points.diagnostics())
             if cam.metric is not None and cam.metric.mode == 'reference':
                 ckv['metric_references_fitted'] = cam.refs.taken
                 ckv['metric_references_unmatched'] = cam.refs.unmatched

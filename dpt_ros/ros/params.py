@@ -201,6 +201,20 @@ PARAMS: tuple[Param, ...] = (
           'stamp is nearest its own, if that is at most this many seconds away; otherwise '
           'the frame keeps the running fit (diagnostics: metric_references_unmatched).',
           min=0.0, max=3600.0),
+    # --- point cloud from metric depth (metric.mode != none, camera_info needed) ---
+    Param('points.stride', 1,
+          'points: use every stride-th pixel of `depth` in both directions (1 = all; 2 = a '
+          'quarter of the points).', min=1, max=64),
+    Param('points.dense', False,
+          'points: false = organised cloud (the image layout, width x height, NaN x/y/z where '
+          'depth is invalid); true = invalid points dropped (height 1, is_dense).'),
+    Param('points.rgb', True,
+          "points: add the input image's colour as the PCL/RViz packed `rgb` field "
+          '(0x00RRGGBB as float32).'),
+    Param('points.camera_model', 'raw',
+          "points: raw = camera_info's K with its distortion D honoured (the input is the "
+          "camera's raw image); rectified = the left 3x3 of P, D ignored (the input is "
+          'already rectified, e.g. image_rect).', choices=('raw', 'rectified')),
 )
 
 BY_NAME: dict[str, Param] = {p.name: p for p in PARAMS}
