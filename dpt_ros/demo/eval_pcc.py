@@ -55,8 +55,7 @@ def _time_backend(backend, x: np.ndarray, warmup: int, repeat: int) -> tuple[np.
 
 def evaluate(args) -> dict:
     """Run the reference then the backend under test; returns the JSON-ready summary."""
-    from dpt_ros.backends import BackendOptions
-    from dpt_ros.backends.torch_backend import create as create_torch
+    from dpt_ros.backends import reference
     from dpt_ros.inference.hf_model import load_model, WeightsNotFound
     from dpt_ros.inference.pipeline import DepthPipeline
     from dpt_ros.inference.postprocess import resize_depth
@@ -84,16 +83,9 @@ def evaluate(args) -> dict:
     inputs = [preprocess(im.rgb, args.image_size) for im in images]
 
     # 1) The reference: torch, CPU, fp32, eager, same weights.
-    ref_opts = BackendOptions(weights=args.weights, image_size=args.image_size, device='cpu',
-                              dtype='fp32', seed=args.seed, threads=args.threads)
-    ref = create_torch(ref_opts, loaded)
-    ref_raw, ref_ms = [], []
+    ref = reference.start_reference(runner.backend_options(args), loaded)
     try:
-        ref.infer(inputs[0][None])   # warm-up (oneDNN kernel selection)
-        for x in inputs:
-            t0 = time.perf_counter()
-            ref_raw.append(ref.infer(x[None])[0])
-            ref_ms.append((time.perf_counter() - t0) * 1e3)
+        ref_raw, ref_ms = reference.run_reference(ref, inputs, warmup=1)
     finally:
         ref.close()
 
