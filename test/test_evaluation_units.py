@@ -20,14 +20,15 @@ OFFLINE_KEYS = ['mode', 'evaluated', 'weights_random', 'throughput', 'pcc', 'bac
 
 
 def _result(**changes) -> EvalResult:
-    values = dict(
-        mode='offline', evaluated=2, weights_random=True,
-        throughput={'frames_evaluated': 2, 'fps_e2e': 12.5, 'stage_ms_mean': {'inference': 3.0}},
-        pcc={'pcc_min': 0.99, 'per_frame': [0.99, 1.0]}, backend={'name': 'torch'},
-        accuracy={}, warnings=['w'], frames=[{'index': 0, 'latency_ms': 4.0}],
-        title='bag (offline)', input={'bag': '/x'}, summary={'mode': 'offline'},
-        strips=[('frame 0', np.zeros((4, 8, 3), np.uint8))], latencies_ms=[4.0, 5.0],
-        out_times_s=[0.1, 0.2], target_fps=None)
+    values = {
+        'mode': 'offline', 'evaluated': 2, 'weights_random': True,
+        'throughput': {'frames_evaluated': 2, 'fps_e2e': 12.5,
+                       'stage_ms_mean': {'inference': 3.0}},
+        'pcc': {'pcc_min': 0.99, 'per_frame': [0.99, 1.0]}, 'backend': {'name': 'torch'},
+        'accuracy': {}, 'warnings': ['w'], 'frames': [{'index': 0, 'latency_ms': 4.0}],
+        'title': 'bag (offline)', 'input': {'bag': '/x'}, 'summary': {'mode': 'offline'},
+        'strips': [('frame 0', np.zeros((4, 8, 3), np.uint8))], 'latencies_ms': [4.0, 5.0],
+        'out_times_s': [0.1, 0.2], 'target_fps': None}
     values.update(changes)
     return EvalResult(**values)
 
