@@ -30,7 +30,7 @@ setup(
             'depth_node = dpt_ros.ros.node:main',
             'runner = dpt_ros.demo.runner:main',
             'eval_pcc = dpt_ros.demo.eval_pcc:main',
-            'bag_eval = dpt_ros.evaluation.bag_eval:main',
+            'bag_eval = dpt_ros.evaluation.cli:main',
             'make_sample_bag = dpt_ros.evaluation.sample_bag:main',
             'depth_view = dpt_ros.ros.view_node:main',
         ],

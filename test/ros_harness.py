@@ -1,11 +1,11 @@
 """
 Helpers for tests and benchmarks that run the real depth node in a subprocess.
 
-`NodeProcess` starts `python -m dpt_ros.node --ros-args --params-file <yaml>` with the stand-in
-backends registered (DPT_ROS_EXTRA_BACKENDS), collects its log lines on a thread, and stops it
-with a signal. `Graph` is an in-process rclpy node with an executor and `spin_until`, so every
-wait is a condition with a timeout. The caller sets ROS_DOMAIN_ID /
-ROS_AUTOMATIC_DISCOVERY_RANGE (test/conftest.py does for tests).
+`NodeProcess` (dpt_ros.ros.node_process's) starts `python -m dpt_ros.node --ros-args
+--params-file <yaml>` with the stand-in backends registered (DPT_ROS_EXTRA_BACKENDS), collects
+its log lines on a thread, and stops it with a signal. `Graph` is an in-process rclpy node
+with an executor and `spin_until`, so every wait is a condition with a timeout. The caller
+sets ROS_DOMAIN_ID / ROS_AUTOMATIC_DISCOVERY_RANGE (test/conftest.py does for tests).
 """
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
+from dpt_ros.ros import node_process
 import numpy as np
 import yaml
 
@@ -43,72 +43,26 @@ def write_params(values: dict, path: str | None = None, node_name: str = 'depth_
     return path
 
 
-class NodeProcess:
-    """The depth node in a subprocess; `lines` collects stdout+stderr as they come."""
+class NodeProcess(node_process.NodeProcess):
+    """The depth node in a subprocess with the stand-in backends; `lines` collects its output."""
 
     def __init__(self, values: dict, extra_args=(), env: dict | None = None,
                  wait_ready: float = 60.0):
         self.params_file = write_params(values)
-        full_env = dict(os.environ)
-        # The device double (imported in-process by other test modules) mocks the TT cluster
-        # for this process only; a node subprocess must see the machine as it really is.
-        full_env.pop('TT_METAL_MOCK_CLUSTER_DESC_PATH', None)
-        full_env['PYTHONPATH'] = os.pathsep.join(
-            [HERE, ROOT] + [p for p in full_env.get('PYTHONPATH', '').split(os.pathsep) if p])
-        full_env['DPT_ROS_EXTRA_BACKENDS'] = STAND_INS
-        full_env['PYTHONUNBUFFERED'] = '1'
-        full_env['RCUTILS_LOGGING_BUFFERED_STREAM'] = '0'
+        full_env = {
+            # The device double (imported in-process by other test modules) mocks the TT
+            # cluster for this process only; a node subprocess must see the real machine.
+            'TT_METAL_MOCK_CLUSTER_DESC_PATH': None,
+            'PYTHONPATH': os.pathsep.join(
+                [HERE, ROOT] + [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep)
+                                if p]),
+            'DPT_ROS_EXTRA_BACKENDS': STAND_INS}
         full_env.update(env or {})
-        cmd = [sys.executable, '-m', 'dpt_ros.node', '--ros-args',
-               '--params-file', self.params_file, *extra_args]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, env=full_env, cwd=ROOT)
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        super().__init__(self.params_file, extra_args=extra_args, env=full_env, cwd=ROOT)
         if wait_ready:
-            if not self.wait_for_line('serving', wait_ready):
+            if not self.wait_ready(wait_ready):
                 self.kill()
                 raise RuntimeError('depth node did not start:\n' + self.output())
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip('\n'))
-
-    def output(self) -> str:
-        return '\n'.join(self.lines)
-
-    def wait_for_line(self, text: str, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if any(text in line for line in self.lines):
-                return True
-            if self.proc.poll() is not None:
-                self._reader.join(1.0)
-                return any(text in line for line in self.lines)
-            time.sleep(0.01)
-        return False
-
-    def wait(self, timeout: float) -> int | None:
-        try:
-            rc = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
-        self._reader.join(2.0)
-        return rc
-
-    def stop(self, sig=signal.SIGINT, timeout: float = 5.0) -> tuple[int | None, float]:
-        """Send `sig`; return (exit code or None, seconds until exit)."""
-        t0 = time.monotonic()
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        rc = self.wait(timeout)
-        return rc, time.monotonic() - t0
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
 
     def __enter__(self):
         return self

@@ -10,7 +10,8 @@ import math
 import os
 
 import cv2
-from dpt_ros.evaluation import bag_eval, bagio
+from dpt_ros.evaluation import bagio
+from dpt_ros.evaluation import cli as bag_eval
 from dpt_ros.evaluation.sample_bag import DEPTH_GT_TOPIC, IMAGE_TOPIC, make_sample_bag
 import pytest
 

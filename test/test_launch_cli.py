@@ -13,9 +13,9 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 
+from dpt_ros.ros.node_process import ChildProcess
 from launch_cli import HERE, make_prefix, ROOT, RVIZ_ARGS_ENV, STARTS_ENV
 import pytest
 from reliability_support import wait_until
@@ -25,8 +25,10 @@ import yaml
 CLI = os.path.join(HERE, 'launch_cli.py')
 
 
-class Launch:
+class Launch(ChildProcess):
     """`ros2 launch dpt_ros depth.launch.py ARGS` in a new process group."""
+
+    reader_join_s = 5.0
 
     def __init__(self, prefix: str, tmp_path, args: list[str], interactive: bool = False):
         self.starts = tmp_path / 'node_starts'
@@ -43,22 +45,10 @@ class Launch:
         stdin = subprocess.DEVNULL
         if interactive:   # a terminal on stdin: ros2 launch then does not forward Ctrl-C
             self._tty, stdin = pty.openpty()
-        self.proc = subprocess.Popen(
-            [sys.executable, CLI, 'dpt_ros', 'depth.launch.py', *args], stdin=stdin,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-            cwd=str(tmp_path), start_new_session=True)
+        super().__init__([sys.executable, CLI, 'dpt_ros', 'depth.launch.py', *args], env=env,
+                         cwd=str(tmp_path), stdin=stdin, start_new_session=True)
         if interactive:
             os.close(stdin)
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip('\n'))
-
-    def output(self) -> str:
-        return '\n'.join(self.lines)
 
     def node_pids(self) -> list[int]:
         return [int(x) for x in self.starts.read_text().split()] if self.starts.exists() \
@@ -69,14 +59,6 @@ class Launch:
         return wait_until(lambda: any(rx.search(line) for line in self.lines) or
                           self.proc.poll() is not None, timeout, poll=0.01) and \
             any(rx.search(line) for line in self.lines)
-
-    def wait(self, timeout: float) -> int | None:
-        try:
-            rc = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
-        self._reader.join(5)
-        return rc
 
     def ctrl_c(self) -> None:
         os.killpg(self.proc.pid, signal.SIGINT)
@@ -94,6 +76,7 @@ class Launch:
                 pass
         if self._tty is not None:
             os.close(self._tty)
+        super().close()
 
 
 @pytest.fixture

@@ -381,7 +381,7 @@ def test_runner_and_bag_eval_run_openvino_with_the_pipeline_output(tmp_path, cap
 
     from dpt_ros.demo import runner
 
-    from dpt_ros.evaluation import bag_eval
+    from dpt_ros.evaluation import cli as bag_eval
     from dpt_ros.evaluation.sample_bag import make_sample_bag
     rgb = _rgb()
     Image.fromarray(rgb).save(tmp_path / 'a.png')

@@ -53,18 +53,9 @@ def _time_backend(backend, x: np.ndarray, warmup: int, repeat: int) -> tuple[np.
     return out, times
 
 
-def evaluate(args) -> dict:
-    """Run the reference then the backend under test; returns the JSON-ready summary."""
-    from dpt_ros.backends import BackendOptions
-    from dpt_ros.backends.torch_backend import create as create_torch
+def _load(args, perf):
+    """Return (images, failed files, loaded model); raise RunFailed when nothing can run."""
     from dpt_ros.inference.hf_model import load_model, WeightsNotFound
-    from dpt_ros.inference.pipeline import DepthPipeline
-    from dpt_ros.inference.postprocess import resize_depth
-    from dpt_ros.inference.preprocess import preprocess
-    from dpt_ros.perf.report import _clean, host, versions
-    from dpt_ros.perf.stats import PerfStats
-
-    perf = PerfStats()
     try:
         paths = runner.collect_sources(args)
     except InvalidImage as exc:
@@ -80,69 +71,79 @@ def evaluate(args) -> dict:
     if loaded.is_random:
         log.warning('*** RANDOM WEIGHTS (%s): PCC compares two runs of an untrained model; it '
                     'checks numerics, not depth quality. ***', loaded.weights)
+    return images, failed, loaded
 
+
+def _compare(args, pipe, im, r_ref) -> dict:
+    """Return one image's row: the backend under test against the reference output."""
+    from dpt_ros.inference.postprocess import resize_depth
+    # What the node gives this backend: uint8 pixels where it folds the
+    # normalisation in (TT), the reference's own tensor otherwise.
+    x = pipe.model_input(im.rgb)
+    try:
+        out, times = _time_backend(pipe.backend, x[None], args.warmup, args.repeat)
+    except Exception as exc:  # one failing image must not hide the others
+        log.error('%s: backend failed: %s', im.name, exc)
+        return {'name': im.name, 'path': im.path, 'error': f'{exc}'}
+    raw = out[0]
+    t0 = time.perf_counter()
+    depth = resize_depth(raw, im.rgb.shape[:2])
+    post_ms = (time.perf_counter() - t0) * 1e3
+    depth_ref = resize_depth(r_ref, im.rgb.shape[:2])
+    row = {
+        'name': im.name, 'path': im.path, 'hw': list(im.rgb.shape[:2]),
+        'note': im.note or None,
+        'pcc': pcc(raw, r_ref), 'pcc_depth': pcc(depth, depth_ref),
+        'max_abs_diff': max_abs_diff(raw, r_ref),
+        'ref_range': [float(np.min(r_ref)), float(np.max(r_ref))],
+        'infer_ms_mean': float(np.mean(times)), 'infer_ms_min': float(np.min(times)),
+        'postprocess_ms': post_ms,
+    }
+    log.info('%s: PCC %.6f (input-sized %.6f), %.1f ms', im.name, row['pcc'],
+             row['pcc_depth'], row['infer_ms_mean'])
+    return row
+
+
+def evaluate(args) -> dict:
+    """Run the reference then the backend under test; returns the JSON-ready summary."""
+    from dpt_ros.backends import reference
+    from dpt_ros.inference.pipeline import DepthPipeline
+    from dpt_ros.inference.preprocess import preprocess
+    from dpt_ros.perf.stats import PerfStats
+
+    perf = PerfStats()
+    images, failed, loaded = _load(args, perf)
     inputs = [preprocess(im.rgb, args.image_size) for im in images]
 
     # 1) The reference: torch, CPU, fp32, eager, same weights.
-    ref_opts = BackendOptions(weights=args.weights, image_size=args.image_size, device='cpu',
-                              dtype='fp32', seed=args.seed, threads=args.threads)
-    ref = create_torch(ref_opts, loaded)
-    ref_raw, ref_ms = [], []
+    ref = reference.start_reference(runner.backend_options(args), loaded)
     try:
-        ref.infer(inputs[0][None])   # warm-up (oneDNN kernel selection)
-        for x in inputs:
-            t0 = time.perf_counter()
-            ref_raw.append(ref.infer(x[None])[0])
-            ref_ms.append((time.perf_counter() - t0) * 1e3)
+        ref_raw, ref_ms = reference.run_reference(ref, inputs, warmup=1)
     finally:
         ref.close()
 
     # 2) The backend under test, started under the runner's fallback policy.
-    is_baseline = (args.backend == 'torch' and args.device == 'cpu' and args.dtype == 'fp32'
-                   and not args.compile)
     started = runner.start_backend(args, loaded)
-    backend = started.backend
     pipe = DepthPipeline(started, perf=perf)
-    info = backend.info
-    rows = []
     try:
-        for im, r_ref in zip(images, ref_raw):
-            # What the node gives this backend: uint8 pixels where it folds the
-            # normalisation in (TT), the reference's own tensor otherwise.
-            x = pipe.model_input(im.rgb)
-            try:
-                out, times = _time_backend(backend, x[None], args.warmup, args.repeat)
-            except Exception as exc:  # one failing image must not hide the others
-                log.error('%s: backend failed: %s', im.name, exc)
-                rows.append({'name': im.name, 'path': im.path, 'error': f'{exc}'})
-                continue
-            raw = out[0]
-            t0 = time.perf_counter()
-            depth = resize_depth(raw, im.rgb.shape[:2])
-            post_ms = (time.perf_counter() - t0) * 1e3
-            depth_ref = resize_depth(r_ref, im.rgb.shape[:2])
-            rows.append({
-                'name': im.name, 'path': im.path, 'hw': list(im.rgb.shape[:2]),
-                'note': im.note or None,
-                'pcc': pcc(raw, r_ref), 'pcc_depth': pcc(depth, depth_ref),
-                'max_abs_diff': max_abs_diff(raw, r_ref),
-                'ref_range': [float(np.min(r_ref)), float(np.max(r_ref))],
-                'infer_ms_mean': float(np.mean(times)), 'infer_ms_min': float(np.min(times)),
-                'postprocess_ms': post_ms,
-            })
-            log.info('%s: PCC %.6f (input-sized %.6f), %.1f ms', im.name, rows[-1]['pcc'],
-                     rows[-1]['pcc_depth'], rows[-1]['infer_ms_mean'])
+        rows = [_compare(args, pipe, im, r_ref) for im, r_ref in zip(images, ref_raw)]
         pipe.sync_counts()
     finally:
         pipe.close()
+    return _summary(args, started, loaded, rows, failed, ref_ms, perf.snapshot())
 
+
+def _summary(args, started, loaded, rows, failed, ref_ms, snap) -> dict:
+    from dpt_ros.perf.report import _clean, host, versions
+    info = started.backend.info
     ok = [r for r in rows if 'pcc' in r]
     if not ok:
         raise runner.RunFailed('the backend failed on every image: ' +
                                '; '.join(r['error'] for r in rows))
     pccs = [r['pcc'] for r in ok]
     mean_ms = float(np.mean([r['infer_ms_mean'] for r in ok]))
-    snap = perf.snapshot()
+    is_baseline = (args.backend == 'torch' and args.device == 'cpu' and args.dtype == 'fp32'
+                   and not args.compile)
     summary = {
         'device': args.device, 'mode': 'tt' if info.name == 'tt' else info.device,
         'baseline': is_baseline,

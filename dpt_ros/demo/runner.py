@@ -34,6 +34,7 @@ import sys
 import time
 
 from dpt_ros.backends import BackendOptions
+from dpt_ros.backends.cli_options import options_from_args
 from dpt_ros.demo.image_files import SUPPORTED_EXTENSIONS
 from dpt_ros.errors import InvalidImage, RunFailed
 from dpt_ros.inference.colorize import COLORMAPS, DEFAULT_COLORMAP, NORM_MODES
@@ -163,12 +164,8 @@ def resolve_backend(p: argparse.ArgumentParser, args) -> str:
 
 
 def backend_options(args) -> BackendOptions:
-    """Build BackendOptions from parsed flags (the one place flags become settings)."""
-    return BackendOptions(
-        weights=args.weights, image_size=args.image_size, device=args.device,
-        dtype=args.dtype, compile=bool(args.compile), execution_mode=args.tt_execution_mode,
-        dp=args.dp, batch_size=args.batch_size, strict=bool(args.strict) and args.tt_run,
-        seed=args.seed, threads=args.threads)
+    """Return the BackendOptions the checked flags ask for (backends.cli_options)."""
+    return options_from_args(args)
 
 
 def start_backend(args, loaded=None):

@@ -266,36 +266,25 @@ def decode_depth(msg) -> np.ndarray:
 
     32FC1 is metres (REP 118); 16UC1/mono16 is millimetres with 0 = unknown.
     """
-    depth = decode_float_image(msg)
-    depth[~(np.isfinite(depth) & (depth > 0))] = np.nan
-    return depth
+    from dpt_ros.ros import image_codec
+    return _bag_reason(image_codec.decode_depth_m, msg)
 
 
 def decode_float_image(msg) -> np.ndarray:
-    """
-    Convert a single-channel 32FC1 / 16UC1 / mono16 Image to (H, W) float32 as is.
+    """Convert a 32FC1 / 16UC1 / mono16 Image to (H, W) float32 as is (16-bit: mm -> m)."""
+    from dpt_ros.ros import image_codec
+    return _bag_reason(image_codec.decode_float_image, msg)
 
-    16-bit values are divided by 1000 (millimetres -> metres). Nothing is masked (relative
-    inverse depth may be 0).
-    """
+
+def _bag_reason(decode, msg) -> np.ndarray:
     from dpt_ros.errors import InvalidImage
-    enc = str(msg.encoding)
-    h, w, step = int(msg.height), int(msg.width), int(msg.step)
-    if enc == '32FC1':
-        dt, scale = np.dtype('<f4'), 1.0
-    elif enc in ('16UC1', 'mono16'):
-        dt, scale = np.dtype('<u2'), 1e-3
-    else:
-        raise InvalidImage('unknown_encoding', f'depth encoding {enc!r} is not 32FC1 (metres) '
-                           'or 16UC1 (millimetres)')
-    if msg.is_bigendian:
-        dt = dt.newbyteorder('>')
-    data = np.asarray(msg.data, dtype=np.uint8)
-    if h <= 0 or w <= 0 or step < w * dt.itemsize or data.size < step * h:
-        raise InvalidImage('size_mismatch', f'depth image {w}x{h} step {step} does not fit '
-                           f'{data.size} data bytes')
-    rows = data[:step * h].reshape(h, step)[:, :w * dt.itemsize]
-    return np.ascontiguousarray(rows).view(dt).reshape(h, w).astype(np.float32) * scale
+    try:
+        return decode(msg)
+    except InvalidImage as err:
+        # Bag reports have always counted short depth data (gt_unusable) as size_mismatch.
+        if err.reason != 'truncated':
+            raise
+        raise InvalidImage('size_mismatch', str(err)) from None
 
 
 def decode_rgb(msg, msgtype: str) -> np.ndarray:

@@ -385,17 +385,18 @@ def image_fields_to_array(fields_or_msg) -> np.ndarray:
     return arr.reshape((height, width, channels) if channels > 1 else (height, width))
 
 
-def decode_depth_m(msg, max_pixels: int = vocabulary.MAX_PIXELS) -> np.ndarray:
+def decode_float_image(msg, max_pixels: int = vocabulary.MAX_PIXELS) -> np.ndarray:
     """
-    Return a metric depth image (32FC1 metres, or 16UC1/mono16 millimetres) -> (H, W) float32 m.
+    Return a single-channel 32FC1 / 16UC1 / mono16 Image -> (H, W) float32, values as they are.
 
-    Unknown pixels (0, NaN, inf) come back as NaN; used as the reference for metric fitting.
+    16-bit values are millimetres and come back in metres. Nothing is masked (relative
+    inverse depth may be 0); `decode_depth_m` masks unknown pixels.
     """
     encoding = str(msg.encoding)
     scales = {'32FC1': ('f4', 1.0), '16UC1': ('u2', 1e-3), 'mono16': ('u2', 1e-3)}
     if encoding not in scales:
-        raise InvalidImage('unknown_encoding', f"reference depth encoding '{encoding}' is not "
-                           'supported; use 32FC1 (metres) or 16UC1 (millimetres)')
+        raise InvalidImage('unknown_encoding', f'depth encoding {encoding!r} is not 32FC1 '
+                           '(metres) or 16UC1 (millimetres)')
     code, scale = scales[encoding]
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     _check_size(height, width, max_pixels)
@@ -403,12 +404,22 @@ def decode_depth_m(msg, max_pixels: int = vocabulary.MAX_PIXELS) -> np.ndarray:
     row_bytes = width * dtype.itemsize
     buf = _as_bytes_view(msg.data)
     if step < row_bytes or buf.size > step * height:
-        raise InvalidImage('size_mismatch', f'reference depth {width}x{height} {encoding}: '
+        raise InvalidImage('size_mismatch', f'depth image {width}x{height} {encoding}: '
                            f'step {step}, {buf.size} bytes')
     if buf.size < step * height:
-        raise InvalidImage('truncated', f'reference depth has {buf.size} bytes, needs '
+        raise InvalidImage('truncated', f'depth image has {buf.size} bytes, needs '
                            f'{step * height}')
     rows = np.ascontiguousarray(buf.reshape(height, step)[:, :row_bytes])
-    depth = rows.view(dtype).reshape(height, width).astype(np.float32) * np.float32(scale)
+    return rows.view(dtype).reshape(height, width).astype(np.float32) * np.float32(scale)
+
+
+def decode_depth_m(msg, max_pixels: int = vocabulary.MAX_PIXELS) -> np.ndarray:
+    """
+    Return a metric depth image (32FC1 metres, or 16UC1/mono16 millimetres) -> (H, W) float32 m.
+
+    Unknown pixels (0, NaN, inf) come back as NaN; used as the reference for metric fitting
+    and as ground truth in bag evaluation.
+    """
+    depth = decode_float_image(msg, max_pixels)
     depth[~np.isfinite(depth) | (depth <= 0)] = np.nan
     return depth
