@@ -17,6 +17,7 @@ from typing import Callable, Iterable, Mapping
 
 from dpt_ros import vocabulary
 from dpt_ros.backends import BackendOptions, BACKENDS
+from dpt_ros.backends.cli_options import options_from_values
 
 _BACKEND_DEFAULTS = BackendOptions()
 
@@ -351,10 +352,5 @@ def check_runtime_change(changes: Mapping[str, object],
 
 
 def backend_options(values: Mapping[str, object]) -> BackendOptions:
-    """Return the BackendOptions a validated parameter set asks for."""
-    return BackendOptions(
-        weights=values['weights'], image_size=values['image_size'], device=values['device'],
-        dtype=values['dtype'], compile=values['compile'],
-        execution_mode=values['execution_mode'], dp=values['dp'], batch_size=1,
-        strict=values['strict'], cache_dir=values['cache_dir'], seed=values['seed'],
-        threads=values['threads'])
+    """Return the BackendOptions a validated parameter set asks for (one frame per call)."""
+    return options_from_values(values, batch_size=1)
