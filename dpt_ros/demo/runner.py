@@ -259,9 +259,8 @@ def _batches(items, size):
 
 def run(args) -> dict:
     """Run the flags' job; returns a summary dict. Raises RunFailed when nothing ran."""
-    import cv2
     from dpt_ros.inference.pipeline import DepthPipeline
-    from dpt_ros.perf.report import build_header, build_perf, header_path, RunTimings, write_perf
+    from dpt_ros.perf.report import RunTimings
     from dpt_ros.perf.stats import PerfStats
 
     perf = PerfStats(window=100000)
@@ -274,96 +273,16 @@ def run(args) -> dict:
         raise RunFailed('no image could be read: ' + '; '.join(f['message'] for f in failed))
 
     started = start_backend(args)
-    backend = started.backend
-    info = backend.info
     pipe = DepthPipeline(started, colormap=args.colormap, norm=args.norm,
                          norm_low=args.norm_low, norm_high=args.norm_high, perf=perf)
-    if info.extra.get('weights_random'):
-        log.warning('*** RANDOM WEIGHTS (%s): the depth maps are NOT real depth; perf figures '
-                    'are valid. Recorded as weights_random=true in the outputs. ***',
-                    info.weights)
-    log.info('backend %s on %s, %s, %s, dp=%d, batch=%d%s', info.name, info.device, info.dtype,
-             info.execution_mode, info.dp, args.batch_size,
-             f' (fell back: {started.fallback_reason})' if started.fell_back else '')
-    want_color = bool(args.dump_depth_color)
+    _log_backend(started, args)
     timings = RunTimings(warmup=args.warmup, repeat=args.repeat)
-    outputs: dict[str, object] = {}
-    infer_failures = []
     try:
         batches = list(_batches(images, args.batch_size))
-        # Warm-up: the first call compiles (torch.compile) or captures the trace (TT). It
-        # bypasses the pipeline so the stage statistics hold timed iterations only.
         prepared0 = np.stack([pipe.model_input(im.rgb) for im in batches[0]])
-        for i in range(args.warmup):
-            t0 = time.perf_counter()
-            try:
-                backend.infer(prepared0)
-            except Exception as exc:  # e.g. a strict TT run hitting a fallback
-                raise RunFailed(f'warm-up inference failed on {info.name}/{info.device}: '
-                                f'{type(exc).__name__}: {exc}') from exc
-            if i == 0:
-                timings.first_run_s = time.perf_counter() - t0
-
-        total = args.repeat * len(images)
-        bar = None
-        if args.images_dir and not args.no_progress:
-            from tqdm import tqdm
-            bar = tqdm(total=total, unit='img', desc='depth', file=sys.stderr)
-        t_all = time.perf_counter()
-        for rep in range(args.repeat):
-            last = rep == args.repeat - 1
-            for batch in batches:
-                t0 = time.perf_counter()
-                try:
-                    x = np.stack([pipe.prepare(im.rgb) for im in batch])
-                    t1 = time.perf_counter()
-                    raw = pipe.infer(x)
-                    t2 = time.perf_counter()
-                    results = [pipe.finish(r, im.rgb.shape[:2], want_color)
-                               for r, im in zip(raw, batch)]
-                except Exception as exc:  # one bad batch must not end the run
-                    log.error('inference failed on %s: %s', [im.name for im in batch], exc)
-                    perf.count('inference_error_count', 1, reason=type(exc).__name__)
-                    infer_failures.append({'images': [im.name for im in batch],
-                                           'error': f'{type(exc).__name__}: {exc}'})
-                    if bar:
-                        bar.update(len(batch))
-                    continue
-                t3 = time.perf_counter()
-                timings.iter_ms.append((t2 - t1) * 1e3)
-                timings.iter_images.append(len(batch))
-                timings.e2e_ms.append((t3 - t0) * 1e3)
-                timings.e2e_images.append(len(batch))
-                for _ in batch:
-                    perf.frame_done((t3 - t0) * 1e3)
-                if last:
-                    for im, res in zip(batch, results):
-                        outputs[im.name] = (im, res)
-                if bar:
-                    bar.update(len(batch))
-        timings.total_ms = (time.perf_counter() - t_all) * 1e3
-        if bar:
-            bar.close()
-        if not outputs:
-            raise RunFailed('inference failed on every image: ' +
-                            '; '.join(f['error'] for f in infer_failures))
-
-        multi = len(outputs) > 1
-        written = {'depth': [], 'color': []}
-        for name, (im, res) in outputs.items():
-            dp_path = output_path(args.dump_depth, name, '.npy', multi)
-            if dp_path:
-                os.makedirs(os.path.dirname(os.path.abspath(dp_path)), exist_ok=True)
-                np.save(dp_path, res.depth.astype(np.float32))
-                written['depth'].append(dp_path)
-            c_path = output_path(args.dump_depth_color, name, '.png', multi)
-            if c_path:
-                os.makedirs(os.path.dirname(os.path.abspath(c_path)), exist_ok=True)
-                if not cv2.imwrite(c_path, res.color):
-                    log.error('could not write %s', c_path)
-                else:
-                    written['color'].append(c_path)
-
+        _warm_up(started.backend, prepared0, args.warmup, timings)
+        outputs, infer_failures = _timed_runs(pipe, batches, args, perf, timings)
+        written = _write_dumps(outputs, args)
         summary_images = {'processed': len(outputs), 'failed': failed,
                           'inference_failures': infer_failures,
                           'names': list(outputs),
@@ -371,25 +290,138 @@ def run(args) -> dict:
                           'notes': {im.name: im.note for im, _ in outputs.values() if im.note}}
         perf_json = None
         if args.dump_perf:
-            if hasattr(backend, 'stage_breakdown_ms'):
-                try:
-                    timings.stage_breakdown_ms = backend.stage_breakdown_ms(prepared0)
-                    timings.stage_breakdown_source = f'one eager {info.name} pass with hooks'
-                except Exception as exc:  # the breakdown is informative, never fatal
-                    log.warning('stage breakdown unavailable: %s', exc)
-            pipe.sync_counts()
-            perf_json = build_perf(timings, info, perf, requested_backend=started.requested,
-                                   fallback_reason=started.fallback_reason,
-                                   device_arg=args.device, strict=bool(args.strict),
-                                   images=summary_images,
-                                   extra={'outputs': written})
-            header = build_header(perf_json, info, _model_config(backend))
-            write_perf(args.dump_perf, perf_json, header)
-            log.info('perf: %s (+ %s)', args.dump_perf, header_path(args.dump_perf))
+            perf_json = _write_perf(args, started, pipe, perf, timings, prepared0,
+                                    summary_images, written)
         return {'perf': perf_json, 'written': written, 'images': summary_images,
-                'timings': timings, 'info': info, 'fallback_reason': started.fallback_reason}
+                'timings': timings, 'info': started.backend.info,
+                'fallback_reason': started.fallback_reason}
     finally:
         pipe.close()
+
+
+def _log_backend(started, args) -> None:
+    info = started.backend.info
+    if info.extra.get('weights_random'):
+        log.warning('*** RANDOM WEIGHTS (%s): the depth maps are NOT real depth; perf figures '
+                    'are valid. Recorded as weights_random=true in the outputs. ***',
+                    info.weights)
+    log.info('backend %s on %s, %s, %s, dp=%d, batch=%d%s', info.name, info.device, info.dtype,
+             info.execution_mode, info.dp, args.batch_size,
+             f' (fell back: {started.fallback_reason})' if started.fell_back else '')
+
+
+def _warm_up(backend, prepared0, warmup: int, timings) -> None:
+    """
+    Call the backend `warmup` times on the first batch; the first call's time is first_run_s.
+
+    The first call compiles (torch.compile) or captures the trace (TT). It bypasses the
+    pipeline so the stage statistics hold timed iterations only.
+    """
+    info = backend.info
+    for i in range(warmup):
+        t0 = time.perf_counter()
+        try:
+            backend.infer(prepared0)
+        except Exception as exc:  # e.g. a strict TT run hitting a fallback
+            raise RunFailed(f'warm-up inference failed on {info.name}/{info.device}: '
+                            f'{type(exc).__name__}: {exc}') from exc
+        if i == 0:
+            timings.first_run_s = time.perf_counter() - t0
+
+
+def _timed_runs(pipe, batches, args, perf, timings) -> tuple[dict, list]:
+    """Run every batch `repeat` times, timed; return the last run's outputs and the failures."""
+    outputs: dict[str, object] = {}
+    failures = []
+    bar = None
+    if args.images_dir and not args.no_progress:
+        from tqdm import tqdm
+        bar = tqdm(total=args.repeat * sum(len(b) for b in batches), unit='img', desc='depth',
+                   file=sys.stderr)
+    t_all = time.perf_counter()
+    for rep in range(args.repeat):
+        for batch in batches:
+            results = _timed_batch(pipe, batch, bool(args.dump_depth_color), perf, timings,
+                                   failures)
+            if results is not None and rep == args.repeat - 1:
+                for im, res in zip(batch, results):
+                    outputs[im.name] = (im, res)
+            if bar:
+                bar.update(len(batch))
+    timings.total_ms = (time.perf_counter() - t_all) * 1e3
+    if bar:
+        bar.close()
+    if not outputs:
+        raise RunFailed('inference failed on every image: ' +
+                        '; '.join(f['error'] for f in failures))
+    return outputs, failures
+
+
+def _timed_batch(pipe, batch, want_color: bool, perf, timings, failures: list):
+    """Prepare, infer and finish one batch, timed; None (failure recorded) when it raised."""
+    t0 = time.perf_counter()
+    try:
+        x = np.stack([pipe.prepare(im.rgb) for im in batch])
+        t1 = time.perf_counter()
+        raw = pipe.infer(x)
+        t2 = time.perf_counter()
+        results = [pipe.finish(r, im.rgb.shape[:2], want_color) for r, im in zip(raw, batch)]
+    except Exception as exc:  # one bad batch must not end the run
+        log.error('inference failed on %s: %s', [im.name for im in batch], exc)
+        perf.count('inference_error_count', 1, reason=type(exc).__name__)
+        failures.append({'images': [im.name for im in batch],
+                         'error': f'{type(exc).__name__}: {exc}'})
+        return None
+    t3 = time.perf_counter()
+    timings.iter_ms.append((t2 - t1) * 1e3)
+    timings.iter_images.append(len(batch))
+    timings.e2e_ms.append((t3 - t0) * 1e3)
+    timings.e2e_images.append(len(batch))
+    for _ in batch:
+        perf.frame_done((t3 - t0) * 1e3)
+    return results
+
+
+def _write_dumps(outputs: dict, args) -> dict:
+    """Write --dump-depth (.npy) and --dump-depth-color (.png) per image; return the paths."""
+    import cv2
+    multi = len(outputs) > 1
+    written = {'depth': [], 'color': []}
+    for name, (im, res) in outputs.items():
+        dp_path = output_path(args.dump_depth, name, '.npy', multi)
+        if dp_path:
+            os.makedirs(os.path.dirname(os.path.abspath(dp_path)), exist_ok=True)
+            np.save(dp_path, res.depth.astype(np.float32))
+            written['depth'].append(dp_path)
+        c_path = output_path(args.dump_depth_color, name, '.png', multi)
+        if c_path:
+            os.makedirs(os.path.dirname(os.path.abspath(c_path)), exist_ok=True)
+            if not cv2.imwrite(c_path, res.color):
+                log.error('could not write %s', c_path)
+            else:
+                written['color'].append(c_path)
+    return written
+
+
+def _write_perf(args, started, pipe, perf, timings, prepared0, images: dict,
+                written: dict) -> dict:
+    """Build and write the perf JSON and its header; return the perf dict."""
+    from dpt_ros.perf.report import build_header, build_perf, header_path, write_perf
+    backend, info = started.backend, started.backend.info
+    if hasattr(backend, 'stage_breakdown_ms'):
+        try:
+            timings.stage_breakdown_ms = backend.stage_breakdown_ms(prepared0)
+            timings.stage_breakdown_source = f'one eager {info.name} pass with hooks'
+        except Exception as exc:  # the breakdown is informative, never fatal
+            log.warning('stage breakdown unavailable: %s', exc)
+    pipe.sync_counts()
+    perf_json = build_perf(timings, info, perf, requested_backend=started.requested,
+                           fallback_reason=started.fallback_reason, device_arg=args.device,
+                           strict=bool(args.strict), images=images, extra={'outputs': written})
+    header = build_header(perf_json, info, _model_config(backend))
+    write_perf(args.dump_perf, perf_json, header)
+    log.info('perf: %s (+ %s)', args.dump_perf, header_path(args.dump_perf))
+    return perf_json
 
 
 def _model_config(backend):
