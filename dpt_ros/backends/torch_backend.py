@@ -50,6 +50,19 @@ def _torch_device(device: str):
     raise BackendError(f"the torch backend runs on 'cpu' or 'cuda[:N]', not '{device}'")
 
 
+def _own_model(opts: BackendOptions, loaded):
+    """Load the weights, or take the caller's model (a copy where .to() would change it)."""
+    if loaded is None:
+        from dpt_ros.inference.hf_model import load_model
+        return load_model(opts.weights, seed=opts.seed, image_size=opts.image_size)
+    if opts.dtype != 'fp32' or opts.device != 'cpu':
+        # .to() converts a module in place: keep the caller's fp32 CPU model intact
+        # (eval_pcc runs its reference on it).
+        import copy
+        return dataclasses.replace(loaded, model=copy.deepcopy(loaded.model))
+    return loaded
+
+
 class TorchBackend:
     """DPTForDepthEstimation behind the DepthBackend protocol."""
 
@@ -64,16 +77,7 @@ class TorchBackend:
         if opts.threads and opts.threads > 0:
             # Process-wide setting: the node and runner own the process, so this is theirs.
             torch.set_num_threads(int(opts.threads))
-        if loaded is None:
-            from dpt_ros.inference.hf_model import load_model
-            loaded = load_model(opts.weights, seed=opts.seed, image_size=opts.image_size)
-        else:
-            shared = loaded.model
-            if opts.dtype != 'fp32' or opts.device != 'cpu':
-                # .to() converts a module in place: keep the caller's fp32 CPU model intact
-                # (eval_pcc runs its reference on it).
-                import copy
-                loaded = dataclasses.replace(loaded, model=copy.deepcopy(shared))
+        loaded = _own_model(opts, loaded)
         self.loaded = loaded
         model = loaded.model.eval()
         model_size = int(model.config.image_size)
@@ -102,10 +106,8 @@ class TorchBackend:
         self._lock = threading.Lock()
         self._closed = False
         self.image_size = int(opts.image_size)
-        if loaded.config_name == 'tiny':
-            model_name = 'dpt-tiny (same architecture, small config)'
-        else:
-            model_name = 'Intel/dpt-large'
+        model_name = ('dpt-tiny (same architecture, small config)'
+                      if loaded.config_name == 'tiny' else 'Intel/dpt-large')
         self.info = BackendInfo(
             name='torch', device=str(self._device), dtype=opts.dtype,
             image_size=self.image_size,
