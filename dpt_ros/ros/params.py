@@ -201,6 +201,10 @@ PARAMS: tuple[Param, ...] = (
           'stamp is nearest its own, if that is at most this many seconds away; otherwise '
           'the frame keeps the running fit (diagnostics: metric_references_unmatched).',
           min=0.0, max=3600.0),
+    # --- lifecycle ---
+    Param('autostart', True,
+          'Configure and activate the (managed) node at start, as a plain node would. false: '
+          'wait in unconfigured for a lifecycle manager (<node>/change_state).'),
 )
 
 BY_NAME: dict[str, Param] = {p.name: p for p in PARAMS}
