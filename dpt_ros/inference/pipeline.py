@@ -21,7 +21,8 @@ from dpt_ros import vocabulary
 from dpt_ros.errors import BackendError
 from dpt_ros.inference import colorize as colorize_mod
 from dpt_ros.inference.postprocess import resize_depth
-from dpt_ros.inference.preprocess import check_rgb, normalize, preprocess, resize_pixels
+from dpt_ros.inference.preprocess import (check_rgb, normalize, preprocess, resize_pixels,
+                                          warm_up as warm_up_resize)
 from dpt_ros.perf.stats import PerfStats
 import numpy as np
 
@@ -228,6 +229,27 @@ class DepthPipeline:
             res.timings_ms = {'preprocess': pre_ms, 'inference': inf_ms, **res.timings_ms}
             results.append(res)
         return results
+
+    def warm_up(self) -> tuple[float, str | None]:
+        """
+        One frame through every stage, outside `perf`; return (seconds, error or None).
+
+        First calls import torch for the resize, build traces, compile kernels: done before
+        serving so that no figure includes them. A failing inference is returned, not raised.
+        """
+        t0 = time.monotonic()
+        warm_up_resize()   # the compiled resize: JIT or numba's cache load, not on the first frame
+        s = self.image_size
+        batch = self.model_input(np.zeros((s, s, 3), np.uint8))[None]
+        error = None
+        try:
+            raw = np.asarray(self.backend.infer(batch), dtype=np.float32)[0]
+        except Exception as exc:  # the backend is judged frame by frame
+            error = f'{type(exc).__name__}: {exc}'
+            raw = np.zeros((s, s), np.float32)
+        # A size other than S x S: same-size resizes take a shortcut that imports nothing.
+        colorize_mod.colorize(resize_depth(raw, (s // 2 + 1, s)), *self.colorization)
+        return time.monotonic() - t0, error
 
     def close(self) -> None:
         """Close the backend (releases device / memory)."""

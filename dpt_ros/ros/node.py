@@ -129,7 +129,10 @@ class DepthNode(LifecycleNode):
         self.pipeline = DepthPipeline(self.supervisor, colormap=v['colormap'], norm=v['norm'],
                                       norm_low=v['norm_low'], norm_high=v['norm_high'],
                                       perf=self.perf)
-        self._warm_up(started.backend)
+        took, error = self.pipeline.warm_up()
+        if error:   # the backend is judged frame by frame; say it now too
+            self.get_logger().error(f'warm-up inference failed: {error}')
+        self.get_logger().info(f'warm-up took {took:.2f} s')
         self._check_abort('the warm-up')
         self.cameras = {ns: CameraIO(ns, v) for ns in v['cameras']}
         self.report = HealthReport(self.get_name(), requested_backend=v['backend'],
@@ -147,26 +150,6 @@ class DepthNode(LifecycleNode):
                                   logger=logging.getLogger('dpt_ros.backends'))
         except BackendError as exc:
             raise StartupError(f"backend '{v['backend']}' cannot start: {exc}") from None
-
-    def _warm_up(self, backend) -> None:
-        # One frame through every stage before serving: first calls import torch for the
-        # resize, build traces, compile kernels. Outside `perf`, so no figure includes them.
-        from dpt_ros.inference import colorize
-        from dpt_ros.inference.postprocess import resize_depth
-        from dpt_ros.inference.preprocess import warm_up
-        import numpy as np
-        t0 = time.monotonic()
-        warm_up()   # the compiled resize: JIT or numba's cache load, not on the first frame
-        s = self.pipeline.image_size
-        batch = self.pipeline.model_input(np.zeros((s, s, 3), np.uint8))[None]
-        try:
-            raw = np.asarray(backend.infer(batch), dtype=np.float32)[0]
-        except Exception as exc:  # the backend is judged frame by frame; say it now too
-            self.get_logger().error(f'warm-up inference failed: {type(exc).__name__}: {exc}')
-            raw = np.zeros((s, s), np.float32)
-        # A size other than S x S: same-size resizes take a shortcut that imports nothing.
-        colorize.colorize(resize_depth(raw, (s // 2 + 1, s)), *self.pipeline.colorization)
-        self.get_logger().info(f'warm-up took {time.monotonic() - t0:.2f} s')
 
     # ----- activate / deactivate: serving -----
     def on_activate(self, state) -> TransitionCallbackReturn:
@@ -242,15 +225,9 @@ class DepthNode(LifecycleNode):
     # ----- cleanup / shutdown / error: release -----
     def on_cleanup(self, state) -> TransitionCallbackReturn:
         self._release()
-        return _SUCCESS
+        return _SUCCESS   # (on_error: back to unconfigured, alive)
 
-    def on_shutdown(self, state) -> TransitionCallbackReturn:
-        self._release()
-        return _SUCCESS
-
-    def on_error(self, state) -> TransitionCallbackReturn:
-        self._release()
-        return _SUCCESS   # back to unconfigured, alive
+    on_shutdown = on_error = on_cleanup
 
     def _release(self, timeout: float = WORKER_STOP_TIMEOUT_S) -> None:
         deadline = time.monotonic() + timeout

@@ -1,7 +1,7 @@
 """
 The depth node's parameters: one declaration each, validation, and the topic names.
 
-This module is the single source of the node's defaults. `node.py` declares every entry of
+This module is the single source of the node's defaults. `descriptors.py` declares each entry of
 `PARAMS` with a ParameterDescriptor built from it, `config/dpt.yaml` mirrors the same names and
 defaults with a comment each (a test checks both), and the launch file passes only what a user
 overrides. Backend defaults come from `BackendOptions`, so the two never drift apart.
