@@ -27,7 +27,7 @@ setup(
     extras_require={'test': ['pytest<9']},
     entry_points={
         'console_scripts': [
-            'depth_node = dpt_ros.ros.node:main',
+            'depth_node = dpt_ros.ros.entry:main',
             'runner = dpt_ros.demo.runner:main',
             'eval_pcc = dpt_ros.demo.eval_pcc:main',
             'bag_eval = dpt_ros.evaluation.cli:main',

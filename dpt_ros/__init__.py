@@ -2,5 +2,5 @@
 dpt_ros: DPT-Large monocular depth for ROS 2 on Tenstorrent Wormhole or torch.
 
 Pure modules (no rclpy): model, preprocess, postprocess, colorize, backends, perf, pipeline,
-align, tt. ROS glue lives in node.py only.
+align, tt. ROS glue lives in ros/ (and evaluation's bag replay).
 """

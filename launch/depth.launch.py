@@ -57,7 +57,7 @@ OVERRIDES = ('backend', 'device', 'weights')
 # then closes the backend (the TT device and its traces; not measured on a card yet).
 SIGTERM_TIMEOUT_S = '10'
 
-# What the node's exit codes mean (dpt_ros/ros/node.py).
+# What the node's exit codes mean (dpt_ros/ros/entry.py).
 EXIT_MEANINGS = {1: 'unexpected error', 2: 'invalid parameter or a backend that cannot start'}
 
 

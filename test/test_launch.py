@@ -16,7 +16,7 @@ import os
 import re
 
 from dpt_ros import vocabulary
-from dpt_ros.ros import node as dpt_node
+from dpt_ros.ros import entry as dpt_node
 from dpt_ros.ros import params
 from launch_cli import make_prefix
 import launch_ros_double
@@ -134,7 +134,7 @@ def test_default_launch_starts_the_installed_node_with_the_installed_params(shar
     assert len(nodes) == 1
     n = nodes[0]
     assert n['package'] == 'dpt_ros'
-    assert console_scripts()[n['executable']] == 'dpt_ros.ros.node:main'
+    assert console_scripts()[n['executable']] == 'dpt_ros.ros.entry:main'
     [params_file] = n['parameters']
     assert params_file == os.path.join(share, 'config', 'dpt.yaml')
     assert os.path.isfile(params_file)

@@ -10,16 +10,19 @@ For throughput with batches or data-parallel backends the three steps are expose
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 import logging
 import threading
 import time
+from typing import Callable
 
 from dpt_ros import vocabulary
 from dpt_ros.errors import BackendError
 from dpt_ros.inference import colorize as colorize_mod
 from dpt_ros.inference.postprocess import resize_depth
-from dpt_ros.inference.preprocess import check_rgb, normalize, preprocess, resize_pixels
+from dpt_ros.inference.preprocess import (check_rgb, normalize, preprocess, resize_pixels,
+                                          warm_up as warm_up_resize)
 from dpt_ros.perf.stats import PerfStats
 import numpy as np
 
@@ -35,12 +38,14 @@ class DepthResult:
     color: (H, W, 3) uint8 BGR false colour, or None when not asked for.
     raw:   (S, S) float32 model output (`predicted_depth`).
     timings_ms: stage name (perf.STAGES) -> milliseconds spent on this frame.
+    metric: (H, W) float32 metres (NaN = invalid), or None when not asked for or not ready.
     """
 
     depth: np.ndarray
     color: np.ndarray | None
     raw: np.ndarray
     timings_ms: dict = field(default_factory=dict)
+    metric: np.ndarray | None = None
 
 
 class DepthPipeline:
@@ -59,22 +64,38 @@ class DepthPipeline:
         # cv2 bicubic equals transformers' torch resize to float rounding (tested) and is
         # about 10x faster at 640x480: it is on the per-frame path of the node.
         self.resize_method = resize_method
-        self.fallback_reason = None
-        self.requested_backend = None
-        if hasattr(backend, 'backend') and hasattr(backend, 'requested'):   # StartedBackend
-            self.requested_backend = backend.requested
-            self.fallback_reason = backend.fallback_reason
-            if backend.fallback_reason:
-                self.perf.count('backend_fallback_count', 1, reason=backend.fallback_reason)
-            backend = backend.backend
-        self.backend = backend
-        self.image_size = int(backend.info.image_size)
+        # Where each call's backend comes from: a serving.supervisor.BackendSupervisor (it
+        # may swap the backend at runtime), or a fixed backend.
+        self._source = backend if hasattr(backend, 'using') else _Fixed(backend)
+        started = self._source.started
+        if started.fallback_reason:
+            self.perf.count('backend_fallback_count', 1, reason=started.fallback_reason)
+        self.requested_backend = started.requested
+        self.image_size = int(self.backend.info.image_size)
         if self.input_format not in vocabulary.INPUT_FORMATS:
             known = ', '.join(vocabulary.INPUT_FORMATS)
-            raise BackendError(f'backend {backend.info.name} names an unknown input format '
+            raise BackendError(f'backend {self.backend.info.name} names an unknown input format '
                                f"'{self.input_format}' (known: {known})")
         self._color_lock = threading.Lock()
         self.set_colorization(colormap, norm, norm_low, norm_high)
+
+    @property
+    def backend(self):
+        """Return the backend the next call goes to."""
+        return self._source.backend
+
+    @backend.setter
+    def backend(self, backend) -> None:
+        """Swap a fixed one (a supervisor, if any, owns its backend: refused)."""
+        if not isinstance(self._source, _Fixed):
+            raise AttributeError('the backend supervisor owns the backend')
+        started = self._source.started
+        self._source = _Fixed(_Started(backend, started.requested, started.fallback_reason))
+
+    @property
+    def fallback_reason(self) -> str | None:
+        """Why the running backend is not the one asked for (start-up or runtime), or None."""
+        return self._source.started.fallback_reason
 
     @property
     def fell_back(self) -> bool:
@@ -100,7 +121,7 @@ class DepthPipeline:
         The resized uint8 pixels when it normalises them itself, else the processor's float32
         tensor.
         """
-        return getattr(self.backend.info, 'input_format', 'normalized')
+        return _input_format(self.backend)
 
     def model_input(self, rgb: np.ndarray) -> np.ndarray:
         """
@@ -126,22 +147,23 @@ class DepthPipeline:
         batch = np.asarray(batch)
         if batch.ndim == 3:
             batch = batch[None]
-        if batch.dtype != np.uint8:
-            batch = batch.astype(np.float32, copy=False)
-        elif self.input_format != 'pixels':
-            # Prepared for a backend that took pixels, which a runtime fallback has replaced
-            # since: normalise here rather than fail the frames in flight.
-            batch = normalize(batch)
-        t0 = time.perf_counter()
-        out = self.backend.infer(batch)
-        ms = (time.perf_counter() - t0) * 1e3
+        with self._source.using() as backend:
+            if batch.dtype != np.uint8:
+                batch = batch.astype(np.float32, copy=False)
+            elif _input_format(backend) != 'pixels':
+                # Prepared for a backend that took pixels, which a runtime fallback has
+                # replaced since: normalise here rather than fail the frames in flight.
+                batch = normalize(batch)
+            t0 = time.perf_counter()
+            out = backend.infer(batch)
+            ms = (time.perf_counter() - t0) * 1e3
         self.perf.add_stage('inference', ms)
-        dev_ms = self.backend.info.extra.get('trace_wall_ms')
+        dev_ms = backend.info.extra.get('trace_wall_ms')
         if dev_ms is not None:
             self.perf.add_device_ms(float(dev_ms))
         out = np.asarray(out, dtype=np.float32)
         if out.shape != (batch.shape[0], self.image_size, self.image_size):
-            raise BackendError(f'backend {self.backend.info.name} returned shape {out.shape} '
+            raise BackendError(f'backend {backend.info.name} returned shape {out.shape} '
                                f'for a batch of shape {batch.shape}')
         self.sync_counts()
         return out
@@ -158,12 +180,15 @@ class DepthPipeline:
 
     def finish(self, raw: np.ndarray, out_hw, want_color: bool = True,
                depth_out: np.ndarray | None = None,
-               color_out: np.ndarray | None = None) -> DepthResult:
+               color_out: np.ndarray | None = None,
+               metric: Callable[[np.ndarray], np.ndarray | None] | None = None) -> DepthResult:
         """
-        (S, S) raw output -> DepthResult at out_hw (and colour when asked).
+        (S, S) raw output -> DepthResult at out_hw (and colour, metric depth when asked).
 
         depth_out / color_out: arrays to write the depth / colour into (the node passes its
         messages' buffers, see image_codec.OutputImage); new arrays when None.
+        metric: relative depth -> metres or None (not ready), e.g. depth.metric.MetricDepth's
+        to_metric or the node's per-camera one that first fits a reference.
         """
         timings = {}
         t0 = time.perf_counter()
@@ -177,7 +202,9 @@ class DepthPipeline:
             color = colorize_mod.colorize(depth, cmap, norm, low, high, out=color_out)
             timings['colorize'] = (time.perf_counter() - t0) * 1e3
             self.perf.add_stage('colorize', timings['colorize'])
-        return DepthResult(depth=depth, color=color, raw=np.asarray(raw), timings_ms=timings)
+        metric_m = metric(depth) if metric is not None else None
+        return DepthResult(depth=depth, color=color, raw=np.asarray(raw), timings_ms=timings,
+                           metric=metric_m)
 
     def process(self, rgb: np.ndarray, want_color: bool = True) -> DepthResult:
         """One RGB frame -> DepthResult (timings include preprocess and inference)."""
@@ -203,6 +230,59 @@ class DepthPipeline:
             results.append(res)
         return results
 
+    def warm_up(self) -> tuple[float, str | None]:
+        """
+        One frame through every stage, outside `perf`; return (seconds, error or None).
+
+        First calls import torch for the resize, build traces, compile kernels: done before
+        serving so that no figure includes them. A failing inference is returned, not raised.
+        """
+        t0 = time.monotonic()
+        warm_up_resize()   # the compiled resize: JIT or numba's cache load, not on the first frame
+        s = self.image_size
+        batch = self.model_input(np.zeros((s, s, 3), np.uint8))[None]
+        error = None
+        try:
+            raw = np.asarray(self.backend.infer(batch), dtype=np.float32)[0]
+        except Exception as exc:  # the backend is judged frame by frame
+            error = f'{type(exc).__name__}: {exc}'
+            raw = np.zeros((s, s), np.float32)
+        # A size other than S x S: same-size resizes take a shortcut that imports nothing.
+        colorize_mod.colorize(resize_depth(raw, (s // 2 + 1, s)), *self.colorization)
+        return time.monotonic() - t0, error
+
     def close(self) -> None:
         """Close the backend (releases device / memory)."""
-        self.backend.close()
+        self._source.close()
+
+
+def _input_format(backend) -> str:
+    return getattr(backend.info, 'input_format', 'normalized')
+
+
+class _Fixed:
+    """A backend that never changes, seen through the supervisor's interface."""
+
+    def __init__(self, backend):
+        if hasattr(backend, 'backend') and hasattr(backend, 'requested'):   # StartedBackend
+            self.started = backend
+        else:
+            self.started = _Started(backend)
+
+    @property
+    def backend(self):
+        return self.started.backend
+
+    @contextlib.contextmanager
+    def using(self):
+        yield self.started.backend
+
+    def close(self) -> None:
+        self.started.backend.close()
+
+
+@dataclass
+class _Started:
+    backend: object
+    requested: str | None = None
+    fallback_reason: str | None = None

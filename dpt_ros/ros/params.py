@@ -1,7 +1,7 @@
 """
 The depth node's parameters: one declaration each, validation, and the topic names.
 
-This module is the single source of the node's defaults. `node.py` declares every entry of
+This module is the single source of the node's defaults. `descriptors.py` declares each entry of
 `PARAMS` with a ParameterDescriptor built from it, `config/dpt.yaml` mirrors the same names and
 defaults with a comment each (a test checks both), and the launch file passes only what a user
 overrides. Backend defaults come from `BackendOptions`, so the two never drift apart.
@@ -216,6 +216,10 @@ PARAMS: tuple[Param, ...] = (
           "points: raw = camera_info's K with its distortion D honoured (the input is the "
           "camera's raw image); rectified = the left 3x3 of P, D ignored (the input is "
           'already rectified, e.g. image_rect).', choices=('raw', 'rectified')),
+    # --- lifecycle ---
+    Param('autostart', True,
+          'Configure and activate the (managed) node at start, as a plain node would. false: '
+          'wait in unconfigured for a lifecycle manager (<node>/change_state).'),
 )
 
 BY_NAME: dict[str, Param] = {p.name: p for p in PARAMS}

@@ -1,0 +1,229 @@
+"""
+One camera's ROS side: topic names, QoS matching, subscriptions, publishers, publishing.
+
+A `CameraIO` is made when the node is configured (its metric-depth state lives as long as
+that) and opened while the node is active: subscriptions and publishers exist only then.
+"""
+from __future__ import annotations
+
+import time
+
+from dpt_ros import vocabulary
+from dpt_ros.depth.metric import MetricDepth, ReferenceBuffer
+from dpt_ros.ros import image_codec
+from dpt_ros.ros.points import PointsOutput
+from dpt_ros.serving.health import CameraView
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+OUTPUT_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+# Reference depth messages kept per camera for matching by stamp (metric.mode reference): a
+# 30 Hz reference sensor covers ~0.27 s, more than a frame's time in the pipeline on a card.
+REFERENCE_BUFFER = 8
+
+
+def topic(ns: str, name: str) -> str:
+    """Return `name` under camera namespace `ns` ('' = the node's own)."""
+    return f'{ns.rstrip("/")}/{name}' if ns else name
+
+
+def stamp_ns(header) -> int:
+    """Return a header's stamp in nanoseconds."""
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+def with_header(info: CameraInfo, header) -> CameraInfo:
+    """Return a copy of `info` carrying `header`."""
+    out = CameraInfo(height=info.height, width=info.width,
+                     distortion_model=info.distortion_model, d=info.d, k=info.k, r=info.r,
+                     p=info.p, binning_x=info.binning_x, binning_y=info.binning_y, roi=info.roi)
+    out.header = header
+    return out
+
+
+def wanted_reliability(node, mode: str, name: str, current):
+    """Return the reliability to subscribe `name` with (`qos_reliability` mode)."""
+    if mode == 'reliable':
+        return ReliabilityPolicy.RELIABLE
+    if mode == 'best_effort':
+        return ReliabilityPolicy.BEST_EFFORT
+    pubs = node.get_publishers_info_by_topic(name)
+    if not pubs:
+        # Nobody publishes yet: keep what we have; reliable matches reliable publishers
+        # at once and the timer switches if a best-effort one shows up.
+        return current or ReliabilityPolicy.RELIABLE
+    if any(p.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT for p in pubs):
+        return ReliabilityPolicy.BEST_EFFORT   # a reliable reader would not match it
+    return ReliabilityPolicy.RELIABLE
+
+
+class _Sub:
+    """One subscription and the reliability it was made with."""
+
+    def __init__(self):
+        self.sub = None
+        self.reliability = None
+
+    def ensure(self, node, mode, name, msg_type, callback, depth) -> bool:
+        want = wanted_reliability(node, mode, name, self.reliability)
+        if self.sub is not None and want == self.reliability:
+            return False
+        if self.sub is not None:
+            node.destroy_subscription(self.sub)
+        qos = QoSProfile(depth=depth, history=HistoryPolicy.KEEP_LAST, reliability=want)
+        self.sub = node.create_subscription(msg_type, name, callback, qos)
+        changed = self.reliability is not None
+        self.reliability = want
+        return changed
+
+    def close(self, node) -> None:
+        if self.sub is not None:
+            node.destroy_subscription(self.sub)
+        self.sub = self.reliability = None
+
+
+class CameraIO:
+    """One camera's topics, publishers and latest side-channel messages."""
+
+    def __init__(self, ns: str, values: dict):
+        self.ns = ns
+        self.values = values
+        self.image_topic = ''
+        self.latest_info: CameraInfo | None = None
+        self.refs = ReferenceBuffer(REFERENCE_BUFFER)
+        self.metric = None
+        if values['metric.mode'] != 'none':
+            self.metric = MetricDepth(values['metric.mode'], scale=values['metric.scale'],
+                                      shift=values['metric.shift'],
+                                      min_depth=values['metric.min_depth'],
+                                      max_depth=values['metric.max_depth'],
+                                      smoothing=values['metric.smoothing'])
+        self._image, self._info, self._ref = _Sub(), _Sub(), _Sub()
+        self._pubs: dict = {}
+        self.points: PointsOutput | None = None   # <ns>/points, with metric depth only
+
+    @property
+    def reliability(self):
+        return self._image.reliability
+
+    # ----- activate / deactivate -----
+    def start(self, node, submit) -> None:
+        """Create the publishers and subscribe; `submit(ns, msg, stamp_ns)` takes frames."""
+        self.image_topic = self._input_topic(node)
+        outs = {'depth': (Image, vocabulary.TOPIC_DEPTH_RELATIVE),
+                'color': (Image, vocabulary.TOPIC_DEPTH_RELATIVE_COLOR),
+                'info': (CameraInfo, vocabulary.TOPIC_DEPTH_RELATIVE_INFO)}
+        if self.metric is not None:
+            outs.update(metric=(Image, vocabulary.TOPIC_DEPTH_METRIC),
+                        metric_info=(CameraInfo, vocabulary.TOPIC_DEPTH_METRIC_INFO))
+        self._pubs = {k: node.create_publisher(t, topic(self.ns, n), OUTPUT_QOS)
+                      for k, (t, n) in outs.items()}
+        if self.metric is not None:
+            self.points = PointsOutput(node, self.ns, self.values, OUTPUT_QOS)
+        self._submit = submit
+        self.subscribe(node)
+
+    def close(self, node) -> None:
+        """Destroy the subscriptions and publishers (the metric fit is kept)."""
+        for s in (self._image, self._info, self._ref):
+            s.close(node)
+        for pub in self._pubs.values():
+            node.destroy_publisher(pub)
+        self._pubs = {}
+        if self.points is not None:
+            node.destroy_publisher(self.points.pub)
+            self.points = None
+
+    def _input_topic(self, node) -> str:
+        raw = node.resolve_topic_name(topic(self.ns, vocabulary.TOPIC_IMAGE))
+        if self.values['transport'] != 'compressed':
+            return raw
+        # image_transport style: <image>/compressed follows a remapped `image`; a remap of
+        # `image/compressed` itself wins.
+        name = topic(self.ns, f'{vocabulary.TOPIC_IMAGE}/{vocabulary.COMPRESSED_SUFFIX}')
+        resolved = node.resolve_topic_name(name)
+        if resolved != node.resolve_topic_name(name, only_expand=True):
+            return resolved
+        return f'{raw}/{vocabulary.COMPRESSED_SUFFIX}'
+
+    def subscribe(self, node) -> None:
+        """(Re)subscribe where the publishers' reliability asks for it (qos_reliability)."""
+        v = self.values
+        mode = v['qos_reliability']
+        msg_type = Image if v['transport'] == 'raw' else CompressedImage
+        ns, submit = self.ns, self._submit
+        if self._image.ensure(node, mode, self.image_topic, msg_type,
+                              lambda msg: submit(ns, msg, stamp_ns(msg.header)), 1):
+            node.get_logger().info(f'{self.image_topic}: reliability now '
+                                   f'{self._image.reliability.name.lower()} to match its '
+                                   'publishers')
+        info_topic = node.resolve_topic_name(topic(ns, vocabulary.TOPIC_CAMERA_INFO))
+        self._info.ensure(node, mode, info_topic, CameraInfo,
+                          lambda msg: setattr(self, 'latest_info', msg), 1)
+        if v['metric.mode'] == 'reference':
+            ref_topic = node.resolve_topic_name(topic(ns, v['metric.reference_topic']))
+            self._ref.ensure(node, mode, ref_topic, Image,
+                             lambda msg: self.refs.add(stamp_ns(msg.header), msg),
+                             REFERENCE_BUFFER)
+
+    # ----- per frame (finish thread) -----
+    def wants_color(self) -> bool:
+        pub = self._pubs.get('color')
+        return pub is not None and pub.get_subscription_count() > 0
+
+    def metric_for(self, stamp: int, perf, logger):
+        """Return relative depth -> metres (or None, not ready) for the frame at `stamp`."""
+        if self.metric is None:
+            return None
+        v = self.values
+
+        def to_metric(depth):
+            ref = None
+            if self.metric.mode == 'reference':
+                ref, _ = self.refs.take(stamp, int(v['metric.reference_max_dt_s'] * 1e9))
+            if ref is not None:
+                try:
+                    self.metric.update_reference(
+                        depth, image_codec.decode_depth_m(ref, v['max_pixels']))
+                except image_codec.InvalidImage as exc:
+                    perf.count('reference_rejected', reason=exc.reason)
+                    logger.warning(f'reference depth rejected ({exc.reason}): {exc}',
+                                   throttle_duration_sec=5.0)
+            return self.metric.to_metric(depth) if self.metric.ready else None
+        return to_metric
+
+    def publish(self, header, depth_img, color_img, metric, rgb=None) -> float:
+        """
+        Publish one frame's outputs with the input header; return the ms the images took.
+
+        The point cloud (metric depth, only while subscribed) is timed on its own (points_ms).
+        """
+        t0 = time.perf_counter()
+        pubs = self._pubs
+        pubs['depth'].publish(depth_img.message(Image, header))
+        if color_img is not None:
+            pubs['color'].publish(color_img.message(Image, header))
+        info = self.latest_info
+        out_info = with_header(info, header) if info is not None else None
+        if out_info is not None:
+            pubs['info'].publish(out_info)
+        if metric is not None:
+            pubs['metric'].publish(image_codec.new_message(
+                Image, header=header, **image_codec.depth_to_image_fields(metric)))
+            if out_info is not None:
+                pubs['metric_info'].publish(out_info)
+        ms = (time.perf_counter() - t0) * 1e3
+        if metric is not None and self.points is not None:
+            self.points.publish(metric, header, info, rgb)
+        return ms
+
+    def view(self, node) -> CameraView:
+        """Return what diagnostics show of this camera."""
+        rel = self._image.reliability
+        return CameraView(
+            key=self.ns, label=self.ns or node.get_namespace(), input_topic=self.image_topic,
+            output_topic=node.resolve_topic_name(topic(self.ns, vocabulary.TOPIC_DEPTH_RELATIVE)),
+            reliability=rel.name.lower() if rel else '',
+            publishers=node.count_publishers(self.image_topic),
+            camera_info=self.latest_info is not None, metric=self.metric, refs=self.refs,
+            outputs=self.points.diagnostics() if self.points is not None else {})

@@ -1,0 +1,187 @@
+"""serving/supervisor.py: calls in flight, the runtime fallback swap, close once (no rclpy)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+import threading
+
+from dpt_ros.backends import StartedBackend
+from dpt_ros.backends.base import BackendInfo
+from dpt_ros.inference.pipeline import DepthPipeline
+from dpt_ros.perf.stats import PerfStats
+from dpt_ros.serving.supervisor import BackendSupervisor
+import numpy as np
+import pytest
+
+S = 32
+WAIT = 10.0
+
+
+class FakeBackend:
+    """Returns zeros; `gate` (an Event) holds every call until set; `fail` makes it raise."""
+
+    def __init__(self, name: str, device: str = 'test', gate: threading.Event | None = None):
+        self.info = BackendInfo(name=name, device=device, dtype='fp32', image_size=S,
+                                execution_mode='eager', dp=1, batch_size=1, model_name='fake',
+                                weights='none', input_format='normalized')
+        self.gate = gate
+        self.entered = threading.Event()
+        self.fail = False
+        self.calls = 0
+        self.closed = 0
+        self.closed_while_running = False
+        self._running = 0
+
+    def infer(self, batch):
+        self.calls += 1
+        self._running += 1
+        self.entered.set()
+        try:
+            if self.gate is not None:
+                assert self.gate.wait(WAIT)
+            if self.fail:
+                raise RuntimeError(f'{self.info.name} died')
+            return np.zeros((len(batch), S, S), np.float32)
+        finally:
+            self._running -= 1
+
+    def fallback_counts(self):
+        return {}
+
+    def close(self):
+        self.closed_while_running |= self._running > 0
+        self.closed += 1
+
+
+@dataclass
+class Health:
+    consecutive_failures: int
+    last_failure: str
+
+
+def make(primary, *, after=3, start_fallback=None, fallback=None):
+    perf = PerfStats()
+    if start_fallback is None and fallback is not None:
+        def start_fallback():
+            return fallback
+    sup = BackendSupervisor(StartedBackend(primary, requested='tt'),
+                            start_fallback=start_fallback, fallback_after=after, drain_s=WAIT,
+                            perf=perf)
+    return sup, perf
+
+
+def test_using_counts_calls_in_flight_per_backend():
+    gate = threading.Event()
+    b = FakeBackend('tt', gate=gate)
+    sup, _ = make(b)
+
+    def call():
+        with sup.using() as backend:
+            backend.infer(np.zeros((1, 3, S, S)))
+    t = threading.Thread(target=call)
+    t.start()
+    assert b.entered.wait(WAIT)
+    assert sup.in_flight(b) == 1
+    gate.set()
+    t.join(WAIT)
+    assert sup.in_flight(b) == 0
+
+
+def test_fewer_failures_than_the_limit_do_not_swap():
+    b, fb = FakeBackend('tt'), FakeBackend('torch', 'cpu')
+    sup, perf = make(b, after=3, fallback=fb)
+    sup.on_failure(Health(2, 'backend_error: x'))
+    assert sup.wait_swap(WAIT)
+    assert sup.backend is b and perf.counters.get('backend_fallback_count', 0) == 0
+
+
+def test_swap_counts_reason_then_closes_the_old_backend_once():
+    b, fb = FakeBackend('tt'), FakeBackend('torch', 'cpu')
+    sup, perf = make(b, after=3, fallback=fb)
+    for n in (3, 4, 5):   # repeated reports: one swap
+        sup.on_failure(Health(n, 'backend_error: RuntimeError: tt died'))
+    assert sup.wait_swap(WAIT)
+    assert sup.backend is fb
+    assert sup.fallback_reason == 'runtime: backend_error: RuntimeError: tt died'
+    assert sup.started.requested == 'tt'
+    assert perf.counters['backend_fallback_count'] == 1
+    assert perf.snapshot()['reasons'] == {
+        'backend_fallback_count:runtime: backend_error: RuntimeError: tt died': 1}
+    assert b.closed == 1 and fb.calls == 1   # the fallback's warm-up call
+    sup.close()
+    sup.close()
+    assert fb.closed == 1 and b.closed == 1
+
+
+def test_swap_while_a_call_is_in_flight_waits_for_it_before_closing():
+    gate = threading.Event()
+    b, fb = FakeBackend('tt', gate=gate), FakeBackend('torch', 'cpu')
+    sup, perf = make(b, after=1, fallback=fb)
+    pipe = DepthPipeline(sup, perf=perf)
+    out = []
+    t = threading.Thread(target=lambda: out.append(pipe.infer(np.zeros((1, 3, S, S),
+                                                                       np.float32))))
+    t.start()
+    assert b.entered.wait(WAIT)
+    sup.on_failure(Health(1, 'timeout: hung'))
+    assert sup.wait_fallback(WAIT)
+    # The new backend takes new calls while the old call still runs inside the old one.
+    ok = threading.Event()
+    threading.Thread(target=lambda: ok.set() if pipe.infer(
+        np.zeros((1, 3, S, S), np.float32)) is not None else None).start()
+    assert ok.wait(WAIT)
+    assert pipe.backend is fb and pipe.fallback_reason == 'runtime: timeout: hung'
+    assert b.closed == 0 and sup.in_flight(b) == 1
+    gate.set()
+    t.join(WAIT)
+    assert sup.wait_swap(WAIT)
+    assert out and out[0].shape == (1, S, S)
+    assert b.closed == 1 and not b.closed_while_running
+
+
+def test_already_on_the_fallback_or_disabled_never_swaps():
+    cpu = FakeBackend('torch', 'cpu')
+    sup, _ = make(cpu, after=1, fallback=FakeBackend('torch', 'cpu'))
+    sup.on_failure(Health(5, 'x'))
+    assert sup.alive_threads() == [] and sup.backend is cpu
+    b = FakeBackend('tt')
+    sup, _ = make(b, after=0, fallback=FakeBackend('torch', 'cpu'))
+    sup.on_failure(Health(5, 'x'))
+    assert sup.backend is b
+    sup, _ = make(b, after=1, start_fallback=None)
+    sup.on_failure(Health(5, 'x'))
+    assert sup.backend is b
+
+
+@pytest.mark.parametrize('broken', ['start', 'first_call'])
+def test_a_fallback_that_cannot_start_keeps_the_old_backend(broken):
+    b, fb = FakeBackend('tt'), FakeBackend('torch', 'cpu')
+    fb.fail = broken == 'first_call'
+
+    def start():
+        if broken == 'start':
+            raise RuntimeError('no torch')
+        return fb
+    sup, perf = make(b, after=1, start_fallback=start)
+    sup.on_failure(Health(1, 'x'))
+    assert sup.wait_swap(WAIT)
+    assert sup.backend is b and perf.counters.get('backend_fallback_count', 0) == 0
+    assert b.closed == 0 and fb.closed == (1 if broken == 'first_call' else 0)
+
+
+def test_close_during_the_swap_releases_both_backends_once():
+    started, release = threading.Event(), threading.Event()
+    b, fb = FakeBackend('tt'), FakeBackend('torch', 'cpu')
+
+    def start():
+        started.set()
+        assert release.wait(WAIT)
+        return fb
+    sup, perf = make(b, after=1, start_fallback=start)
+    sup.on_failure(Health(1, 'x'))
+    assert started.wait(WAIT)
+    sup.close(timeout=0.0)        # the swap is still starting the fallback
+    assert b.closed == 1
+    release.set()
+    assert sup.wait_swap(WAIT)
+    assert fb.closed == 1 and sup.backend is b
+    assert perf.counters.get('backend_fallback_count', 0) == 0
