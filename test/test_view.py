@@ -184,7 +184,7 @@ def test_a_port_in_use_is_a_clear_error():
         port = busy.getsockname()[1]
         with pytest.raises(ViewError, match=f'port {port} on 127.0.0.1 is in use'):
             ViewServer([], StatsHistory(), port=port).start()
-        out = subprocess.run([sys.executable, '-m', 'dpt_ros.view', '--ros-args', '-p',
+        out = subprocess.run([sys.executable, '-m', 'dpt_ros.depth_view', '--ros-args', '-p',
                               f'port:={port}'], cwd=ROOT, capture_output=True, text=True,
                              timeout=60)
     assert out.returncode == 2

@@ -2,7 +2,8 @@
 Helpers for the depth view's tests: a fake camera + depth node, the view process, Chromium.
 
 `FakeCamera` publishes `image`, `depth_relative/color` and `/diagnostics` from an in-process
-rclpy node (no depth node needed). `ViewProcess` runs `python -m dpt_ros.view` on a free port.
+rclpy node (no depth node needed). `ViewProcess` runs `python -m dpt_ros.depth_view` on a free
+port.
 `chromium()` starts Debian's chromium through playwright (never a downloaded browser) or says
 why it cannot. Run as a script it writes the screenshot docs/view.png.
 """
@@ -136,10 +137,10 @@ class FakeCamera:
 
 
 class ViewProcess:
-    """`python -m dpt_ros.view` on a free port; `url` once it serves; stopped on exit."""
+    """`python -m dpt_ros.depth_view` on a free port; `url` once it serves; stopped on exit."""
 
     def __init__(self, image_format: str = 'png', extra: tuple = (), timeout: float = 30.0):
-        cmd = [sys.executable, '-m', 'dpt_ros.view', '--ros-args', '-p', 'port:=0',
+        cmd = [sys.executable, '-m', 'dpt_ros.depth_view', '--ros-args', '-p', 'port:=0',
                '-p', f'image_format:={image_format}', *extra]
         env = dict(os.environ, PYTHONUNBUFFERED='1', RCUTILS_LOGGING_BUFFERED_STREAM='0')
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
