@@ -74,7 +74,7 @@ def run_publisher(rate: float, duration: float, height: int, width: int) -> None
     from dpt_ros.ros.image_codec import rgb_to_image_fields
     import rclpy
     from rclpy.duration import Duration
-    from ros_harness import rgb_image
+    rgb_image = bench_env.borrow('ros_harness').rgb_image
     from sensor_msgs.msg import Image
     rclpy.init()
     node = rclpy.create_node('bench_camera')
@@ -119,7 +119,8 @@ def run_publisher(rate: float, duration: float, height: int, width: int) -> None
 def run_case(name: str, values: dict, env: dict, rate: float, duration: float,
              height: int, width: int) -> dict:
     from diagnostic_msgs.msg import DiagnosticArray
-    from ros_harness import diag_values, Graph, NodeProcess
+    harness = bench_env.borrow('ros_harness')
+    diag_values, Graph, NodeProcess = harness.diag_values, harness.Graph, harness.NodeProcess
     from sensor_msgs.msg import Image
     graph = Graph(f'bench_sink_{name}')
     arrivals: list[int] = []

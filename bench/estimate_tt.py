@@ -27,7 +27,9 @@ import tempfile
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / 'test')]
+sys.path.insert(0, str(ROOT))
+
+import bench_env  # noqa: E402  (borrows the mock-device dry-run from test/)
 
 CLOCK_HZ = 1e9
 TFLOPS_PER_CORE = {'LoFi': 4.0, 'HiFi2': 2.0, 'HiFi3': 1.33, 'HiFi4': 1.0}
@@ -139,8 +141,7 @@ def estimate(report: dict) -> dict:
 
 
 def dry_run(harness, out: pathlib.Path, device: str, args: list[str]) -> dict:
-    import tt_mock_device
-    rep, tail = tt_mock_device.dry_run(harness, out, device=device, args=args)
+    rep, tail = bench_env.borrow('tt_mock_device').dry_run(harness, out, device=device, args=args)
     if 'ops' not in rep:
         raise SystemExit(f'dry-run of {args} captured no ops:\n{tail[-2000:]}')
     return rep
@@ -151,7 +152,7 @@ def main(argv=None) -> int:
     p.add_argument('--size', type=int, default=384)
     p.add_argument('--json', default=str(ROOT / 'generated' / 'tt_estimate.json'))
     args = p.parse_args(argv)
-    import tt_mock_device
+    tt_mock_device = bench_env.borrow('tt_mock_device')
     try:
         harness = tt_mock_device.prepare()
     except tt_mock_device.Unavailable as exc:

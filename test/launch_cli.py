@@ -5,7 +5,7 @@
 
 Runs what `ros2 launch` runs (ros2launch.api.launch_a_launch_file, non-interactive when stdin
 is not a terminal, as ros2launch decides) with the real launch packages when they are
-importable, and with test/launch_ros_double.py otherwise. Exits with the launch's code.
+importable, and with test/doubles/launch_ros_double.py otherwise. Exits with the launch's code.
 
 `make_prefix()` builds an ament prefix in a temp folder: share/dpt_ros is this checkout, and
 lib/dpt_ros/depth_node starts `python -m dpt_ros.node` after appending its pid to the file
@@ -92,7 +92,7 @@ def main(argv: list[str]) -> int:
         from ros2launch.api import launch_a_launch_file
     else:
         sys.path.insert(0, HERE)
-        import launch_ros_double
+        from doubles import launch_ros_double
         launch_ros_double.install()
         launch_a_launch_file = launch_ros_double.launch_a_launch_file
     return launch_a_launch_file(launch_file_path=path, launch_file_arguments=arguments,

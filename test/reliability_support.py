@@ -12,7 +12,7 @@ import re
 import threading
 import time
 
-from fault_backends import FAULTS
+from doubles.fault_backends import FAULTS
 from ros_harness import diag_values, level_of, NodeProcess, STAND_INS
 
 COUNT_KEYS = ('frames_received', 'frames_processed', 'frames_dropped', 'frames_rejected',

@@ -22,7 +22,7 @@ import yaml
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-STAND_INS = ','.join(f'standin_{n}=stand_in_backends:create_{n}'
+STAND_INS = ','.join(f'standin_{n}=doubles.stand_in_backends:create_{n}'
                      for n in ('zero', 'delay', 'flaky', 'failing', 'unavailable', 'busy'))
 
 

@@ -2,7 +2,7 @@
 launch/depth.launch.py: arguments, the actions it creates, and what it refuses.
 
 Also its consistency with setup.py, the params file and the node's topic names. Uses the real
-launch/launch_ros when importable, otherwise the test double in test/launch_ros_double.py
+launch/launch_ros when importable, otherwise the test double in test/doubles/launch_ros_double.py
 (they are not on PyPI). The arguments are handled as `ros2 launch` handles them: given ones
 set first, then each DeclareLaunchArgument executed with a LaunchContext, then the
 OpaqueFunction. The package share directory is found through a real ament index built in a
@@ -15,11 +15,11 @@ import importlib.util
 import os
 import re
 
+from doubles import launch_ros_double
 from dpt_ros import vocabulary
 from dpt_ros.ros import entry as dpt_node
 from dpt_ros.ros import params
 from launch_cli import make_prefix
-import launch_ros_double
 import pytest
 from ros_harness import NodeProcess
 import yaml
@@ -317,4 +317,4 @@ def test_double_only_when_real_launch_is_missing():
     is_double = 'test double' in (sys.modules['launch'].__doc__ or '')
     assert is_double == USING_DOUBLE
     if is_double:   # say so in the report, so nobody mistakes this for a real launch test
-        print('launch/launch_ros not installed here: tested with test/launch_ros_double.py')
+        print('launch/launch_ros not installed here: tested with doubles/launch_ros_double.py')

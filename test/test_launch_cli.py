@@ -2,7 +2,7 @@
 `ros2 launch dpt_ros depth.launch.py` as a user meets it: real processes, exit codes, Ctrl-C.
 
 Runs test/launch_cli.py (what `ros2 launch` runs: the real launch packages when importable,
-else test/launch_ros_double.py) in its own process group from an ament prefix whose
+else test/doubles/launch_ros_double.py) in its own process group from an ament prefix whose
 depth_node records each start. Ctrl-C is SIGINT to the whole group, as a terminal sends it.
 """
 from __future__ import annotations

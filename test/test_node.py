@@ -1,7 +1,7 @@
 """
 The depth node end to end: real rclpy + Fast DDS on loopback, node in a subprocess.
 
-Backends are the stand-ins of test/stand_in_backends.py (zero-cost, fixed delay, failing),
+Backends are the stand-ins of test/doubles/stand_in_backends.py (zero-cost, fixed delay, failing),
 except the fallback test, which asks for the real tt backend (no card here) and gets the real
 torch backend with tiny random weights. Every wait is a condition with a timeout.
 """

@@ -1,8 +1,8 @@
 """
 The node's REP 118 `depth` topic end to end: real rclpy + Fast DDS on loopback.
 
-The node runs in a subprocess with stand-in backends (test/stand_in_backends.py, and
-test/metric_stand_ins.py for non-finite model output). The expected metres are computed from the
+The node runs in a subprocess with stand-in backends (test/doubles/stand_in_backends.py, and
+test/doubles/metric_stand_ins.py for non-finite model output). The expected metres come from the
 node's own `depth_relative` output for the same frame (matched by header stamp), so the tests
 check the metric stage, not the model. Every wait is a condition with a timeout.
 """
@@ -14,7 +14,8 @@ from ros_harness import diag_values, Graph, NodeProcess, rgb_image, STAND_INS
 from sensor_msgs.msg import CameraInfo, Image
 from test_node import BASE, H, latest_status, raw_msg, stamp, W
 
-HOLES_ENV = {'DPT_ROS_EXTRA_BACKENDS': STAND_INS + ',standin_holes=metric_stand_ins:create_holes'}
+HOLES_ENV = {'DPT_ROS_EXTRA_BACKENDS':
+             STAND_INS + ',standin_holes=doubles.metric_stand_ins:create_holes'}
 
 
 @pytest.fixture

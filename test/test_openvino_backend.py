@@ -29,7 +29,7 @@ pytest.importorskip('openvino')
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-NO_OPENVINO_PATH = os.pathsep.join([os.path.join(HERE, 'no_openvino_double'), HERE, ROOT])
+NO_OPENVINO_PATH = os.pathsep.join([os.path.join(HERE, 'doubles', 'no_openvino'), HERE, ROOT])
 SIZE = 64                      # the tiny config at 64 px converts in about a second
 SMALL = {'weights': 'tiny-random', 'image_size': SIZE}
 

@@ -1,7 +1,7 @@
 """
 Backend faults through the real node (rclpy + Fast DDS on loopback, node subprocess).
 
-The backends are the fault doubles of test/fault_backends.py: one raises on every Nth call,
+The backends are the fault doubles of test/doubles/fault_backends.py: one raises on every Nth call,
 one is switched by a control file (raise / hang past the watchdog / NaN output / wrong shape /
 die), one dies for good after a few calls. Frames go in lock step, so each frame's fate is
 known: processed, or failed with a reason. What must hold:

@@ -6,7 +6,7 @@ pair, unreadable params file, unknown weights) must stop the node with exit code
 clear error line naming the parameter, never a traceback. The cases only reach parameter
 parsing, so they run a few at a time.
 
-Missing pieces: weights not found offline, ttnn absent (test/no_ttnn_double hides it), no TT
+Missing pieces: weights not found offline, ttnn absent (test/doubles/no_ttnn hides it), no TT
 device (the real "No chips detected"), no CUDA: a clear message and the documented fallback
 (torch on cpu, counted, diagnostics WARN), or exit 2 with one line when fallback is off.
 
@@ -30,7 +30,7 @@ from ros_harness import Graph, HERE, rgb_image, ROOT
 from sensor_msgs.msg import Image
 
 BASE = {'backend': 'fault_ok', 'image_size': 32, 'diagnostics_rate': 10.0}
-NO_TTNN_PATH = os.pathsep.join([os.path.join(HERE, 'no_ttnn_double'), HERE, ROOT])
+NO_TTNN_PATH = os.pathsep.join([os.path.join(HERE, 'doubles', 'no_ttnn'), HERE, ROOT])
 _TMP = tempfile.mkdtemp(prefix='dpt_rel_params_')
 _EMPTY_HF = os.path.join(_TMP, 'empty_hf_home')
 _NOT_A_MODEL = os.path.join(_TMP, 'not_a_model')
@@ -162,7 +162,7 @@ def _serve_one_frame(graph, node):
 
 
 @pytest.mark.parametrize('env, why', [
-    ({'PYTHONPATH': NO_TTNN_PATH}, 'ttnn is not installed'),   # test/no_ttnn_double
+    ({'PYTHONPATH': NO_TTNN_PATH}, 'ttnn is not installed'),   # test/doubles/no_ttnn
     ({}, 'No chips detected'),                                 # the real ttnn, no card here
 ], ids=['ttnn_absent', 'device_absent'])
 def test_tt_missing_falls_back_to_torch_cpu_counted_and_warns(graph, env, why):

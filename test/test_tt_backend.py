@@ -6,7 +6,7 @@ torch reference.
 
 No Tenstorrent card exists here, so `create` meets the real ttnn 0.81.1 and its real
 'No chips detected' error; the full-backend test runs the same code under
-`test/tt_device_double.py` (golden-function ops on an emulated device).
+`test/doubles/tt_device_double.py` (golden-function ops on an emulated device).
 """
 import sys
 
@@ -138,7 +138,7 @@ def test_whole_backend_under_the_device_double_matches_torch(mode, dp, tmp_path)
     from dpt_ros.depth.pcc import pcc
     from dpt_ros.inference.hf_model import load_model
     from dpt_ros.inference.preprocess import preprocess, resize_pixels
-    from tt_device_double import tt_device_double
+    from doubles.tt_device_double import tt_device_double
 
     size = 64
     loaded = load_model('tiny-random', image_size=size)

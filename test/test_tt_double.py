@@ -1,5 +1,5 @@
 """
-Tests of the device TEST DOUBLE itself (test/tt_device_double.py).
+Tests of the device TEST DOUBLE itself (test/doubles/tt_device_double.py).
 
 If the double were wrong, every TT model/runtime test built on it would be meaningless, so its
 numerics, its strictness about ttnn names/types and its trace/CQ semantics are checked here.
@@ -7,8 +7,8 @@ numerics, its strictness about ttnn names/types and its trace/CQ semantics are c
 import pytest
 import torch
 
-from tt_device_double import (DeviceDouble, DoubleError, real_card_present,  # noqa: I100
-                              tt_device_double)
+from doubles.tt_device_double import (DeviceDouble, DoubleError,  # noqa: I100
+                                      real_card_present, tt_device_double)
 
 ttnn = pytest.importorskip('ttnn')
 

@@ -10,6 +10,7 @@ different inputs.
 """
 import logging
 
+from doubles.tt_device_double import tt_device_double
 from dpt_ros.tt.configs import build_configs
 from dpt_ros.tt.fallbacks import FallbackCounter, FallbackError
 from dpt_ros.tt.model import build_tt_model, TtDPT
@@ -17,7 +18,6 @@ from dpt_ros.tt.weights import prepare_weights
 import numpy as np
 import pytest
 import torch
-from tt_device_double import tt_device_double
 from tt_reference import (pcc, pixels, reference_model, run_model, spatial_from_tt,
                           spatial_to_tt, tokens_from_tt, tokens_to_tt)
 

@@ -6,12 +6,13 @@ chips, shutdown order, strict mode.
 
 The device program here is a small stand-in (`ToyProgram`: a few real ttnn ops whose torch
 reference is one line), so these tests isolate the runtime; the DPT model itself runs through
-the same runtime in test_tt_backend.py. `test/tt_device_double.py` runs CQ1 as early as its
+the same runtime in test_tt_backend.py. `test/doubles/tt_device_double.py` runs CQ1 as early as its
 event waits allow and CQ0 as late as possible, so a wrongly placed event shows up as a frame
 computed on another frame's input.
 """
 import threading
 
+from doubles.tt_device_double import tt_device_double
 from dpt_ros.backends import BackendOptions
 from dpt_ros.tt.device import L1_SMALL_SIZE, open_devices, TRACE_REGION_SIZE
 from dpt_ros.tt.executor import ChipPipeline, CQ_COMPUTE, DataParallel
@@ -19,7 +20,6 @@ from dpt_ros.tt.fallbacks import FallbackError
 import numpy as np
 import pytest
 import torch
-from tt_device_double import tt_device_double
 
 S = 32   # image side for the stand-in program (one tile)
 

@@ -467,7 +467,7 @@ def install() -> bool:
     if _real_available():
         return False
     launch = types.ModuleType('launch')
-    launch.__doc__ = 'test double of launch (test/launch_ros_double.py)'
+    launch.__doc__ = 'test double of launch (test/doubles/launch_ros_double.py)'
     launch.LaunchDescription = LaunchDescription
     launch.LaunchContext = LaunchContext
     launch.LaunchService = LaunchService
@@ -486,7 +486,7 @@ def install() -> bool:
     utilities.normalize_to_list_of_substitutions = normalize_to_list_of_substitutions
     launch.actions, launch.substitutions, launch.utilities = actions, substitutions, utilities
     launch_ros = types.ModuleType('launch_ros')
-    launch_ros.__doc__ = 'test double of launch_ros (test/launch_ros_double.py)'
+    launch_ros.__doc__ = 'test double of launch_ros (test/doubles/launch_ros_double.py)'
     ros_actions = types.ModuleType('launch_ros.actions')
     ros_actions.Node = Node
     launch_ros.actions = ros_actions

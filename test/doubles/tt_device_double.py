@@ -43,7 +43,7 @@ the device while everything else stays real ttnn 0.81.1:
   ordering.
 
 Use: ``with tt_device_double() as double: ...`` (``num_devices=1`` for an N150), or import the
-fixture into a test module: ``from tt_device_double import tt_double  # noqa: F401``.
+fixture into a test module: ``from doubles.tt_device_double import tt_double  # noqa: F401``.
 Importing this module on a machine without a card (no /dev/tenstorrent) sets
 TT_METAL_MOCK_CLUSTER_DESC_PATH (test/data/wormhole_n300_cluster.yaml) for the rest of the
 process; outside the double a real ``ttnn.open_mesh_device`` then fails
@@ -78,7 +78,7 @@ import pytest
 import torch
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-CLUSTER_DESC = os.path.join(_HERE, 'data', 'wormhole_n300_cluster.yaml')
+CLUSTER_DESC = os.path.join(os.path.dirname(_HERE), 'data', 'wormhole_n300_cluster.yaml')
 
 
 def real_card_present() -> bool:

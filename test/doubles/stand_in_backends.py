@@ -5,7 +5,7 @@ They implement the real `DepthBackend` interface with no model, so node tests an
 benchmark can measure the node itself. Registered in a node subprocess through the documented
 mechanism (see dpt_ros/ros/node.py):
 
-    DPT_ROS_EXTRA_BACKENDS='standin_zero=stand_in_backends:create_zero,...'
+    DPT_ROS_EXTRA_BACKENDS='standin_zero=doubles.stand_in_backends:create_zero,...'
 
 with `test/` on PYTHONPATH. Behaviour is tuned with environment variables so one registry
 name serves several tests:
@@ -28,59 +28,25 @@ name serves several tests:
 from __future__ import annotations
 
 import os
-import threading
 import time
-
-from dpt_ros.backends.base import BackendInfo, batch_format
 
 from dpt_ros.errors import BackendError, BackendUnavailable
 import numpy as np
 
-
-def brightness(batch: np.ndarray) -> np.ndarray:
-    """
-    Red channel in [0, 2] as 'inverse depth'.
-
-    Cheap, input dependent, >= 0 like DPT's output; the same map from (N, S, S, 3) uint8 pixels or
-    normalised (N, 3, S, S) floats.
-    """
-    size = int(batch.shape[1] if batch.dtype == np.uint8 else batch.shape[-1])
-    if batch_format(batch, size) == 'pixels':
-        return batch[..., 0] * np.float32(1 / 127.5)
-    return (batch[:, 0] + 1.0).astype(np.float32)
+from .backend_base import brightness, DoubleBackend
 
 
-class StandInBackend:
+class StandInBackend(DoubleBackend):
     """Returns a cheap function of the input (so outputs follow the image), optionally late."""
 
+    EVENTS_ENV = 'DPT_ROS_STANDIN_EVENTS'
+    CLOSE_HANG_ENV = 'DPT_ROS_STANDIN_CLOSE_HANG_S'
+
     def __init__(self, opts, name: str, delay_s: float = 0.0, fail_every: int = 0):
-        self.info = BackendInfo(name=name, device='test-double', dtype='fp32',
-                                image_size=opts.image_size, execution_mode='eager', dp=opts.dp,
-                                batch_size=1, model_name='stand-in (no model)',
-                                weights='none (test double)',
-                                input_format=os.environ.get('DPT_ROS_STANDIN_INPUT', 'pixels'))
-        self.max_concurrency = max(1, int(opts.dp))
+        super().__init__(opts, name,
+                         input_format=os.environ.get('DPT_ROS_STANDIN_INPUT', 'pixels'))
         self.delay_s = delay_s
         self.fail_every = fail_every
-        self.calls = 0
-        self.closed = False
-        self._lock = threading.Lock()
-
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        with self._lock:
-            self.calls += 1
-            n = self.calls
-        self._event(f'start {n}')
-        try:
-            return self._infer(batch, n)
-        finally:
-            self._event(f'end {n}')
-
-    def _event(self, text: str) -> None:
-        path = os.environ.get('DPT_ROS_STANDIN_EVENTS')
-        if path:
-            with self._lock, open(path, 'a') as f:
-                f.write(text + '\n')
 
     def _infer(self, batch: np.ndarray, n: int) -> np.ndarray:
         if self.delay_s:
@@ -89,16 +55,9 @@ class StandInBackend:
             raise BackendError(f'stand-in fault on call {n} (every {self.fail_every})')
         return brightness(batch)
 
-    def fallback_counts(self) -> dict[str, int]:
-        return {}
-
-    def close(self) -> None:
+    def _closed(self) -> None:
         # Tests watch for the release from another process: a marker file says it happened.
         marker = os.environ.get('DPT_ROS_STANDIN_CLOSED_FILE')
-        hang = float(os.environ.get('DPT_ROS_STANDIN_CLOSE_HANG_S', '0'))
-        if hang:
-            time.sleep(hang)   # a device that will not let go (second-signal test)
-        self.closed = True
         if marker:
             with open(marker, 'a') as f:
                 f.write(f'{self.info.name} closed after {self.calls} calls\n')

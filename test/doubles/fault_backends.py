@@ -1,11 +1,11 @@
 """
 Test doubles for the reliability suite: depth backends that misbehave on purpose.
 
-They implement the real `DepthBackend` interface with no model (output = brightness, like
+They derive from `backend_base.DoubleBackend` (no model; output = brightness, like
 stand_in_backends) and exist only because a backend fault cannot be produced on demand with a
 real device. They are registered in a node subprocess through the node's documented mechanism:
 
-    DPT_ROS_EXTRA_BACKENDS='fault_ctl=fault_backends:create_controlled,...'   (see FAULTS)
+    DPT_ROS_EXTRA_BACKENDS='fault_ctl=doubles.fault_backends:create_controlled,...'   (see FAULTS)
 
 with `test/` on PYTHONPATH. Behaviour comes from environment variables:
 
@@ -35,13 +35,12 @@ import os
 import threading
 import time
 
-from dpt_ros.backends.base import BackendInfo
-
 from dpt_ros.errors import BackendError
 import numpy as np
-from stand_in_backends import brightness
 
-FAULTS = ','.join(f'fault_{n}=fault_backends:create_{f}' for n, f in (
+from .backend_base import brightness, DoubleBackend
+
+FAULTS = ','.join(f'fault_{n}=doubles.fault_backends:create_{f}' for n, f in (
     ('ok', 'ok'), ('every', 'every_nth'), ('dying', 'dying'), ('ctl', 'controlled')))
 
 
@@ -49,33 +48,24 @@ def _env_float(name: str, default: float) -> float:
     return float(os.environ.get(name, default))
 
 
-class FaultBackend:
+class FaultBackend(DoubleBackend):
     """A DepthBackend double whose calls are slow, raise, hang or die as configured."""
+
+    MODEL_NAME = 'fault double (no model)'
+    EVENTS_ENV = 'DPT_ROS_FAULT_EVENTS'
+    CLOSE_HANG_ENV = 'DPT_ROS_FAULT_CLOSE_HANG_S'
 
     def __init__(self, opts, name: str, *, every: int = 0, die_after: int = 0,
                  control: str | None = None):
-        self.info = BackendInfo(name=name, device='test-double', dtype='fp32',
-                                image_size=opts.image_size, execution_mode='eager', dp=opts.dp,
-                                batch_size=1, model_name='fault double (no model)',
-                                weights='none (test double)')
-        self.max_concurrency = max(1, int(opts.dp))
+        super().__init__(opts, name)
         self.delay_s = _env_float('DPT_ROS_FAULT_DELAY_MS', 0.0) / 1e3
         self.every = every
         self.die_after = die_after
         self.control = control
         self.dead = False
-        self.calls = 0
-        self.closed = False
-        self._lock = threading.Lock()
-        self._events = os.environ.get('DPT_ROS_FAULT_EVENTS')
         probe = os.environ.get('DPT_ROS_FAULT_EXIT_PROBE')
         if probe:
             atexit.register(_write_exit_probe, probe)
-
-    def _event(self, text: str) -> None:
-        if self._events:
-            with self._lock, open(self._events, 'a') as f:
-                f.write(text + '\n')
 
     def _mode(self) -> tuple[str, float]:
         if not self.control:
@@ -89,43 +79,31 @@ class FaultBackend:
             return 'ok', 0.0
         return words[0], float(words[1]) if len(words) > 1 else 0.0
 
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        with self._lock:
-            self.calls += 1
-            n = self.calls
-        self._event(f'start {n}')
-        try:
-            mode, arg = self._mode()
-            if mode == 'die' or (self.die_after and n > self.die_after):
-                self.dead = True
-            if self.dead:
-                raise BackendError(f'device lost (fault double died permanently; call {n})')
-            if mode == 'raise':
-                raise BackendError(f'fault double raised on call {n} (control file)')
-            if mode == 'hang':
-                time.sleep(arg)   # the "device" does not answer for `arg` seconds
-            if self.delay_s:
-                time.sleep(self.delay_s)
-            if self.every and n % self.every == 0:
-                raise BackendError(f'fault double raised on call {n} (every {self.every})')
-            out = brightness(np.asarray(batch))
-            if mode == 'nan':
-                out[:] = np.nan
-            elif mode == 'shape':
-                out = out[:, 1:, :]
-            return out
-        finally:
-            self._event(f'end {n}')
+    def _infer(self, batch: np.ndarray, n: int) -> np.ndarray:
+        mode, arg = self._mode()
+        if mode == 'die' or (self.die_after and n > self.die_after):
+            self.dead = True
+        if self.dead:
+            raise BackendError(f'device lost (fault double died permanently; call {n})')
+        if mode == 'raise':
+            raise BackendError(f'fault double raised on call {n} (control file)')
+        if mode == 'hang':
+            time.sleep(arg)   # the "device" does not answer for `arg` seconds
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        if self.every and n % self.every == 0:
+            raise BackendError(f'fault double raised on call {n} (every {self.every})')
+        out = brightness(np.asarray(batch))
+        if mode == 'nan':
+            out[:] = np.nan
+        elif mode == 'shape':
+            out = out[:, 1:, :]
+        return out
 
-    def fallback_counts(self) -> dict[str, int]:
-        return {}
-
-    def close(self) -> None:
+    def _closing(self) -> None:
         self._event(f'closing {self.calls}')
-        hang = _env_float('DPT_ROS_FAULT_CLOSE_HANG_S', 0.0)
-        if hang:
-            time.sleep(hang)
-        self.closed = True
+
+    def _closed(self) -> None:
         self._event(f'closed {self.calls}')
 
 

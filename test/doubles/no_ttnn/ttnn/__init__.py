@@ -5,4 +5,4 @@ With this directory first on PYTHONPATH, `import ttnn` fails exactly as it does 
 is not installed (the real ttnn is never loaded). Used by test_reliability_params.py for the "ttnn
 absent" start-up case.
 """
-raise ModuleNotFoundError("No module named 'ttnn' (hidden by test/no_ttnn_double)", name='ttnn')
+raise ModuleNotFoundError("No module named 'ttnn' (hidden by test/doubles/no_ttnn)", name='ttnn')
