@@ -18,7 +18,7 @@ from sensor_msgs.msg import Image
 from test_node import BASE, H, raw_msg, W
 
 MANAGED = dict(BASE, autostart=False)
-GATED = STAND_INS + ',standin_gated=gated_backend:create_gated'
+GATED = STAND_INS + ',standin_gated=doubles.gated_backend:create_gated'
 T = Transition
 
 

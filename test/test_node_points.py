@@ -1,7 +1,7 @@
 """
 The node's `points` topic end to end: real rclpy + Fast DDS on loopback, node in a subprocess.
 
-The stand-in backend's output is the red channel (test/stand_in_backends.py), so an image of
+The stand-in backend's output is the red channel (test/doubles/backend_base.py), so an image of
 uniform red 255 is a constant inverse depth of 2 and metric.mode fixed with scale 0.2 makes
 the metric depth the plane z = 2.5 m; green and blue vary, so the colour of every point can
 be checked against its pixel. Every wait is a condition with a timeout.

@@ -190,7 +190,7 @@ def screenshot(path: str, points: int = 40) -> None:
     """Write a screenshot of the page: astronaut, stand-in depth, fake diagnostics."""
     from dpt_ros.inference.colorize import colorize
     from skimage import data
-    from stand_in_backends import brightness
+    from doubles.backend_base import brightness
     rgb = data.astronaut()
     color = colorize(brightness(rgb[None])[0])   # the stand-in backend's 'depth': no model
     with FakeCamera(rgb, color), ViewProcess('jpeg') as view, chromium() as context:

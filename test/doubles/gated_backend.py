@@ -1,7 +1,7 @@
 """
 A stand-in backend whose calls wait at a gate the test opens: "a frame in flight" on demand.
 
-Registered like the other stand-ins (DPT_ROS_EXTRA_BACKENDS='standin_gated=gated_backend:
+Registered like the other stand-ins (DPT_ROS_EXTRA_BACKENDS='standin_gated=doubles.gated_backend:
 create_gated'). Every call after the warm-up appends 'start <n>' to DPT_ROS_STANDIN_EVENTS,
 then blocks reading one byte from the FIFO DPT_ROS_STANDIN_GATE until the test writes it.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from stand_in_backends import StandInBackend
+from doubles.stand_in_backends import StandInBackend
 
 
 class GatedBackend(StandInBackend):
