@@ -40,7 +40,8 @@ SETUP_COMMAND = 'apt-get install -y binutils-riscv64-unknown-elf gcc g++'
 TOOLS = {'riscv64-unknown-elf-as': 'binutils-riscv64-unknown-elf',
          'riscv64-unknown-elf-ld': 'binutils-riscv64-unknown-elf', 'cc': 'gcc', 'g++': 'g++'}
 CLUSTERS = {'wormhole_n150': DATA / 'wormhole_n150_cluster.yaml',
-            'wormhole_n300': DATA / 'wormhole_n300_cluster.yaml'}
+            'wormhole_n300': DATA / 'wormhole_n300_cluster.yaml',
+            'wormhole_t3000': DATA / 'wormhole_t3000_cluster.yaml'}
 # The N300 opens with ETH dispatch on a mock; its TENSIX-dispatch grid is widened to match.
 _CORE_DESCRIPTOR = 'wormhole_b0_80_arch.yaml'
 _WIDENED_SECTION = 'nebula_x2:'
