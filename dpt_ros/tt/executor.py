@@ -409,8 +409,10 @@ class _ChipPool:
     """
     Free chip indices, taken k at a time atomically (no deadlock between batch callers).
 
-    A retired chip is never given back: the pool then lends only the chips still in rotation,
-    and with none left `take` raises at once instead of waiting.
+    The chip free the longest goes first, so light load still rotates over every chip (each
+    one's diagnostics stay fresh). A retired chip is never given back: the pool then lends
+    only the chips still in rotation, and with none left `take` raises at once instead of
+    waiting.
     """
 
     size: int
@@ -437,7 +439,6 @@ class _ChipPool:
     def give(self, idx: list[int]) -> None:
         with self.cond:
             self.free.extend(i for i in idx if i not in self.retired)
-            self.free.sort()
             self.cond.notify_all()
 
     def retire(self, idx: int) -> None:
