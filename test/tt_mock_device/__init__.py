@@ -1,5 +1,5 @@
 """
-TEST DOUBLE of a Tenstorrent card's kernel toolchain and execution: a mock N150 / N300.
+TEST DOUBLE of a Tenstorrent card's kernel toolchain and execution: a mock N150/N300/T3000.
 
 The real ttnn 0.81.1 runs all of its host-side work for our model on a mock cluster
 (TT_METAL_MOCK_CLUSTER_DESC_PATH): every op's validation, buffer allocation against the real
