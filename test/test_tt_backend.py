@@ -172,7 +172,6 @@ def test_whole_backend_under_the_device_double_matches_torch(mode, dp, tmp_path)
     assert all(s >= 0.99 for s in scores), scores
 
 
-@pytest.mark.slow     # ~100 s on 2 cores: eight chips compile and capture the tiny model
 def test_dp8_on_a_t3000_under_the_device_double_matches_torch_on_every_chip(tmp_path):
     """
     Check a T3000 (dp 8, trace_2cq): eight frames, one per chip, each matches torch.
