@@ -54,3 +54,10 @@ def borrow(name: str):
         del sys.modules[name]
         raise
     return module
+
+
+def borrow_module(dotted: str):
+    """Return a module inside a borrowed package, e.g. 'doubles.chip_stand_in'."""
+    import importlib
+    borrow(dotted.split('.')[0])
+    return importlib.import_module(dotted)

@@ -8,7 +8,8 @@ backends, the node and the evaluation tools cannot disagree. Pure constants, no 
 # Torch devices; 'cuda:N' is accepted wherever 'cuda' is.
 TORCH_DEVICES = ('cpu', 'cuda')
 # Tenstorrent boards the TT backend opens -> number of chips (= the largest data-parallel dp).
-TT_DEVICES = {'wormhole_n150': 1, 'wormhole_n300': 2}
+# A T3000 is four N300 boards: eight chips, opened as one 1x8 line of its 2x4 mesh.
+TT_DEVICES = {'wormhole_n150': 1, 'wormhole_n300': 2, 'wormhole_t3000': 8}
 DEVICES = TORCH_DEVICES + tuple(TT_DEVICES)
 # TT execution: eager ops, one replayed trace, or a trace with input copies on a second CQ.
 EXECUTION_MODES = ('eager', 'trace', 'trace_2cq')

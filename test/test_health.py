@@ -196,3 +196,37 @@ def test_format_value():
     assert health.format_value(True) == 'true'
     assert health.format_value(3) == '3'
     assert health.format_reasons({'b': 1, 'a': 2}) == 'a=2, b=1'
+
+
+class ChipBackend(Backend):
+    """A TT backend reporting per-chip stats as TtBackend.chip_stats() does."""
+
+    def __init__(self, out_of_rotation=()):
+        super().__init__()
+        self.out = set(out_of_rotation)
+
+    def chip_stats(self):
+        stats = {'chips': 8, 'chips_in_rotation': 8 - len(self.out)}
+        for i in range(8):
+            stats.update({f'chip{i} id': i, f'chip{i} frames': 10 * i,
+                          f'chip{i} fps_device': 20.0, f'chip{i} failures': int(i in self.out),
+                          f'chip{i} in_rotation': i not in self.out,
+                          f'chip{i} last_error': 'RuntimeError: eth timeout' if i in self.out
+                          else ''})
+        return stats
+
+
+def test_per_chip_key_values_beside_the_totals_and_a_chip_out_warns(rig):
+    rig.sup = BackendSupervisor(StartedBackend(ChipBackend(), requested='tt'), perf=rig.perf)
+    rig.feed('', 'a')
+    node, _, _ = rig.statuses()
+    kv = dict(node.key_values())
+    assert node.level == health.OK
+    assert kv['chips'] == '8' and kv['chips_in_rotation'] == '8'
+    assert kv['chip7 frames'] == '70' and kv['chip3 in_rotation'] == 'true'
+    assert list(node.values)[:len(PIPELINE_KEYS)] == PIPELINE_KEYS
+    rig.sup = BackendSupervisor(StartedBackend(ChipBackend({5}), requested='tt'), perf=rig.perf)
+    node, cam, _ = rig.statuses()
+    assert (node.level, cam.level) == (health.WARN, health.OK)
+    assert node.message == '1 of 8 chips out of rotation: chip5 (RuntimeError: eth timeout)'
+    assert dict(node.key_values())['chip5 in_rotation'] == 'false'

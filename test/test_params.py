@@ -67,7 +67,8 @@ def test_defaults_validate_and_every_param_is_described():
 
 def test_constraint_text_lists_choices_and_ranges():
     assert 'turbo' in params.BY_NAME['colormap'].constraint_text()
-    assert params.BY_NAME['dp'].constraint_text() == 'range [1, 2]'
+    # The largest board (a T3000) has 8 chips.
+    assert params.BY_NAME['dp'].constraint_text() == 'range [1, 8]'
     assert 'steps of 16' in params.BY_NAME['image_size'].constraint_text()
     assert 'local save_pretrained' in params.BY_NAME['weights'].constraint_text()
     assert 'torch' in params.BY_NAME['backend'].choice_list()
@@ -76,7 +77,9 @@ def test_constraint_text_lists_choices_and_ranges():
 @pytest.mark.parametrize('changes, words', [
     ({'transport': 'h264'}, ["'transport'", "'h264'", 'raw, compressed']),
     ({'qos_reliability': 'sensor_data'}, ["'qos_reliability'", 'auto, reliable, best_effort']),
-    ({'dp': 3}, ["'dp'", 'out of range', '[1, 2]']),
+    ({'dp': 9}, ["'dp'", 'out of range', '[1, 8]']),
+    ({'dp': 3}, ["'dp'", 'wormhole_t3000 (8 chips)']),
+    ({'backend': 'tt', 'device': 'wormhole_n300', 'dp': 3}, ["'dp'", 'wormhole_n300 (2 chips)']),
     ({'image_size': 390}, ["'image_size'", 'steps of 16']),
     ({'image_size': '384'}, ["'image_size'", 'must be an integer']),
     ({'diagnostics_rate': 0.0}, ["'diagnostics_rate'", 'out of range']),
@@ -118,6 +121,7 @@ def test_invalid_values_give_one_clear_message(changes, words):
 
 def test_valid_non_default_sets():
     assert params.validate({'backend': 'tt', 'device': 'wormhole_n300', 'dp': 2}) == []
+    assert params.validate({'backend': 'tt', 'device': 'wormhole_t3000', 'dp': 8}) == []
     assert params.validate({'backend': 'torch', 'device': 'cuda:1', 'dtype': 'bf16'}) == []
     assert params.validate({'backend': 'openvino', 'dtype': 'bf16', 'threads': 2}) == []
     assert params.validate({'weights': '/models/dpt-large'}) == []   # free-form directory

@@ -171,6 +171,8 @@ def test_empty_folder_names_supported_extensions(tmp_path, capsys):
     (['--image-size', '100'], 'multiple'),
     (['--repeat', '0'], '--repeat'),
     (['--device', 'tpu'], 'invalid choice'),
+    (['--tt-run', '--device', 'wormhole_n300', '--dp', '8'], '--dp 8 needs'),
+    (['--tt-run', '--device', 'wormhole_t3000', '--dp', '9'], 'invalid choice'),
 ])
 def test_flag_rules(argv, words, capsys):
     with pytest.raises(SystemExit) as exc:
@@ -191,6 +193,10 @@ def test_batch_size_defaults_to_dp():
     args = p.parse_args([])
     runner.check_args(p, args)
     assert args.batch_size == 1 and args.strict is False and args.dtype == 'fp32'
+    # A T3000: one image per chip, eight chips.
+    args = p.parse_args(['--tt-run', '--device', 'wormhole_t3000', '--dp', '8'])
+    runner.check_args(p, args)
+    assert runner.backend_options(args).dp == 8 and args.batch_size == 8
 
 
 def test_image_loading_conversions_and_duplicate_names(tmp_path):

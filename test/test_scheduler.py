@@ -492,3 +492,123 @@ def test_slow_publishing_does_not_queue_frames_behind_it():
         assert max(lat) < 0.25, [round(x, 3) for x in lat]
     finally:
         s.stop()
+
+
+# ------------------------------------------------- data parallel: 8 chips behind 8 workers
+
+def _dp_stages(backend, cameras):
+    """Scheduler stages over a stand-in TT backend; the output of each frame is checked."""
+    import numpy as np
+    published = {c: [] for c in cameras}
+    wrong = []
+
+    def prepare(frame):
+        # Frame k of camera j: a value no neighbouring frame has, read back from the output.
+        value = (cameras.index(frame.camera) * 61 + frame.msg * 7) % 251
+        return np.full((1, 32, 32, 3), value, np.uint8), value
+
+    def infer(prepared):
+        return backend.infer(prepared[0])[0], prepared[1]
+
+    def finish(frame, result):
+        out, value = result
+        if not (out == value).all():
+            wrong.append((frame.camera, frame.msg))
+        published[frame.camera].append(frame.stamp_ns)
+    return prepare, infer, finish, published, wrong
+
+
+def _feed(s, cameras, frames):
+    """Every camera offers frame i; the next once frame i is inferring (workers stay busy)."""
+    for i in range(frames):
+        for cam in cameras:
+            s.submit(cam, i, stamp_ns=1000 + i)
+        for cam in cameras:
+            assert wait_for(lambda: s.pending(cam) == 0, 5)
+
+
+@pytest.mark.parametrize('fail_at', [{}, {2: 3}], ids=['all-chips', 'chip2-fails-mid-run'])
+def test_eight_workers_keep_camera_order_and_exact_accounting(fail_at, caplog):
+    """
+    Check 8 workers on 8 stand-in chips with four cameras: order, accounting, a chip fault.
+
+    Per camera the outputs come out in stamp order and each is its own frame's; every
+    received frame is in exactly one counter. With chip 2 failing at its 3rd frame, it leaves
+    the rotation (one WARN), its frame is retried on another chip, the others keep serving.
+    """
+    from doubles.chip_stand_in import stand_in_backend
+    cameras = ['front', 'rear', 'left', 'right']
+    backend = stand_in_backend(8, 5.0, image_size=32, fail_at=fail_at)
+    prepare, infer, finish, published, wrong = _dp_stages(backend, cameras)
+    s = FrameScheduler(cameras, prepare, infer, finish, concurrency=backend.max_concurrency)
+    s.start()
+    try:
+        with caplog.at_level(logging.WARNING, logger='dpt_ros.tt.executor'):
+            _feed(s, cameras, 40)
+            assert s.wait_idle(10)
+    finally:
+        s.stop()
+    assert not wrong, wrong[:5]
+    for cam in cameras:
+        assert published[cam] == sorted(published[cam]) and published[cam], cam
+        c = s.counts(cam)
+        assert c['frames_received'] == 40 and c['in_pipeline'] == 0 and reconciles(c)
+    total = s.counts()
+    assert total['frames_received'] == 160 == sum(total[k] for k in OUTCOMES)
+    assert total['frames_failed'] == 0       # the faulty chip's frame ran on another chip
+    assert total['frames_processed'] == sum(len(p) for p in published.values())
+    stats = backend.chip_stats()
+    assert sum(stats[f'chip{i} frames'] for i in range(8)) == total['frames_processed']
+    warns = [r for r in caplog.records if 'out of the rotation' in r.getMessage()]
+    if fail_at:
+        assert stats['chips_in_rotation'] == 7 and not stats['chip2 in_rotation']
+        assert stats['chip2 failures'] == 1 and stats['chip2 frames'] == 2
+        assert 'not responding' in stats['chip2 last_error']
+        assert len(warns) == 1 and 'wormhole_t3000:2' in warns[0].getMessage()
+        # The others kept serving: each of the 7 did more frames than chip 2 managed.
+        assert all(stats[f'chip{i} frames'] > 2 for i in range(8) if i != 2)
+    else:
+        assert stats['chips_in_rotation'] == 8 and not warns
+        assert all(stats[f'chip{i} frames'] > 0 and stats[f'chip{i} failures'] == 0
+                   for i in range(8))
+
+
+def test_eight_workers_run_eight_chips_at_once():
+    """Eight cameras, one frame each, 200 ms per frame: together well under 8 x 200 ms."""
+    from doubles.chip_stand_in import stand_in_backend
+    cameras = [f'cam{i}' for i in range(8)]
+    backend = stand_in_backend(8, 200.0, image_size=32)
+    prepare, infer, finish, published, wrong = _dp_stages(backend, cameras)
+    s = FrameScheduler(cameras, prepare, infer, finish, concurrency=8)
+    s.start()
+    try:
+        t0 = time.monotonic()
+        for cam in cameras:
+            s.submit(cam, 0, stamp_ns=1)
+        assert s.wait_idle(10)
+        elapsed = time.monotonic() - t0
+    finally:
+        s.stop()
+    assert not wrong and all(len(p) == 1 for p in published.values())
+    assert elapsed < 0.8, elapsed          # one after another would take 1.6 s
+    assert all(backend.chip_stats()[f'chip{i} frames'] == 1 for i in range(8))
+
+
+def test_with_every_chip_failed_each_frame_fails_counted_for_the_fallback():
+    """All chips out: each call fails at once, counted, so the node's fallback can act."""
+    from doubles.chip_stand_in import stand_in_backend
+    backend = stand_in_backend(2, 1.0, image_size=32, fail_at={0: 1, 1: 1})
+    prepare, infer, finish, published, _ = _dp_stages(backend, ['cam'])
+    s = FrameScheduler(['cam'], prepare, infer, finish, concurrency=2)
+    s.start()
+    try:
+        for i in range(6):
+            s.submit('cam', i, stamp_ns=1 + i)
+            assert wait_for(lambda: s.counts()['in_pipeline'] == 0, 5)
+    finally:
+        s.stop()
+    c = s.counts()
+    assert c['frames_failed'] == 6 and c['frames_processed'] == 0 and reconciles(c)
+    assert s.health.consecutive_failures == 6
+    assert 'no TT chip left in rotation' in s.health.last_failure
+    assert backend.chip_stats()['chips_in_rotation'] == 0

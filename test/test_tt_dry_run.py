@@ -1,5 +1,5 @@
 """
-The TT backend through ttnn's own host-side checks on a mock N150 / N300 (dry-run).
+The TT backend through ttnn's own host-side checks on a mock N150 / N300 / T3000 (dry-run).
 
 Each run builds the backend as the node does (test/tt_mock_device/dry_run.py) in a process
 where the real ttnn 0.81.1 validates every op, allocates every buffer against the real L1 /
@@ -35,6 +35,8 @@ RUNS = {
     'n300-defaults': ('wormhole_n300', 2, 384, 'random', 'eager,trace_2cq',
                       ['--force-defaults']),
     'n150-tiny': ('wormhole_n150', 1, 384, 'tiny-random', 'eager,trace_2cq', STRICT),
+    # Eight chips (test/data/wormhole_t3000_cluster.yaml): 35-60 s on 2 cores.
+    't3000-384': ('wormhole_t3000', 8, 384, 'random', 'eager,trace_2cq', STRICT),
 }
 STRICT_RUNS = [name for name, run in RUNS.items() if '--strict' in run[5]]
 # The ops whose tuned config has a default to fall back to (FallbackCounter names).
@@ -115,6 +117,27 @@ def test_traces_captured_replayed_and_released_on_both_chips(report):
     # trace_2cq only: per frame first-op-done + last-op-done + write-done, and at compile.
     assert calls['ttnn.record_event'] >= 3 * chips * FRAMES
     assert calls['ttnn.wait_for_event'] >= 3 * chips * FRAMES
+
+
+@pytest.mark.parametrize('report', ['n300-384', 't3000-384'], indirect=True)
+def test_every_op_passes_on_every_chip(report):
+    """
+    Check that each chip of a data-parallel run ran the same ops, none of them failing.
+
+    Per (sub)mesh: the model's device ops (linear, layer_norm, SDPA, conv2d) are called as
+    often on every chip, and no op failed on any chip.
+    """
+    name, rep, _ = report
+    per_chip = rep['op_calls_per_chip']
+    model_ops = ('ttnn.linear', 'ttnn.layer_norm', 'ttnn.conv2d',
+                 'ttnn.transformer.scaled_dot_product_attention')
+    chips = {c: n for c, n in per_chip.items() if n.get('ttnn.linear')}
+    assert len(chips) == rep['dp'], sorted(per_chip)
+    counts = {op: {n.get(op, 0) for n in chips.values()} for op in model_ops}
+    assert all(len(v) == 1 and v != {0} for v in counts.values()), counts
+    assert rep['op_failures_per_chip'] == {} and rep['op_failures'] == {}
+    for mode in _modes(name):
+        assert rep['modes'][mode]['frames'] == FRAMES * rep['dp']
 
 
 @pytest.mark.parametrize('report', ['n300-defaults'], indirect=True)

@@ -30,12 +30,13 @@ IMAGES = ('astronaut', 'coffee', 'chelsea')
 
 
 def _device_kind() -> str:
-    """DPT_TT_DEVICE, else wormhole_n300 when two chips are visible, else wormhole_n150."""
+    """DPT_TT_DEVICE, else the largest board the visible chips make (T3000, N300, N150)."""
     kind = os.environ.get('DPT_TT_DEVICE')
     if kind:
         return kind
     import ttnn
-    return 'wormhole_n300' if int(ttnn.GetNumAvailableDevices()) >= 2 else 'wormhole_n150'
+    chips = int(ttnn.GetNumAvailableDevices())
+    return max((n, d) for d, n in vocabulary.TT_DEVICES.items() if n <= max(chips, 1))[1]
 
 
 def _batch(size: int, names=IMAGES, pixels: bool = False) -> np.ndarray:
@@ -69,7 +70,7 @@ def reference(request):
     return size, loaded, _batch(size, pixels=True), expected
 
 
-@pytest.mark.parametrize('dp', [1, 2], ids=lambda d: f'dp{d}')
+@pytest.mark.parametrize('dp', [1, 2, 8], ids=lambda d: f'dp{d}')
 def test_tt_pcc(reference, dp):
     """TT (trace_2cq, strict) vs torch CPU fp32: PCC >= 0.99 per bundled image."""
     from dpt_ros.backends import BackendOptions
@@ -78,7 +79,7 @@ def test_tt_pcc(reference, dp):
     size, loaded, batch, expected = reference
     kind = _device_kind()
     if dp > vocabulary.TT_DEVICES.get(kind, 1):
-        pytest.skip(f'dp {dp} needs wormhole_n300; this machine is {kind}')
+        pytest.skip(f'dp {dp} needs a board with {dp} chips; this machine is {kind}')
     backend = tt_backend.create(
         BackendOptions(weights=WEIGHTS, image_size=size, device=kind, dp=dp,
                        execution_mode='trace_2cq', strict=True), loaded=loaded)

@@ -2,7 +2,7 @@
 Tests of the TT runtime under the device double.
 
 Device opening, trace capture/replay, the trace_2cq event protocol, data parallel over two
-chips, shutdown order, strict mode.
+and eight chips (a chip that fails leaves the rotation), shutdown order, strict mode.
 
 The device program here is a small stand-in (`ToyProgram`: a few real ttnn ops whose torch
 reference is one line), so these tests isolate the runtime; the DPT model itself runs through
@@ -278,6 +278,104 @@ def test_dp2_concurrent_callers_each_get_their_own_frames():
         for t in range(2):
             assert_own_output(results[t], inputs[t])
         assert sum(p.frames_run for p in dp.pipelines) == 6
+        dp.release()
+        devs.close()
+
+
+# ------------------------------------------------------------- data parallel over a T3000
+
+def _dp(dd, device, n, mode='trace_2cq'):
+    devs = open_devices(device, n, execution_mode=mode)
+    pipes = [ChipPipeline(c, ToyProgram(), mode, S, chip_id=cid)
+             for c, cid in zip(devs.chips, devs.ids)]
+    dp = DataParallel(pipes)
+    dp.compile(np.zeros((1, 3, S, S), np.float32))
+    return devs, dp
+
+
+def test_t3000_opens_one_1x8_mesh_with_two_cqs_split_into_eight_chips():
+    with tt_device_double(num_devices=8) as dd:
+        devs = open_devices('wormhole_t3000', 8, execution_mode='trace_2cq')
+        assert list(devs.mesh.shape) == [1, 8]
+        assert devs.mesh.num_command_queues == 2
+        assert devs.mesh.trace_region_size == TRACE_REGION_SIZE
+        assert [c.get_device_ids() for c in devs.chips] == [[i] for i in range(8)]
+        assert all(list(c.shape) == [1, 1] for c in devs.chips)
+        assert devs.ids == [f'wormhole_t3000:{i}' for i in range(8)]
+        devs.close()
+        closes = [e for e in dd.log if e[0] == 'close']
+        assert closes == [('close', (i,)) for i in range(8)] + [('close', tuple(range(8)))]
+        with pytest.raises(Exception, match='dp 9 is not possible on wormhole_t3000'):
+            open_devices('wormhole_t3000', 9)
+
+
+def test_dp8_runs_one_frame_per_chip_at_once_and_keeps_order():
+    with tt_device_double(num_devices=8) as dd:
+        devs, dp = _dp(dd, 'wormhole_t3000', 8)
+        x = frames(8, seed=21)
+        assert_own_output(dp.infer(x), x)
+        assert [p.frames_run for p in dp.pipelines] == [1] * 8
+        x11 = frames(11, seed=22)             # more frames than chips: round robin, in order
+        assert_own_output(dp.infer(x11), x11)
+        stats = dp.chip_stats()
+        assert sum(st['frames'] for st in stats) == 19 == dp.frames
+        assert all(st['fps_device'] > 0 and st['failures'] == 0 and st['in_rotation']
+                   for st in stats)
+        dp.release()
+        devs.close()
+
+
+def test_dp8_a_failing_chip_leaves_the_rotation_and_the_others_serve(caplog):
+    """
+    Check that chip 5 failing in a call of 8 frames costs no frame and no other chip.
+
+    Its execute raises from its second frame on: the call is run again on the 7 others (the
+    healthy chips of the failed call are settled first), one WARN names the chip, and later
+    calls never give it a frame.
+    """
+    with tt_device_double(num_devices=8) as dd:
+        devs, dp = _dp(dd, 'wormhole_t3000', 8)
+        bad = dp.pipelines[5]
+        real_execute, calls = bad.execute, []
+
+        def execute():
+            calls.append(1)
+            if len(calls) >= 2:
+                raise RuntimeError('TT_FATAL: ethernet core timed out')
+            return real_execute()
+        bad.execute = execute
+        x = frames(8, seed=23)
+        assert_own_output(dp.infer(x), x)
+        with caplog.at_level('WARNING', logger='dpt_ros.tt.executor'):
+            x2 = frames(8, seed=24)
+            assert_own_output(dp.infer(x2), x2)
+            for i in range(6):                # one frame per call, as the scheduler sends
+                xi = frames(1, seed=30 + i)
+                assert_own_output(dp.infer(xi), xi)
+        warns = [r for r in caplog.records if 'out of the rotation' in r.getMessage()]
+        assert len(warns) == 1 and 'wormhole_t3000:5' in warns[0].getMessage()
+        stats = dp.chip_stats()
+        assert [st['in_rotation'] for st in stats] == [i != 5 for i in range(8)]
+        assert stats[5]['failures'] == 1 and 'ethernet core' in stats[5]['last_error']
+        assert stats[5]['frames'] == 1 and len(calls) == 2
+        assert sum(st['frames'] for st in stats) == 8 + 8 + 6 == dp.frames
+        assert dp.in_rotation == 7
+        dp.release()
+        devs.close()
+
+
+def test_with_every_chip_out_each_call_fails_at_once():
+    from dpt_ros.errors import BackendError
+    with tt_device_double() as dd:
+        devs, dp = _dp(dd, 'wormhole_n300', 2)
+        for p in dp.pipelines:
+            p.barrier = lambda: (_ for _ in ()).throw(RuntimeError('chip hung'))
+        with pytest.raises(BackendError, match='failed'):
+            dp.infer(frames(2, seed=40))
+        assert dp.in_rotation == 0
+        with pytest.raises(BackendError, match='no TT chip left in rotation'):
+            dp.infer(frames(1, seed=41))
+        assert [st['failures'] for st in dp.chip_stats()] == [1, 1]
         dp.release()
         devs.close()
 

@@ -31,7 +31,7 @@ class BackendOptions:
 
     weights: str = 'auto'            # auto | Intel/dpt-large | <local dir> | random | tiny-random
     image_size: int = 384
-    device: str = 'cpu'              # torch: cpu | cuda[:i]; tt: wormhole_n150 | wormhole_n300
+    device: str = 'cpu'              # torch: cpu | cuda[:i]; tt: vocabulary.TT_DEVICES
     dtype: str = 'fp32'              # torch: fp32 | bf16
     compile: bool = False  # noqa: A003 -- torch.compile (torch backend); the runner's flag
     execution_mode: str = 'trace_2cq'  # tt: eager | trace | trace_2cq

@@ -1,8 +1,8 @@
 """
-The TT backend: DPT-Large as a traced TTNN program on Tenstorrent Wormhole (N150 / N300).
+The TT backend: DPT-Large as a traced TTNN program on Tenstorrent Wormhole (N150/N300/T3000).
 
 Start-up (all in `create`, so a node either has a working backend or a clear reason why not):
-open the device (`tt.device`: 1x1, or 1x2 split into per-chip submeshes), load the HF model,
+open the device (`tt.device`: 1x1, or 1xdp split into per-chip submeshes), load the HF model,
 prepare its weights once for TTNN (cached on disk by the TT model code), build one `TtDPT` per
 chip, and compile + capture a trace per chip (`tt.executor`). A failure after the device is
 open releases what was built before the error propagates.
@@ -11,7 +11,9 @@ open releases what was built before the error propagates.
 patch-embedding weights) or the normalised (N,3,S,S) tensor. It is thread-safe;
 `max_concurrency` = dp: each call takes free chips, one frame per chip in flight at once.
 Device time (`trace_wall_ms`, to a synchronize_device barrier) and the host-side end-to-end
-time are kept in `info.extra` after every call.
+time are kept in `info.extra` after every call; `chip_stats()` gives frames, device FPS,
+failures and rotation per chip. A chip that fails is taken out of the rotation and the others
+keep serving; only when every chip is out does `infer` raise (the node then falls back).
 
 Where ttnn is missing or no device opens ("No chips detected" here), `create` raises
 `BackendUnavailable` with that reason: the registry then falls back to torch CPU, counted.
@@ -53,7 +55,7 @@ def _check_options(opts: BackendOptions) -> None:
 
 
 class TtBackend:
-    """DPT on one or two Wormhole chips behind the DepthBackend protocol."""
+    """DPT on 1 to 8 Wormhole chips (one frame per chip) behind the DepthBackend protocol."""
 
     def __init__(self, opts: BackendOptions, devices: TtDevices, dp: DataParallel, models: list,
                  loaded, fallbacks, compile_s: float):
@@ -97,7 +99,8 @@ class TtBackend:
                    'device_fps': float('nan'),
                    'e2e_ms': float('nan'),
                    'fps_e2e': float('nan'),
-                   'readback_ms': float('nan')})
+                   'readback_ms': float('nan'),
+                   'chips_in_rotation': dp.in_rotation})
         if loaded.is_random:
             log.warning('tt backend is running RANDOM weights (%s): outputs are not depth',
                         loaded.weights)
@@ -131,11 +134,28 @@ class TtBackend:
             extra['readback_ms'] = perf.readback_ms
             extra['e2e_ms'] = e2e_ms
             extra['fps_e2e'] = 1e3 * batch.shape[0] / e2e_ms if e2e_ms > 0 else float('nan')
+            extra['chips_in_rotation'] = self._dp.in_rotation
             return out
         finally:
             with self._lock:
                 self._active -= 1
                 self._idle.notify_all()
+
+    def chip_stats(self) -> dict[str, object]:
+        """
+        Per-chip diagnostics beside the totals, flat and plain (str / int / float / bool).
+
+        'chips', 'chips_in_rotation', and per chip i: 'chip<i> id', 'chip<i> frames',
+        'chip<i> fps_device' (NaN before its first frame), 'chip<i> failures',
+        'chip<i> in_rotation', 'chip<i> last_error' ('' while it never failed).
+        """
+        stats = self._dp.chip_stats()
+        out: dict[str, object] = {'chips': len(stats),
+                                  'chips_in_rotation': sum(s['in_rotation'] for s in stats)}
+        for i, st in enumerate(stats):
+            for key in ('id', 'frames', 'fps_device', 'failures', 'in_rotation', 'last_error'):
+                out[f'chip{i} {key}'] = st[key]
+        return out
 
     def fallback_counts(self) -> dict[str, int]:
         """program_config_fallback_total (+ per op), host fallbacks (+ per stage)."""

@@ -2,7 +2,7 @@
 Command-line runner, flag-compatible with tt-metal's DPT-Large demo runner.
 
     python -m dpt_ros.runner [--image X | --images-dir D] [--device cpu|cuda|wormhole_n150|
-        wormhole_n300] [--tt-run] [--dp 1|2] [--batch-size N] [--warmup 1]
+        wormhole_n300|wormhole_t3000] [--tt-run] [--dp 1..8] [--batch-size N] [--warmup 1]
         [--repeat 3] [--tt-execution-mode eager|trace|trace_2cq] [--dump-depth X.npy]
         [--dump-depth-color X.png] [--dump-perf X.json] [--weights auto] [--dtype fp32|bf16]
         [--backend auto|openvino|torch]

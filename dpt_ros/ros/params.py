@@ -127,8 +127,8 @@ PARAMS: tuple[Param, ...] = (
           'Square model input side S (DPT-Large: 384). Frames are stretched to SxS.',
           min=32, max=1024, step=16),
     Param('device', _BACKEND_DEFAULTS.device,
-          'Backend device. openvino: cpu; torch: cpu | cuda | cuda:N; tt: wormhole_n150 | '
-          'wormhole_n300.'),
+          'Backend device. openvino: cpu; torch: cpu | cuda | cuda:N; tt: '
+          + ' | '.join(vocabulary.TT_DEVICES) + '.'),
     Param('dtype', _BACKEND_DEFAULTS.dtype, 'torch / openvino compute dtype (openvino: its '
           'inference precision hint).', choices=('fp32', 'bf16')),
     Param('compile', _BACKEND_DEFAULTS.compile, 'torch.compile the model (torch backend).'),
@@ -136,7 +136,9 @@ PARAMS: tuple[Param, ...] = (
           'tt execution mode: eager, trace, or trace with 2 command queues.',
           choices=vocabulary.EXECUTION_MODES),
     Param('dp', _BACKEND_DEFAULTS.dp,
-          'Data-parallel degree (tt on wormhole_n300: 2 chips, one frame each).', min=1, max=2),
+          'Data-parallel degree: chips of a tt board, one frame each (at most its chips: '
+          + ', '.join(f'{d} {n}' for d, n in vocabulary.TT_DEVICES.items()) + ').',
+          min=1, max=max(vocabulary.TT_DEVICES.values())),
     Param('strict', _BACKEND_DEFAULTS.strict,
           'tt: a program-config fallback raises instead of being counted.'),
     Param('cache_dir', _BACKEND_DEFAULTS.cache_dir,

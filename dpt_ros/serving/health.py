@@ -89,8 +89,9 @@ class HealthReport:
         delta = _delta(counts, self._last_node)
         self._last_node = counts
         fallback = supervisor.fallback_reason
+        chips = backend.chip_stats() if hasattr(backend, 'chip_stats') else {}
         level, why = self.judge(snap, delta, health, fallback=self._fallback_text(
-            info, fallback) if fallback is not None else None)
+            info, fallback) if fallback is not None else None, chips_out=_chips_out(chips))
         kv = {
             'backend': info.name, 'backend_requested': self.requested_backend,
             'fallback_reason': fallback or '',
@@ -117,6 +118,7 @@ class HealthReport:
         kv['reasons'] = format_reasons(snap['reasons'])
         kv['last_failure'] = health.last_failure
         kv['hung_calls'] = health.hung_calls
+        kv.update(chips)   # per chip beside the totals (multi-chip TT)
         for section in self._sections:
             kv.update(section())
         hw = info.device if info.device else 'unknown'
@@ -157,9 +159,12 @@ class HealthReport:
         return Status(level, f'{self.node_name}: camera {cam.label}', hw, why, kv)
 
     # ----- levels -----
-    def judge(self, snap: dict, delta: dict, health, fallback: str | None = None):
+    def judge(self, snap: dict, delta: dict, health, fallback: str | None = None,
+              chips_out: str | None = None):
         """Return (level, message) from a snapshot, the counts' change and the health."""
         errors, warns = [], []
+        if chips_out:
+            warns.append(chips_out)
         if health.hung_calls:
             errors.append(f'{health.hung_calls} inference call(s) hung past '
                           f'{self.timeout_s:g} s')
@@ -182,6 +187,15 @@ class HealthReport:
         if warns:
             return WARN, '; '.join(warns)
         return OK, 'running'
+
+
+def _chips_out(chips: dict) -> str | None:
+    """Say which chips left the rotation (a WARN while the others serve), or None."""
+    out = [i for i in range(int(chips.get('chips', 0))) if not chips.get(f'chip{i} in_rotation')]
+    if not out:
+        return None
+    names = ', '.join(f"chip{i} ({chips.get(f'chip{i} last_error') or 'failed'})" for i in out)
+    return f"{len(out)} of {chips['chips']} chips out of rotation: {names}"
 
 
 def _delta(counts: dict, last: dict) -> dict:

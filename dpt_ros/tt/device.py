@@ -1,9 +1,11 @@
 """
-Open and close Tenstorrent devices for the TT backend: one chip (N150) or an N300 (1x2 mesh).
+Open and close Tenstorrent devices for the TT backend: N150 (1 chip), N300 (1x2), T3000 (1x8).
 
-The N300 is opened as one 1x2 mesh with two command queues (CQ0 runs the traced model, CQ1
+dp chips are opened as one 1xdp mesh with two command queues (CQ0 runs the traced model, CQ1
 writes inputs), an L1_SMALL region for convolutions and a trace region, and then split into
-1x1 submeshes: one independent traced pipeline per chip (data parallel, B=1 per chip).
+1x1 submeshes: one independent traced pipeline per chip (data parallel, B=1 per chip). A
+T3000's 2x4 mesh opens as a 1x8 line (ttnn maps it onto the board's ethernet ring); data
+parallel needs no particular shape, only the chips.
 
 `ttnn` is imported lazily so that `dpt_ros` imports on machines without it. Every way the
 device can fail to come up (ttnn missing, "No chips detected", a driver error) is turned into
@@ -83,7 +85,7 @@ def chips_for(device: str) -> int:
 class TtDevices:
     """An opened mesh plus the per-chip devices the pipelines run on."""
 
-    mesh: object                      # ttnn.MeshDevice (the parent 1xN mesh)
+    mesh: object                      # ttnn.MeshDevice (the parent 1xdp mesh)
     chips: list                       # one ttnn.MeshDevice per pipeline (1x1 submeshes)
     kind: str                         # 'wormhole_n300', ...
     num_command_queues: int
@@ -136,10 +138,11 @@ def open_devices(device: str = 'wormhole_n300', dp: int = 1, *, execution_mode: 
     """
     Open `device` for `dp` data-parallel pipelines (one chip each).
 
-    dp 1 opens a 1x1 mesh (one chip of an N300, or an N150); dp 2 opens the N300's 1x2 mesh and
-    splits it into two 1x1 submeshes. trace modes get a trace region, trace_2cq two command
-    queues. Raises BackendUnavailable when ttnn is missing or no device opens, BackendError for
-    an impossible request (dp larger than the board).
+    dp 1 opens a 1x1 mesh (an N150, or one chip of a bigger board); dp > 1 opens a 1xdp mesh
+    (N300: 1x2, T3000: up to 1x8) and splits it into dp 1x1 submeshes. trace modes get a
+    trace region, trace_2cq two command queues. Raises BackendUnavailable when ttnn is
+    missing or no device opens, BackendError for an impossible request (dp larger than the
+    board).
     """
     if execution_mode not in EXECUTION_MODES:
         raise BackendError(f"unknown tt execution mode '{execution_mode}'; choose one of: "
@@ -147,7 +150,7 @@ def open_devices(device: str = 'wormhole_n300', dp: int = 1, *, execution_mode: 
     chips = chips_for(device)
     if dp < 1 or dp > chips:
         raise BackendError(f'dp {dp} is not possible on {device} ({chips} chip(s)); use dp 1'
-                           + (' or 2' if chips == 2 else ''))
+                           + (f' to {chips}' if chips > 1 else ''))
     ttnn = import_ttnn()
     num_cqs = 2 if execution_mode == 'trace_2cq' else 1
     if trace_region_size is None:

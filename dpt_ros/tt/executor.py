@@ -23,10 +23,12 @@ next copy overwrite the input while it is still being read. Because the model re
 persistent copy, frame k+1's copy overlaps frame k's `trace_main`: the point of the second CQ.
 Plain `trace` writes on CQ0, in order, with no events.
 
-`DataParallel` holds one pipeline per chip and lends chips to callers: frame i of a batch
-goes to chip i % k, every chip has a frame in flight at once (write all, execute all, one
-barrier, read all), and outputs come back in input order. Concurrent callers each get their
-own free chips (taken atomically, so two batch callers can never deadlock).
+`DataParallel` holds one pipeline per chip (1, 2 or 8 of them) and lends chips to callers:
+frame i of a batch goes to chip i % k, every chip has a frame in flight at once (write all,
+execute all, one barrier, read all), and outputs come back in input order. Concurrent callers
+each get their own free chips (taken atomically, so two batch callers can never deadlock). A
+chip whose device step raises is taken out of the rotation (counted, WARN once) and the call
+runs again on the others; per-chip frames, device FPS and failures are kept (`chip_stats`).
 
 Device time: `trace_wall_ms` runs from the first enqueue to a `ttnn.synchronize_device`
 barrier on every chip used, so device FPS = frames / trace_wall_ms; readback and host work
@@ -335,6 +337,21 @@ class ChipPipeline:
         if pending:
             yield self.read()
 
+    def settle(self) -> None:
+        """
+        Finish what a failed call left on this chip: run a written frame, drop an unread one.
+
+        Afterwards the next write() / execute() / read() sequence starts clean. The outputs
+        are discarded (they are no frames served).
+        """
+        if self._unread:
+            self.read()
+            self.frames_run -= 1
+        if self._written is not None:
+            self.execute()
+            self.read()
+            self.frames_run -= 1
+
     def release(self) -> None:
         """Release the traces (before the device closes). Idempotent."""
         if self.released:
@@ -353,43 +370,116 @@ class ChipPipeline:
 
 
 @dataclass
+class ChipStats:
+    """What one chip of a DataParallel has done: frames, device time, failures, rotation."""
+
+    chip_id: str
+    frames: int = 0
+    failures: int = 0
+    in_rotation: bool = True
+    device_ms: float = float('nan')    # running mean of device time per frame (EWMA)
+    last_error: str = ''
+
+    @property
+    def fps_device(self) -> float:
+        if not np.isfinite(self.device_ms) or self.device_ms <= 0:
+            return float('nan')
+        return 1e3 / self.device_ms
+
+
+class _ChipFault(Exception):
+    """A device step (write, execute, barrier, read) of one chip of a call raised."""
+
+    def __init__(self, slot: int, error: BaseException):
+        super().__init__(f'{type(error).__name__}: {error}')
+        self.slot = slot
+        self.error = error
+
+
+def _on_chip(slot: int, step: Callable, *args):
+    """Run one chip's device step; its exception says which chip of the call it was."""
+    try:
+        return step(*args)
+    except Exception as exc:
+        raise _ChipFault(slot, exc) from exc
+
+
+@dataclass
 class _ChipPool:
-    """Free chip indices, taken k at a time atomically (no deadlock between batch callers)."""
+    """
+    Free chip indices, taken k at a time atomically (no deadlock between batch callers).
+
+    The chip free the longest goes first, so light load still rotates over every chip (each
+    one's diagnostics stay fresh). A retired chip is never given back: the pool then lends
+    only the chips still in rotation, and with none left `take` raises at once instead of
+    waiting.
+    """
 
     size: int
     free: list = field(default_factory=list)
     cond: threading.Condition = field(default_factory=threading.Condition)
+    retired: set = field(default_factory=set)
+
+    @property
+    def active(self) -> int:
+        return self.size - len(self.retired)
 
     def take(self, k: int, timeout: float | None) -> list[int]:
         with self.cond:
-            if not self.cond.wait_for(lambda: len(self.free) >= k, timeout=timeout):
+            def ready():
+                return self.active == 0 or len(self.free) >= min(k, self.active)
+            if not self.cond.wait_for(ready, timeout=timeout):
                 raise BackendError(f'no {k} free TT chip(s) within {timeout} s')
+            if self.active == 0:
+                raise BackendError(f'no TT chip left in rotation (all {self.size} failed)')
+            k = min(k, self.active)
             taken, self.free[:] = self.free[:k], self.free[k:]
             return taken
 
     def give(self, idx: list[int]) -> None:
         with self.cond:
-            self.free.extend(idx)
-            self.free.sort()
+            self.free.extend(i for i in idx if i not in self.retired)
+            self.cond.notify_all()
+
+    def retire(self, idx: int) -> None:
+        """Take a chip (currently taken, not free) out of the rotation for good."""
+        with self.cond:
+            self.retired.add(idx)
+            if idx in self.free:
+                self.free.remove(idx)
             self.cond.notify_all()
 
 
 class DataParallel:
-    """One ChipPipeline per chip; the frames of a call are spread over free chips."""
+    """
+    One ChipPipeline per chip; the frames of a call are spread over free chips.
 
-    def __init__(self, pipelines: list[ChipPipeline], *, acquire_timeout_s: float | None = 60.0):
+    A chip whose device step raises is taken out of the rotation (counted, one WARN) and the
+    call is retried once on the chips left; only with no chip left does every call fail, so
+    the owner's fallback can take over.
+    """
+
+    def __init__(self, pipelines: list[ChipPipeline], *, acquire_timeout_s: float | None = 60.0,
+                 retries: int = 1):
         if not pipelines:
             raise BackendError('DataParallel needs at least one chip pipeline')
         self.pipelines = list(pipelines)
         self.acquire_timeout_s = acquire_timeout_s
+        self.retries = int(retries)
         self._pool = _ChipPool(len(pipelines), list(range(len(pipelines))))
         self._perf_lock = threading.Lock()
         self.last_perf = FramePerf()
         self.frames = 0
+        self.stats = [ChipStats(p.chip_id) for p in self.pipelines]
 
     @property
     def dp(self) -> int:
         return len(self.pipelines)
+
+    @property
+    def in_rotation(self) -> int:
+        """Chips still serving."""
+        return self._pool.active
 
     def compile(self, sample: np.ndarray) -> float:  # noqa: A003 -- as ChipPipeline.compile
         """Compile/capture on every chip; returns total seconds."""
@@ -401,20 +491,72 @@ class DataParallel:
 
         The batch is (N,3,S,S) float32 or (N,S,S,3) uint8 pixels. Thread-safe.
 
-        Takes min(N, dp) free chips at once; frame i goes to chip i % k, so with N == dp each
-        chip holds one frame and all of them are in flight together.
+        Takes min(N, chips in rotation) free chips at once; frame i goes to the i % k-th, so
+        with N == dp each chip holds one frame and all of them are in flight together. A chip
+        fault retires that chip and the batch is run again on the others (`retries` times).
         """
         n = int(batch.shape[0])
-        k = min(n, self.dp)
-        chips = self._pool.take(k, self.acquire_timeout_s)
-        try:
-            out, perf = self._run(batch, [self.pipelines[c] for c in chips])
-        finally:
-            self._pool.give(chips)
+        for attempt in range(self.retries + 1):
+            chips = self._pool.take(min(n, self.dp), self.acquire_timeout_s)
+            healthy = chips
+            try:
+                out, perf = self._run(batch, [self.pipelines[c] for c in chips])
+            except _ChipFault as fault:
+                healthy = self._after_fault(chips, fault)
+                if attempt == self.retries or self._pool.active == 0:
+                    raise BackendError(f'{self.pipelines[chips[fault.slot]].chip_id} failed: '
+                                       f'{fault}') from fault.error
+                continue
+            finally:
+                self._pool.give(healthy)
+            self._account(chips, perf, n)
+            return out
+        raise AssertionError('unreachable')  # pragma: no cover
+
+    def _after_fault(self, chips: list[int], fault: _ChipFault) -> list[int]:
+        """Retire the failed chip, bring the others of the call to a clean state: the healthy."""
+        failed = {chips[fault.slot]: fault.error}
+        for c in chips:
+            if c in failed:
+                continue
+            try:
+                self.pipelines[c].settle()
+            except Exception as exc:  # it cannot even finish its own frame: out as well
+                failed[c] = exc
+        for c, error in failed.items():
+            self._retire(c, error)
+        return [c for c in chips if c not in failed]
+
+    def _retire(self, c: int, error: BaseException) -> None:
+        st = self.stats[c]
+        with self._perf_lock:
+            st.failures += 1
+            st.in_rotation = False
+            st.last_error = f'{type(error).__name__}: {error}'[:300]
+        self._pool.retire(c)
+        log.warning('%s failed and is out of the rotation (%d of %d chips left): %s',
+                    st.chip_id, self._pool.active, self.dp, st.last_error)
+
+    def _account(self, chips: list[int], perf: FramePerf, n: int) -> None:
+        k = len(chips)
         with self._perf_lock:
             self.last_perf = perf
             self.frames += n
-        return out
+            for slot, c in enumerate(chips):
+                frames = len(range(slot, n, k))
+                st = self.stats[c]
+                st.frames += frames
+                if frames and np.isfinite(perf.trace_wall_ms):
+                    ms = perf.trace_wall_ms / frames
+                    st.device_ms = ms if not np.isfinite(st.device_ms) else \
+                        (1.0 - _STATS_EWMA) * st.device_ms + _STATS_EWMA * ms
+
+    def chip_stats(self) -> list[dict]:
+        """Per chip: id, frames, fps_device, failures, in_rotation, last_error (a snapshot)."""
+        with self._perf_lock:
+            return [{'id': st.chip_id, 'frames': st.frames, 'fps_device': st.fps_device,
+                     'failures': st.failures, 'in_rotation': st.in_rotation,
+                     'last_error': st.last_error} for st in self.stats]
 
     @staticmethod
     def _run(batch: np.ndarray, pipes: list[ChipPipeline]) -> tuple[np.ndarray, FramePerf]:
@@ -429,19 +571,19 @@ class DataParallel:
         unread: dict[int, int] = {}         # chip slot -> frame whose output it still holds
         for start in range(0, n, k):
             frames = [(i, i % k, pipes[i % k]) for i in range(start, min(n, start + k))]
-            for i, _, pipe in frames:       # inputs go in while the previous traces run
-                pipe.write(hosts[i])
+            for i, slot, pipe in frames:    # inputs go in while the previous traces run
+                _on_chip(slot, pipe.write, hosts[i])
             for i, slot, pipe in frames:
                 if slot in unread:
-                    out[unread.pop(slot)] = pipe.read()[0]
-                pipe.execute()
+                    out[unread.pop(slot)] = _on_chip(slot, pipe.read)[0]
+                _on_chip(slot, pipe.execute)
                 unread[slot] = i
-        for pipe in pipes:                  # the barrier device time is measured to
-            pipe.barrier()
+        for slot, pipe in enumerate(pipes):     # the barrier device time is measured to
+            _on_chip(slot, pipe.barrier)
         perf.trace_wall_ms = (time.perf_counter() - t_exec) * 1e3
         t_rb = time.perf_counter()
         for slot, i in sorted(unread.items()):
-            out[i] = pipes[slot].read()[0]
+            out[i] = _on_chip(slot, pipes[slot].read)[0]
         perf.readback_ms = (time.perf_counter() - t_rb) * 1e3
         perf.total_ms = (time.perf_counter() - t0) * 1e3
         return out, perf
@@ -450,3 +592,7 @@ class DataParallel:
         """Release every chip's traces. Idempotent."""
         for p in self.pipelines:
             p.release()
+
+
+# Weight of the newest call in a chip's running device time per frame.
+_STATS_EWMA = 0.2

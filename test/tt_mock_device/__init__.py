@@ -1,5 +1,5 @@
 """
-TEST DOUBLE of a Tenstorrent card's kernel toolchain and execution: a mock N150 / N300.
+TEST DOUBLE of a Tenstorrent card's kernel toolchain and execution: a mock N150/N300/T3000.
 
 The real ttnn 0.81.1 runs all of its host-side work for our model on a mock cluster
 (TT_METAL_MOCK_CLUSTER_DESC_PATH): every op's validation, buffer allocation against the real
@@ -40,7 +40,8 @@ SETUP_COMMAND = 'apt-get install -y binutils-riscv64-unknown-elf gcc g++'
 TOOLS = {'riscv64-unknown-elf-as': 'binutils-riscv64-unknown-elf',
          'riscv64-unknown-elf-ld': 'binutils-riscv64-unknown-elf', 'cc': 'gcc', 'g++': 'g++'}
 CLUSTERS = {'wormhole_n150': DATA / 'wormhole_n150_cluster.yaml',
-            'wormhole_n300': DATA / 'wormhole_n300_cluster.yaml'}
+            'wormhole_n300': DATA / 'wormhole_n300_cluster.yaml',
+            'wormhole_t3000': DATA / 'wormhole_t3000_cluster.yaml'}
 # The N300 opens with ETH dispatch on a mock; its TENSIX-dispatch grid is widened to match.
 _CORE_DESCRIPTOR = 'wormhole_b0_80_arch.yaml'
 _WIDENED_SECTION = 'nebula_x2:'

@@ -55,6 +55,9 @@ class OpCounter:
     def __init__(self, ttnn):
         self.ttnn = ttnn
         self.calls, self.fails = collections.Counter(), collections.Counter()
+        # chip ids -> op -> calls / failures: each chip of a data-parallel run apart
+        self.chip_calls = collections.defaultdict(collections.Counter)
+        self.chip_fails = collections.defaultdict(collections.Counter)
         self.messages = collections.Counter()
         self.fidelities = collections.defaultdict(collections.deque)  # during graph capture
         for name in _COUNTED:
@@ -73,13 +76,30 @@ class OpCounter:
                 fidelity = getattr(config, 'math_fidelity', None)
                 self.fidelities[key].append(None if fidelity is None else
                                             str(fidelity).split('.')[-1])
+            chip = _chips_of(args, kwargs)
+            if chip is not None:
+                self.chip_calls[chip][key] += 1
             try:
                 return real(*args, **kwargs)
             except Exception as exc:
                 self.fails[key] += 1
+                if chip is not None:
+                    self.chip_fails[chip][key] += 1
                 self.messages[f'{key}: {summarize(exc)}'] += 1
                 raise
         setattr(module, name, counted)
+
+
+def _chips_of(args, kwargs) -> str | None:
+    """Return the chips ('4', or '0,4' for a mesh) an op runs on: its first tensor's."""
+    first = args[0] if args else kwargs.get('input_tensor', kwargs.get('device'))
+    if first is None:
+        return None
+    try:
+        device = first if hasattr(first, 'get_device_ids') else first.device()
+        return None if device is None else ','.join(map(str, device.get_device_ids()))
+    except Exception:  # a host tensor, a list, a number: no device
+        return None
 
 
 def force_default_configs() -> None:
@@ -273,6 +293,8 @@ def main(argv=None) -> int:
         report['modes'][mode] = run_mode(args, loaded, mode, ttnn, report)
         print(f'dry-run {mode}: {json.dumps(report["modes"][mode])[:400]}', flush=True)
     report.update(op_calls=dict(ops.calls), op_failures=dict(ops.fails),
+                  op_calls_per_chip={c: dict(n) for c, n in ops.chip_calls.items()},
+                  op_failures_per_chip={c: dict(n) for c, n in ops.chip_fails.items()},
                   failure_messages=dict(ops.messages), wall_s=time.perf_counter() - t0)
     with open(args.out, 'w') as f:
         json.dump(report, f, indent=1)
