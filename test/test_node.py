@@ -300,7 +300,7 @@ def test_bad_messages_rejected_with_reason_and_next_good_frame_served(graph):
 
 @pytest.mark.parametrize('args, words', [
     (['-p', 'transport:=h264'], ["'transport'", 'raw, compressed']),
-    (['-p', 'dp:=7'], ["'dp'", 'out of range']),
+    (['-p', 'dp:=9'], ["'dp'", 'out of range']),   # beyond the largest board (8 chips)
     (['-p', 'image_size:=big'], ["'image_size'", 'integer']),
     (['-p', 'norm_low:=5'], ["'norm_low'", 'floating-point']),
     (['-p', 'colormap:=rainbow'], ["'colormap'", 'turbo']),

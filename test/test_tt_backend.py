@@ -187,7 +187,7 @@ def test_dp8_on_a_t3000_under_the_device_double_matches_torch_on_every_chip(tmp_
     from dpt_ros.depth.pcc import pcc
     from dpt_ros.inference.hf_model import load_model
     from dpt_ros.inference.preprocess import preprocess, resize_pixels
-    from tt_device_double import tt_device_double
+    from doubles.tt_device_double import tt_device_double
 
     size = 64
     loaded = load_model('tiny-random', image_size=size)

@@ -174,10 +174,14 @@ class ViewProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
         try:
-            return self.proc.wait(10)
+            rc = self.proc.wait(10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            return self.proc.wait(5)
+            rc = self.proc.wait(5)
+        self._reader.join(5)
+        if not self._reader.is_alive():
+            self.proc.stdout.close()
+        return rc
 
     def __enter__(self):
         return self

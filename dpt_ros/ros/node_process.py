@@ -124,7 +124,11 @@ class ChildProcess:
     def close(self) -> None:
         """Let the reader finish and close the log file (the process must have ended)."""
         self._reader.join(self.reader_join_s)
-        if self._log is not None and not self._reader.is_alive():
+        if self._reader.is_alive():
+            return
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        if self._log is not None:
             self._log.close()
 
 
