@@ -174,6 +174,16 @@ def open_devices(device: str = 'wormhole_n300', dp: int = 1, *, execution_mode: 
         raise BackendUnavailable(
             f'no Tenstorrent device could be opened as {device} (mesh 1x{dp}, '
             f'{num_cqs} CQ): {summarize_error(exc)}') from exc
+    chips_list = _split(ttnn, mesh, device, dp)
+    ids = [f'{device}:{i}' for i in range(dp)]
+    log.info('opened %s as %s (%d CQ, trace region %d B, l1_small %d B)', device,
+             ', '.join(ids), num_cqs, trace_region_size, l1_small_size)
+    return TtDevices(mesh=mesh, chips=chips_list, kind=device, num_command_queues=num_cqs,
+                     trace_region_size=trace_region_size, ids=ids)
+
+
+def _split(ttnn, mesh, device: str, dp: int) -> list:
+    """Return the 1xdp mesh as dp 1x1 chips with program caches; close the mesh on failure."""
     try:
         if dp == 1:
             chips_list = [mesh]
@@ -185,6 +195,7 @@ def open_devices(device: str = 'wormhole_n300', dp: int = 1, *, execution_mode: 
         for chip in chips_list:
             # Replays hit the program cache; a miss inside a trace would be an error.
             chip.enable_program_cache()
+        return chips_list
     except Exception as exc:
         try:
             ttnn.close_mesh_device(mesh)
@@ -194,11 +205,6 @@ def open_devices(device: str = 'wormhole_n300', dp: int = 1, *, execution_mode: 
             raise
         raise BackendUnavailable(f'{device}: splitting the mesh failed: '
                                  f'{summarize_error(exc)}') from exc
-    ids = [f'{device}:{i}' for i in range(dp)]
-    log.info('opened %s as %s (%d CQ, trace region %d B, l1_small %d B)', device,
-             ', '.join(ids), num_cqs, trace_region_size, l1_small_size)
-    return TtDevices(mesh=mesh, chips=chips_list, kind=device, num_command_queues=num_cqs,
-                     trace_region_size=trace_region_size, ids=ids)
 
 
 def detect() -> tuple[bool, str]:
