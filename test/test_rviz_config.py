@@ -35,3 +35,12 @@ def test_launch_remaps_exactly_the_rviz_topics():
     for d in image_displays().values():
         if d['Enabled']:
             assert f"('{d['Topic']['Value']}'," in src, d['Topic']['Value']
+
+
+def test_the_point_cloud_display_is_the_nodes_points_topic_off_by_default():
+    doc = yaml.safe_load(open(RVIZ))
+    clouds = [d for d in doc['Visualization Manager']['Displays']
+              if d['Class'] == 'rviz_default_plugins/PointCloud2']
+    assert [(d['Topic']['Value'], d['Enabled']) for d in clouds] == [
+        ('/' + vocabulary.TOPIC_POINTS, False)]   # points need metric depth: opt in
+    assert clouds[0]['Color Transformer'] == 'RGB8'   # the packed rgb field
