@@ -2,7 +2,8 @@
 The project's shared words: devices and their chips, execution modes, topic names, limits.
 
 Every module that names a device, a mode or a topic takes it from here, so the runner, the
-backends, the node and the evaluation tools cannot disagree. Pure constants, no imports.
+backends, the node and the evaluation tools cannot disagree. Constants and one pure helper
+(a topic under a camera namespace); no imports.
 """
 
 # Torch devices; 'cuda:N' is accepted wherever 'cuda' is.
@@ -33,6 +34,12 @@ TOPIC_DEPTH_METRIC_INFO = 'depth/camera_info'
 # sensor_msgs/PointCloud2 from `depth` in the input's optical frame, only while subscribed.
 TOPIC_POINTS = 'points'
 TOPIC_DIAGNOSTICS = '/diagnostics'
+
+
+def in_namespace(ns: str, name: str) -> str:
+    """Return topic `name` under camera namespace `ns` ('' = the node's own, so remaps apply)."""
+    return f'{ns.rstrip("/")}/{name}' if ns else name
+
 
 # Beyond this many pixels a frame or image is rejected (reason too_large): 2**25 admits 8K UHD
 # (7680x4320) and stops a 10k x 10k frame before it costs a second of CPU.

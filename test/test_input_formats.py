@@ -9,7 +9,7 @@ from dpt_ros.backends.base import BackendInfo, batch_format
 from dpt_ros.errors import BackendError
 from dpt_ros.inference.pipeline import DepthPipeline
 from dpt_ros.inference.preprocess import (normalize, pixel_affine, pixel_centre, preprocess,
-                                          resize_pixels, resize_rgb)
+                                          resize_pillow, resize_pixels)
 import numpy as np
 import pytest
 
@@ -25,7 +25,7 @@ def test_pixels_are_the_processor_resize_and_normalise_to_its_tensor(hw, method)
     pixels = resize_pixels(rgb, method=method)
     assert pixels.shape == (384, 384, 3) and pixels.dtype == np.uint8
     assert pixels.flags.c_contiguous and pixels.flags.writeable
-    assert np.array_equal(pixels, resize_rgb(rgb))                       # Pillow's bicubic
+    assert np.array_equal(pixels, resize_pillow(rgb))                       # Pillow's bicubic
     assert np.array_equal(normalize(pixels), preprocess(rgb, method=method))
     assert not np.shares_memory(pixels, rgb)
 

@@ -34,7 +34,7 @@ def test_equals_pillow_on_random_shapes_and_contents(size):
             rgb = np.where(rgb > 127, 255, 0).astype(np.uint8)
         expected = _pillow(rgb, size, size)
         assert np.array_equal(_compiled_u8(rgb, size), expected), (h, w, size)
-        assert np.array_equal(resample.resize_rgb(rgb, size), expected), (h, w, size)
+        assert np.array_equal(resample.resize_compiled(rgb, size), expected), (h, w, size)
 
 
 @pytest.mark.parametrize('hw', [(480, 640), (720, 1280), (1080, 1920), (3000, 4000), (1, 1),

@@ -185,3 +185,56 @@ def test_close_during_the_swap_releases_both_backends_once():
     assert sup.wait_swap(WAIT)
     assert fb.closed == 1 and sup.backend is b
     assert perf.counters.get('backend_fallback_count', 0) == 0
+
+
+class Quirky(FakeBackend):
+    """A backend with a device time, a wrong output shape or broken counters, on request."""
+
+    def __init__(self, shape=None, counts_fail=False):
+        super().__init__('tt')
+        self.info.extra['trace_wall_ms'] = 4.0
+        self.shape, self.counts_fail = shape, counts_fail
+
+    def infer(self, batch):
+        out = super().infer(batch)
+        return np.zeros(self.shape, np.float32) if self.shape else out
+
+    def fallback_counts(self):
+        if self.counts_fail:
+            raise RuntimeError('counter bug')
+        return {'host_fallback_count': 2}
+
+
+def test_pipeline_records_device_time_and_refuses_a_wrong_output_shape():
+    perf = PerfStats()
+    pipe = DepthPipeline(Quirky(), perf=perf)
+    pipe.infer(np.zeros((1, 3, S, S), np.float32))
+    assert perf.snapshot()['host_fallback_count'] == 2
+    assert perf.snapshot()['device_fps'] == pytest.approx(250.0)   # 4 ms on the device
+    bad = DepthPipeline(Quirky(shape=(1, S, S + 1)), perf=PerfStats())
+    with pytest.raises(Exception, match=r'returned shape \(1, 32, 33\)'):
+        bad.infer(np.zeros((1, 3, S, S), np.float32))
+    quiet = DepthPipeline(Quirky(counts_fail=True), perf=PerfStats())
+    assert quiet.infer(np.zeros((1, 3, S, S), np.float32)).shape == (1, S, S)  # counters skipped
+
+
+def test_warm_up_runs_every_stage_and_returns_a_failing_call_instead_of_raising():
+    perf = PerfStats()
+    b = FakeBackend('torch', 'cpu')
+    took, error = DepthPipeline(b, perf=perf).warm_up()
+    assert error is None and took >= 0.0 and b.calls == 1
+    snap = perf.snapshot()
+    assert snap['inference_ms'] != snap['inference_ms']   # NaN: the warm-up is not a figure
+    b.fail = True
+    took, error = DepthPipeline(b, perf=PerfStats()).warm_up()
+    assert error == 'RuntimeError: torch died'
+
+
+def test_a_supervised_pipeline_refuses_a_backend_swapped_from_outside():
+    sup, perf = make(FakeBackend('tt'))
+    pipe = DepthPipeline(sup, perf=perf)
+    with pytest.raises(AttributeError, match='supervisor owns the backend'):
+        pipe.backend = FakeBackend('torch', 'cpu')
+    fixed = DepthPipeline(FakeBackend('tt'), perf=PerfStats())
+    fixed.backend = other = FakeBackend('torch', 'cpu')
+    assert fixed.backend is other

@@ -62,7 +62,7 @@ def check_rgb(rgb) -> np.ndarray:
     return rgb
 
 
-def resize_rgb(rgb: np.ndarray, size: int = DEFAULT_SIZE) -> np.ndarray:
+def resize_pillow(rgb: np.ndarray, size: int = DEFAULT_SIZE) -> np.ndarray:
     """Stretch an (H, W, 3) uint8 image to (size, size, 3) uint8 with PIL bicubic."""
     if rgb.shape[0] == size and rgb.shape[1] == size:
         return rgb
@@ -137,7 +137,7 @@ def preprocess(rgb: np.ndarray, size: int = DEFAULT_SIZE, method: str = 'auto') 
     """
     if _compiled(size, method, rgb):
         return resample.resize_normalize(rgb, int(size), _LUT)
-    return normalize(resize_rgb(rgb, int(size)))
+    return normalize(resize_pillow(rgb, int(size)))
 
 
 def resize_pixels(rgb: np.ndarray, size: int = DEFAULT_SIZE, method: str = 'auto') -> np.ndarray:
@@ -151,8 +151,8 @@ def resize_pixels(rgb: np.ndarray, size: int = DEFAULT_SIZE, method: str = 'auto
     is reused). Same methods and errors as `preprocess`; both give the same pixels.
     """
     if _compiled(size, method, rgb):
-        return resample.resize_rgb(rgb, int(size))
-    return np.array(resize_rgb(rgb, int(size)))
+        return resample.resize_compiled(rgb, int(size))
+    return np.array(resize_pillow(rgb, int(size)))
 
 
 def preprocess_batch(images, size: int = DEFAULT_SIZE) -> np.ndarray:

@@ -5,7 +5,7 @@ Why this exists: the model input must equal what Intel/dpt-large's image process
 and that processor resizes with Pillow's bicubic filter on the uint8 image. Pillow does that
 in scalar C on 4 bytes per pixel (about 2.3 ms for 640x480 -> 384x384 on our CPUs, the largest
 part of the node's per-frame overhead). This module computes the same integers in compiled,
-vectorisable loops (numba). `resize_rgb` returns the uint8 image (the input of backends that
+vectorisable loops (numba). `resize_compiled` returns the uint8 image (the input of backends that
 take pixels, see backends/base.py); `resize_normalize` writes the normalised float32 CHW
 tensor in the second pass instead of a uint8 image that is then transposed and looked up.
 
@@ -241,7 +241,7 @@ def _resize(rgb: np.ndarray, size: int, lut: np.ndarray | None) -> np.ndarray:
     return out
 
 
-def resize_rgb(rgb: np.ndarray, size: int) -> np.ndarray:
+def resize_compiled(rgb: np.ndarray, size: int) -> np.ndarray:
     """
     Resize (H, W, 3) uint8 to (size, size, 3) uint8, equal to Pillow's bicubic resize.
 
@@ -269,4 +269,4 @@ def warm_up(lut: np.ndarray) -> None:
     # Shapes that take every path: both passes (either order), one pass, none.
     for hw in ((8, 12), (4, 4), (4, 9), (9, 4), (40, 5)):
         resize_normalize(np.zeros(hw + (3,), np.uint8), 4, lut)
-        resize_rgb(np.zeros(hw + (3,), np.uint8), 4)
+        resize_compiled(np.zeros(hw + (3,), np.uint8), 4)

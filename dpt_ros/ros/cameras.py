@@ -13,6 +13,7 @@ from dpt_ros.depth.metric import MetricDepth, ReferenceBuffer
 from dpt_ros.ros import image_codec
 from dpt_ros.ros.points import PointsOutput
 from dpt_ros.serving.health import CameraView
+from dpt_ros.vocabulary import in_namespace as topic
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
@@ -20,11 +21,6 @@ OUTPUT_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
 # Reference depth messages kept per camera for matching by stamp (metric.mode reference): a
 # 30 Hz reference sensor covers ~0.27 s, more than a frame's time in the pipeline on a card.
 REFERENCE_BUFFER = 8
-
-
-def topic(ns: str, name: str) -> str:
-    """Return `name` under camera namespace `ns` ('' = the node's own)."""
-    return f'{ns.rstrip("/")}/{name}' if ns else name
 
 
 def stamp_ns(header) -> int:

@@ -17,6 +17,7 @@ from dpt_ros import vocabulary
 from dpt_ros.depth import pointcloud
 from dpt_ros.errors import CameraModelError
 from dpt_ros.ros import image_codec
+from dpt_ros.vocabulary import in_namespace as topic
 from sensor_msgs.msg import PointCloud2, PointField
 
 # The counters diagnostics show per camera (all present from the start, zero or not).
@@ -40,18 +41,14 @@ def _point_fields(fields: tuple) -> list:
             for f in fields]
 
 
-def _topic(ns: str, name: str) -> str:
-    return f'{ns.rstrip("/")}/{name}' if ns else name
-
-
 class PointsOutput:
     """The `points` publisher of one camera namespace, its counters and its warnings."""
 
     def __init__(self, node, ns: str, values: dict, qos):
         """Create <ns>/points with the `points.*` parameters of a validated parameter set."""
-        self.pub = node.create_publisher(PointCloud2, _topic(ns, vocabulary.TOPIC_POINTS), qos)
+        self.pub = node.create_publisher(PointCloud2, topic(ns, vocabulary.TOPIC_POINTS), qos)
         self.topic = self.pub.topic_name
-        self.info_topic = node.resolve_topic_name(_topic(ns, vocabulary.TOPIC_CAMERA_INFO))
+        self.info_topic = node.resolve_topic_name(topic(ns, vocabulary.TOPIC_CAMERA_INFO))
         self._log = node.get_logger()
         # reuse: publish() serialises the message before it returns, so one buffer serves.
         self._maker = pointcloud.PointCloudMaker(stride=values['points.stride'],
