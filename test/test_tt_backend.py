@@ -122,6 +122,23 @@ def test_registry_without_fallback_raises(no_device_run):
     assert 'No chips detected' in r['message']
 
 
+def _tiny_inputs_and_torch(images, size: int = 64):
+    """Return (normalized batch, uint8 pixels, torch fp32 CPU output) for the tiny model."""
+    from dpt_ros.backends import torch_backend
+    from dpt_ros.inference.hf_model import load_model
+    from dpt_ros.inference.preprocess import preprocess, resize_pixels
+
+    loaded = load_model('tiny-random', image_size=size)
+    x = np.stack([preprocess(im, size) for im in images])
+    pixels = np.stack([resize_pixels(im, size) for im in images])
+    cpu = torch_backend.create(BackendOptions(weights='tiny-random', image_size=size),
+                               loaded=loaded)
+    try:
+        return x, pixels, cpu.infer(x)
+    finally:
+        cpu.close()
+
+
 @pytest.mark.parametrize('mode, dp', [('trace_2cq', 2), ('trace', 1), ('eager', 1)])
 def test_whole_backend_under_the_device_double_matches_torch(mode, dp, tmp_path):
     """
@@ -134,23 +151,11 @@ def test_whole_backend_under_the_device_double_matches_torch(mode, dp, tmp_path)
                         reason='the TT model (dpt_ros/tt/model.py) is not in the tree yet')
     from skimage import data
 
-    from dpt_ros.backends import torch_backend
     from dpt_ros.depth.pcc import pcc
-    from dpt_ros.inference.hf_model import load_model
-    from dpt_ros.inference.preprocess import preprocess, resize_pixels
     from doubles.tt_device_double import tt_device_double
 
     size = 64
-    loaded = load_model('tiny-random', image_size=size)
-    images = (data.astronaut(), data.coffee())
-    x = np.stack([preprocess(im, size) for im in images])
-    pixels = np.stack([resize_pixels(im, size) for im in images])
-    cpu = torch_backend.create(BackendOptions(weights='tiny-random', image_size=size),
-                               loaded=loaded)
-    try:
-        expected = cpu.infer(x)
-    finally:
-        cpu.close()
+    x, pixels, expected = _tiny_inputs_and_torch((data.astronaut(), data.coffee()), size)
     opts = _opts(image_size=size, dp=dp, execution_mode=mode, cache_dir=str(tmp_path))
     with tt_device_double():
         started = create_backend('tt', opts, allow_fallback=False)
@@ -183,25 +188,14 @@ def test_dp8_on_a_t3000_under_the_device_double_matches_torch_on_every_chip(tmp_
                         reason='the TT model (dpt_ros/tt/model.py) is not in the tree yet')
     from skimage import data
 
-    from dpt_ros.backends import torch_backend
     from dpt_ros.depth.pcc import pcc
-    from dpt_ros.inference.hf_model import load_model
-    from dpt_ros.inference.preprocess import preprocess, resize_pixels
     from doubles.tt_device_double import tt_device_double
 
     size = 64
-    loaded = load_model('tiny-random', image_size=size)
     images = [data.astronaut(), data.coffee(), data.chelsea(), data.rocket()]
     images += [im[:, ::-1] for im in images]       # eight different frames
     images = [np.ascontiguousarray(im) for im in images]
-    x = np.stack([preprocess(im, size) for im in images])
-    pixels = np.stack([resize_pixels(im, size) for im in images])
-    cpu = torch_backend.create(BackendOptions(weights='tiny-random', image_size=size),
-                               loaded=loaded)
-    try:
-        expected = cpu.infer(x)
-    finally:
-        cpu.close()
+    _, pixels, expected = _tiny_inputs_and_torch(images, size)
     opts = _opts(image_size=size, device='wormhole_t3000', dp=8, cache_dir=str(tmp_path))
     with tt_device_double(num_devices=8):
         started = create_backend('tt', opts, allow_fallback=False)

@@ -218,8 +218,8 @@ def test_the_checks_catch_an_event_recorded_too_early():
 
 # ---------------------------------------------------------------------------- data parallel
 
-def _dp2(dd, mode='trace_2cq'):
-    devs = open_devices('wormhole_n300', 2, execution_mode=mode)
+def _dp(dd, device='wormhole_n300', n=2, mode='trace_2cq'):
+    devs = open_devices(device, n, execution_mode=mode)
     pipes = [ChipPipeline(c, ToyProgram(), mode, S, chip_id=cid)
              for c, cid in zip(devs.chips, devs.ids)]
     dp = DataParallel(pipes)
@@ -231,7 +231,7 @@ def test_dp2_runs_one_frame_per_chip_at_once_and_keeps_order():
     import ttnn
     x = frames(2, seed=3)
     with tt_device_double() as dd:
-        devs, dp = _dp2(dd)
+        devs, dp = _dp(dd)
         # The double logs commands when they RUN (CQ0 lazily); to see what is in flight,
         # look at both chips' queues each time the host blocks on a barrier.
         in_flight = []
@@ -259,7 +259,7 @@ def test_dp2_runs_one_frame_per_chip_at_once_and_keeps_order():
 
 def test_dp2_concurrent_callers_each_get_their_own_frames():
     with tt_device_double() as dd:
-        devs, dp = _dp2(dd)
+        devs, dp = _dp(dd)
         results, errors = {}, []
         inputs = {t: frames(3, seed=10 + t) for t in range(2)}
 
@@ -283,15 +283,6 @@ def test_dp2_concurrent_callers_each_get_their_own_frames():
 
 
 # ------------------------------------------------------------- data parallel over a T3000
-
-def _dp(dd, device, n, mode='trace_2cq'):
-    devs = open_devices(device, n, execution_mode=mode)
-    pipes = [ChipPipeline(c, ToyProgram(), mode, S, chip_id=cid)
-             for c, cid in zip(devs.chips, devs.ids)]
-    dp = DataParallel(pipes)
-    dp.compile(np.zeros((1, 3, S, S), np.float32))
-    return devs, dp
-
 
 def test_t3000_opens_one_1x8_mesh_with_two_cqs_split_into_eight_chips():
     with tt_device_double(num_devices=8) as dd:
