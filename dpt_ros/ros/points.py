@@ -60,6 +60,9 @@ class PointsOutput:
         self._lock = threading.Lock()
         self._warned_no_info = False
         self._last_bad = None      # the last bad-camera_info message logged (once per change)
+        # The last camera_info seen and its parsed model (or the error refusing it).
+        self._info_msg = None
+        self._intr: pointcloud.Intrinsics | CameraModelError | None = None
 
     def wanted(self) -> bool:
         """Return True while someone subscribes (otherwise nothing is computed)."""
@@ -84,9 +87,7 @@ class PointsOutput:
             return False
         t0 = time.perf_counter()
         try:
-            intr = pointcloud.intrinsics_from_camera_info(
-                info.k, info.d, info.distortion_model, info.width, info.height, p=info.p,
-                model=self.camera_model)
+            intr = self._intrinsics(info)
         except CameraModelError as exc:
             self._count('points_skipped_bad_camera_info')
             if str(exc) != self._last_bad:
@@ -100,6 +101,20 @@ class PointsOutput:
             self._ms.append((time.perf_counter() - t0) * 1e3)
         self._count('points_published')
         return True
+
+    def _intrinsics(self, info) -> pointcloud.Intrinsics:
+        """Return the camera model of `info`, parsed once per camera_info message."""
+        if info is not self._info_msg:
+            try:
+                self._intr = pointcloud.intrinsics_from_camera_info(
+                    info.k, info.d, info.distortion_model, info.width, info.height, p=info.p,
+                    model=self.camera_model)
+            except CameraModelError as exc:
+                self._intr = exc
+            self._info_msg = info
+        if isinstance(self._intr, CameraModelError):
+            raise self._intr
+        return self._intr
 
     def _count(self, key: str) -> None:
         with self._lock:
