@@ -287,14 +287,11 @@ class DepthNode(LifecycleNode):
             self.get_logger().warning(f'rejected parameter change: {reason}')
             return SetParametersResult(successful=False, reason=reason)
         merged = dict(self.values, **new)
-        if any(k in new for k in ('colormap', 'norm', 'norm_low', 'norm_high')):
-            from dpt_ros.inference import colorize
-            try:
-                colorize.validate(merged['colormap'], merged['norm'], merged['norm_low'],
-                                  merged['norm_high'])
-                if self.pipeline is not None:
-                    self.pipeline.set_colorization(merged['colormap'], merged['norm'],
-                                                   merged['norm_low'], merged['norm_high'])
+        if self.pipeline is not None and any(
+                k in new for k in ('colormap', 'norm', 'norm_low', 'norm_high')):
+            try:   # checked above already; set_colorization checks once more, as its API
+                self.pipeline.set_colorization(merged['colormap'], merged['norm'],
+                                               merged['norm_low'], merged['norm_high'])
             except ValueError as exc:
                 return SetParametersResult(successful=False, reason=str(exc))
         if 'diag' in self._serve_timers and merged['diagnostics_rate'] != self.values[
