@@ -189,3 +189,14 @@ def test_a_port_in_use_is_a_clear_error():
                              timeout=60)
     assert out.returncode == 2
     assert f'depth_view: port {port} on 127.0.0.1 is in use' in out.stderr
+
+
+@pytest.mark.parametrize('arg, words', [('port:=70000', 'port'), ('image_format:=gif', 'jpeg'),
+                                        ('jpeg_quality:=high', 'jpeg_quality')])
+def test_a_bad_parameter_is_one_line_and_exit_2(arg, words):
+    out = subprocess.run([sys.executable, '-m', 'dpt_ros.depth_view', '--ros-args', '-p', arg],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2, out.stderr
+    assert 'Traceback' not in out.stderr
+    lines = [x for x in out.stderr.splitlines() if x.startswith('depth_view: ')]
+    assert len(lines) == 1 and words in lines[0], out.stderr

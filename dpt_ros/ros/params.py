@@ -259,6 +259,12 @@ def check_value(name: str, value: object) -> str | None:
     p = BY_NAME.get(name)
     if p is None:
         return f"unknown parameter '{name}'"
+    return check_param(p, value)
+
+
+def check_param(p: Param, value: object) -> str | None:
+    """Why `value` is not valid for the table entry `p` (of any node), or None when it is."""
+    name = p.name
     if not _type_ok(p, value):
         return (f"parameter '{name}' must be {_TYPE_WORDS[p.type_name]}, got {value!r} "
                 f'({type(value).__name__})')

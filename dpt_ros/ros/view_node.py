@@ -19,53 +19,39 @@ from diagnostic_msgs.msg import DiagnosticArray
 from dpt_ros import vocabulary
 from dpt_ros.errors import ViewError
 from dpt_ros.ros import image_codec
+from dpt_ros.ros.cameras import wanted_reliability
+from dpt_ros.ros.descriptors import descriptor
+from dpt_ros.ros.params import check_param, Param
 from dpt_ros.view.frames import FrameSlot, IMAGE_FORMATS
 from dpt_ros.view.history import StatsHistory
 from dpt_ros.view.server import ViewServer
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 import rclpy
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import HistoryPolicy, QoSProfile
 from sensor_msgs.msg import Image
 
 STREAMS = (vocabulary.TOPIC_IMAGE, vocabulary.TOPIC_DEPTH_RELATIVE_COLOR)
-# (name, default, description, descriptor range or choices)
+# The view's parameters, in the node's table format (ros/params.Param).
 PARAMS = (
-    ('port', 8090, 'TCP port of the page; 0 = any free port (the URL is logged)',
-     IntegerRange(from_value=0, to_value=65535, step=1)),
-    ('host', '127.0.0.1', 'Address the page is served on; 127.0.0.1 keeps it on this machine, '
-                          '0.0.0.0 opens it to the network', None),
-    ('history_s', 300.0, 'Seconds of diagnostics the plots show',
-     FloatingPointRange(from_value=1.0, to_value=86400.0, step=0.0)),
-    ('image_format', 'jpeg', 'Frames to the page as jpeg (small) or png (exact pixels)',
-     tuple(IMAGE_FORMATS)),
-    ('jpeg_quality', 80, 'JPEG quality of the frames (1-100)',
-     IntegerRange(from_value=1, to_value=100, step=1)),
-    ('status_name', '', "DiagnosticStatus to plot; empty = the first one with 'backend' and "
-                        "'output_fps' (the depth node's pipeline status)", None),
+    Param('port', 8090, 'TCP port of the page; 0 = any free port (the URL is logged)',
+          min=0, max=65535),
+    Param('host', '127.0.0.1', 'Address the page is served on; 127.0.0.1 keeps it on this '
+          'machine, 0.0.0.0 opens it to the network'),
+    Param('history_s', 300.0, 'Seconds of diagnostics the plots show', min=1.0, max=86400.0),
+    Param('image_format', 'jpeg', 'Frames to the page as jpeg (small) or png (exact pixels)',
+          choices=tuple(IMAGE_FORMATS)),
+    Param('jpeg_quality', 80, 'JPEG quality of the frames (1-100)', min=1, max=100),
+    Param('status_name', '', "DiagnosticStatus to plot; empty = the first one with 'backend' "
+          "and 'output_fps' (the depth node's pipeline status)"),
 )
 
 
-def _descriptor(description: str, limits) -> ParameterDescriptor:
-    d = ParameterDescriptor(description=description, read_only=True)
-    if isinstance(limits, IntegerRange):
-        d.integer_range = [limits]
-    elif isinstance(limits, FloatingPointRange):
-        d.floating_point_range = [limits]
-    elif limits:
-        d.additional_constraints = 'one of: ' + ', '.join(limits)
-    return d
-
-
 def _check(values: dict) -> None:
-    if values['image_format'] not in IMAGE_FORMATS:
-        raise ValueError(f"image_format '{values['image_format']}': use one of "
-                         f"{', '.join(IMAGE_FORMATS)}")
-    for name, _, _, limits in PARAMS:
-        lo, hi = (getattr(limits, 'from_value', None), getattr(limits, 'to_value', None))
-        if lo is not None and not lo <= values[name] <= hi:
-            raise ValueError(f'{name}={values[name]}: must be in [{lo}, {hi}]')
+    errors = [msg for p in PARAMS if (msg := check_param(p, values[p.name]))]
+    if errors:
+        raise ValueError('; '.join(errors))
 
 
 class ViewNode(Node):
@@ -73,9 +59,9 @@ class ViewNode(Node):
 
     def __init__(self, **kwargs):
         super().__init__('depth_view', **kwargs)
-        for name, default, description, limits in PARAMS:
-            self.declare_parameter(name, default, _descriptor(description, limits))
-        v = {name: self.get_parameter(name).value for name, *_ in PARAMS}
+        for p in PARAMS:
+            self.declare_parameter(p.name, p.default, descriptor(p))
+        v = {p.name: self.get_parameter(p.name).value for p in PARAMS}
         _check(v)
         self.history = StatsHistory(v['history_s'], v['status_name'])
         self.slots = [FrameSlot(t, image_codec.decode, v['image_format'], v['jpeg_quality'])
@@ -108,17 +94,10 @@ class ViewNode(Node):
         def on_image(msg, slot=slot):
             slot.put(msg)
             self.server.notify()
-        qos = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST,
-                         reliability=self._reliability(slot.name))
+        # Reliable unless a publisher offers only best effort (the depth node's `auto` rule).
+        reliability = wanted_reliability(self, 'auto', self.resolve_topic_name(slot.name), None)
+        qos = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=reliability)
         return self.create_subscription(Image, slot.name, on_image, qos)
-
-    def _reliability(self, topic: str) -> ReliabilityPolicy:
-        # A reliable reader never matches a best-effort camera; best-effort loses most large
-        # images in Fast DDS, so take reliable unless a publisher offers only best effort.
-        pubs = self.get_publishers_info_by_topic(self.resolve_topic_name(topic))
-        if any(p.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT for p in pubs):
-            return ReliabilityPolicy.BEST_EFFORT
-        return ReliabilityPolicy.RELIABLE
 
     def close(self) -> None:
         """Close the pages and the server."""
@@ -132,7 +111,7 @@ def main(args=None) -> None:
     try:
         node = ViewNode()
         rclpy.spin(node)
-    except (ViewError, ValueError) as exc:
+    except (ViewError, ValueError, ParameterException) as exc:   # one line, exit 2
         print(f'depth_view: {exc}', file=sys.stderr)
         code = 2
     except (KeyboardInterrupt, ExternalShutdownException):
