@@ -16,7 +16,8 @@ import pytest
 WAIT = 10.0
 PIPELINE_KEYS = [
     'backend', 'backend_requested', 'fallback_reason', 'device', 'execution_mode', 'dp',
-    'batch', 'workers', 'image_size', 'model', 'weights', 'dtype', 'model_input',
+    'batch', 'workers', 'image_size', 'model', 'weights', 'dtype', 'dtype_requested',
+    'model_input',
     'input_fps', 'output_fps', 'device_fps', 'latency_ms_p50', 'latency_ms_p95',
     'latency_ms_p99', *E2E_KEYS, *[f'{s}_ms' for s in STAGES],
     'frames_received', 'frames_processed', 'frames_dropped', 'frames_rejected',
