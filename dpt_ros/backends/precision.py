@@ -182,5 +182,5 @@ def from_openvino(element_type: str) -> str:
 def summary(backend: str, requested: str = 'auto') -> str:
     """One line for scripts: what `requested` executes on this CPU for backend openvino|torch."""
     p = for_openvino(requested) if backend == 'openvino' else for_torch(requested)
-    units = 'runs bf16 natively' if p.native_bf16 else 'has no native bf16'
-    return f'this CPU {units} for {backend} ({p.basis}): dtype {p.text}'
+    units = 'bf16 units' if p.native_bf16 else 'no bf16 units'
+    return f'{backend} dtype {p.text} ({units}: {p.basis})'
