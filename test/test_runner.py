@@ -226,7 +226,7 @@ def test_batch_size_defaults_to_dp():
     assert opts.strict is True
     args = p.parse_args([])
     runner.check_args(p, args)
-    assert args.batch_size == 1 and args.strict is False and args.dtype == 'fp32'
+    assert args.batch_size == 1 and args.strict is False and args.dtype == 'auto'
     # A T3000: one image per chip, eight chips.
     args = p.parse_args(['--tt-run', '--device', 'wormhole_t3000', '--dp', '8'])
     runner.check_args(p, args)
