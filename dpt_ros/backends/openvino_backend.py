@@ -438,7 +438,7 @@ class OpenVinoBackend:
                         'for (%s)', self.info.dtype_text, executed, self.precision.executed,
                         self.precision.basis)
         elif self.precision.warning('openvino'):
-            log.warning('openvino: %s', self.precision.warning('openvino'))
+            log.warning('%s', self.precision.warning('openvino'))
 
     def _compile(self, ov_model):
         config = {'INFERENCE_PRECISION_HINT': self._hint,
