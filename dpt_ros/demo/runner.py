@@ -4,7 +4,7 @@ Command-line runner, flag-compatible with tt-metal's DPT-Large demo runner.
     python -m dpt_ros.runner [--image X | --images-dir D] [--device cpu|cuda|wormhole_n150|
         wormhole_n300|wormhole_t3000] [--tt-run] [--dp 1..8] [--batch-size N] [--warmup 1]
         [--repeat 3] [--tt-execution-mode eager|trace|trace_2cq] [--dump-depth X.npy]
-        [--dump-depth-color X.png] [--dump-perf X.json] [--weights auto] [--dtype fp32|bf16]
+        [--dump-depth-color X.png] [--dump-perf X.json] [--weights auto] [--dtype auto|fp32|bf16]
         [--backend auto|openvino|torch]
 
 With neither --image nor --images-dir it runs on a bundled offline picture (scikit-image's
@@ -13,7 +13,9 @@ The perf JSON carries the reference's keys plus ours; `<stem>_header.json` sits 
 
 Backend: --tt-run runs the TT model; otherwise `--backend auto` (the default) runs OpenVINO on
 the CPU where openvino is importable, and torch where it is not (said in the log), or when
---device cuda or --compile asks for torch; `--backend torch` is the numerical reference.
+--device cuda or --compile asks for torch; `--backend torch --dtype fp32` is the numerical
+reference. `--dtype auto` (the default) is bf16 where the CPU runs it natively, else fp32; the
+log, the summary line and the perf JSON name requested and executed dtype both.
 
 Fallback policy: a CPU/CUDA run that asks for CUDA where there is none falls back to the CPU
 (counted). A --tt-run is strict by default: it refuses to run anywhere but on the TT device and
@@ -38,7 +40,8 @@ from dpt_ros.backends.cli_options import options_from_args
 from dpt_ros.demo.image_files import SUPPORTED_EXTENSIONS
 from dpt_ros.errors import InvalidImage, RunFailed
 from dpt_ros.inference.colorize import COLORMAPS, DEFAULT_COLORMAP, NORM_MODES
-from dpt_ros.vocabulary import CPU_BACKEND_CHOICES, DEVICES, EXECUTION_MODES, TT_DEVICES
+from dpt_ros.vocabulary import (CPU_BACKEND_CHOICES, DEFAULT_DTYPE, DEVICES, DTYPES,
+                                EXECUTION_MODES, TT_DEVICES)
 import numpy as np
 
 log = logging.getLogger('dpt_ros.demo.runner')
@@ -76,8 +79,9 @@ def build_parser(prog: str = 'dpt_ros.demo.runner',
     p.add_argument('--weights', default=_DEFAULTS.weights,
                    help='auto | Intel/dpt-large | <local dir> | random | tiny-random '
                    '(auto: hub/cache, else random weights, flagged loudly)')
-    p.add_argument('--dtype', default=None, choices=('fp32', 'bf16'),
-                   help='torch / openvino precision (default fp32)')
+    p.add_argument('--dtype', default=None, choices=DTYPES,
+                   help='torch / openvino precision; auto = bf16 where the CPU runs it '
+                   f'natively, else fp32 (default {DEFAULT_DTYPE})')
     p.add_argument('--compile', action='store_true', help='torch.compile the torch backend')
     p.add_argument('--threads', type=int, default=_DEFAULTS.threads,
                    help='torch / openvino CPU threads (0 = the library default)')
@@ -132,9 +136,10 @@ def check_args(p: argparse.ArgumentParser, args) -> None:
     if args.warmup < 0 or args.repeat < 1:
         p.error('--warmup must be >= 0 and --repeat >= 1')
     if args.tt_run and args.dtype is not None:
-        log.info('--dtype applies to the torch backend; the TT model runs bf16/bfp8_b')
+        log.info('--dtype applies to the CPU backends (a --no-strict fallback); the TT model '
+                 'runs bf16/bfp8_b')
     if args.dtype is None:
-        args.dtype = 'fp32'
+        args.dtype = DEFAULT_DTYPE
     if args.strict is None:
         args.strict = bool(args.tt_run)
     args.backend = resolve_backend(p, args)
@@ -305,7 +310,8 @@ def _log_backend(started, args) -> None:
         log.warning('*** RANDOM WEIGHTS (%s): the depth maps are NOT real depth; perf figures '
                     'are valid. Recorded as weights_random=true in the outputs. ***',
                     info.weights)
-    log.info('backend %s on %s, %s, %s, dp=%d, batch=%d%s', info.name, info.device, info.dtype,
+    log.info('backend %s on %s, dtype %s, %s, dp=%d, batch=%d%s', info.name, info.device,
+             info.dtype_text,
              info.execution_mode, info.dp, args.batch_size,
              f' (fell back: {started.fallback_reason})' if started.fell_back else '')
 
@@ -461,7 +467,8 @@ def main(argv=None) -> int:
     e2e_fps = 1e3 * n / sum(t.e2e_ms) if t.e2e_ms else float('nan')
     info = result['info']
     print(f'processed {result["images"]["processed"]} image(s) x {len(t.iter_ms) and t.repeat} '
-          f'repeat(s) on {info.name}/{info.device} ({info.dtype}, {info.execution_mode}): '
+          f'repeat(s) on {info.name}/{info.device} (dtype {info.dtype_text}, '
+          f'{info.execution_mode}): '
           f'inference {inf_fps:.2f} FPS, end-to-end {e2e_fps:.2f} FPS'
           + (f' [fallback: {result["fallback_reason"]}]' if result['fallback_reason'] else ''))
     for kind, paths in result['written'].items():
