@@ -561,7 +561,8 @@ class DataParallel:
         Run one frame on chip `c` by its served path; return its (1,S,S) output.
 
         For start-up checks, before any call runs: the frame is not a served frame (no
-        stats), and the chip's traces, persistent input and 2CQ events stay as they were.
+        stats); it uses the chip's traces, persistent input and 2CQ events as a served frame
+        does, so it leaves them as one leaves them (nothing is captured again).
         """
         pipe = self.pipelines[c]
         out, _ = pipe.run(frame)
