@@ -50,7 +50,8 @@ def test_backend_defaults_come_from_backend_options():
     opts = BackendOptions()
     d = params.defaults()
     for field in ('weights', 'image_size', 'device', 'compile', 'execution_mode',
-                  'dp', 'strict', 'cache_dir', 'seed', 'threads'):
+                  'dp', 'strict', 'cache_dir', 'seed', 'threads', 'selfcheck',
+                  'selfcheck_min_pcc'):
         assert d[field] == getattr(opts, field), field
     # dtype: the node resolves by the CPU's capability; code building options gets the
     # machine-independent fp32 reference.
@@ -112,6 +113,8 @@ def test_constraint_text_lists_choices_and_ranges():
     ({'fallback_after_failures': 2.5}, ["'fallback_after_failures'", 'integer']),
     ({'metric.mode': 'fixed', 'metric.scale': -1.0}, ["'metric.scale'", '> 0']),
     ({'compile': 'yes'}, ["'compile'", 'true or false']),
+    ({'selfcheck_min_pcc': 1.5}, ["'selfcheck_min_pcc'", 'range [0, 1]']),
+    ({'selfcheck': 'off'}, ["'selfcheck'", 'true or false']),
     ({'no_such_param': 1}, ["unknown parameter 'no_such_param'"]),
 ])
 def test_invalid_values_give_one_clear_message(changes, words):

@@ -207,6 +207,7 @@ def test_empty_folder_names_supported_extensions(tmp_path, capsys):
     (['--device', 'tpu'], 'invalid choice'),
     (['--tt-run', '--device', 'wormhole_n300', '--dp', '8'], '--dp 8 needs'),
     (['--tt-run', '--device', 'wormhole_t3000', '--dp', '9'], 'invalid choice'),
+    (['--selfcheck-min-pcc', '1.5'], '--selfcheck-min-pcc must be in [0, 1]'),
 ])
 def test_flag_rules(argv, words, capsys):
     with pytest.raises(SystemExit) as exc:
@@ -224,6 +225,12 @@ def test_batch_size_defaults_to_dp():
     opts = runner.backend_options(args)
     assert opts.dp == 2 and opts.batch_size == 2 and opts.execution_mode == 'trace_2cq'
     assert opts.strict is True
+    assert opts.selfcheck is True and opts.selfcheck_min_pcc == 0.99
+    args = p.parse_args(['--tt-run', '--device', 'wormhole_n150', '--no-selfcheck',
+                         '--selfcheck-min-pcc', '0.95'])
+    runner.check_args(p, args)
+    opts = runner.backend_options(args)
+    assert opts.selfcheck is False and opts.selfcheck_min_pcc == 0.95
     args = p.parse_args([])
     runner.check_args(p, args)
     assert args.batch_size == 1 and args.strict is False and args.dtype == 'auto'

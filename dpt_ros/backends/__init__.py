@@ -43,6 +43,8 @@ class BackendOptions:
     cache_dir: str = ''              # tt: prepared-weight cache ('' = ~/.cache/dpt_ros)
     seed: int = 0                    # random weights
     threads: int = 0                 # torch intra-op threads (0 = torch default)
+    selfcheck: bool = True           # tt: prove each chip against torch fp32 before serving
+    selfcheck_min_pcc: float = 0.99  # tt: a chip below this PCC leaves the rotation
 
     def replace(self, **changes) -> 'BackendOptions':
         return dataclasses.replace(self, **changes)

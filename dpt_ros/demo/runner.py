@@ -5,7 +5,7 @@ Command-line runner, flag-compatible with tt-metal's DPT-Large demo runner.
         wormhole_n300|wormhole_t3000] [--tt-run] [--dp 1..8] [--batch-size N] [--warmup 1]
         [--repeat 3] [--tt-execution-mode eager|trace|trace_2cq] [--dump-depth X.npy]
         [--dump-depth-color X.png] [--dump-perf X.json] [--weights auto] [--dtype auto|fp32|bf16]
-        [--backend auto|openvino|torch]
+        [--backend auto|openvino|torch] [--no-selfcheck] [--selfcheck-min-pcc 0.99]
 
 With neither --image nor --images-dir it runs on a bundled offline picture (scikit-image's
 astronaut). Depth dumps are input-sized float32 relative inverse depth (.npy) and a colour PNG.
@@ -22,7 +22,8 @@ Fallback policy: a CPU/CUDA run that asks for CUDA where there is none falls bac
 turns any TT program-config/host fallback into an error, because its perf figures would
 otherwise describe something else. --no-strict lets it fall back to the torch CPU backend,
 recorded in the JSON as backend_fallback_count=1 with the reason. --no-fallback refuses the
-backend fallback on any run.
+backend fallback on any run. A --tt-run first checks each chip's depth on the bundled picture
+against torch fp32 (--selfcheck-min-pcc, --no-selfcheck): strict, any chip below fails the run.
 
 Exit status: 0 when at least one image was processed (bad files are skipped with a message and
 counted), 1 when nothing could be processed, 2 for invalid command lines.
@@ -93,6 +94,11 @@ def build_parser(prog: str = 'dpt_ros.demo.runner',
                         help='allow a --tt-run to fall back (counted in the perf JSON)')
     p.add_argument('--no-fallback', action='store_true',
                    help='fail instead of falling back to the torch CPU backend')
+    p.add_argument('--no-selfcheck', dest='selfcheck', action='store_false',
+                   help='--tt-run: skip the start-up check of each chip against torch fp32')
+    p.add_argument('--selfcheck-min-pcc', type=float, default=_DEFAULTS.selfcheck_min_pcc,
+                   help='--tt-run: PCC vs torch fp32 each chip must reach at start-up; a chip '
+                   'below leaves the rotation, none left fails (default %(default)s)')
     return p
 
 
@@ -135,6 +141,8 @@ def check_args(p: argparse.ArgumentParser, args) -> None:
         p.error('--image-size must be a positive multiple of the 16 px patch')
     if args.warmup < 0 or args.repeat < 1:
         p.error('--warmup must be >= 0 and --repeat >= 1')
+    if not 0.0 <= args.selfcheck_min_pcc <= 1.0:
+        p.error('--selfcheck-min-pcc must be in [0, 1]')
     if args.tt_run and args.dtype is not None:
         log.info('--dtype applies to the CPU backends (a --no-strict fallback); the TT model '
                  'runs bf16/bfp8_b')
@@ -423,7 +431,10 @@ def _write_perf(args, started, pipe, perf, timings, prepared0, images: dict,
     pipe.sync_counts()
     perf_json = build_perf(timings, info, perf, requested_backend=started.requested,
                            fallback_reason=started.fallback_reason, device_arg=args.device,
-                           strict=bool(args.strict), images=images, extra={'outputs': written})
+                           strict=bool(args.strict), images=images,
+                           extra={'outputs': written,   # + the TT self-check's figures
+                                  **{k: v for k, v in info.extra.items()
+                                     if k.startswith('selfcheck')}})
     header = build_header(perf_json, info, _model_config(backend))
     write_perf(args.dump_perf, perf_json, header)
     log.info('perf: %s (+ %s)', args.dump_perf, header_path(args.dump_perf))

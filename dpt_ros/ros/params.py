@@ -144,9 +144,16 @@ PARAMS: tuple[Param, ...] = (
           min=1, max=max(vocabulary.TT_DEVICES.values())),
     Param('strict', _BACKEND_DEFAULTS.strict,
           'tt: a program-config fallback raises instead of being counted.'),
+    Param('selfcheck', _BACKEND_DEFAULTS.selfcheck,
+          'tt: after compile, run a bundled picture through each chip and compare its depth '
+          'with torch fp32 on cpu (computed once, cached in cache_dir); a chip below '
+          'selfcheck_min_pcc leaves the rotation, with none left the backend does not start '
+          '(allow_fallback: torch on cpu, the reason in diagnostics). false: no check.'),
+    Param('selfcheck_min_pcc', _BACKEND_DEFAULTS.selfcheck_min_pcc,
+          'tt: the PCC a chip must reach in the selfcheck.', min=0.0, max=1.0),
     Param('cache_dir', _BACKEND_DEFAULTS.cache_dir,
-          "tt prepared-weight and openvino converted-model cache directory ('' = "
-          '$DPT_ROS_CACHE or ~/.cache/dpt_ros).'),
+          'tt prepared-weight, tt selfcheck-reference and openvino converted-model cache '
+          "directory ('' = $DPT_ROS_CACHE or ~/.cache/dpt_ros)."),
     Param('seed', _BACKEND_DEFAULTS.seed, 'Seed for random weights.', min=0, max=2**31 - 1),
     Param('threads', _BACKEND_DEFAULTS.threads,
           'torch intra-op / openvino inference threads (0 = the library default).',
