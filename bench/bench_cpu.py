@@ -118,7 +118,7 @@ class _InputFormatView:
 def make_ours(loaded, rgb, mode, cache_dir):
     """Our DepthPipeline in one mode -> (run, pipeline)."""
     from dpt_ros.backends import BackendOptions, create_backend
-    from dpt_ros.inference.pipeline import DepthPipeline
+    from dpt_ros.serving.pipeline import DepthPipeline
     name, kw = MODES[mode]
     kw = dict(kw)
     input_format = kw.pop('input', None)

@@ -32,7 +32,7 @@ import bench_env  # noqa: I100  (first: sets up sys.path)
 _ROOT = bench_env.setup()
 
 import cv2  # noqa: E402
-from dpt_ros.inference.pipeline import DepthPipeline  # noqa: E402
+from dpt_ros.serving.pipeline import DepthPipeline  # noqa: E402
 from dpt_ros.perf.report import host, versions, write_json  # noqa: E402
 from dpt_ros.serving.scheduler import FrameScheduler, OUTCOMES  # noqa: E402
 import numpy as np  # noqa: E402

@@ -12,7 +12,7 @@ import json
 import logging
 
 from dpt_ros.backends import BackendOptions, BackendUnavailable, create_backend
-from dpt_ros.inference.pipeline import DepthPipeline
+from dpt_ros.serving.pipeline import DepthPipeline
 import numpy as np
 import pytest
 

@@ -7,7 +7,7 @@ agree with transformers'.
 """
 from dpt_ros.backends.base import BackendInfo, batch_format
 from dpt_ros.errors import BackendError
-from dpt_ros.inference.pipeline import DepthPipeline
+from dpt_ros.serving.pipeline import DepthPipeline
 from dpt_ros.inference.preprocess import (normalize, pixel_affine, pixel_centre, preprocess,
                                           resize_pillow, resize_pixels)
 import numpy as np

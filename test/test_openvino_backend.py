@@ -19,7 +19,7 @@ from dpt_ros.backends import (BackendError, BackendOptions, BACKENDS, BackendUna
                               create_backend)
 from dpt_ros.backends import openvino_backend as ovb
 from dpt_ros.depth.pcc import pcc
-from dpt_ros.inference.pipeline import DepthPipeline
+from dpt_ros.serving.pipeline import DepthPipeline
 from dpt_ros.inference.preprocess import preprocess, resize_pixels
 from dpt_ros.ros import params
 import numpy as np

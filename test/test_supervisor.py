@@ -6,7 +6,7 @@ import threading
 
 from dpt_ros.backends import StartedBackend
 from dpt_ros.backends.base import BackendInfo
-from dpt_ros.inference.pipeline import DepthPipeline
+from dpt_ros.serving.pipeline import DepthPipeline
 from dpt_ros.perf.stats import PerfStats
 from dpt_ros.serving.supervisor import BackendSupervisor
 import numpy as np

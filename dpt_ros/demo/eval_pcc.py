@@ -107,7 +107,7 @@ def _compare(args, pipe, im, r_ref) -> dict:
 def evaluate(args) -> dict:
     """Run the reference then the backend under test; returns the JSON-ready summary."""
     from dpt_ros.backends import reference
-    from dpt_ros.inference.pipeline import DepthPipeline
+    from dpt_ros.serving.pipeline import DepthPipeline
     from dpt_ros.inference.preprocess import preprocess
     from dpt_ros.perf.stats import PerfStats
 

@@ -259,7 +259,7 @@ def _batches(items, size):
 
 def run(args) -> dict:
     """Run the flags' job; returns a summary dict. Raises RunFailed when nothing ran."""
-    from dpt_ros.inference.pipeline import DepthPipeline
+    from dpt_ros.serving.pipeline import DepthPipeline
     from dpt_ros.perf.report import RunTimings
     from dpt_ros.perf.stats import PerfStats
 

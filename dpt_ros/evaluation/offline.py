@@ -112,7 +112,7 @@ class _Run:
 
 def _start_pipeline(args):
     from dpt_ros.backends import create_backend
-    from dpt_ros.inference.pipeline import DepthPipeline
+    from dpt_ros.serving.pipeline import DepthPipeline
     from dpt_ros.perf.stats import PerfStats
     t0 = time.perf_counter()
     try:

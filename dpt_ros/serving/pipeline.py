@@ -26,7 +26,7 @@ from dpt_ros.inference.preprocess import (check_rgb, normalize, preprocess, resi
 from dpt_ros.perf.stats import PerfStats
 import numpy as np
 
-log = logging.getLogger('dpt_ros.inference.pipeline')
+log = logging.getLogger('dpt_ros.serving.pipeline')
 
 
 @dataclass
