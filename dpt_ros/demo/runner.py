@@ -259,9 +259,10 @@ def _batches(items, size):
 
 def run(args) -> dict:
     """Run the flags' job; returns a summary dict. Raises RunFailed when nothing ran."""
-    from dpt_ros.serving.pipeline import DepthPipeline
     from dpt_ros.perf.report import RunTimings
     from dpt_ros.perf.stats import PerfStats
+    from dpt_ros.serving.pipeline import DepthPipeline
+    from dpt_ros.serving.supervisor import BackendSupervisor
 
     perf = PerfStats(window=100000)
     try:
@@ -273,8 +274,8 @@ def run(args) -> dict:
         raise RunFailed('no image could be read: ' + '; '.join(f['message'] for f in failed))
 
     started = start_backend(args)
-    pipe = DepthPipeline(started, colormap=args.colormap, norm=args.norm,
-                         norm_low=args.norm_low, norm_high=args.norm_high, perf=perf)
+    pipe = DepthPipeline(BackendSupervisor(started, perf=perf), colormap=args.colormap,
+                         norm=args.norm, norm_low=args.norm_low, norm_high=args.norm_high)
     _log_backend(started, args)
     timings = RunTimings(warmup=args.warmup, repeat=args.repeat)
     try:

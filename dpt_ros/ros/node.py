@@ -128,8 +128,7 @@ class DepthNode(LifecycleNode):
                 f'{started.fallback_reason}')
         from dpt_ros.serving.pipeline import DepthPipeline  # torch/cv2 heavy: import late
         self.pipeline = DepthPipeline(self.supervisor, colormap=v['colormap'], norm=v['norm'],
-                                      norm_low=v['norm_low'], norm_high=v['norm_high'],
-                                      perf=self.perf)
+                                      norm_low=v['norm_low'], norm_high=v['norm_high'])
         took, error = self.pipeline.warm_up()
         if error:   # the backend is judged frame by frame; say it now too
             self.get_logger().error(f'warm-up inference failed: {error}')
@@ -274,10 +273,11 @@ class DepthNode(LifecycleNode):
                                    'bgr8' if want_color else None) as (depth_img, color_img):
             res = self.pipeline.finish(
                 raw, hw, want_color=want_color, depth_out=depth_img.pixels,
-                color_out=color_img.pixels if color_img else None,
-                metric=cam.metric_for(frame.stamp_ns, self.perf, self.get_logger()))
+                color_out=color_img.pixels if color_img else None)
+            to_metric = cam.metric_for(frame.stamp_ns, self.perf, self.get_logger())
+            metric = to_metric(res.depth) if to_metric is not None else None
             self.perf.add_stage('publish', cam.publish(header, depth_img, color_img,
-                                                       res.metric, rgb))
+                                                       metric, rgb))
 
     # ----- runtime parameters -----
     def _on_set_parameters(self, changes) -> SetParametersResult:
