@@ -274,8 +274,7 @@ class DepthNode(LifecycleNode):
             res = self.pipeline.finish(
                 raw, hw, want_color=want_color, depth_out=depth_img.pixels,
                 color_out=color_img.pixels if color_img else None)
-            to_metric = cam.metric_for(frame.stamp_ns, self.perf, self.get_logger())
-            metric = to_metric(res.depth) if to_metric is not None else None
+            metric = cam.metric_depth(res.depth, frame.stamp_ns, self.perf, self.get_logger())
             self.perf.add_stage('publish', cam.publish(header, depth_img, color_img,
                                                        metric, rgb))
 
