@@ -46,6 +46,7 @@ import warnings
 from dpt_ros.backends import BackendOptions
 from dpt_ros.backends.base import BackendInfo, batch_format
 from dpt_ros.errors import BackendError, BackendUnavailable
+from dpt_ros.vocabulary import cache_folder
 import numpy as np
 
 log = logging.getLogger('dpt_ros.backends.openvino')
@@ -89,13 +90,6 @@ def openvino_version() -> str:
     """Return the installed OpenVINO runtime's version, e.g. '2026.4.1-22982-...'."""
     import openvino
     return openvino.get_version()
-
-
-def cache_root(cache_dir: str | None = None) -> str:
-    """`<base>/openvino`, base = cache_dir, $DPT_ROS_CACHE or ~/.cache/dpt_ros."""
-    base = cache_dir or os.environ.get('DPT_ROS_CACHE') or os.path.join(
-        os.path.expanduser('~'), '.cache', 'dpt_ros')
-    return os.path.join(base, 'openvino')
 
 
 def _dist_version(name: str) -> str:
@@ -299,7 +293,7 @@ class OpenVinoBackend:
         self._opts = opts
         self.image_size = int(opts.image_size)
         self._core = ov.Core()
-        root = cache_root(opts.cache_dir or None)
+        root = cache_folder('openvino', opts.cache_dir or None)
         self._cache = ModelCache(root)
         # One CACHE_DIR per compile setting: OpenVINO 2026.4's CPU plugin leaves the precision
         # hint out of its blob key (CACHING_PROPERTIES is FULL_DEVICE_NAME only), and a bf16
@@ -526,4 +520,4 @@ def create(opts: BackendOptions, loaded=None) -> OpenVinoBackend:
     return OpenVinoBackend(opts, loaded)
 
 
-__all__ = ['OpenVinoBackend', 'create', 'DTYPES', 'cache_root', 'weights_identity']
+__all__ = ['OpenVinoBackend', 'create', 'DTYPES', 'weights_identity']
