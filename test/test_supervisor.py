@@ -220,6 +220,7 @@ def test_pipeline_records_device_time_and_refuses_a_wrong_output_shape():
         bad.infer(np.zeros((1, 3, S, S), np.float32))
     quiet = pipeline(Quirky(counts_fail=True))
     assert quiet.infer(np.zeros((1, 3, S, S), np.float32)).shape == (1, S, S)  # counters skipped
+    assert quiet.process_batch([]) == [] and quiet.backend.calls == 1   # no frames, no call
 
 
 def test_warm_up_runs_every_stage_and_returns_a_failing_call_instead_of_raising():
