@@ -3,8 +3,8 @@ CPU throughput and start-up of DPT-Large 384x384: transformers vs our torch and 
 
 The transformers baseline and our torch and OpenVINO backend modes are measured in one run:
 
-    .venv/bin/python bench/bench_cpu.py [--iters 7] [--modes fp32,bf16,bf16+compile,ov-fp32,
-        ov-bf16,ov-bf16-normalized] [--no-startup] [--out generated/bench_cpu.json]
+    .venv/bin/python bench/bench_cpu.py [--iters 7] [--modes fp32,auto,auto+compile,ov-fp32,
+        ov-auto,ov-auto-normalized] [--no-startup] [--out generated/bench_cpu.json]
 
 One run, one machine, one input (scikit-image's astronaut, 512x512 RGB), random weights with
 the exact DPT-Large config (seed 0; no weights can be downloaded here — speed does not depend
@@ -13,12 +13,12 @@ on the values). Per frame, each mode does the whole depth job without colourisat
   baseline      transformers' DPTImageProcessor (Intel/dpt-large settings) + DPTForDepthEstimation
                 fp32 eager + post_process_depth_estimation to the input size — what
                 pipeline('depth-estimation') runs, minus its PIL conversion of the output;
-  fp32 / bf16 / bf16+compile
+  fp32 / auto / auto+compile (bf16 / bf16+compile / fp32+compile on request)
                 our DepthPipeline (processor-exact preprocess, torch backend, resize);
-  ov-fp32 / ov-bf16
+  ov-fp32 / ov-auto (ov-bf16 on request)
                 our DepthPipeline on the OpenVINO backend: the host only resizes to uint8
                 pixels, OpenVINO's preprocessing normalises inside the compiled graph;
-  ov-bf16-normalized
+  ov-auto-normalized
                 the same compiled model fed the processor's float32 tensor from the host, to
                 measure whether the pixel input pays.
 
@@ -31,6 +31,9 @@ depth against the baseline's (torch fp32). Start-up (unless --no-startup) is mea
 fresh processes, one after another: OpenVINO cold (empty cache: load, convert, save, compile)
 and cached, torch.compile cold (empty inductor cache) and cached, torch eager. The CPU's
 matmul features and a fp32/bf16 GEMM probe are recorded, because they decide the ratios.
+`auto` is the product's default dtype: bf16 where the CPU has bf16 units, fp32 elsewhere (an
+explicit bf16 there is emulated by torch, several times slower, and run as fp32 by OpenVINO);
+each mode records the dtype it asked for and the one that executed.
 Prints a table and writes JSON.
 """
 from __future__ import annotations
@@ -62,11 +65,14 @@ MODES = {
     'bf16': ('torch', {'dtype': 'bf16', 'compile': False}),
     'bf16+compile': ('torch', {'dtype': 'bf16', 'compile': True}),
     'fp32+compile': ('torch', {'dtype': 'fp32', 'compile': True}),
+    'auto': ('torch', {'dtype': 'auto', 'compile': False}),
+    'auto+compile': ('torch', {'dtype': 'auto', 'compile': True}),
     'ov-fp32': ('openvino', {'dtype': 'fp32'}),
     'ov-bf16': ('openvino', {'dtype': 'bf16'}),
-    'ov-bf16-normalized': ('openvino', {'dtype': 'bf16', 'input': 'normalized'}),
+    'ov-auto': ('openvino', {'dtype': 'auto'}),
+    'ov-auto-normalized': ('openvino', {'dtype': 'auto', 'input': 'normalized'}),
 }
-DEFAULT_MODES = 'fp32,bf16,bf16+compile,ov-fp32,ov-bf16,ov-bf16-normalized'
+DEFAULT_MODES = 'fp32,auto,auto+compile,ov-fp32,ov-auto,ov-auto-normalized'
 TARGETS = {'openvino_vs_best_torch': 1.3, 'openvino_vs_baseline': 2.5, 'cached_startup_s': 5.0}
 
 
@@ -197,19 +203,20 @@ def startup_probe(mode: str, cache_dir: str) -> dict:
             'backend_start_s': t2 - t1, 'serving_s': t2 - t0, 'first_frame_s': t3 - t2,
             'ready_s': t3 - t0,
             'cache': backend.info.extra.get('cache'),
+            'dtype': backend.info.dtype, 'dtype_requested': backend.info.dtype_requested,
             'backend_startup_s': backend.info.extra.get('startup_s'),
             'torch_imported': 'torch' in sys.modules}
 
 
 # (label, mode, cache state) in the order they run; 'cold' empties the cache first.
 STARTUP_RUNS = (
-    ('openvino bf16, cold (empty cache)', 'ov-bf16', 'cold'),
-    ('openvino bf16, cached', 'ov-bf16', 'cached'),
+    ('openvino auto, cold (empty cache)', 'ov-auto', 'cold'),
+    ('openvino auto, cached', 'ov-auto', 'cached'),
     ('openvino fp32, model cached, first compile', 'ov-fp32', 'cached'),
     ('openvino fp32, cached', 'ov-fp32', 'cached'),
     ('torch fp32 eager', 'fp32', 'cached'),
-    ('torch bf16+compile, cold (empty inductor cache)', 'bf16+compile', 'cold'),
-    ('torch bf16+compile, cached', 'bf16+compile', 'cached'),
+    ('torch auto+compile, cold (empty inductor cache)', 'auto+compile', 'cold'),
+    ('torch auto+compile, cached', 'auto+compile', 'cached'),
 )
 
 
@@ -266,6 +273,7 @@ def worker(mode: str, cache_dir: str, warmup: int, out_npy: str) -> int:
         what = f'dpt_ros DepthPipeline, {MODES[mode][0]} backend {mode}, ' \
             f'{binfo.input_format} input'
         info = {'execution_mode': binfo.execution_mode, 'input_format': binfo.input_format,
+                'dtype': binfo.dtype, 'dtype_requested': binfo.dtype_requested,
                 'fallback_counts': pipe.backend.fallback_counts(),
                 'backend_extra': {k: v for k, v in binfo.extra.items()
                                   if k in ('inference_precision', 'threads', 'cache',
@@ -378,12 +386,13 @@ def _ratios(results: dict) -> dict:
 
 def _print_table(results: dict, ratios: dict, startup: list, peak: dict) -> None:
     print()
-    print(f"{'mode':<20} {'median ms':>9} {'best ms':>8} {'CPU ms':>8} {'pre ms':>7} "
-          f"{'inf ms':>8} {'x base':>7} {'x (best)':>8} {'PCC':>9}")
+    print(f"{'mode':<20} {'ran':>4} {'median ms':>9} {'best ms':>8} {'CPU ms':>8} "
+          f"{'pre ms':>7} {'inf ms':>8} {'x base':>7} {'x (best)':>8} {'PCC':>9}")
     for name, r in results.items():
         pre = f"{r['preprocess_ms']:7.2f}" if r['preprocess_ms'] is not None else ' ' * 7
         inf = f"{r['inference_ms']:8.1f}" if r['inference_ms'] is not None else ' ' * 8
-        print(f"{name:<20} {r['ms_per_frame']:9.1f} {r['ms_min']:8.1f} "
+        print(f"{name:<20} {r.get('dtype', 'fp32'):>4} {r['ms_per_frame']:9.1f} "
+              f"{r['ms_min']:8.1f} "
               f"{r['cpu_ms_per_frame']:8.1f} {pre} {inf} {r['ratio_vs_baseline']:7.2f} "
               f"{r['ratio_min_vs_baseline_min']:8.2f} {r['pcc_vs_fp32']:9.6f}")
     print(f'GEMM probe (577x1024 @ 1024x4096, torch, best of 20): fp32 '

@@ -188,6 +188,7 @@ def run_case(name: str, values: dict, env: dict, rate: float, duration: float,
     out = {
         'case': name, 'input': f'{width}x{height} rgb8 @ {rate:g} Hz for {duration:g} s',
         'backend': v['backend'], 'model_input': v['model_input'],
+        'dtype': v.get('dtype'), 'dtype_requested': v.get('dtype_requested'),
         'workers': int(v['workers']), 'dp': int(v['dp']),
         'frames_sent': sent, 'camera_slots_skipped': len(skipped),
         'frames_received_by_node': received,

@@ -40,6 +40,16 @@ class FallbackError(BackendError):
     """A fallback happened in strict mode."""
 
 
+class SelfCheckFailed(BackendUnavailable):
+    """
+    The TT self-check found no chip whose depth matches the torch fp32 reference.
+
+    An 'unavailable' backend, so the node's start-up fallback serves from the CPU with this
+    message as its reason (e.g. 'selfcheck pcc 0.62 on chip 1 ...'); the runner's strict
+    `--tt-run` fails with it.
+    """
+
+
 class AlignmentError(ReasonError, ValueError):
     """A fit could not be made. `reason` is a short counter key; the message says why."""
 

@@ -17,6 +17,10 @@ DEVICES = TORCH_DEVICES + tuple(TT_DEVICES)
 EXECUTION_MODES = ('eager', 'trace', 'trace_2cq')
 # CPU backends of the command-line tools; 'auto' picks the fastest one present.
 CPU_BACKEND_CHOICES = ('auto', 'openvino', 'torch')
+# Compute dtype of the torch / OpenVINO backends; 'auto' = bf16 where the CPU runs it
+# natively, else fp32 (backends/precision.py): the node's and the tools' default.
+DTYPES = ('auto', 'fp32', 'bf16')
+DEFAULT_DTYPE = 'auto'
 # The batch a backend takes from the pipeline: normalized float NCHW, or uint8 pixels it
 # normalizes itself (on the device).
 INPUT_FORMATS = ('normalized', 'pixels')

@@ -32,20 +32,20 @@ FLOORS = (
                         'depth_view.py', '__init__.py'), 'one-line `python -m` shims'),)),
     ('tools', (('evaluation/', 'bag evaluation: sample bags, bag I/O, offline and replay runs, '
                 'the report'),
-               ('demo/', "tt-metal's runner and PCC tool"))),
+               ('demo/', "tt-metal's runner and PCC tool, per-stage TT PCC"))),
     ('ROS glue', (('ros/', 'the lifecycle node, entry, cameras, points, params, image codec, '
                    'view node, the node as a child process'),)),
     ('serving', (('serving/', 'the pipeline, scheduler, backend supervisor, health, process '
                   'tuning'),)),
     ('backends', (('backends/', 'the DepthBackend interface, registry and fallback policy; '
-                   'torch, OpenVINO, TT'),
+                   'precision; torch, OpenVINO, TT and its self-check'),
                   ('tt/', 'TTNN DPT-Large, one module per HF stage; configs, weights, device, '
                    'executor'))),
     ('core', (('inference/', 'preprocess (the HF processor, exact), resample, postprocess, '
                'colourise, the HF model'),
               ('depth/', 'metric depth, accuracy, PCC, point cloud'),
               ('view/', 'the browser view'),
-              ('perf/', 'stats, the perf JSON'))),
+              ('perf/', 'stats, the perf JSON, the TT speed estimate'))),
     ('ground', ((('errors.py',), 'every error type'),
                 (('vocabulary.py',), 'devices, modes, topics, limits'))),
 )

@@ -38,8 +38,9 @@ def _finite(x):
 
 def test_offline_report(bag, tmp_path, capsys):
     out_dir = tmp_path / 'report'
+    # fp32 explicitly: the default (auto) may run bf16 here, and this checks the reference path.
     rc, out, err = _run(['offline', str(bag), '-o', str(out_dir), '--pcc-frames', '2',
-                         '--strips', '3'] + FAST, capsys)
+                         '--strips', '3', '--dtype', 'fp32'] + FAST, capsys)
     assert rc == 0, err
     assert 'WEIGHTS ARE RANDOM' in out and 'report:' in out
     res = json.loads((out_dir / 'report.json').read_text())
@@ -54,6 +55,7 @@ def test_offline_report(bag, tmp_path, capsys):
     # Same weights on the same CPU fp32 path: the reference must agree to rounding.
     assert pcc['frames'] == 2 and pcc['pcc_min'] >= 0.9999
     assert pcc['reference_is_evaluated_backend'] is True
+    assert res['summary']['backend'] == 'torch cpu dtype fp32'
     assert acc['frames'] == 1 and acc['gt_topic'] == DEPTH_GT_TOPIC
     for k in ('abs_rel', 'rmse', 'delta1', 'delta2', 'delta3', 'scale', 'shift'):
         assert _finite(acc[k]), k
@@ -167,6 +169,10 @@ def test_replay_through_the_node(tmp_path, capsys):
     assert res['backend']['node_exit_code'] == 0, log_text
     diag = [v for k, v in res['backend'].items() if k.startswith('diagnostics:')]
     assert diag and diag[0]['image_size'] == '32'
+    # The summary names requested (auto) and executed dtype, as the node's diagnostics do.
+    from dpt_ros.backends import precision
+    assert res['summary']['backend'] == \
+        f"torch cpu dtype auto -> {precision.for_torch('auto').executed}"
     # Accuracy from the node's own output for the ground-truth frames (6 of 30).
     assert res['accuracy']['frames'] == 6 and _finite(res['accuracy']['abs_rel'])
     # The output bag holds every depth frame with the input stamps.

@@ -42,9 +42,16 @@ def test_pcc_accepts_torch_bf16():
     assert max_abs_diff(t.bfloat16(), t) < 1e-2
 
 
+def _predicted(backend: str, dtype: str) -> str:
+    from dpt_ros.backends import precision
+    resolve = precision.for_openvino if backend == 'openvino' else precision.for_torch
+    return resolve(dtype).executed
+
+
 def test_cpu_baseline_is_exact(tmp_path, capsys):
     out = tmp_path / 'e.json'
-    assert eval_pcc.main(FAST + ['--backend', 'torch', '--dump-json', str(out)]) == 0
+    assert eval_pcc.main(FAST + ['--backend', 'torch', '--dtype', 'fp32', '--dump-json',
+                                 str(out)]) == 0
     data = json.loads(out.read_text())
     assert data['baseline'] is True and data['num_images'] == 1
     assert data['pcc_min'] == pytest.approx(1.0, abs=1e-9)
@@ -63,6 +70,8 @@ def test_default_cpu_backend_is_openvino_held_to_the_torch_reference(tmp_path):
     assert data['backend']['running'] == 'openvino' and not data['backend']['fell_back']
     assert data['baseline'] is False and data['reference']['backend'] == 'torch'
     assert 0.999 <= data['pcc_min'] < 1.0 and data['pcc_depth_min'] >= 0.999
+    assert data['backend']['dtype_requested'] == 'auto'
+    assert data['backend']['dtype'] == _predicted('openvino', 'auto')
 
 
 def test_bf16_scores_high_but_not_exact_and_min_pcc_gates(tmp_path):
@@ -72,7 +81,9 @@ def test_bf16_scores_high_but_not_exact_and_min_pcc_gates(tmp_path):
     data = json.loads(out.read_text())
     assert data['baseline'] is False and data['passed'] is True
     assert 0.99 <= data['pcc_min'] < 1.0
-    assert data['backend']['dtype'] == 'bf16'
+    b = data['backend']
+    # OpenVINO runs bf16 only where this CPU has it; the JSON names both either way.
+    assert (b['dtype'], b['dtype_requested']) == (_predicted(b['running'], 'bf16'), 'bf16')
     # No backend can beat PCC 1: the gate must fail and say so with exit status 3.
     assert eval_pcc.main(FAST + ['--dtype', 'bf16', '--min-pcc', '1.01']) == 3
 
@@ -94,7 +105,12 @@ def test_folder_and_tt_fallback(tmp_path):
     if data['backend']['fell_back']:
         assert data['fallback_counts']['backend_fallback_count'] == 1
         assert data['backend']['fallback_reason']
-        assert data['pcc_min'] == pytest.approx(1.0, abs=1e-9)   # fell back to fp32 CPU
+        # The torch fallback runs dtype auto: fp32 (exact) on a CPU without bf16 units.
+        assert data['backend']['dtype'] == _predicted('torch', 'auto')
+        if data['backend']['dtype'] == 'fp32':
+            assert data['pcc_min'] == pytest.approx(1.0, abs=1e-9)
+        else:
+            assert 0.99 <= data['pcc_min'] < 1.0
 
 
 def test_nothing_to_evaluate_exits_1(tmp_path, capsys):

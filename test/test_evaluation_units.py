@@ -71,15 +71,15 @@ def test_runner_flags_become_options():
     runner.check_args(p, args)
     assert options_from_args(args) == BackendOptions(
         weights='random', device='wormhole_n300', dp=2, batch_size=2, strict=True,
-        execution_mode='trace', seed=5)
+        execution_mode='trace', seed=5, dtype='auto')
     args = p.parse_args(['--no-strict', '--compile', '--threads', '3'])
     runner.check_args(p, args)
-    assert options_from_args(args) == BackendOptions(compile=True, threads=3)
+    assert options_from_args(args) == BackendOptions(compile=True, threads=3, dtype='auto')
 
 
 def test_bag_eval_flags_become_options():
     p = cli.build_parser()
-    assert options_from_args(p.parse_args(['offline', 'bag'])) == BackendOptions()
+    assert options_from_args(p.parse_args(['offline', 'bag'])) == BackendOptions(dtype='auto')
     args = p.parse_args(['offline', 'bag', '--execution-mode', 'eager', '--dtype', 'bf16',
                          '--image-size', '64', '--dp', '2'])
     assert options_from_args(args) == BackendOptions(execution_mode='eager', dtype='bf16',

@@ -16,7 +16,8 @@ import pytest
 WAIT = 10.0
 PIPELINE_KEYS = [
     'backend', 'backend_requested', 'fallback_reason', 'device', 'execution_mode', 'dp',
-    'batch', 'workers', 'image_size', 'model', 'weights', 'dtype', 'model_input',
+    'batch', 'workers', 'image_size', 'model', 'weights', 'dtype', 'dtype_requested',
+    'model_input',
     'input_fps', 'output_fps', 'device_fps', 'latency_ms_p50', 'latency_ms_p95',
     'latency_ms_p99', *E2E_KEYS, *[f'{s}_ms' for s in STAGES],
     'frames_received', 'frames_processed', 'frames_dropped', 'frames_rejected',
@@ -112,9 +113,18 @@ def test_keys_names_and_ok_level(rig):
     kv = dict(node.key_values())
     assert kv['frames_received'] == '2' and kv['frames_processed'] == '2'
     assert kv['model_input'] == 'pixels' and kv['workers'] == '1' and kv['reasons'] == 'none'
+    # No dtype option applies (tt): requested reads as what runs.
+    assert (kv['dtype'], kv['dtype_requested']) == ('bf16', 'bf16')
     assert dict(cam.key_values())['camera_info'] == 'yes'
     assert dict(left.key_values())['camera_info'] == 'not received'
     assert dict(left.key_values())['frames_received'] == '0'
+
+
+def test_dtype_names_requested_and_executed(rig):
+    info = rig.sup.backend.info
+    info.name, info.device, info.dtype, info.dtype_requested = 'openvino', 'cpu', 'fp32', 'bf16'
+    kv = dict(rig.statuses()[0].key_values())
+    assert (kv['dtype'], kv['dtype_requested']) == ('fp32', 'bf16')
 
 
 def test_failures_are_error_then_recovered_is_warn_then_ok(rig):

@@ -231,8 +231,12 @@ def test_diagnostics_every_key_and_warn_when_tt_fell_back(graph):
                     'frames_rejected', 'frames_failed', 'backend_fallback_count',
                     'host_fallback_count', 'program_config_fallback_total', 'backend',
                     'execution_mode', 'dp', 'batch', 'image_size', 'model', 'weights',
-                    'model_input'}
+                    'dtype', 'dtype_requested', 'model_input'}
         assert expected <= set(v), expected - set(v)
+        # The CPU fallback runs dtype auto: what this CPU's capability predicts for torch.
+        from dpt_ros.backends import precision
+        assert (v['dtype'], v['dtype_requested']) == (precision.for_torch('auto').executed,
+                                                      'auto'), v
         assert level_of(s) == 1 and 'fallback active' in s.message
         assert 'No chips detected' in s.message or 'device' in s.message
         assert s.hardware_id == 'cpu'

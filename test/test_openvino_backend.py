@@ -18,6 +18,7 @@ import sys
 from dpt_ros.backends import (BackendError, BackendOptions, BACKENDS, BackendUnavailable,
                               create_backend)
 from dpt_ros.backends import openvino_backend as ovb
+from dpt_ros.backends import precision
 from dpt_ros.depth.pcc import pcc
 from dpt_ros.inference.preprocess import preprocess, resize_pixels
 from dpt_ros.ros import params
@@ -85,19 +86,22 @@ def test_registered_and_the_default_cpu_backend():
     assert params.validate({'backend': 'openvino', 'dtype': 'bf16'}) == []
 
 
-@pytest.mark.parametrize('dtype, min_pcc', [('fp32', 0.99999), ('bf16', 0.999)])
-def test_pcc_against_torch_fp32_tiny_config_at_384(dtype, min_pcc):
+@pytest.mark.parametrize('dtype', ['fp32', 'bf16', 'auto'])
+def test_pcc_against_torch_fp32_tiny_config_at_384(dtype):
     from dpt_ros.backends.torch_backend import create
+    # What executes is what this CPU's OpenVINO capabilities predict (bf16 only with BF16).
+    executed = precision.for_openvino(dtype).executed
+    min_pcc = {'fp32': 0.99999, 'bf16': 0.999}[executed]
     rgb = _rgb(480, 640)
-    ref = create(BackendOptions(weights='tiny-random'))
+    ref = create(BackendOptions(weights='tiny-random', dtype='fp32'))
     started = create_backend('openvino', BackendOptions(weights='tiny-random', dtype=dtype),
                              allow_fallback=False)
     pipe = DepthPipeline(BackendSupervisor(started))
     try:
         info = pipe.backend.info
-        assert (info.name, info.device, info.dtype, info.input_format) == (
-            'openvino', 'cpu', dtype, 'pixels')
-        assert info.extra['inference_precision'] == {'fp32': 'f32', 'bf16': 'bf16'}[dtype]
+        assert (info.name, info.device, info.dtype, info.dtype_requested, info.input_format) == (
+            'openvino', 'cpu', executed, dtype, 'pixels')
+        assert info.extra['inference_precision'] == {'fp32': 'f32', 'bf16': 'bf16'}[executed]
         out = pipe.process(rgb, want_color=False)
         expected = ref.infer(preprocess(rgb)[None])[0]
         assert out.raw.shape == (384, 384)
@@ -248,6 +252,48 @@ def test_fp32_and_bf16_share_the_model_entry_but_not_compiled_blobs(
         'bf16-threadsauto', 'f32-threadsauto']
 
 
+def _dtype_warnings(caplog):
+    return [r.getMessage() for r in caplog.records
+            if r.levelno == logging.WARNING and 'dtype' in r.getMessage()]
+
+
+def test_on_a_cpu_without_bf16_a_bf16_request_runs_fp32_and_says_so(
+        warm_cache, reference, tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv(precision.NO_BF16_ENV, '1')     # resolve as a Zen 3 would
+    cache = _copy_cache(warm_cache, tmp_path)
+    x = preprocess(_rgb(), SIZE)[None]
+    with caplog.at_level(logging.WARNING, logger='dpt_ros.backends.openvino'):
+        auto = ovb.create(BackendOptions(cache_dir=str(cache), dtype='auto', **SMALL))
+        assert (auto.info.dtype, auto.info.dtype_text) == ('fp32', 'auto -> fp32')
+        auto.close()
+        assert _dtype_warnings(caplog) == []
+        b = ovb.create(BackendOptions(cache_dir=str(cache), dtype='bf16', **SMALL))
+    try:
+        assert (b.info.dtype, b.info.dtype_requested, b.info.extra['inference_precision']) == (
+            'fp32', 'bf16', 'f32')
+        assert b.info.dtype_text == 'bf16 -> fp32 executed'
+        warned = _dtype_warnings(caplog)
+        assert len(warned) == 1 and 'bf16 -> fp32 executed' in warned[0], caplog.text
+        assert pcc(b.infer(x)[0], reference.infer(x)[0]) >= 0.99999
+    finally:
+        b.close()
+
+
+def test_the_executed_dtype_is_read_back_from_the_compiled_model(
+        warm_cache, tmp_path, monkeypatch, caplog):
+    # Make every compile ask OpenVINO for f32: whatever the capability said, fp32 executes.
+    monkeypatch.setattr(ovb, 'PRECISION_HINTS', {'fp32': 'f32', 'bf16': 'f32'})
+    cache = _copy_cache(warm_cache, tmp_path)
+    with caplog.at_level(logging.WARNING, logger='dpt_ros.backends.openvino'):
+        b = ovb.create(BackendOptions(cache_dir=str(cache), dtype='bf16', **SMALL))
+    try:
+        assert (b.info.dtype, b.info.extra['inference_precision']) == ('fp32', 'f32')
+        warned = _dtype_warnings(caplog)
+        assert len(warned) == 1 and 'bf16 -> fp32 executed' in warned[0], caplog.text
+    finally:
+        b.close()
+
+
 def test_a_cache_that_cannot_be_written_is_not_fatal(reference, tmp_path, caplog):
     blocker = tmp_path / 'a_file'
     blocker.write_text('a file where the cache folder would go')
@@ -387,8 +433,10 @@ def test_runner_and_bag_eval_run_openvino_with_the_pipeline_output(tmp_path, cap
     rgb = _rgb()
     Image.fromarray(rgb).save(tmp_path / 'a.png')
     depth, perf = tmp_path / 'd.npy', tmp_path / 'perf.json'
+    # fp32 explicitly: auto may run bf16 here, and the output is compared with fp32's.
     assert runner.main(['--image', str(tmp_path / 'a.png'), '--weights', 'tiny-random',
-                        '--image-size', str(SIZE), '--warmup', '0', '--repeat', '1',
+                        '--dtype', 'fp32', '--image-size', str(SIZE), '--warmup', '0',
+                        '--repeat', '1',
                         '--dump-depth', str(depth), '--dump-perf', str(perf)]) == 0
     data = json.loads(perf.read_text())
     assert data['backend']['running'] == 'openvino' and data['backend_fallback_count'] == 0
@@ -400,7 +448,7 @@ def test_runner_and_bag_eval_run_openvino_with_the_pipeline_output(tmp_path, cap
     make_sample_bag(bag, frames=3, size=(160, 120))
     out_dir = tmp_path / 'eval'
     assert bag_eval.main(['offline', str(bag), '-o', str(out_dir), '--backend', 'openvino',
-                          '--weights', 'tiny-random', '--image-size', str(SIZE),
+                          '--weights', 'tiny-random', '--dtype', 'fp32', '--image-size', str(SIZE),
                           '--pcc-frames', '3', '--no-progress']) == 0
     capsys.readouterr()
     res = json.loads((out_dir / 'report.json').read_text())
@@ -460,10 +508,28 @@ def test_node_serves_openvino_with_the_pipeline_output(graph):
         v = diag_values(_pipeline_status(graph, diags))
         assert (v['backend'], v['backend_fallback_count'], v['model_input']) == (
             'openvino', '0', 'pixels'), v
+        assert (v['dtype'], v['dtype_requested']) == ('fp32', 'fp32'), v
         assert level_of(_pipeline_status(graph, diags)) == 0
         assert any('model hit' in ln for ln in node.lines), node.output()
     np.testing.assert_allclose(got, expected, rtol=1e-5,
                                atol=1e-5 * float(np.abs(expected).max()))
+
+
+def test_node_on_a_cpu_without_bf16_names_requested_and_executed_dtype(graph):
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    from ros_harness import NodeProcess, diag_values
+    values = {'backend': 'openvino', 'weights': 'tiny-random', 'image_size': SIZE,
+              'dtype': 'bf16', 'diagnostics_rate': 10.0}
+    with NodeProcess(values, env={precision.NO_BF16_ENV: '1'}, wait_ready=120) as node:
+        diags = graph.collect(DiagnosticArray, '/diagnostics')
+        _node_depth(graph, node, _rgb())
+        v = diag_values(_pipeline_status(graph, diags))
+        ran = (v['backend'], v['dtype'], v['dtype_requested'])
+        assert ran == ('openvino', 'fp32', 'bf16'), v
+    warned = [ln for ln in node.lines if '[WARN]' in ln and 'dtype' in ln]
+    assert len(warned) == 1 and 'bf16 -> fp32 executed' in warned[0], node.output()
+    assert any('dtype bf16 -> fp32 executed' in ln and 'serving' in ln for ln in node.lines)
 
 
 def test_node_without_openvino_falls_back_to_torch_cpu_counted(graph):

@@ -49,10 +49,14 @@ def test_yaml_has_a_comment_for_every_parameter():
 def test_backend_defaults_come_from_backend_options():
     opts = BackendOptions()
     d = params.defaults()
-    for field in ('weights', 'image_size', 'device', 'dtype', 'compile', 'execution_mode',
-                  'dp', 'strict', 'cache_dir', 'seed', 'threads'):
+    for field in ('weights', 'image_size', 'device', 'compile', 'execution_mode',
+                  'dp', 'strict', 'cache_dir', 'seed', 'threads', 'selfcheck',
+                  'selfcheck_min_pcc'):
         assert d[field] == getattr(opts, field), field
-    assert params.backend_options(d) == opts.replace(batch_size=1)
+    # dtype: the node resolves by the CPU's capability; code building options gets the
+    # machine-independent fp32 reference.
+    assert (d['dtype'], opts.dtype) == ('auto', 'fp32')
+    assert params.backend_options(d) == opts.replace(batch_size=1, dtype='auto')
 
 
 def test_defaults_validate_and_every_param_is_described():
@@ -90,7 +94,7 @@ def test_constraint_text_lists_choices_and_ranges():
     # openvino (the default backend) runs on the CPU only; the message names the way to CUDA.
     ({'device': 'gpu'}, ["'device'", 'openvino', 'use cpu']),
     ({'backend': 'openvino', 'device': 'cuda'}, ["'device'", 'openvino', 'backend torch']),
-    ({'backend': 'openvino', 'dtype': 'fp16'}, ["'dtype'", 'fp32, bf16']),
+    ({'backend': 'openvino', 'dtype': 'fp16'}, ["'dtype'", 'auto, fp32, bf16']),
     ({'backend': 'tt', 'device': 'cpu'}, ["'device'", 'wormhole_n300']),
     ({'dp': 2}, ["'dp'", 'wormhole_n300']),
     ({'norm_low': 50.0, 'norm_high': 10.0}, ["'norm_low'", 'below norm_high']),
@@ -109,6 +113,8 @@ def test_constraint_text_lists_choices_and_ranges():
     ({'fallback_after_failures': 2.5}, ["'fallback_after_failures'", 'integer']),
     ({'metric.mode': 'fixed', 'metric.scale': -1.0}, ["'metric.scale'", '> 0']),
     ({'compile': 'yes'}, ["'compile'", 'true or false']),
+    ({'selfcheck_min_pcc': 1.5}, ["'selfcheck_min_pcc'", 'range [0, 1]']),
+    ({'selfcheck': 'off'}, ["'selfcheck'", 'true or false']),
     ({'no_such_param': 1}, ["unknown parameter 'no_such_param'"]),
 ])
 def test_invalid_values_give_one_clear_message(changes, words):

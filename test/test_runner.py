@@ -45,7 +45,10 @@ def test_cpu_smoke_default_image(tmp_path, capsys):
     data = json.loads(perf.read_text())
     for k in PERF_KEYS:
         assert k in data, k
-    assert data['mode'] == 'cpu' and data['device'] == 'cpu' and data['dtype'] == 'fp32'
+    assert data['mode'] == 'cpu' and data['device'] == 'cpu'
+    # dtype auto by default: what executes is what this CPU's capability predicts.
+    assert data['dtype'] == data['dtype_executed'] == _predicted(data['backend']['running'])
+    assert data['dtype_requested'] == 'auto'
     assert data['input_h'] == data['input_w'] == 384
     assert data['batch_size'] == 1 and data['data_parallel_degree'] == 1
     assert data['setting'] == 'cpu-384x384-b1-dp1'
@@ -64,8 +67,39 @@ def test_cpu_smoke_default_image(tmp_path, capsys):
         assert k in header, k
     assert header['model']['num_layers'] == 4 and header['input_shape'] == [1, 3, 384, 384]
     assert header['num_tokens'] == 577 and header['weights_random'] is True
+    assert (header['dtype'], header['dtype_requested']) == (data['dtype'], 'auto')
     out = capsys.readouterr().out
-    assert 'FPS' in out and str(depth) in out
+    assert 'FPS' in out and str(depth) in out and f"dtype auto -> {data['dtype']}" in out
+
+
+def _predicted(backend: str, dtype: str = 'auto') -> str:
+    from dpt_ros.backends import precision
+    resolve = precision.for_openvino if backend == 'openvino' else precision.for_torch
+    return resolve(dtype).executed
+
+
+@pytest.mark.parametrize('backend', ['torch', 'openvino'])
+def test_without_bf16_units_auto_is_fp32_and_bf16_names_both(backend, tmp_path, monkeypatch,
+                                                             capsys):
+    if backend == 'openvino':
+        pytest.importorskip('openvino')
+    from dpt_ros.backends import precision
+    monkeypatch.setenv(precision.NO_BF16_ENV, '1')     # resolve as a Zen 3 would
+    args = FAST + ['--backend', backend, '--image-size', '64', '--repeat', '1']
+    perf = tmp_path / 'perf.json'
+    assert runner.main(args + ['--dump-perf', str(perf)]) == 0
+    data = json.loads(perf.read_text())
+    assert (data['dtype'], data['dtype_requested'], data['dtype_executed']) == (
+        'fp32', 'auto', 'fp32')
+    capsys.readouterr()
+    assert runner.main(args + ['--dtype', 'bf16', '--dump-perf', str(perf)]) == 0
+    data = json.loads(perf.read_text())
+    # torch emulates an explicit bf16; OpenVINO cannot run it and runs fp32.
+    executed = {'torch': 'bf16', 'openvino': 'fp32'}[backend]
+    assert (data['dtype'], data['dtype_requested'], data['dtype_executed']) == (
+        executed, 'bf16', executed)
+    words = 'bf16 -> fp32 executed' if executed == 'fp32' else 'dtype bf16,'
+    assert words in capsys.readouterr().out
 
 
 def test_module_cli_runs_and_says_random_weights_loudly(tmp_path):
@@ -173,6 +207,7 @@ def test_empty_folder_names_supported_extensions(tmp_path, capsys):
     (['--device', 'tpu'], 'invalid choice'),
     (['--tt-run', '--device', 'wormhole_n300', '--dp', '8'], '--dp 8 needs'),
     (['--tt-run', '--device', 'wormhole_t3000', '--dp', '9'], 'invalid choice'),
+    (['--selfcheck-min-pcc', '1.5'], '--selfcheck-min-pcc must be in [0, 1]'),
 ])
 def test_flag_rules(argv, words, capsys):
     with pytest.raises(SystemExit) as exc:
@@ -190,9 +225,15 @@ def test_batch_size_defaults_to_dp():
     opts = runner.backend_options(args)
     assert opts.dp == 2 and opts.batch_size == 2 and opts.execution_mode == 'trace_2cq'
     assert opts.strict is True
+    assert opts.selfcheck is True and opts.selfcheck_min_pcc == 0.99
+    args = p.parse_args(['--tt-run', '--device', 'wormhole_n150', '--no-selfcheck',
+                         '--selfcheck-min-pcc', '0.95'])
+    runner.check_args(p, args)
+    opts = runner.backend_options(args)
+    assert opts.selfcheck is False and opts.selfcheck_min_pcc == 0.95
     args = p.parse_args([])
     runner.check_args(p, args)
-    assert args.batch_size == 1 and args.strict is False and args.dtype == 'fp32'
+    assert args.batch_size == 1 and args.strict is False and args.dtype == 'auto'
     # A T3000: one image per chip, eight chips.
     args = p.parse_args(['--tt-run', '--device', 'wormhole_t3000', '--dp', '8'])
     runner.check_args(p, args)

@@ -31,6 +31,7 @@ def test_protocol_and_info(tiny_loaded):
     try:
         assert isinstance(b, DepthBackend)
         assert b.info.name == 'torch' and b.info.device == 'cpu' and b.info.dtype == 'fp32'
+        assert b.info.dtype_text == 'fp32'      # requested fp32, executed fp32
         assert b.info.image_size == 384 and b.info.execution_mode == 'eager'
         assert b.info.weights == tiny_loaded.weights
         assert b.info.extra['weights_random'] is True
@@ -101,7 +102,45 @@ def test_bf16_keeps_the_shared_model_fp32(tiny_loaded, batch):
     try:
         out = b.infer(batch)
         assert out.dtype == np.float32 and b.info.dtype == 'bf16'
+        assert b.info.dtype_requested == 'bf16'
         assert next(tiny_loaded.model.parameters()).dtype == torch.float32
+    finally:
+        b.close()
+
+
+def test_auto_runs_what_the_cpu_capability_predicts(tiny_loaded, batch):
+    from dpt_ros.backends import precision
+    predicted = precision.for_torch('auto')
+    b = create(TINY.replace(dtype='auto'), tiny_loaded)
+    try:
+        assert (b.info.dtype, b.info.dtype_requested) == (predicted.executed, 'auto')
+        assert b.info.dtype_text == f'auto -> {predicted.executed}'
+        assert b.info.extra['bf16_native'] is predicted.native_bf16
+        assert next(b._eager.parameters()).dtype == {'fp32': torch.float32,
+                                                     'bf16': torch.bfloat16}[predicted.executed]
+        assert b.infer(batch[:1]).dtype == np.float32
+    finally:
+        b.close()
+
+
+def test_on_a_cpu_without_bf16_auto_is_fp32_and_bf16_warns_once(tiny_loaded, monkeypatch,
+                                                                caplog):
+    from dpt_ros.backends import precision
+    monkeypatch.setenv(precision.NO_BF16_ENV, '1')     # resolve as a Zen 3 would
+    with caplog.at_level(logging.WARNING, logger='dpt_ros.backends.torch'):
+        auto = create(TINY.replace(dtype='auto'), tiny_loaded)
+        assert (auto.info.dtype, auto.info.dtype_text) == ('fp32', 'auto -> fp32')
+        auto.close()
+        assert not [r for r in caplog.records if 'dtype' in r.getMessage()]
+        b = create(TINY.replace(dtype='bf16'), tiny_loaded)
+    try:
+        # An explicit bf16 still runs bf16 (torch emulates it), said in one WARN line.
+        assert (b.info.dtype, b.info.dtype_requested, b.info.extra['bf16_native']) == (
+            'bf16', 'bf16', False)
+        warned = [r.getMessage() for r in caplog.records
+                  if r.levelno == logging.WARNING and 'dtype' in r.getMessage()]
+        assert len(warned) == 1 and 'emulates' in warned[0] and precision.NO_BF16_ENV in \
+            warned[0], warned
     finally:
         b.close()
 

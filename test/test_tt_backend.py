@@ -170,11 +170,17 @@ def test_whole_backend_under_the_device_double_matches_torch(mode, dp, tmp_path)
             assert backend.info.extra['tt_execution_mode'] == mode
             assert backend.info.extra['tt_execution_mode_effective'] == mode
             assert backend.fallback_counts()['program_config_fallback_total'] == 0
+            extra, stats = dict(backend.info.extra), backend.chip_stats()
         finally:
             backend.close()
     scores = [pcc(got[i], expected[i]) for i in range(len(x))]
     print(f'{mode} dp{dp} PCC vs torch fp32: {scores}')
     assert all(s >= 0.99 for s in scores), scores
+    # Every chip passed the start-up self-check (the bundled picture vs torch fp32).
+    assert extra['selfcheck'] == 'passed' and extra['selfcheck_min_pcc'] == 0.99
+    assert len(extra['selfcheck_pcc']) == dp and min(extra['selfcheck_pcc']) >= 0.99
+    assert [stats[f'chip{i} selfcheck_pcc'] for i in range(dp)] == extra['selfcheck_pcc']
+    assert stats['chips_in_rotation'] == dp and extra['selfcheck_s'] > 0
 
 
 def test_dp8_on_a_t3000_under_the_device_double_matches_torch_on_every_chip(tmp_path):

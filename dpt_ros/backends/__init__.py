@@ -27,12 +27,14 @@ log = logging.getLogger('dpt_ros.backends')
 
 @dataclass
 class BackendOptions:
-    """Everything a backend needs to start. Defaults mirror config/dpt.yaml (see params.py)."""
+    """Everything a backend needs to start. Defaults mirror config/dpt.yaml but for dtype."""
 
     weights: str = 'auto'            # auto | Intel/dpt-large | <local dir> | random | tiny-random
     image_size: int = 384
     device: str = 'cpu'              # torch: cpu | cuda[:i]; tt: vocabulary.TT_DEVICES
-    dtype: str = 'fp32'              # torch: fp32 | bf16
+    # auto | fp32 | bf16 (backends/precision.py). fp32 here, the machine-independent reference
+    # for code that builds options; the node and the command lines default to auto.
+    dtype: str = 'fp32'
     compile: bool = False  # noqa: A003 -- torch.compile (torch backend); the runner's flag
     execution_mode: str = 'trace_2cq'  # tt: eager | trace | trace_2cq
     dp: int = 1                      # tt: chips used in data parallel
@@ -41,6 +43,8 @@ class BackendOptions:
     cache_dir: str = ''              # tt: prepared-weight cache ('' = ~/.cache/dpt_ros)
     seed: int = 0                    # random weights
     threads: int = 0                 # torch intra-op threads (0 = torch default)
+    selfcheck: bool = True           # tt: prove each chip against torch fp32 before serving
+    selfcheck_min_pcc: float = 0.99  # tt: a chip below this PCC leaves the rotation
 
     def replace(self, **changes) -> 'BackendOptions':
         return dataclasses.replace(self, **changes)

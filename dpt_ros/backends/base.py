@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from dpt_ros.backends.precision import describe_dtype
 from dpt_ros.errors import BackendError
 import numpy as np
 
@@ -32,7 +33,7 @@ class BackendInfo:
 
     name: str                    # registry name: 'torch', 'tt', ...
     device: str                  # 'cpu', 'cuda:0', 'wormhole_n300:0', ...
-    dtype: str                   # 'fp32', 'bf16', 'bf16/bfp8_b weights', ...
+    dtype: str                   # executed: 'fp32', 'bf16', 'bf16 activations, ...' (tt)
     image_size: int              # model input side S (square)
     execution_mode: str = 'eager'  # eager | compile | trace | trace_2cq
     dp: int = 1                  # data-parallel degree (chips)
@@ -40,10 +41,16 @@ class BackendInfo:
     model_name: str = 'Intel/dpt-large'
     weights: str = 'unknown'     # what was actually loaded: hub id, path, 'random (seed 0)'
     input_format: str = 'normalized'  # the batch infer() takes: vocabulary.INPUT_FORMATS
+    dtype_requested: str = ''    # the dtype option (auto | fp32 | bf16); '' where none applies
     # Device time (ms) of the last infer() call apart from host work; None where a backend
     # cannot tell them apart (the CPU ones). The pipeline's device FPS comes from it.
     device_ms: float | None = None
     extra: dict = field(default_factory=dict)
+
+    @property
+    def dtype_text(self) -> str:
+        """Return requested and executed dtype in words, e.g. 'bf16 -> fp32 executed'."""
+        return describe_dtype(self.dtype_requested, self.dtype)
 
     def as_dict(self) -> dict:
         # device_ms is a per-call figure, not what the backend is (TT's is in extra too).

@@ -19,7 +19,10 @@ Start-up (all in `create`):
    bad meta.json, wrong file sizes, an IR OpenVINO rejects) is logged, removed and rebuilt.
 3. The IR is read, given its input format with OpenVINO's preprocessing (below), and
    compiled for the CPU with `INFERENCE_PRECISION_HINT` f32 or bf16 (set explicitly: on CPUs
-   with bf16 units OpenVINO would pick bf16 by itself) and the LATENCY hint.
+   with bf16 units OpenVINO would pick bf16 by itself) and the LATENCY hint. dtype auto is
+   bf16 where the plugin's OPTIMIZATION_CAPABILITIES has BF16, f32 elsewhere; an explicit
+   bf16 there compiles f32 (one WARN line). The executed precision is read back from the
+   compiled model (precision.py).
    `<cache>/openvino/compiled/<precision>-threads<n>/` is OpenVINO's own CACHE_DIR of compiled
    blobs, one per setting (OpenVINO's blob key ignores the precision), so a second start skips
    the compilation too (OpenVINO recompiles over a damaged blob by itself).
@@ -43,15 +46,15 @@ import threading
 import time
 import warnings
 
-from dpt_ros.backends import BackendOptions
+from dpt_ros import vocabulary
+from dpt_ros.backends import BackendOptions, precision
 from dpt_ros.backends.base import BackendInfo, batch_format
 from dpt_ros.errors import BackendError, BackendUnavailable
-from dpt_ros.vocabulary import cache_folder
 import numpy as np
 
 log = logging.getLogger('dpt_ros.backends.openvino')
 
-DTYPES = ('fp32', 'bf16')
+DTYPES = vocabulary.DTYPES
 DEVICES = ('cpu',)
 PRECISION_HINTS = {'fp32': 'f32', 'bf16': 'bf16'}
 FORMAT_VERSION = 1          # bump when the saved IR changes meaning
@@ -293,12 +296,14 @@ class OpenVinoBackend:
         self._opts = opts
         self.image_size = int(opts.image_size)
         self._core = ov.Core()
-        root = cache_folder('openvino', opts.cache_dir or None)
+        self.precision = precision.for_openvino(
+            opts.dtype, precision.openvino_capabilities(self._core))
+        root = vocabulary.cache_folder('openvino', opts.cache_dir or None)
         self._cache = ModelCache(root)
         # One CACHE_DIR per compile setting: OpenVINO 2026.4's CPU plugin leaves the precision
         # hint out of its blob key (CACHING_PROPERTIES is FULL_DEVICE_NAME only), and a bf16
         # start that imports an f32 blob returns all zeros.
-        self._blob_dir = os.path.join(root, 'compiled', f'{PRECISION_HINTS[opts.dtype]}-threads'
+        self._blob_dir = os.path.join(root, 'compiled', f'{self._hint}-threads'
                                       f'{int(opts.threads) if opts.threads > 0 else "auto"}')
         self._lock = threading.Lock()
         self._closed = False
@@ -318,9 +323,11 @@ class OpenVinoBackend:
         self._startup['compile_s'] = time.perf_counter() - t0
         self._startup['total_s'] = time.perf_counter() - t_start
         self.info = self._make_info(meta)
-        log.info('openvino backend ready: %s, %s (model %s), compiled in %.2f s, start-up '
-                 '%.2f s', self.info.dtype, self.info.extra['inference_precision'],
-                 self.info.extra['cache'], self._startup['compile_s'], self._startup['total_s'])
+        self._warn_precision()
+        log.info('openvino backend ready: dtype %s (compiled %s), model %s, compiled in '
+                 '%.2f s, start-up %.2f s', self.info.dtype_text,
+                 self.info.extra['inference_precision'], self.info.extra['cache'],
+                 self._startup['compile_s'], self._startup['total_s'])
         if meta.get('is_random'):
             log.warning('openvino backend is running RANDOM weights (%s): outputs are not '
                         'depth', meta.get('weights'))
@@ -412,8 +419,22 @@ class OpenVinoBackend:
                  time.perf_counter() - t_all)
         return meta, ov_model, loaded
 
+    @property
+    def _hint(self) -> str:
+        return PRECISION_HINTS[self.precision.executed]
+
+    def _warn_precision(self) -> None:
+        """One WARN line for a bf16 this CPU cannot run, or a compiled precision not asked for."""
+        executed = self.info.dtype
+        if executed != self.precision.executed:
+            log.warning('openvino: dtype %s: the compiled model runs %s although %s was asked '
+                        'for (%s)', self.info.dtype_text, executed, self.precision.executed,
+                        self.precision.basis)
+        elif self.precision.warning('openvino'):
+            log.warning('%s', self.precision.warning('openvino'))
+
     def _compile(self, ov_model):
-        config = {'INFERENCE_PRECISION_HINT': PRECISION_HINTS[self._opts.dtype],
+        config = {'INFERENCE_PRECISION_HINT': self._hint,
                   'PERFORMANCE_HINT': 'LATENCY'}
         if self._opts.threads and self._opts.threads > 0:
             config['INFERENCE_NUM_THREADS'] = int(self._opts.threads)
@@ -433,8 +454,11 @@ class OpenVinoBackend:
 
     def _make_info(self, meta: dict) -> BackendInfo:
         compiled = self._compiled['pixels']
+        # What runs is what the compiled model says, not what was asked for.
+        inference_precision = compiled.get_property('INFERENCE_PRECISION_HINT').to_string()
         return BackendInfo(
-            name='openvino', device='cpu', dtype=self._opts.dtype,
+            name='openvino', device='cpu', dtype=precision.from_openvino(inference_precision),
+            dtype_requested=self._opts.dtype,
             image_size=self.image_size, execution_mode='openvino', dp=1,
             batch_size=max(1, int(self._opts.batch_size)),
             model_name=_model_name(meta.get('config_name', '')),
@@ -442,8 +466,9 @@ class OpenVinoBackend:
             extra={'weights_random': bool(meta.get('is_random')),
                    'config_name': meta.get('config_name'),
                    'openvino_version': meta.get('openvino'),
-                   'inference_precision': compiled.get_property(
-                       'INFERENCE_PRECISION_HINT').to_string(),
+                   'inference_precision': inference_precision,
+                   'bf16_native': self.precision.native_bf16,
+                   'dtype_basis': self.precision.basis,
                    'threads': int(compiled.get_property('INFERENCE_NUM_THREADS')),
                    'weights_on_disk': 'fp16',
                    'cache': self._cache_status,

@@ -1,6 +1,9 @@
 """
 The torch backend: DPT-Large on CPU or CUDA, fp32 or bf16, eager or torch.compile.
 
+dtype auto runs bf16 where the CPU has bf16 units, fp32 elsewhere; an explicit bf16 runs bf16
+anyway, emulated and several times slower where it has none (one WARN line; precision.py).
+
 It is also the reference every other backend is compared with (CPU fp32, same weights) and the
 fallback when the TT backend cannot start.
 
@@ -24,14 +27,15 @@ import dataclasses
 import logging
 import threading
 
-from dpt_ros.backends import BackendOptions
+from dpt_ros import vocabulary
+from dpt_ros.backends import BackendOptions, precision
 from dpt_ros.backends.base import BackendInfo
 from dpt_ros.errors import BackendError, BackendUnavailable
 import numpy as np
 
 log = logging.getLogger('dpt_ros.backends.torch')
 
-DTYPES = ('fp32', 'bf16')
+DTYPES = vocabulary.DTYPES
 
 
 def _torch_device(device: str):
@@ -50,12 +54,12 @@ def _torch_device(device: str):
     raise BackendError(f"the torch backend runs on 'cpu' or 'cuda[:N]', not '{device}'")
 
 
-def _own_model(opts: BackendOptions, loaded):
+def _own_model(opts: BackendOptions, loaded, dtype: str):
     """Load the weights, or take the caller's model (a copy where .to() would change it)."""
     if loaded is None:
         from dpt_ros.inference.hf_model import load_model
         return load_model(opts.weights, seed=opts.seed, image_size=opts.image_size)
-    if opts.dtype != 'fp32' or opts.device != 'cpu':
+    if dtype != 'fp32' or opts.device != 'cpu':
         # .to() converts a module in place: keep the caller's fp32 CPU model intact
         # (eval_pcc runs its reference on it).
         import copy
@@ -72,19 +76,23 @@ class TorchBackend:
         import torch
 
         if opts.dtype not in DTYPES:
-            raise BackendError(f"torch backend dtype must be one of {DTYPES}, not '{opts.dtype}'")
+            raise BackendError(f"torch backend dtype must be one of {', '.join(DTYPES)}, "
+                               f"not '{opts.dtype}'")
         self._device = _torch_device(opts.device)
+        self.precision = precision.for_torch(opts.dtype, self._device.type)
+        if self.precision.warning('torch'):
+            log.warning('%s', self.precision.warning('torch'))
         if opts.threads and opts.threads > 0:
             # Process-wide setting: the node and runner own the process, so this is theirs.
             torch.set_num_threads(int(opts.threads))
-        loaded = _own_model(opts, loaded)
+        loaded = _own_model(opts, loaded, self.precision.executed)
         self.loaded = loaded
         model = loaded.model.eval()
         model_size = int(model.config.image_size)
         if model_size != opts.image_size:
             raise BackendError(f'model was built for {model_size}px input, options ask for '
                                f'{opts.image_size}px')
-        self._dtype = torch.bfloat16 if opts.dtype == 'bf16' else torch.float32
+        self._dtype = torch.bfloat16 if self.precision.executed == 'bf16' else torch.float32
         self._channels_last = self._device.type == 'cuda'
         model = model.to(self._device, dtype=self._dtype)
         if self._channels_last:
@@ -109,8 +117,8 @@ class TorchBackend:
         model_name = ('dpt-tiny (same architecture, small config)'
                       if loaded.config_name == 'tiny' else 'Intel/dpt-large')
         self.info = BackendInfo(
-            name='torch', device=str(self._device), dtype=opts.dtype,
-            image_size=self.image_size,
+            name='torch', device=str(self._device), dtype=self.precision.executed,
+            dtype_requested=opts.dtype, image_size=self.image_size,
             execution_mode='compile' if self._compiled is not None else 'eager',
             dp=1, batch_size=max(1, int(opts.batch_size)), model_name=model_name,
             weights=loaded.weights,
@@ -119,7 +127,9 @@ class TorchBackend:
                    'torch_version': torch.__version__,
                    'threads': torch.get_num_threads(),
                    'channels_last': self._channels_last,
-                   'compile_requested': bool(opts.compile)})
+                   'compile_requested': bool(opts.compile),
+                   'bf16_native': self.precision.native_bf16,
+                   'dtype_basis': self.precision.basis})
         if loaded.is_random:
             log.warning('torch backend is running RANDOM weights (%s): outputs are not depth',
                         loaded.weights)

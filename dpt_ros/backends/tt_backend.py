@@ -4,8 +4,10 @@ The TT backend: DPT-Large as a traced TTNN program on Tenstorrent Wormhole (N150
 Start-up (all in `create`, so a node either has a working backend or a clear reason why not):
 open the device (`tt.device`: 1x1, or 1xdp split into per-chip submeshes), load the HF model,
 prepare its weights once for TTNN (cached on disk by the TT model code), build one `TtDPT` per
-chip, and compile + capture a trace per chip (`tt.executor`). A failure after the device is
-open releases what was built before the error propagates.
+chip, compile + capture a trace per chip (`tt.executor`), then prove each chip's depth against
+torch fp32 on the CPU (`tt_selfcheck`: a failing chip leaves the rotation; with none left,
+SelfCheckFailed). A failure after the device is open releases what was built before the error
+propagates.
 
 `infer` takes uint8 pixels (N,S,S,3) (`input_format` 'pixels': the normalisation is in the
 patch-embedding weights) or the normalised (N,3,S,S) tensor. It is thread-safe;
@@ -24,7 +26,7 @@ import logging
 import threading
 import time
 
-from dpt_ros.backends import BackendOptions
+from dpt_ros.backends import BackendOptions, tt_selfcheck
 from dpt_ros.backends.base import BackendInfo, batch_format
 from dpt_ros.errors import BackendError, BackendUnavailable
 from dpt_ros.tt.device import import_ttnn, open_devices, TtDevices
@@ -147,13 +149,15 @@ class TtBackend:
 
         'chips', 'chips_in_rotation', and per chip i: 'chip<i> id', 'chip<i> frames',
         'chip<i> fps_device' (NaN before its first frame), 'chip<i> failures',
-        'chip<i> in_rotation', 'chip<i> last_error' ('' while it never failed).
+        'chip<i> in_rotation', 'chip<i> last_error' ('' while it never failed),
+        'chip<i> selfcheck_pcc' (its start-up check against torch fp32; NaN when not run).
         """
         stats = self._dp.chip_stats()
         out: dict[str, object] = {'chips': len(stats),
                                   'chips_in_rotation': sum(s['in_rotation'] for s in stats)}
         for i, st in enumerate(stats):
-            for key in ('id', 'frames', 'fps_device', 'failures', 'in_rotation', 'last_error'):
+            for key in ('id', 'frames', 'fps_device', 'failures', 'in_rotation', 'last_error',
+                        'selfcheck_pcc'):
                 out[f'chip{i} {key}'] = st[key]
         return out
 
@@ -235,14 +239,16 @@ def _prepare_weights(loaded, opts: BackendOptions, chip):
     return configs, weights
 
 
-def create(opts: BackendOptions, loaded=None, *, model_factory=None) -> TtBackend:
+def create(opts: BackendOptions, loaded=None, *, model_factory=None,
+           selfcheck_reference=None) -> TtBackend:
     """
     Create the backend for the registry (`create_backend('tt', opts)`).
 
     Raises BackendUnavailable (no ttnn, no device) so the registry can fall back; BackendError
     for options that can never work; FallbackError (a BackendError) from strict mode.
     `loaded` shares an already loaded HF model; `model_factory(loaded, chip, opts, fallbacks,
-    prepared)` replaces TtDPT (runtime tests use a small device program).
+    prepared)` replaces TtDPT (runtime tests use a small device program); such a program is
+    self-checked only against its own `selfcheck_reference(frame) -> (S, S)` (see tt_selfcheck).
     """
     _check_options(opts)
     import_ttnn()
@@ -256,6 +262,7 @@ def create(opts: BackendOptions, loaded=None, *, model_factory=None) -> TtBacken
             raise BackendError(f'model was built for {loaded.config.image_size}px input, '
                                f'options ask for {opts.image_size}px')
         fallbacks = FallbackCounter(strict=opts.strict)
+        stand_in = model_factory is not None
         if model_factory is None:
             model_factory = _tt_dpt_factory
             prepared = _prepare_weights(loaded, opts, devices.chips[0])
@@ -269,7 +276,11 @@ def create(opts: BackendOptions, loaded=None, *, model_factory=None) -> TtBacken
         # Any frame compiles and captures: the trace depends on shapes, not values.
         sample = np.zeros((1, 3, opts.image_size, opts.image_size), dtype=np.float32)
         compile_s = dp.compile(sample)
+        check = tt_selfcheck.check(dp, opts, loaded,
+                                   getattr(models[0], 'input_format', 'normalized'),
+                                   stand_in=stand_in, reference=selfcheck_reference)
         backend = TtBackend(opts, devices, dp, models, loaded, fallbacks, compile_s)
+        backend.info.extra.update(check.extra())
     except BaseException:
         _teardown(dp, devices)
         raise

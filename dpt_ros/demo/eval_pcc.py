@@ -2,15 +2,18 @@
 PCC of a backend against the CPU fp32 reference, per image, plus its speed.
 
     python -m dpt_ros.eval_pcc [--image X | --images-dir D] [--device cpu|cuda|wormhole_n300..]
-        [--tt-run] [--backend auto|openvino|torch] [--dtype bf16] [--compile] [--weights auto]
+        [--tt-run] [--backend auto|openvino|torch] [--dtype auto|fp32|bf16] [--compile]
+        [--weights auto]
         --dump-json X.json
 
 The backend under test is the runner's (OpenVINO on the CPU where it is installed). The
 reference is the torch backend on the CPU in fp32, eager, with the same weights. Both
 outputs are compared on the model's raw `predicted_depth` (S x S) — the tensor every backend
-produces — and on the input-sized depth after post-processing. `--backend torch` (cpu, fp32)
-is the baseline: PCC 1.0 by construction, and its FPS is the CPU reference speed. `--min-pcc`
-turns the result into a pass/fail exit status for scripts.
+produces — and on the input-sized depth after post-processing. `--backend torch --dtype fp32`
+is the baseline: PCC 1.0 by construction, and its FPS is the CPU reference speed. `--dtype`
+defaults to auto (bf16 where the CPU runs it natively, else fp32); the JSON's backend names
+`dtype` (executed) and `dtype_requested`. `--min-pcc` turns the result into a pass/fail exit
+status for scripts.
 
 Exit status: 0 when every processed image passed (or no --min-pcc), 1 when nothing could be
 processed, 2 for invalid command lines, 3 when some image's PCC is below --min-pcc.
@@ -143,13 +146,17 @@ def _summary(args, started, loaded, rows, failed, ref_ms, snap) -> dict:
                                '; '.join(r['error'] for r in rows))
     pccs = [r['pcc'] for r in ok]
     mean_ms = float(np.mean([r['infer_ms_mean'] for r in ok]))
-    is_baseline = (args.backend == 'torch' and args.device == 'cpu' and args.dtype == 'fp32'
-                   and not args.compile)
+    # The baseline is what executed: torch on the CPU in fp32, eager (auto may resolve so).
+    ran = (info.name, info.device, info.dtype, info.execution_mode)
+    is_baseline = (args.backend == 'torch' and args.device == 'cpu'
+                   and ran == ('torch', 'cpu', 'fp32', 'eager'))
     summary = {
         'device': args.device, 'mode': 'tt' if info.name == 'tt' else info.device,
         'baseline': is_baseline,
         'backend': {'requested': started.requested, 'running': info.name,
                     'running_device': info.device, 'dtype': info.dtype,
+                    'dtype_requested': info.dtype_requested or None,
+                    'dtype_text': info.dtype_text,
                     'execution_mode': info.execution_mode, 'dp': info.dp,
                     'fell_back': started.fell_back, 'fallback_reason': started.fallback_reason},
         'reference': {'backend': 'torch', 'device': 'cpu', 'dtype': 'fp32', 'mode': 'eager',
@@ -196,7 +203,7 @@ def main(argv=None) -> int:
                   f"{r['infer_ms_mean']:>9.1f}")
         else:
             print(f"{r['name'][:24]:<24} failed: {r['error']}")
-    print(f"{b['running']}/{b['running_device']} {b['dtype']} {b['execution_mode']}: "
+    print(f"{b['running']}/{b['running_device']} dtype {b['dtype_text']} {b['execution_mode']}: "
           f"PCC min {summary['pcc_min']:.6f} mean {summary['pcc_mean']:.6f}, "
           f"{summary['fps']:.2f} FPS ({summary['speedup_vs_reference']:.2f}x the CPU fp32 "
           f"reference at {summary['reference']['fps']:.2f} FPS)"

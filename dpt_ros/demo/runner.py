@@ -4,8 +4,8 @@ Command-line runner, flag-compatible with tt-metal's DPT-Large demo runner.
     python -m dpt_ros.runner [--image X | --images-dir D] [--device cpu|cuda|wormhole_n150|
         wormhole_n300|wormhole_t3000] [--tt-run] [--dp 1..8] [--batch-size N] [--warmup 1]
         [--repeat 3] [--tt-execution-mode eager|trace|trace_2cq] [--dump-depth X.npy]
-        [--dump-depth-color X.png] [--dump-perf X.json] [--weights auto] [--dtype fp32|bf16]
-        [--backend auto|openvino|torch]
+        [--dump-depth-color X.png] [--dump-perf X.json] [--weights auto] [--dtype auto|fp32|bf16]
+        [--backend auto|openvino|torch] [--no-selfcheck] [--selfcheck-min-pcc 0.99]
 
 With neither --image nor --images-dir it runs on a bundled offline picture (scikit-image's
 astronaut). Depth dumps are input-sized float32 relative inverse depth (.npy) and a colour PNG.
@@ -13,14 +13,17 @@ The perf JSON carries the reference's keys plus ours; `<stem>_header.json` sits 
 
 Backend: --tt-run runs the TT model; otherwise `--backend auto` (the default) runs OpenVINO on
 the CPU where openvino is importable, and torch where it is not (said in the log), or when
---device cuda or --compile asks for torch; `--backend torch` is the numerical reference.
+--device cuda or --compile asks for torch; `--backend torch --dtype fp32` is the numerical
+reference. `--dtype auto` (the default) is bf16 where the CPU runs it natively, else fp32; the
+log, the summary line and the perf JSON name requested and executed dtype both.
 
 Fallback policy: a CPU/CUDA run that asks for CUDA where there is none falls back to the CPU
 (counted). A --tt-run is strict by default: it refuses to run anywhere but on the TT device and
 turns any TT program-config/host fallback into an error, because its perf figures would
 otherwise describe something else. --no-strict lets it fall back to the torch CPU backend,
 recorded in the JSON as backend_fallback_count=1 with the reason. --no-fallback refuses the
-backend fallback on any run.
+backend fallback on any run. A --tt-run first checks each chip's depth on the bundled picture
+against torch fp32 (--selfcheck-min-pcc, --no-selfcheck): strict, any chip below fails the run.
 
 Exit status: 0 when at least one image was processed (bad files are skipped with a message and
 counted), 1 when nothing could be processed, 2 for invalid command lines.
@@ -45,7 +48,8 @@ from dpt_ros.perf.report import build_header, build_perf, header_path, RunTiming
 from dpt_ros.perf.stats import PerfStats
 from dpt_ros.serving.pipeline import DepthPipeline
 from dpt_ros.serving.supervisor import BackendSupervisor
-from dpt_ros.vocabulary import CPU_BACKEND_CHOICES, DEVICES, EXECUTION_MODES, TT_DEVICES
+from dpt_ros.vocabulary import (CPU_BACKEND_CHOICES, DEFAULT_DTYPE, DEVICES, DTYPES,
+                                EXECUTION_MODES, TT_DEVICES)
 import numpy as np
 
 log = logging.getLogger('dpt_ros.demo.runner')
@@ -83,8 +87,9 @@ def build_parser(prog: str = 'dpt_ros.demo.runner',
     p.add_argument('--weights', default=_DEFAULTS.weights,
                    help='auto | Intel/dpt-large | <local dir> | random | tiny-random '
                    '(auto: hub/cache, else random weights, flagged loudly)')
-    p.add_argument('--dtype', default=None, choices=('fp32', 'bf16'),
-                   help='torch / openvino precision (default fp32)')
+    p.add_argument('--dtype', default=None, choices=DTYPES,
+                   help='torch / openvino precision; auto = bf16 where the CPU runs it '
+                   f'natively, else fp32 (default {DEFAULT_DTYPE})')
     p.add_argument('--compile', action='store_true', help='torch.compile the torch backend')
     p.add_argument('--threads', type=int, default=_DEFAULTS.threads,
                    help='torch / openvino CPU threads (0 = the library default)')
@@ -96,6 +101,11 @@ def build_parser(prog: str = 'dpt_ros.demo.runner',
                         help='allow a --tt-run to fall back (counted in the perf JSON)')
     p.add_argument('--no-fallback', action='store_true',
                    help='fail instead of falling back to the torch CPU backend')
+    p.add_argument('--no-selfcheck', dest='selfcheck', action='store_false',
+                   help='--tt-run: skip the start-up check of each chip against torch fp32')
+    p.add_argument('--selfcheck-min-pcc', type=float, default=_DEFAULTS.selfcheck_min_pcc,
+                   help='--tt-run: PCC vs torch fp32 each chip must reach at start-up; a chip '
+                   'below leaves the rotation, none left fails (default %(default)s)')
     return p
 
 
@@ -138,10 +148,13 @@ def check_args(p: argparse.ArgumentParser, args) -> None:
         p.error('--image-size must be a positive multiple of the 16 px patch')
     if args.warmup < 0 or args.repeat < 1:
         p.error('--warmup must be >= 0 and --repeat >= 1')
+    if not 0.0 <= args.selfcheck_min_pcc <= 1.0:
+        p.error('--selfcheck-min-pcc must be in [0, 1]')
     if args.tt_run and args.dtype is not None:
-        log.info('--dtype applies to the torch backend; the TT model runs bf16/bfp8_b')
+        log.info('--dtype applies to the CPU backends (a --no-strict fallback); the TT model '
+                 'runs bf16/bfp8_b')
     if args.dtype is None:
-        args.dtype = 'fp32'
+        args.dtype = DEFAULT_DTYPE
     if args.strict is None:
         args.strict = bool(args.tt_run)
     args.backend = resolve_backend(p, args)
@@ -303,7 +316,8 @@ def _log_backend(started, args) -> None:
         log.warning('*** RANDOM WEIGHTS (%s): the depth maps are NOT real depth; perf figures '
                     'are valid. Recorded as weights_random=true in the outputs. ***',
                     info.weights)
-    log.info('backend %s on %s, %s, %s, dp=%d, batch=%d%s', info.name, info.device, info.dtype,
+    log.info('backend %s on %s, dtype %s, %s, dp=%d, batch=%d%s', info.name, info.device,
+             info.dtype_text,
              info.execution_mode, info.dp, args.batch_size,
              f' (fell back: {started.fallback_reason})' if started.fell_back else '')
 
@@ -413,7 +427,10 @@ def _write_perf(args, started, pipe, perf, timings, prepared0, images: dict,
     pipe.sync_counts()
     perf_json = build_perf(timings, info, perf, requested_backend=started.requested,
                            fallback_reason=started.fallback_reason, device_arg=args.device,
-                           strict=bool(args.strict), images=images, extra={'outputs': written})
+                           strict=bool(args.strict), images=images,
+                           extra={'outputs': written,   # + the TT self-check's figures
+                                  **{k: v for k, v in info.extra.items()
+                                     if k.startswith('selfcheck')}})
     header = build_header(perf_json, info, _model_config(backend))
     write_perf(args.dump_perf, perf_json, header)
     log.info('perf: %s (+ %s)', args.dump_perf, header_path(args.dump_perf))
@@ -456,7 +473,8 @@ def main(argv=None) -> int:
     e2e_fps = 1e3 * n / sum(t.e2e_ms) if t.e2e_ms else float('nan')
     info = result['info']
     print(f'processed {result["images"]["processed"]} image(s) x {len(t.iter_ms) and t.repeat} '
-          f'repeat(s) on {info.name}/{info.device} ({info.dtype}, {info.execution_mode}): '
+          f'repeat(s) on {info.name}/{info.device} (dtype {info.dtype_text}, '
+          f'{info.execution_mode}): '
           f'inference {inf_fps:.2f} FPS, end-to-end {e2e_fps:.2f} FPS'
           + (f' [fallback: {result["fallback_reason"]}]' if result['fallback_reason'] else ''))
     for kind, paths in result['written'].items():

@@ -80,7 +80,9 @@ def _add_backend_group(p: argparse.ArgumentParser) -> None:
                    '(default: %(default)s)')
     g.add_argument('--image-size', type=int, default=d.image_size)
     g.add_argument('--device', default=d.device)
-    g.add_argument('--dtype', default=d.dtype, choices=('fp32', 'bf16'))
+    g.add_argument('--dtype', default=vocabulary.DEFAULT_DTYPE, choices=vocabulary.DTYPES,
+                   help='auto = bf16 where the CPU runs it natively, else fp32 '
+                   '(default: %(default)s)')
     g.add_argument('--compile', action='store_true', default=d.compile)
     g.add_argument('--execution-mode', default=d.execution_mode,
                    choices=vocabulary.EXECUTION_MODES)

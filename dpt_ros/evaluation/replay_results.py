@@ -102,6 +102,10 @@ def _backend(s: ReplaySession, warnings: list[str]) -> dict:
     for name, st in s.recorder.diagnostics.items():
         backend[f'diagnostics: {name}'] = {'level': st['level'], 'message': st['message'],
                                            **st['values']}
+        v = st['values']
+        if 'dtype' in v:        # the pipeline status: what ran, for the summary
+            backend.update(name=v.get('backend'), device=v.get('device'), dtype=v['dtype'],
+                           dtype_requested=v.get('dtype_requested'))
     if s.writer is not None:
         backend['output_bag'] = str(s.out_bag)
         if s.recorder.write_errors:

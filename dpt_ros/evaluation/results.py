@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 import math
 
+from dpt_ros.backends.precision import describe_dtype
 from dpt_ros.depth.accuracy import error_map, FrameDepthMetrics, summarize
 from dpt_ros.evaluation import bagio
 from dpt_ros.perf.stats import percentile
@@ -145,10 +146,13 @@ def summary_section(res: EvalResult, weights: str) -> dict:
     thr, acc = res.throughput, res.accuracy or {}
     summary = {'mode': res.mode, 'weights': res.backend.get('weights', weights),
                'weights_random': res.weights_random}
+    if res.backend.get('name') and res.backend.get('dtype'):
+        # requested and executed dtype both ('auto -> bf16', 'bf16 -> fp32 executed')
+        summary['backend'] = (f"{res.backend['name']} {res.backend.get('device', '')} dtype "
+                              + describe_dtype(res.backend.get('dtype_requested') or '',
+                                               res.backend['dtype']))
     if res.mode == 'offline':
-        summary.update({'backend': f"{res.backend['name']} {res.backend['device']} "
-                        f"{res.backend['dtype']}",
-                        'frames evaluated': thr['frames_evaluated'], 'fps_e2e': thr['fps_e2e'],
+        summary.update({'frames evaluated': thr['frames_evaluated'], 'fps_e2e': thr['fps_e2e'],
                         'PCC vs CPU fp32 (min)': (res.pcc or {}).get('pcc_min')})
     else:
         summary.update({'frames delivered': f"{thr['frames_delivered']} / {thr['frames_sent']}",

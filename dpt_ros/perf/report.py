@@ -4,7 +4,9 @@ Perf JSON + header JSON, readable by scripts written for the reference runner.
 `build_perf()` turns one measured run (a `RunTimings`, the backend, the pipeline's PerfStats)
 into a flat dict that carries the reference's keys (mode, tt_execution_mode, latency_ms_mean,
 fps, inference_time_s, setting, stage_breakdown_ms, fallback_counts, ...) plus ours (fps_e2e,
-per-stage ms, latency p50/p95, weights, versions, host). `build_header()` makes the header
+per-stage ms, latency p50/p95, weights, versions, host). `dtype` is what executed (the
+figures' dtype), with `dtype_requested` (auto | fp32 | bf16) and `dtype_executed` beside it:
+they differ for auto and for a bf16 this CPU cannot run. `build_header()` makes the header
 written beside it as `<perf stem>_header.json`. Non-finite numbers become null so the files
 are strict JSON. No rclpy, no torch import.
 """
@@ -187,7 +189,9 @@ def _reference_keys(timings: RunTimings, info, r: dict, counts: dict, device_arg
         'first_run_s': timings.first_run_s,
         'compile_time_s': r['compile_s'],
         'device': device_arg,
-        'dtype': info.dtype,
+        'dtype': info.dtype,              # what executed (the figures' dtype), as the reference
+        'dtype_requested': info.dtype_requested or None,   # auto | fp32 | bf16; None for tt
+        'dtype_executed': info.dtype,
         'input_h': info.image_size,
         'input_w': info.image_size,
         'batch_size': n,
@@ -273,6 +277,8 @@ def build_header(perf_json: dict, backend_info, model_config=None) -> dict:
         'num_tokens': (s // patch) ** 2 + 1,
         'device': perf_json.get('device'),
         'dtype': perf_json.get('dtype'),
+        'dtype_requested': perf_json.get('dtype_requested'),
+        'dtype_executed': perf_json.get('dtype_executed'),
         'tt_execution_mode': perf_json.get('tt_execution_mode'),
         'mode': perf_json.get('mode'),
         'data_parallel_degree': perf_json.get('data_parallel_degree'),

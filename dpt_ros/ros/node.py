@@ -186,7 +186,8 @@ class DepthNode(LifecycleNode):
         topics = [c.image_topic for c in self.cameras.values()]
         self.get_logger().info(
             f'serving {len(self.cameras)} camera(s) {topics}'
-            f' with {info.name} on {info.device} ({info.execution_mode}, dp {info.dp}, '
+            f' with {info.name} on {info.device} (dtype {info.dtype_text}, '
+            f'{info.execution_mode}, dp {info.dp}, '
             f'{concurrency} worker(s), {info.image_size}x{info.image_size}, '
             f'weights {info.weights})')
         if not self._tuned:

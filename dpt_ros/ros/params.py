@@ -4,7 +4,8 @@ The depth node's parameters: one declaration each, validation, and the topic nam
 This module is the single source of the node's defaults. `descriptors.py` declares each entry of
 `PARAMS` with a ParameterDescriptor built from it, `config/dpt.yaml` mirrors the same names and
 defaults with a comment each (a test checks both), and the launch file passes only what a user
-overrides. Backend defaults come from `BackendOptions`, so the two never drift apart.
+overrides. Backend defaults come from `BackendOptions`, so the two never drift apart, but for
+dtype: auto here (vocabulary.DEFAULT_DTYPE), fp32 for code that builds options itself.
 
 No rclpy here: validation is plain Python and is tested without a ROS graph.
 """
@@ -129,8 +130,10 @@ PARAMS: tuple[Param, ...] = (
     Param('device', _BACKEND_DEFAULTS.device,
           'Backend device. openvino: cpu; torch: cpu | cuda | cuda:N; tt: '
           + ' | '.join(vocabulary.TT_DEVICES) + '.'),
-    Param('dtype', _BACKEND_DEFAULTS.dtype, 'torch / openvino compute dtype (openvino: its '
-          'inference precision hint).', choices=('fp32', 'bf16')),
+    Param('dtype', vocabulary.DEFAULT_DTYPE, 'torch / openvino compute dtype. auto: bf16 '
+          'where the CPU runs it natively (avx512_bf16 / AMX; OpenVINO: BF16 capability), else '
+          'fp32. An explicit bf16 elsewhere: WARN; openvino runs fp32, torch emulates bf16. tt: '
+          'its own dtype (this applies to its CPU fallback).', choices=vocabulary.DTYPES),
     Param('compile', _BACKEND_DEFAULTS.compile, 'torch.compile the model (torch backend).'),
     Param('execution_mode', _BACKEND_DEFAULTS.execution_mode,
           'tt execution mode: eager, trace, or trace with 2 command queues.',
@@ -141,9 +144,16 @@ PARAMS: tuple[Param, ...] = (
           min=1, max=max(vocabulary.TT_DEVICES.values())),
     Param('strict', _BACKEND_DEFAULTS.strict,
           'tt: a program-config fallback raises instead of being counted.'),
+    Param('selfcheck', _BACKEND_DEFAULTS.selfcheck,
+          'tt: after compile, run a bundled picture through each chip and compare its depth '
+          'with torch fp32 on cpu (computed once, cached in cache_dir); a chip below '
+          'selfcheck_min_pcc leaves the rotation, with none left the backend does not start '
+          '(allow_fallback: torch on cpu, the reason in diagnostics). false: no check.'),
+    Param('selfcheck_min_pcc', _BACKEND_DEFAULTS.selfcheck_min_pcc,
+          'tt: the PCC a chip must reach in the selfcheck.', min=0.0, max=1.0),
     Param('cache_dir', _BACKEND_DEFAULTS.cache_dir,
-          "tt prepared-weight and openvino converted-model cache directory ('' = "
-          '$DPT_ROS_CACHE or ~/.cache/dpt_ros).'),
+          'tt prepared-weight, tt selfcheck-reference and openvino converted-model cache '
+          "directory ('' = $DPT_ROS_CACHE or ~/.cache/dpt_ros)."),
     Param('seed', _BACKEND_DEFAULTS.seed, 'Seed for random weights.', min=0, max=2**31 - 1),
     Param('threads', _BACKEND_DEFAULTS.threads,
           'torch intra-op / openvino inference threads (0 = the library default).',

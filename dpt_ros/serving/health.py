@@ -98,7 +98,9 @@ class HealthReport:
             'device': info.device, 'execution_mode': info.execution_mode, 'dp': info.dp,
             'batch': info.batch_size, 'workers': scheduler.concurrency,
             'image_size': info.image_size, 'model': info.model_name, 'weights': info.weights,
-            'dtype': info.dtype, 'model_input': input_format,
+            # executed, and what was asked for (auto, or a bf16 this CPU cannot run)
+            'dtype': info.dtype, 'dtype_requested': info.dtype_requested or info.dtype,
+            'model_input': input_format,
             'input_fps': snap['input_fps'], 'output_fps': snap['output_fps'],
             'device_fps': _device_fps(snap, backend, scheduler.concurrency),
             # receive -> publish: always valid. e2e (header stamp -> publish): NaN while the

@@ -379,6 +379,7 @@ class ChipStats:
     in_rotation: bool = True
     device_ms: float = float('nan')    # running mean of device time per frame (EWMA)
     last_error: str = ''
+    selfcheck_pcc: float = float('nan')   # start-up check against torch fp32 (NaN: not run)
 
     @property
     def fps_device(self) -> float:
@@ -519,11 +520,15 @@ class DataParallel:
         return [c for c in chips if c not in failed]
 
     def _retire(self, c: int, error: BaseException) -> None:
+        self.retire(c, f'{type(error).__name__}: {error}')
+
+    def retire(self, c: int, reason: str) -> None:
+        """Take chip `c` out of the rotation for good (counted, one WARN), saying why."""
         st = self.stats[c]
         with self._perf_lock:
             st.failures += 1
             st.in_rotation = False
-            st.last_error = f'{type(error).__name__}: {error}'[:300]
+            st.last_error = reason[:300]
         self._pool.retire(c)
         log.warning('%s failed and is out of the rotation (%d of %d chips left): %s',
                     st.chip_id, self._pool.active, self.dp, st.last_error)
@@ -542,12 +547,35 @@ class DataParallel:
                     st.device_ms = ms if not np.isfinite(st.device_ms) else \
                         (1.0 - _STATS_EWMA) * st.device_ms + _STATS_EWMA * ms
 
+    def run_alone(self, c: int, frame: np.ndarray) -> np.ndarray:
+        """
+        Run one frame on chip `c` by its served path; return its (1,S,S) output.
+
+        For start-up checks, before any call runs: the frame is not a served frame (no
+        stats); it uses the chip's traces, persistent input and 2CQ events as a served frame
+        does, so it leaves them as one leaves them (nothing is captured again).
+        """
+        pipe = self.pipelines[c]
+        out, _ = pipe.run(frame)
+        pipe.frames_run -= 1
+        return out
+
+    def note_selfcheck(self, c: int, pcc: float) -> None:
+        """Keep chip `c`'s start-up check PCC for chip_stats."""
+        with self._perf_lock:
+            self.stats[c].selfcheck_pcc = float(pcc)
+
     def chip_stats(self) -> list[dict]:
-        """Per chip: id, frames, fps_device, failures, in_rotation, last_error (a snapshot)."""
+        """
+        Per chip: id, frames, fps_device, failures, in_rotation, last_error, selfcheck_pcc.
+
+        A snapshot.
+        """
         with self._perf_lock:
             return [{'id': st.chip_id, 'frames': st.frames, 'fps_device': st.fps_device,
                      'failures': st.failures, 'in_rotation': st.in_rotation,
-                     'last_error': st.last_error} for st in self.stats]
+                     'last_error': st.last_error, 'selfcheck_pcc': st.selfcheck_pcc}
+                    for st in self.stats]
 
     @staticmethod
     def _run(batch: np.ndarray, pipes: list[ChipPipeline]) -> tuple[np.ndarray, FramePerf]:

@@ -55,7 +55,8 @@ def device_ops(graph: list[dict], python_io: list[dict] | None = None) -> list[d
 
     `python_io` (ttnn.graph._python_io_data after the capture, in call order) names the
     Python-level call each device op belongs to ('python_index': its place in that list); a
-    record's 'fidelity', where the caller added one, is that call's math fidelity.
+    record's 'fidelity' and 'settings', where the caller added them, are that call's math
+    fidelity and compute / program settings (dry_run.call_settings).
     """
     walker = _Walker(graph, python_io or [])
     for node in graph:
@@ -109,7 +110,8 @@ class _Walker:
         # Python records exist only for Python-level calls: match the next one by name.
         for i in range(self.next_call, min(self.next_call + 8, len(self.calls))):
             if self.calls[i].get('name') == name:
-                self.top.update(fidelity=self.calls[i].get('fidelity'), python_index=i)
+                self.top.update(fidelity=self.calls[i].get('fidelity'), python_index=i,
+                                settings=self.calls[i].get('settings') or {})
                 self.next_call = i + 1
                 break
 
@@ -132,6 +134,7 @@ class _Walker:
             'name': p.get('name'), 'call': self.top.get('call'),
             'call_index': self.top.get('call_index'),
             'python_index': self.top.get('python_index'), 'fidelity': self.top.get('fidelity'),
+            'settings': self.top.get('settings', {}),
             'program': p.get('program_factory_type', ''),
             'cache_hit': _true(p.get('program_cache_hit')),
             'inputs': self._tensors(self.readers.get(node['counter'], [])),
