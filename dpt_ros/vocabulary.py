@@ -2,9 +2,10 @@
 The project's shared words: devices and their chips, execution modes, topic names, limits.
 
 Every module that names a device, a mode or a topic takes it from here, so the runner, the
-backends, the node and the evaluation tools cannot disagree. Constants and one pure helper
-(a topic under a camera namespace); no imports.
+backends, the node and the evaluation tools cannot disagree. Constants and two helpers (a
+topic under a camera namespace, a folder of the on-disk cache); no imports but os.
 """
+import os
 
 # Torch devices; 'cuda:N' is accepted wherever 'cuda' is.
 TORCH_DEVICES = ('cpu', 'cuda')
@@ -43,6 +44,18 @@ TOPIC_DIAGNOSTICS = '/diagnostics'
 def in_namespace(ns: str, name: str) -> str:
     """Return topic `name` under camera namespace `ns` ('' = the node's own, so remaps apply)."""
     return f'{ns.rstrip("/")}/{name}' if ns else name
+
+
+# The on-disk cache (TT prepared weights, OpenVINO models): `cache_dir`, else this variable,
+# else ~/.cache/dpt_ros.
+CACHE_ENV = 'DPT_ROS_CACHE'
+
+
+def cache_folder(name: str, cache_dir: str | None = None) -> str:
+    """Return the cache's folder `name`: under `cache_dir`, $DPT_ROS_CACHE or ~/.cache/dpt_ros."""
+    base = cache_dir or os.environ.get(CACHE_ENV) or os.path.join(
+        os.path.expanduser('~'), '.cache', 'dpt_ros')
+    return os.path.join(base, name)
 
 
 # Beyond this many pixels a frame or image is rejected (reason too_large): 2**25 admits 8K UHD

@@ -20,9 +20,10 @@ from dpt_ros.backends import (BackendError, BackendOptions, BACKENDS, BackendUna
 from dpt_ros.backends import openvino_backend as ovb
 from dpt_ros.backends import precision
 from dpt_ros.depth.pcc import pcc
-from dpt_ros.inference.pipeline import DepthPipeline
 from dpt_ros.inference.preprocess import preprocess, resize_pixels
 from dpt_ros.ros import params
+from dpt_ros.serving.pipeline import DepthPipeline
+from dpt_ros.serving.supervisor import BackendSupervisor
 import numpy as np
 import pytest
 
@@ -95,7 +96,7 @@ def test_pcc_against_torch_fp32_tiny_config_at_384(dtype):
     ref = create(BackendOptions(weights='tiny-random', dtype='fp32'))
     started = create_backend('openvino', BackendOptions(weights='tiny-random', dtype=dtype),
                              allow_fallback=False)
-    pipe = DepthPipeline(started)
+    pipe = DepthPipeline(BackendSupervisor(started))
     try:
         info = pipe.backend.info
         assert (info.name, info.device, info.dtype, info.dtype_requested, info.input_format) == (
@@ -346,7 +347,7 @@ def test_openvino_absent_falls_back_to_torch_cpu_counted(monkeypatch, caplog):
     monkeypatch.setitem(sys.modules, 'openvino', None)     # `import openvino` now fails
     with caplog.at_level(logging.WARNING, logger='dpt_ros.backends'):
         started = create_backend('openvino', BackendOptions(**SMALL))
-    pipe = DepthPipeline(started)
+    pipe = DepthPipeline(BackendSupervisor(started))
     try:
         assert started.fell_back and started.requested == 'openvino'
         assert (pipe.backend.info.name, pipe.backend.info.device) == ('torch', 'cpu')
@@ -414,8 +415,8 @@ def test_weights_identity_without_loading(tmp_path, monkeypatch):
 # ----- the same outputs through runner, bag_eval and the node -----
 
 def _expected_depth(rgb):
-    pipe = DepthPipeline(create_backend('openvino', BackendOptions(**SMALL),
-                                        allow_fallback=False))
+    pipe = DepthPipeline(BackendSupervisor(create_backend('openvino', BackendOptions(**SMALL),
+                                                          allow_fallback=False)))
     try:
         return pipe.process(rgb, want_color=False).depth
     finally:

@@ -95,13 +95,6 @@ def openvino_version() -> str:
     return openvino.get_version()
 
 
-def cache_root(cache_dir: str | None = None) -> str:
-    """`<base>/openvino`, base = cache_dir, $DPT_ROS_CACHE or ~/.cache/dpt_ros."""
-    base = cache_dir or os.environ.get('DPT_ROS_CACHE') or os.path.join(
-        os.path.expanduser('~'), '.cache', 'dpt_ros')
-    return os.path.join(base, 'openvino')
-
-
 def _dist_version(name: str) -> str:
     try:
         return metadata.version(name)
@@ -305,7 +298,7 @@ class OpenVinoBackend:
         self._core = ov.Core()
         self.precision = precision.for_openvino(
             opts.dtype, precision.openvino_capabilities(self._core))
-        root = cache_root(opts.cache_dir or None)
+        root = vocabulary.cache_folder('openvino', opts.cache_dir or None)
         self._cache = ModelCache(root)
         # One CACHE_DIR per compile setting: OpenVINO 2026.4's CPU plugin leaves the precision
         # hint out of its blob key (CACHING_PROPERTIES is FULL_DEVICE_NAME only), and a bf16
@@ -552,4 +545,4 @@ def create(opts: BackendOptions, loaded=None) -> OpenVinoBackend:
     return OpenVinoBackend(opts, loaded)
 
 
-__all__ = ['OpenVinoBackend', 'create', 'DTYPES', 'cache_root', 'weights_identity']
+__all__ = ['OpenVinoBackend', 'create', 'DTYPES', 'weights_identity']

@@ -131,7 +131,7 @@ class TtBackend:
             e2e_ms = (time.perf_counter() - t0) * 1e3
             perf = self._dp.last_perf
             extra = self.info.extra
-            extra['trace_wall_ms'] = perf.trace_wall_ms
+            extra['trace_wall_ms'] = self.info.device_ms = perf.trace_wall_ms
             extra['device_fps'] = perf.device_fps
             extra['readback_ms'] = perf.readback_ms
             extra['e2e_ms'] = e2e_ms

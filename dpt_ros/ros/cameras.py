@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 
 from dpt_ros import vocabulary
-from dpt_ros.depth.metric import MetricDepth, ReferenceBuffer
+from dpt_ros.depth.metric import CameraMetric, MetricDepth
 from dpt_ros.ros import image_codec
 from dpt_ros.ros.points import PointsOutput
 from dpt_ros.serving.health import CameraView
@@ -86,14 +86,14 @@ class CameraIO:
         self.values = values
         self.image_topic = ''
         self.latest_info: CameraInfo | None = None
-        self.refs = ReferenceBuffer(REFERENCE_BUFFER)
-        self.metric = None
+        self.metric: CameraMetric | None = None
         if values['metric.mode'] != 'none':
-            self.metric = MetricDepth(values['metric.mode'], scale=values['metric.scale'],
-                                      shift=values['metric.shift'],
-                                      min_depth=values['metric.min_depth'],
-                                      max_depth=values['metric.max_depth'],
-                                      smoothing=values['metric.smoothing'])
+            fit = MetricDepth(values['metric.mode'], scale=values['metric.scale'],
+                              shift=values['metric.shift'], min_depth=values['metric.min_depth'],
+                              max_depth=values['metric.max_depth'],
+                              smoothing=values['metric.smoothing'])
+            self.metric = CameraMetric(fit, values['metric.reference_max_dt_s'],
+                                       REFERENCE_BUFFER)
         self._image, self._info, self._ref = _Sub(), _Sub(), _Sub()
         self._pubs: dict = {}
         self.points: PointsOutput | None = None   # <ns>/points, with metric depth only
@@ -159,7 +159,7 @@ class CameraIO:
         if v['metric.mode'] == 'reference':
             ref_topic = node.resolve_topic_name(topic(ns, v['metric.reference_topic']))
             self._ref.ensure(node, mode, ref_topic, Image,
-                             lambda msg: self.refs.add(stamp_ns(msg.header), msg),
+                             lambda msg: self.metric.add_reference(stamp_ns(msg.header), msg),
                              REFERENCE_BUFFER)
 
     # ----- per frame (finish thread) -----
@@ -167,26 +167,19 @@ class CameraIO:
         pub = self._pubs.get('color')
         return pub is not None and pub.get_subscription_count() > 0
 
-    def metric_for(self, stamp: int, perf, logger):
-        """Return relative depth -> metres (or None, not ready) for the frame at `stamp`."""
+    def metric_depth(self, depth, stamp: int, perf, logger):
+        """Return the frame's metres or None (no metric mode or fit yet); decodes its reference."""
         if self.metric is None:
             return None
-        v = self.values
-
-        def to_metric(depth):
-            ref = None
-            if self.metric.mode == 'reference':
-                ref, _ = self.refs.take(stamp, int(v['metric.reference_max_dt_s'] * 1e9))
-            if ref is not None:
-                try:
-                    self.metric.update_reference(
-                        depth, image_codec.decode_depth_m(ref, v['max_pixels']))
-                except image_codec.InvalidImage as exc:
-                    perf.count('reference_rejected', reason=exc.reason)
-                    logger.warning(f'reference depth rejected ({exc.reason}): {exc}',
-                                   throttle_duration_sec=5.0)
-            return self.metric.to_metric(depth) if self.metric.ready else None
-        return to_metric
+        ref, ref_m = self.metric.reference_for(stamp), None
+        if ref is not None:
+            try:
+                ref_m = image_codec.decode_depth_m(ref, self.values['max_pixels'])
+            except image_codec.InvalidImage as exc:
+                perf.count('reference_rejected', reason=exc.reason)
+                logger.warning(f'reference depth rejected ({exc.reason}): {exc}',
+                               throttle_duration_sec=5.0)
+        return self.metric.apply(depth, ref_m)
 
     def publish(self, header, depth_img, color_img, metric, rgb=None) -> float:
         """
@@ -221,5 +214,7 @@ class CameraIO:
             output_topic=node.resolve_topic_name(topic(self.ns, vocabulary.TOPIC_DEPTH_RELATIVE)),
             reliability=rel.name.lower() if rel else '',
             publishers=node.count_publishers(self.image_topic),
-            camera_info=self.latest_info is not None, metric=self.metric, refs=self.refs,
+            camera_info=self.latest_info is not None,
+            metric=self.metric.fit if self.metric else None,
+            refs=self.metric.refs if self.metric else None,
             outputs=self.points.diagnostics() if self.points is not None else {})

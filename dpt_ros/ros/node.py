@@ -3,7 +3,7 @@ The ROS 2 depth node, a managed (lifecycle) node: camera topics in, depth and di
 
 Glue only: parameters (descriptors, params), camera I/O (cameras), the backend's owner
 (serving.supervisor), scheduling (serving.scheduler), health (serving.health), the model
-(inference.pipeline). Topics per camera namespace <ns> (parameter `cameras`):
+(serving.pipeline). Topics per camera namespace <ns> (parameter `cameras`):
 
   in   <ns>/image, <ns>/image/compressed, <ns>/camera_info, <ns>/depth_reference (metric)
   out  <ns>/depth_relative (32FC1 relative inverse depth, NOT metres), .../color (bgr8, only
@@ -126,10 +126,9 @@ class DepthNode(LifecycleNode):
                 f"running backend '{started.backend.info.name}' on "
                 f"{started.backend.info.device} instead of '{v['backend']}': "
                 f'{started.fallback_reason}')
-        from dpt_ros.inference.pipeline import DepthPipeline  # torch/cv2 heavy: import late
+        from dpt_ros.serving.pipeline import DepthPipeline  # torch/cv2 heavy: import late
         self.pipeline = DepthPipeline(self.supervisor, colormap=v['colormap'], norm=v['norm'],
-                                      norm_low=v['norm_low'], norm_high=v['norm_high'],
-                                      perf=self.perf)
+                                      norm_low=v['norm_low'], norm_high=v['norm_high'])
         took, error = self.pipeline.warm_up()
         if error:   # the backend is judged frame by frame; say it now too
             self.get_logger().error(f'warm-up inference failed: {error}')
@@ -275,10 +274,10 @@ class DepthNode(LifecycleNode):
                                    'bgr8' if want_color else None) as (depth_img, color_img):
             res = self.pipeline.finish(
                 raw, hw, want_color=want_color, depth_out=depth_img.pixels,
-                color_out=color_img.pixels if color_img else None,
-                metric=cam.metric_for(frame.stamp_ns, self.perf, self.get_logger()))
+                color_out=color_img.pixels if color_img else None)
+            metric = cam.metric_depth(res.depth, frame.stamp_ns, self.perf, self.get_logger())
             self.perf.add_stage('publish', cam.publish(header, depth_img, color_img,
-                                                       res.metric, rgb))
+                                                       metric, rgb))
 
     # ----- runtime parameters -----
     def _on_set_parameters(self, changes) -> SetParametersResult:

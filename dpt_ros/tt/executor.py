@@ -42,7 +42,7 @@ import threading
 import time
 from typing import Callable, Iterable, Iterator
 
-from dpt_ros.errors import BackendError
+from dpt_ros.errors import BackendError, ChipFault
 from dpt_ros.tt.device import import_ttnn
 from dpt_ros.vocabulary import EXECUTION_MODES
 import numpy as np
@@ -388,21 +388,12 @@ class ChipStats:
         return 1e3 / self.device_ms
 
 
-class _ChipFault(Exception):
-    """A device step (write, execute, barrier, read) of one chip of a call raised."""
-
-    def __init__(self, slot: int, error: BaseException):
-        super().__init__(f'{type(error).__name__}: {error}')
-        self.slot = slot
-        self.error = error
-
-
 def _on_chip(slot: int, step: Callable, *args):
     """Run one chip's device step; its exception says which chip of the call it was."""
     try:
         return step(*args)
     except Exception as exc:
-        raise _ChipFault(slot, exc) from exc
+        raise ChipFault(slot, exc) from exc
 
 
 @dataclass
@@ -502,7 +493,7 @@ class DataParallel:
             healthy = chips
             try:
                 out, perf = self._run(batch, [self.pipelines[c] for c in chips])
-            except _ChipFault as fault:
+            except ChipFault as fault:
                 healthy = self._after_fault(chips, fault)
                 if attempt == self.retries or self._pool.active == 0:
                     raise BackendError(f'{self.pipelines[chips[fault.slot]].chip_id} failed: '
@@ -514,7 +505,7 @@ class DataParallel:
             return out
         raise AssertionError('unreachable')  # pragma: no cover
 
-    def _after_fault(self, chips: list[int], fault: _ChipFault) -> list[int]:
+    def _after_fault(self, chips: list[int], fault: ChipFault) -> list[int]:
         """Retire the failed chip, bring the others of the call to a clean state: the healthy."""
         failed = {chips[fault.slot]: fault.error}
         for c in chips:
