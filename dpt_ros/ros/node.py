@@ -248,6 +248,13 @@ class DepthNode(LifecycleNode):
         if first:
             log_bridge.detach(self._log_handler)
 
+    def destroy_node(self) -> None:
+        """Destroy the node and its lifecycle state machine: it leaves the graph at once."""
+        super().destroy_node()
+        # rclpy's LifecycleNode leaves its state machine, which holds the rcl node: the node
+        # then outlived destroy_node, and after os._exit stayed listed for the DDS lease (~20 s).
+        self._state_machine.destroy_when_not_in_use()
+
     def stuck_threads(self) -> list[str]:
         """Names of the node's threads still alive after close() (stuck in a backend call)."""
         names = self.scheduler.alive_threads() if self.scheduler is not None else []

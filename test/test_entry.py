@@ -1,0 +1,41 @@
+"""
+dpt_ros.ros.entry: how the node process starts and ends, seen from the ROS graph.
+
+The real node in a subprocess (stand-in backends), observed over Fast DDS on loopback by an
+in-process graph node. Every wait is a condition with a timeout.
+"""
+import signal
+
+import pytest
+from ros_harness import Graph, NodeProcess
+from test_node import BASE
+
+# The issue's bound: a stopped node must be gone from `ros2 node list` this soon after exit.
+GONE_WITHIN_S = 2.0
+
+
+@pytest.fixture
+def graph():
+    g = Graph('_dpt_entry_observer')
+    yield g
+    g.close()
+
+
+def listed(graph, name: str = 'depth_node') -> bool:
+    return any(n == name for n, _ in graph.node.get_node_names_and_namespaces())
+
+
+@pytest.mark.parametrize('autostart', [True, False], ids=['autostart', 'unconfigured'])
+def test_a_stopped_node_leaves_the_graph_at_once(graph, autostart):
+    """
+    Issue 24: a LifecycleNode ended with os._exit stayed in the graph for Fast DDS' lease (~20 s).
+
+    rclpy's LifecycleNode.destroy_node() left its state machine holding the rcl node, so the
+    node was never finalised before the forced exit and no one told the graph it was gone.
+    """
+    with NodeProcess(dict(BASE, autostart=autostart), wait_ready=60 if autostart else 0) as node:
+        assert graph.spin_until(lambda: listed(graph), 30.0), node.output()
+        rc, _ = node.stop(signal.SIGINT, 10.0)
+        assert rc == 0, node.output()
+        assert graph.spin_until(lambda: not listed(graph), GONE_WITHIN_S), \
+            f'depth_node still listed {GONE_WITHIN_S} s after it exited 0'
