@@ -72,7 +72,8 @@ def main() -> int:
             for i in range(args.stops):
                 r = one_stop(graph, autostart, args.limit)
                 runs.append(r)
-                print(f"autostart {str(autostart).lower():5} stop {i + 1}: exit code "
+                state = 'true' if autostart else 'false'
+                print(f'autostart {state:5} stop {i + 1}: exit code '
                       f"{r['exit_code']}, stopped in {r['stop_s']:.2f} s, listed "
                       f"{r['listed_after_exit_s']:.2f} s after exit", flush=True)
     finally:
