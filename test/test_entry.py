@@ -6,6 +6,7 @@ in-process graph node. Every wait is a condition with a timeout.
 """
 import signal
 
+from dpt_ros.ros.lifecycle_client import LifecycleClient
 import pytest
 from ros_harness import Graph, NodeProcess
 from test_node import BASE
@@ -39,3 +40,34 @@ def test_a_stopped_node_leaves_the_graph_at_once(graph, autostart):
         assert rc == 0, node.output()
         assert graph.spin_until(lambda: not listed(graph), GONE_WITHIN_S), \
             f'depth_node still listed {GONE_WITHIN_S} s after it exited 0'
+
+
+def _spin_count(node) -> str:
+    """Return the spin count libgomp read at load (OMP_DISPLAY_ENV=VERBOSE prints it)."""
+    assert node.wait_for_line('GOMP_SPINCOUNT', 10.0), node.output()
+    line = next(x for x in node.lines if 'GOMP_SPINCOUNT' in x)
+    return line.split('=')[1].strip().strip("'")
+
+
+@pytest.mark.parametrize('path', ['autostart', 'lifecycle'])
+def test_openmp_threads_sleep_while_waiting_whichever_path_starts_the_node(path):
+    """
+    Issue 24: torch ran 4-7x slower under autostart than configured by a lifecycle manager.
+
+    libgomp spun up to 300,000 times per wait unless it counted more of its threads than
+    CPUs, and that count depended on which thread had configured the node (see
+    serving/tuning.py). The node now starts torch's OpenMP with passive waits (spin count 0),
+    the same on both paths; bench/bench_start_paths.py measures the speed.
+    """
+    values = {'backend': 'torch', 'device': 'cpu', 'weights': 'tiny-random',
+              'image_size': 64, 'autostart': path == 'autostart'}
+    env = {'OMP_DISPLAY_ENV': 'VERBOSE', 'OMP_WAIT_POLICY': None, 'GOMP_SPINCOUNT': None}
+    with NodeProcess(values, env=env, wait_ready=0) as node:
+        if path == 'lifecycle':
+            assert node.wait_ready(120, state='unconfigured'), node.output()
+            with LifecycleClient(node.node_fqn) as manager:
+                assert manager.transition('configure') and manager.transition('activate')
+        assert node.wait_ready(120), node.output()
+        assert _spin_count(node) == '0', node.output()
+        rc, _ = node.stop(signal.SIGINT, 10.0)
+        assert rc == 0, node.output()
