@@ -110,6 +110,10 @@ def run(args=None) -> tuple[int, list[str]]:
         node = sigs.node = DepthNode()
         if node.autostart:
             starter, code = _autostart(node, sigs.stop)
+        else:
+            node.get_logger().info(
+                'unconfigured (autostart false): waiting for a lifecycle manager, e.g. ros2 '
+                f'lifecycle set {node.get_fully_qualified_name()} configure')
         if code == EXIT_OK and not sigs.stop.is_set():
             _spin(node, sigs.stop)
     except StartupError as exc:
