@@ -1,8 +1,9 @@
 """
 One camera's ROS side: topic names, QoS matching, subscriptions, publishers, publishing.
 
-A `CameraIO` is made when the node is configured (its metric-depth state lives as long as
-that) and opened while the node is active: subscriptions and publishers exist only then.
+A `CameraIO` is made when the node is configured, with its output publishers: lifecycle
+publishers, which publish only while the node is active (its metric-depth state lives as long
+as they do); its subscriptions exist only while the node is active.
 """
 from __future__ import annotations
 
@@ -102,33 +103,40 @@ class CameraIO:
     def reliability(self):
         return self._image.reliability
 
-    # ----- activate / deactivate -----
-    def start(self, node, submit) -> None:
-        """Create the publishers and subscribe; `submit(ns, msg, stamp_ns)` takes frames."""
-        self.image_topic = self._input_topic(node)
+    # ----- configure / cleanup -----
+    def open_outputs(self, node) -> None:
+        """Create the output publishers (lifecycle publishers of the managed `node`)."""
         outs = {'depth': (Image, vocabulary.TOPIC_DEPTH_RELATIVE),
                 'color': (Image, vocabulary.TOPIC_DEPTH_RELATIVE_COLOR),
                 'info': (CameraInfo, vocabulary.TOPIC_DEPTH_RELATIVE_INFO)}
         if self.metric is not None:
             outs.update(metric=(Image, vocabulary.TOPIC_DEPTH_METRIC),
                         metric_info=(CameraInfo, vocabulary.TOPIC_DEPTH_METRIC_INFO))
-        self._pubs = {k: node.create_publisher(t, topic(self.ns, n), OUTPUT_QOS)
+        self._pubs = {k: node.create_lifecycle_publisher(t, topic(self.ns, n), OUTPUT_QOS)
                       for k, (t, n) in outs.items()}
         if self.metric is not None:
             self.points = PointsOutput(node, self.ns, self.values, OUTPUT_QOS)
+
+    def close_outputs(self, node) -> None:
+        """Destroy the output publishers."""
+        for pub in self._pubs.values():
+            node.destroy_lifecycle_publisher(pub)
+        self._pubs = {}
+        if self.points is not None:
+            node.destroy_lifecycle_publisher(self.points.pub)
+            self.points = None
+
+    # ----- activate / deactivate -----
+    def start(self, node, submit) -> None:
+        """Subscribe; `submit(ns, msg, stamp_ns)` takes frames."""
+        self.image_topic = self._input_topic(node)
         self._submit = submit
         self.subscribe(node)
 
     def close(self, node) -> None:
-        """Destroy the subscriptions and publishers (the metric fit is kept)."""
+        """Destroy the subscriptions (the publishers and the metric fit are kept)."""
         for s in (self._image, self._info, self._ref):
             s.close(node)
-        for pub in self._pubs.values():
-            node.destroy_publisher(pub)
-        self._pubs = {}
-        if self.points is not None:
-            node.destroy_publisher(self.points.pub)
-            self.points = None
 
     def _input_topic(self, node) -> str:
         raw = node.resolve_topic_name(topic(self.ns, vocabulary.TOPIC_IMAGE))

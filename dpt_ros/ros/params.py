@@ -106,16 +106,19 @@ PARAMS: tuple[Param, ...] = (
           choices=('raw', 'compressed')),
     Param('qos_reliability', 'auto',
           'Input reliability. auto matches the publishers (best_effort if any publisher is '
-          'best-effort, else reliable), as rosbag2 does; history depth is always 1.',
+          'best-effort, else reliable), as rosbag2 does; history depth is always 1. Plain '
+          'best_effort loses most large images on Fast DDS.',
           choices=('auto', 'reliable', 'best_effort')),
     Param('max_pixels', vocabulary.MAX_PIXELS,
-          'Frames with more pixels than this are rejected (reason too_large).',
+          'Frames with more pixels than this are rejected (reason too_large); the default, '
+          '2**25, admits 8K UHD.',
           min=1, max=1 << 30),
     # --- backend (defaults from BackendOptions) ---
     Param('backend', 'openvino',
           'Inference backend: openvino (cpu; the fastest CPU backend), torch (cpu/cuda; the '
-          'numerical reference) or tt (Tenstorrent TTNN). Without openvino installed, '
-          'openvino falls back to torch on cpu (allow_fallback).', choices=_backends),
+          'numerical reference) or tt (Tenstorrent TTNN; with device wormhole_n300 and dp 2 '
+          'for both chips). Without openvino installed, openvino falls back to torch on cpu '
+          '(allow_fallback).', choices=_backends),
     Param('allow_fallback', True,
           'When the requested backend cannot start (no ttnn, no device, no CUDA), run torch on '
           'cpu instead (counted in backend_fallback_count, diagnostics WARN); false: exit.'),
@@ -134,7 +137,8 @@ PARAMS: tuple[Param, ...] = (
           'where the CPU runs it natively (avx512_bf16 / AMX; OpenVINO: BF16 capability), else '
           'fp32. An explicit bf16 elsewhere: WARN; openvino runs fp32, torch emulates bf16. tt: '
           'its own dtype (this applies to its CPU fallback).', choices=vocabulary.DTYPES),
-    Param('compile', _BACKEND_DEFAULTS.compile, 'torch.compile the model (torch backend).'),
+    Param('compile', _BACKEND_DEFAULTS.compile, 'torch.compile the model (torch backend; the '
+          'first frames are slow while it compiles).'),
     Param('execution_mode', _BACKEND_DEFAULTS.execution_mode,
           'tt execution mode: eager, trace, or trace with 2 command queues.',
           choices=vocabulary.EXECUTION_MODES),
@@ -230,8 +234,9 @@ PARAMS: tuple[Param, ...] = (
           'already rectified, e.g. image_rect).', choices=('raw', 'rectified')),
     # --- lifecycle ---
     Param('autostart', True,
-          'Configure and activate the (managed) node at start, as a plain node would. false: '
-          'wait in unconfigured for a lifecycle manager (<node>/change_state).'),
+          'Configure and activate the (managed) node at start, as a plain node would (a bad '
+          'configuration then exits with code 2). false: wait in unconfigured for a lifecycle '
+          'manager (<node>/change_state).'),
 )
 
 BY_NAME: dict[str, Param] = {p.name: p for p in PARAMS}
