@@ -39,6 +39,8 @@ class BackendOptions:
     batch_size: int = 1
     strict: bool = False             # tt: a program-config fallback raises instead of counting
     cache_dir: str = ''              # tt: prepared-weight cache ('' = ~/.cache/dpt_ros)
+    trace_region_mb: int = 32        # tt: trace region per chip, MiB (tt.device.TRACE_REGION_MB)
+    dispatch_core: str = 'auto'      # tt: vocabulary.TT_DISPATCH_CORES
     seed: int = 0                    # random weights
     threads: int = 0                 # torch intra-op threads (0 = torch default)
 

@@ -38,7 +38,8 @@ from dpt_ros.backends.cli_options import options_from_args
 from dpt_ros.demo.image_files import SUPPORTED_EXTENSIONS
 from dpt_ros.errors import InvalidImage, RunFailed
 from dpt_ros.inference.colorize import COLORMAPS, DEFAULT_COLORMAP, NORM_MODES
-from dpt_ros.vocabulary import CPU_BACKEND_CHOICES, DEVICES, EXECUTION_MODES, TT_DEVICES
+from dpt_ros.vocabulary import (CPU_BACKEND_CHOICES, DEVICES, EXECUTION_MODES, TT_DEVICES,
+                                TT_DISPATCH_CORES)
 import numpy as np
 
 log = logging.getLogger('dpt_ros.demo.runner')
@@ -73,6 +74,11 @@ def build_parser(prog: str = 'dpt_ros.demo.runner',
     p.add_argument('--repeat', type=int, default=3, help='timed passes over the images')
     p.add_argument('--tt-execution-mode', default=_DEFAULTS.execution_mode,
                    choices=EXECUTION_MODES, help='TT execution mode (default %(default)s)')
+    p.add_argument('--trace-region-mb', type=int, default=_DEFAULTS.trace_region_mb,
+                   help='TT trace region per chip, MiB (default %(default)s)')
+    p.add_argument('--dispatch-core', default=_DEFAULTS.dispatch_core,
+                   choices=TT_DISPATCH_CORES,
+                   help='TT dispatch cores (default %(default)s: ethernet on an N300)')
     p.add_argument('--weights', default=_DEFAULTS.weights,
                    help='auto | Intel/dpt-large | <local dir> | random | tiny-random '
                    '(auto: hub/cache, else random weights, flagged loudly)')

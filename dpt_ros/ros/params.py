@@ -141,6 +141,13 @@ PARAMS: tuple[Param, ...] = (
           min=1, max=max(vocabulary.TT_DEVICES.values())),
     Param('strict', _BACKEND_DEFAULTS.strict,
           'tt: a program-config fallback raises instead of being counted.'),
+    Param('trace_region_mb', _BACKEND_DEFAULTS.trace_region_mb,
+          'tt trace region per chip (MiB) for trace / trace_2cq; a trace larger than it stops '
+          'start-up with one line naming this parameter.', min=1, max=1024),
+    Param('dispatch_core', _BACKEND_DEFAULTS.dispatch_core,
+          "tt dispatch cores: auto (ttnn's choice: ethernet on an N300 / T3000), eth, or worker "
+          '(a row of Tensix cores: an N300 chip then computes on 8x7; not with trace_2cq on 2+ '
+          'chips).', choices=vocabulary.TT_DISPATCH_CORES),
     Param('cache_dir', _BACKEND_DEFAULTS.cache_dir,
           "tt prepared-weight and openvino converted-model cache directory ('' = "
           '$DPT_ROS_CACHE or ~/.cache/dpt_ros).'),
