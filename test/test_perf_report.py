@@ -32,7 +32,7 @@ SAME_AS_PERF = {'latency_ms': 'latency_ms_mean', 'inference_time_s': 'inference_
 
 
 def _tt_run():
-    """A measured tt run as the runner records it: 2 frames per call on 2 chips."""
+    """Return a measured tt run as the runner records it: 2 frames per call on 2 chips."""
     info = BackendInfo(name='tt', device='wormhole_n300:0,wormhole_n300:1',
                        dtype='bf16 activations, bfloat8_b weights', image_size=384,
                        execution_mode='trace_2cq', dp=2, batch_size=2,

@@ -374,7 +374,7 @@ def _check_compute_configs(calls, fidelity):
         if fid == 'HiFi4' and fp32:
             bad.add(f'{op}: HiFi4 with fp32 accumulation')
         if config is None and op in ('layer_norm', 'linear', 'conv2d'):
-            bad.add(f'{op}: left to ttnn\'s default')
+            bad.add(f'{op}: left to the ttnn default')
         if op == 'matmul' and order.index(fid) < order.index(upsample_min):
             bad.add(f'upsample matmul at {fid}')
         if op in ('linear', 'conv2d') and fid != fidelity:
