@@ -15,6 +15,8 @@ TT_DEVICES = {'wormhole_n150': 1, 'wormhole_n300': 2, 'wormhole_t3000': 8}
 DEVICES = TORCH_DEVICES + tuple(TT_DEVICES)
 # TT execution: eager ops, one replayed trace, or a trace with input copies on a second CQ.
 EXECUTION_MODES = ('eager', 'trace', 'trace_2cq')
+# TT dispatch cores: ttnn's choice for the board, ethernet cores, or a row of worker cores.
+TT_DISPATCH_CORES = ('auto', 'eth', 'worker')
 # CPU backends of the command-line tools; 'auto' picks the fastest one present.
 CPU_BACKEND_CHOICES = ('auto', 'openvino', 'torch')
 # Compute dtype of the torch / OpenVINO backends; 'auto' = bf16 where the CPU runs it

@@ -48,6 +48,8 @@ class BackendOptions:
     cache_dir: str = ''              # tt prepared weights and openvino converted models
     seed: int = 0                    # random weights (every backend)
     threads: int = 0                 # torch intra-op and openvino inference threads
+    trace_region_mb: int = 32        # tt only: trace region per chip, MiB
+    dispatch_core: str = 'auto'      # tt only: vocabulary.TT_DISPATCH_CORES
     selfcheck: bool = True           # tt only: prove each chip against torch fp32 first
     selfcheck_min_pcc: float = 0.99  # tt only: a chip below this PCC leaves the rotation
 

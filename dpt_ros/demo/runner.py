@@ -49,7 +49,7 @@ from dpt_ros.perf.stats import PerfStats
 from dpt_ros.serving.pipeline import DepthPipeline
 from dpt_ros.serving.supervisor import BackendSupervisor
 from dpt_ros.vocabulary import (CPU_BACKEND_CHOICES, DEFAULT_DTYPE, DEVICES, DTYPES,
-                                EXECUTION_MODES, TT_DEVICES)
+                                EXECUTION_MODES, TT_DEVICES, TT_DISPATCH_CORES)
 import numpy as np
 
 log = logging.getLogger('dpt_ros.demo.runner')
@@ -84,6 +84,11 @@ def build_parser(prog: str = 'dpt_ros.demo.runner',
     p.add_argument('--repeat', type=int, default=3, help='timed passes over the images')
     p.add_argument('--tt-execution-mode', default=_DEFAULTS.execution_mode,
                    choices=EXECUTION_MODES, help='TT execution mode (default %(default)s)')
+    p.add_argument('--trace-region-mb', type=int, default=_DEFAULTS.trace_region_mb,
+                   help='TT trace region per chip, MiB (default %(default)s)')
+    p.add_argument('--dispatch-core', default=_DEFAULTS.dispatch_core,
+                   choices=TT_DISPATCH_CORES,
+                   help='TT dispatch cores (default %(default)s: ethernet on an N300)')
     p.add_argument('--weights', default=_DEFAULTS.weights,
                    help='auto | Intel/dpt-large | <local dir> | random | tiny-random '
                    '(auto: hub/cache, else random weights, flagged loudly)')

@@ -155,6 +155,13 @@ PARAMS: tuple[Param, ...] = (
           '(allow_fallback: torch on cpu, the reason in diagnostics). false: no check.'),
     Param('selfcheck_min_pcc', _BACKEND_DEFAULTS.selfcheck_min_pcc,
           'tt: the PCC a chip must reach in the selfcheck.', min=0.0, max=1.0),
+    Param('trace_region_mb', _BACKEND_DEFAULTS.trace_region_mb,
+          'tt trace region per chip (MiB) for trace / trace_2cq; a trace larger than it stops '
+          'start-up with one line naming this parameter.', min=1, max=1024),
+    Param('dispatch_core', _BACKEND_DEFAULTS.dispatch_core,
+          "tt dispatch cores: auto (ttnn's choice: ethernet on an N300 / T3000), eth, or worker "
+          '(a row of Tensix cores: an N300 chip then computes on 8x7; not with trace_2cq on 2+ '
+          'chips).', choices=vocabulary.TT_DISPATCH_CORES),
     Param('cache_dir', _BACKEND_DEFAULTS.cache_dir,
           'tt prepared-weight, tt selfcheck-reference and openvino converted-model cache '
           "directory ('' = $DPT_ROS_CACHE or ~/.cache/dpt_ros)."),

@@ -43,7 +43,7 @@ import time
 from typing import Callable, Iterable, Iterator
 
 from dpt_ros.errors import BackendError, ChipFault
-from dpt_ros.tt.device import import_ttnn
+from dpt_ros.tt.device import import_ttnn, trace_bytes
 from dpt_ros.vocabulary import EXECUTION_MODES
 import numpy as np
 
@@ -120,6 +120,7 @@ class ChipPipeline:
         self.compiled = False
         self.released = False
         self.frames_run = 0
+        self.trace_bytes = None      # trace region bytes the captured traces hold (a card's)
 
     @property
     def two_cq(self) -> bool:
@@ -193,8 +194,10 @@ class ChipPipeline:
             self.first_op_done = ttnn.record_event(self.chip, CQ_COMPUTE)
         ttnn.synchronize_device(self.chip)
         self.compiled = True
-        log.info('%s: compiled and captured %s in %.2f s', self.chip_id, self.mode,
-                 time.perf_counter() - t0)
+        self.trace_bytes = trace_bytes(self.chip)
+        log.info('%s: compiled and captured %s in %.2f s; traces hold %s B of the trace region',
+                 self.chip_id, self.mode, time.perf_counter() - t0,
+                 'unknown' if self.trace_bytes is None else self.trace_bytes)
         return time.perf_counter() - t0
 
     def _capture(self, program: Callable, attr: str):

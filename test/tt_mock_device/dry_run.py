@@ -262,7 +262,8 @@ def run_mode(args, loaded, mode: str, ttnn, report: dict) -> dict:
     # A mock reads back zeros: the self-check would (rightly) refuse it; test_tt_selfcheck
     # runs it on the mock on purpose.
     opts = BackendOptions(weights=args.weights, image_size=args.size, device=args.device,
-                          dp=args.dp, execution_mode=mode, strict=args.strict, selfcheck=False)
+                          dp=args.dp, execution_mode=mode, strict=args.strict, selfcheck=False,
+                          dispatch_core=args.dispatch)
     result = {'ok': False}
     t0 = time.perf_counter()
     try:
@@ -281,7 +282,10 @@ def run_mode(args, loaded, mode: str, ttnn, report: dict) -> dict:
             if not np.all(np.isfinite(out)):
                 raise AssertionError('non-finite output from the mock')
         grid = backend._models[0].tt.cfg.grid
+        extra = backend.info.extra
         result.update(frames=len(shapes) * args.dp, grid=list(grid),
+                      dispatch_core=extra['dispatch_core'], chip_grids=extra['chip_grids'],
+                      trace_bytes=extra['trace_bytes'],
                       output_shapes=sorted(map(str, shapes)),
                       fallback_counts=backend.fallback_counts(),
                       fallback_reasons=backend.info.extra.get('fallback_reasons', {}),
@@ -310,6 +314,7 @@ def main(argv=None) -> int:
     p.add_argument('--frames', type=int, default=2)
     p.add_argument('--strict', action='store_true')
     p.add_argument('--force-defaults', action='store_true')
+    p.add_argument('--dispatch', default='auto', help='dispatch_core: auto | eth | worker')
     p.add_argument('--graph', action='store_true')
     p.add_argument('--backbone-only', action='store_true',
                    help='capture embeddings + encoder only (with --batch, --config vit-b)')

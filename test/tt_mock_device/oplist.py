@@ -2,7 +2,9 @@
 The op list and per-op L1 use of a ttnn graph capture (ttnn.graph.end_graph_capture()).
 
 A capture is a list of nodes (node_type, params, connections). Per device operation (a
-function_start with a program factory) this collects: its name and program factory, the cores
+function_start with a program factory) this collects: its name and program factory, the
+compute kernel config it resolved (math fidelity, fp32 accumulation: ttnn's default where the
+caller gave none), the cores
 its program runs on, its input/output tensors (shape, dtype, layout, memory), its circular
 buffers, and the L1 buffers alive while it runs. L1 fit is what the card's allocator checks:
 circular buffers grow up from the bottom of L1, buffers down from the top, so an op's headroom
@@ -36,6 +38,19 @@ def _tensor(params: dict) -> dict:
             'layout': params.get('layout', '').replace('Layout::', ''),
             'memory': f'{buffer.group(1) if buffer else "?"}/'
                       f'{layout.group(1) if layout else "?"}'}
+
+
+_COMPUTE = re.compile(r'ComputeKernelConfig\(math_fidelity=(\w+),math_approx_mode=\w+,'
+                      r'fp32_dest_acc_en=(\w+)')
+
+
+def _compute(arguments) -> dict | None:
+    """Return the compute config a device op resolved (its recorded attributes), or None."""
+    for arg in arguments or ():
+        m = _COMPUTE.search(str(arg))
+        if m:
+            return {'fidelity': m.group(1), 'fp32_dest_acc': _true(m.group(2))}
+    return None
 
 
 def _cores(ranges: str) -> int:
@@ -136,6 +151,8 @@ class _Walker:
             'python_index': self.top.get('python_index'), 'fidelity': self.top.get('fidelity'),
             'settings': self.top.get('settings', {}),
             'program': p.get('program_factory_type', ''),
+            # what the op runs with: the caller's compute config, or ttnn's default for it
+            'compute': _compute(node.get('arguments')),
             'cache_hit': _true(p.get('program_cache_hit')),
             'inputs': self._tensors(self.readers.get(node['counter'], [])),
             'cbs': [], 'cores': 0, 'outputs': [],
