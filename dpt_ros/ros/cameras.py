@@ -10,6 +10,7 @@ import time
 
 from dpt_ros import vocabulary
 from dpt_ros.depth.metric import MetricDepth, ReferenceBuffer
+from dpt_ros.perf.conventions import TopicTimes
 from dpt_ros.ros import image_codec
 from dpt_ros.ros.points import PointsOutput
 from dpt_ros.serving.health import CameraView
@@ -97,6 +98,8 @@ class CameraIO:
         self._image, self._info, self._ref = _Sub(), _Sub(), _Sub()
         self._pubs: dict = {}
         self.points: PointsOutput | None = None   # <ns>/points, with metric depth only
+        self.topic_times = TopicTimes()           # of depth_relative (greenwave keys)
+        self._clock = None
 
     @property
     def reliability(self):
@@ -116,6 +119,8 @@ class CameraIO:
                       for k, (t, n) in outs.items()}
         if self.metric is not None:
             self.points = PointsOutput(node, self.ns, self.values, OUTPUT_QOS)
+        self._clock = node.get_clock()
+        self.topic_times = TopicTimes()   # rates and counts of this activation
         self._submit = submit
         self.subscribe(node)
 
@@ -197,6 +202,7 @@ class CameraIO:
         t0 = time.perf_counter()
         pubs = self._pubs
         pubs['depth'].publish(depth_img.message(Image, header))
+        self.topic_times.add(stamp_ns(header), self._clock.now().nanoseconds)
         if color_img is not None:
             pubs['color'].publish(color_img.message(Image, header))
         info = self.latest_info
@@ -217,9 +223,10 @@ class CameraIO:
         """Return what diagnostics show of this camera."""
         rel = self._image.reliability
         return CameraView(
-            key=self.ns, label=self.ns or node.get_namespace(), input_topic=self.image_topic,
+            key=self.ns, input_topic=self.image_topic,
             output_topic=node.resolve_topic_name(topic(self.ns, vocabulary.TOPIC_DEPTH_RELATIVE)),
             reliability=rel.name.lower() if rel else '',
             publishers=node.count_publishers(self.image_topic),
             camera_info=self.latest_info is not None, metric=self.metric, refs=self.refs,
-            outputs=self.points.diagnostics() if self.points is not None else {})
+            outputs=self.points.diagnostics() if self.points is not None else {},
+            topic_times=self.topic_times)
