@@ -2,7 +2,8 @@
 One camera's ROS side: topic names, QoS matching, subscriptions, publishers, publishing.
 
 A `CameraIO` is made when the node is configured (its metric-depth state lives as long as
-that) and opened while the node is active: subscriptions and publishers exist only then.
+that) and opened while the node is active: subscriptions and publishers exist only then. The
+compressed outputs (transport_codec) are encoded only while they have a subscriber.
 """
 from __future__ import annotations
 
@@ -11,14 +12,15 @@ import time
 from dpt_ros import vocabulary
 from dpt_ros.depth.metric import MetricDepth, ReferenceBuffer
 from dpt_ros.perf.conventions import TopicTimes
-from dpt_ros.ros import image_codec
+from dpt_ros.ros import image_codec, transport_codec
 from dpt_ros.ros.points import PointsOutput
 from dpt_ros.serving.health import CameraView
 from dpt_ros.vocabulary import in_namespace as topic
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-OUTPUT_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+# Counters of the compressed outputs shown per camera (zero or not).
+COMPRESSED_KEYS = ('compressed_color_published', 'compressed_depth_published')
 # Reference depth messages kept per camera for matching by stamp (metric.mode reference): a
 # 30 Hz reference sensor covers ~0.27 s, more than a frame's time in the pipeline on a card.
 REFERENCE_BUFFER = 8
@@ -36,6 +38,15 @@ def with_header(info: CameraInfo, header) -> CameraInfo:
                      p=info.p, binning_x=info.binning_x, binning_y=info.binning_y, roi=info.roi)
     out.header = header
     return out
+
+
+def output_qos(values: dict) -> QoSProfile:
+    """Return the QoS of every output (qos_output_reliability, qos_output_depth)."""
+    reliability = (ReliabilityPolicy.BEST_EFFORT
+                   if values['qos_output_reliability'] == 'best_effort'
+                   else ReliabilityPolicy.RELIABLE)
+    return QoSProfile(depth=values['qos_output_depth'], history=HistoryPolicy.KEEP_LAST,
+                      reliability=reliability)
 
 
 def wanted_reliability(node, mode: str, name: str, current):
@@ -99,6 +110,7 @@ class CameraIO:
         self._pubs: dict = {}
         self.points: PointsOutput | None = None   # <ns>/points, with metric depth only
         self.topic_times = TopicTimes()           # of depth_relative (greenwave keys)
+        self.compressed = dict.fromkeys(COMPRESSED_KEYS, 0)
         self._clock = None
 
     @property
@@ -111,16 +123,20 @@ class CameraIO:
         self.image_topic = self._input_topic(node)
         outs = {'depth': (Image, vocabulary.TOPIC_DEPTH_RELATIVE),
                 'color': (Image, vocabulary.TOPIC_DEPTH_RELATIVE_COLOR),
+                'color_jpeg': (CompressedImage, vocabulary.TOPIC_DEPTH_RELATIVE_COLOR_COMPRESSED),
                 'info': (CameraInfo, vocabulary.TOPIC_DEPTH_RELATIVE_INFO)}
         if self.metric is not None:
             outs.update(metric=(Image, vocabulary.TOPIC_DEPTH_METRIC),
+                        metric_png=(CompressedImage, vocabulary.TOPIC_DEPTH_METRIC_COMPRESSED),
                         metric_info=(CameraInfo, vocabulary.TOPIC_DEPTH_METRIC_INFO))
-        self._pubs = {k: node.create_publisher(t, topic(self.ns, n), OUTPUT_QOS)
+        qos = output_qos(self.values)
+        self._pubs = {k: node.create_publisher(t, topic(self.ns, n), qos)
                       for k, (t, n) in outs.items()}
         if self.metric is not None:
-            self.points = PointsOutput(node, self.ns, self.values, OUTPUT_QOS)
+            self.points = PointsOutput(node, self.ns, self.values, qos)
         self._clock = node.get_clock()
         self.topic_times = TopicTimes()   # rates and counts of this activation
+        self.compressed = dict.fromkeys(COMPRESSED_KEYS, 0)
         self._submit = submit
         self.subscribe(node)
 
@@ -168,9 +184,13 @@ class CameraIO:
                              REFERENCE_BUFFER)
 
     # ----- per frame (finish thread) -----
-    def wants_color(self) -> bool:
-        pub = self._pubs.get('color')
+    def _wanted(self, key: str) -> bool:
+        pub = self._pubs.get(key)
         return pub is not None and pub.get_subscription_count() > 0
+
+    def wants_color(self) -> bool:
+        """Whether the colour image is wanted: raw or JPEG colour has a subscriber."""
+        return self._wanted('color') or self._wanted('color_jpeg')
 
     def metric_for(self, stamp: int, perf, logger):
         """Return relative depth -> metres (or None, not ready) for the frame at `stamp`."""
@@ -204,7 +224,7 @@ class CameraIO:
         pubs['depth'].publish(depth_img.message(Image, header))
         self.topic_times.add(stamp_ns(header), self._clock.now().nanoseconds)
         if color_img is not None:
-            pubs['color'].publish(color_img.message(Image, header))
+            self._publish_color(header, color_img)
         info = self.latest_info
         out_info = with_header(info, header) if info is not None else None
         if out_info is not None:
@@ -212,6 +232,14 @@ class CameraIO:
         if metric is not None:
             pubs['metric'].publish(image_codec.new_message(
                 Image, header=header, **image_codec.depth_to_image_fields(metric)))
+            if self._wanted('metric_png'):
+                v = self.values
+                pubs['metric_png'].publish(image_codec.new_message(
+                    CompressedImage, header=header, **transport_codec.compressed_depth_fields(
+                        metric, depth_max=v['compressed.depth_max'],
+                        depth_quantization=v['compressed.depth_quantization'],
+                        png_level=v['compressed.png_level'])))
+                self.compressed['compressed_depth_published'] += 1
             if out_info is not None:
                 pubs['metric_info'].publish(out_info)
         ms = (time.perf_counter() - t0) * 1e3
@@ -219,14 +247,25 @@ class CameraIO:
             self.points.publish(metric, header, info, rgb)
         return ms
 
+    def _publish_color(self, header, color_img) -> None:
+        if self._wanted('color'):
+            self._pubs['color'].publish(color_img.message(Image, header))
+        if self._wanted('color_jpeg'):
+            self._pubs['color_jpeg'].publish(image_codec.new_message(
+                CompressedImage, header=header, **transport_codec.jpeg_fields(
+                    color_img.pixels, self.values['compressed.jpeg_quality'])))
+            self.compressed['compressed_color_published'] += 1
+
     def view(self, node) -> CameraView:
         """Return what diagnostics show of this camera."""
         rel = self._image.reliability
+        outputs = dict(self.compressed)
+        if self.points is not None:
+            outputs.update(self.points.diagnostics())
         return CameraView(
             key=self.ns, input_topic=self.image_topic,
             output_topic=node.resolve_topic_name(topic(self.ns, vocabulary.TOPIC_DEPTH_RELATIVE)),
             reliability=rel.name.lower() if rel else '',
             publishers=node.count_publishers(self.image_topic),
             camera_info=self.latest_info is not None, metric=self.metric, refs=self.refs,
-            outputs=self.points.diagnostics() if self.points is not None else {},
-            topic_times=self.topic_times)
+            outputs=outputs, topic_times=self.topic_times)

@@ -107,6 +107,15 @@ PARAMS: tuple[Param, ...] = (
           'Input reliability. auto matches the publishers (best_effort if any publisher is '
           'best-effort, else reliable), as rosbag2 does; history depth is always 1.',
           choices=('auto', 'reliable', 'best_effort')),
+    # --- outputs ---
+    Param('qos_output_reliability', 'reliable',
+          'Reliability of every output topic (depth, colour, compressed, camera_info, points). '
+          'best_effort suits a lossy link where late frames are worthless, but a reliable '
+          'subscriber (the ros2 CLI default) will not match it; and rmw_zenoh drops large '
+          'best-effort messages silently (ros2/rmw_zenoh#696) and lets them starve beside '
+          'reliable topics: keep reliable there.', choices=('reliable', 'best_effort')),
+    Param('qos_output_depth', 5, 'History depth (keep last N) of every output topic.',
+          min=1, max=1000),
     Param('max_pixels', vocabulary.MAX_PIXELS,
           'Frames with more pixels than this are rejected (reason too_large).',
           min=1, max=1 << 30),
@@ -173,6 +182,19 @@ PARAMS: tuple[Param, ...] = (
           read_only=False),
     Param('norm_high', 98.0, 'Upper end of the colour range (percentile or value).',
           read_only=False),
+    # --- compressed outputs (image_transport formats, encoded only while subscribed) ---
+    Param('compressed.jpeg_quality', 95, 'JPEG quality of depth_relative/color/compressed '
+          "(compressed_image_transport's default 95).", min=1, max=100),
+    Param('compressed.depth_max', 100.0,
+          'depth/compressedDepth: depths (m) at or beyond this are sent as invalid (NaN '
+          'after decoding); compressed_depth_image_transport calls it depth_max.',
+          min=0.1, max=1000.0),
+    Param('compressed.depth_quantization', 100.0,
+          'depth/compressedDepth: Z0 of the inverse-depth quantisation (larger = finer far '
+          'away; nearest storable depth about Z0 (Z0 + 1) / 65535 m); as '
+          'compressed_depth_image_transport.', min=1.0, max=1000.0),
+    Param('compressed.png_level', 3, 'depth/compressedDepth: PNG compression level (0 = '
+          'fastest, 9 = smallest).', min=0, max=9),
     # --- diagnostics ---
     Param('diagnostics_rate', 1.0, 'Rate (Hz) of DiagnosticArray messages on /diagnostics.',
           min=0.1, max=50.0, read_only=False),
