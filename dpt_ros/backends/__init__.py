@@ -41,6 +41,7 @@ class BackendOptions:
     cache_dir: str = ''              # tt: prepared-weight cache ('' = ~/.cache/dpt_ros)
     seed: int = 0                    # random weights
     threads: int = 0                 # torch intra-op threads (0 = torch default)
+    streams: int = 1                 # openvino: >1 = THROUGHPUT hint, that many frames at once
 
     def replace(self, **changes) -> 'BackendOptions':
         return dataclasses.replace(self, **changes)

@@ -18,6 +18,7 @@ from typing import Callable, Iterable, Mapping
 from dpt_ros import vocabulary
 from dpt_ros.backends import BackendOptions, BACKENDS
 from dpt_ros.backends.cli_options import options_from_values
+from dpt_ros.backends.openvino_backend import auto_streams, AUTO_STREAMS_TEXT
 
 _BACKEND_DEFAULTS = BackendOptions()
 
@@ -157,6 +158,11 @@ PARAMS: tuple[Param, ...] = (
     Param('threads', _BACKEND_DEFAULTS.threads,
           'torch intra-op / openvino inference threads (0 = the library default).',
           min=0, max=256),
+    Param('streams', 0,
+          'openvino: frames inferred at once. 1 = the LATENCY hint (each frame as fast as the '
+          'cores allow); N > 1 = the THROUGHPUT hint with N streams (the cores split between '
+          'N frames: more frames per second in all, each one slower); 0 = auto: '
+          + AUTO_STREAMS_TEXT + ' (docs/benchmarks.md).', min=0, max=64),
     Param('backend_timeout_s', 30.0,
           'An inference call running longer than this is counted failed (reason timeout) and '
           'diagnostics go ERROR; its late result is discarded. 0 disables the watchdog.',
@@ -387,4 +393,5 @@ def check_runtime_change(changes: Mapping[str, object],
 
 def backend_options(values: Mapping[str, object]) -> BackendOptions:
     """Return the BackendOptions a validated parameter set asks for (one frame per call)."""
-    return options_from_values(values, batch_size=1)
+    streams = values.get('streams', 0) or auto_streams(len(values.get('cameras', [''])))
+    return options_from_values(values, batch_size=1, streams=streams)
