@@ -61,6 +61,11 @@ def test_compressed_outputs_are_encoded_only_while_subscribed_and_decode(graph):
             pub.publish(stamp(raw_msg('rgb8', rgb_image(H, W, seed=sec)), sec))
             assert graph.spin_until(lambda: by_stamp(met, sec), 10), node.output()
         v = camera_values(graph, diags, 3)
+        # greenwave's keys on the status named by the output topic: stamps 1 s apart give
+        # 1 Hz by message time; stamps of 1970 are 'N/A' as delay from realtime.
+        assert latest_status(diags, ': camera ').name.endswith(': camera /depth_relative')
+        assert (v['frame_rate_msg'], v['current_delay_from_realtime_ms']) == ('1.000', 'N/A')
+        assert float(v['frame_rate_node']) > 0 and v['total_dropped_frames'] == '0'
         # Nobody subscribes to colour or the compressed topics: nothing colourised or encoded.
         assert v['compressed_color_published'] == '0' and v['compressed_depth_published'] == '0'
         assert latest_status(diags, 'depth pipeline') is not None
