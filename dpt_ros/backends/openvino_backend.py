@@ -62,7 +62,8 @@ META_NAME = 'meta.json'
 PIXEL_CENTRE = 127.5        # (v / 255 - 0.5) / 0.5 == (v - 127.5) / 127.5
 
 
-# What `streams: 0` picks, from the measurement in docs/benchmarks.md (2-core Xeon, DPT-Large).
+# What `streams: 0` picks (docs/benchmarks.md, 2-core Xeon, DPT-Large fp32, loaded): 2
+# streams gave two cameras 1.5-1.6x the frames; one camera keeps the freshest-frame hint.
 AUTO_STREAMS_TEXT = 'the LATENCY hint (1) for one camera, 2 THROUGHPUT streams for several'
 
 
