@@ -122,7 +122,7 @@ class ViewServer:
 
     @property
     def page_url(self) -> str:
-        """The page's URL with its token: to be printed once, where the user reads it."""
+        """Return the page's URL with its token: to be printed once, where the user reads it."""
         return self.url + (f'?token={self.token}' if self.token else '')
 
     @property
