@@ -35,9 +35,12 @@ TOPIC_CAMERA_INFO = 'camera_info'         # input camera_info beside the image
 # named `depth`: REP 118 reserves that name for metres.
 TOPIC_DEPTH_RELATIVE = 'depth_relative'
 TOPIC_DEPTH_RELATIVE_COLOR = 'depth_relative/color'        # bgr8, only while subscribed
+# image_transport's compressed forms (only while subscribed): JPEG colour, compressedDepth metres.
+TOPIC_DEPTH_RELATIVE_COLOR_COMPRESSED = 'depth_relative/color/compressed'
 TOPIC_DEPTH_RELATIVE_INFO = 'depth_relative/camera_info'   # input camera_info, output header
 TOPIC_DEPTH_METRIC = 'depth'                               # 32FC1 metres (metric.mode != none)
 TOPIC_DEPTH_METRIC_INFO = 'depth/camera_info'
+TOPIC_DEPTH_METRIC_COMPRESSED = 'depth/compressedDepth'
 # sensor_msgs/PointCloud2 from `depth` in the input's optical frame, only while subscribed.
 TOPIC_POINTS = 'points'
 TOPIC_DIAGNOSTICS = '/diagnostics'

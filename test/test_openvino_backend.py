@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 
 from dpt_ros.backends import (BackendError, BackendOptions, BACKENDS, BackendUnavailable,
                               create_backend)
@@ -129,6 +130,60 @@ def test_pixels_and_normalised_input_give_the_same_depth(warm_cache, reference):
         b.close()
     with pytest.raises(BackendError, match='closed'):
         b.infer(pixels)
+
+
+def test_two_streams_compile_for_throughput_and_run_two_frames_at_once(warm_cache, tmp_path,
+                                                                       monkeypatch):
+    cache = str(_copy_cache(warm_cache, tmp_path))   # its own compiled blobs: a copy
+    latency = ovb.create(BackendOptions(cache_dir=cache, **SMALL))
+    b = ovb.create(BackendOptions(cache_dir=cache, streams=2, **SMALL))
+    try:
+        assert (latency.max_concurrency, latency.info.extra['performance_hint'],
+                latency.info.extra['streams']) == (1, 'LATENCY', 1)
+        assert (b.max_concurrency, b.info.extra['performance_hint'],
+                b.info.extra['streams']) == (2, 'THROUGHPUT', 2)
+        frames = [resize_pixels(_rgb(seed=k), SIZE)[None] for k in (1, 2)]
+        want = [latency.infer(f) for f in frames]
+        # Each call waits inside its inference for the other: both must be in flight at once
+        # (a backend that ran one call at a time would break the barrier after its timeout).
+        barrier = threading.Barrier(2, timeout=60)
+        take = b._take_request
+
+        class Meeting:
+            def __init__(self, req):
+                self.req = req
+
+            def infer(self, *args, **kwargs):
+                barrier.wait()
+                return self.req.infer(*args, **kwargs)
+
+            def get_output_tensor(self, i):
+                return self.req.get_output_tensor(i)
+        monkeypatch.setattr(b, '_take_request', lambda kind: Meeting(take(kind)))
+        got = [None, None]
+        threads = [threading.Thread(target=lambda k=k: got.__setitem__(k, b.infer(frames[k])))
+                   for k in (0, 1)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert not barrier.broken
+        assert sorted(os.listdir(os.path.join(cache, 'openvino', 'compiled'))) == [
+            'f32-threadsauto', 'f32-threadsauto-streams2']
+        for k in (0, 1):
+            np.testing.assert_allclose(got[k], want[k], rtol=1e-4,
+                                       atol=1e-5 * float(np.abs(want[k]).max()))
+    finally:
+        b.close()
+        latency.close()
+
+
+def test_streams_auto_follow_the_camera_count():
+    opts = params.backend_options
+    assert opts(params.defaults()).streams == 1
+    assert opts(dict(params.defaults(), cameras=['front', 'rear'])).streams == 2
+    assert opts(dict(params.defaults(), cameras=['front', 'rear'], streams=1)).streams == 1
+    assert opts(dict(params.defaults(), streams=3)).streams == 3
 
 
 def test_cache_miss_converts_once_and_a_hit_gives_the_same_output(tmp_path, caplog):

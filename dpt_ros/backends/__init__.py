@@ -48,6 +48,7 @@ class BackendOptions:
     cache_dir: str = ''              # tt prepared weights and openvino converted models
     seed: int = 0                    # random weights (every backend)
     threads: int = 0                 # torch intra-op and openvino inference threads
+    streams: int = 1                 # openvino only: >1 = THROUGHPUT hint, frames at once
     trace_region_mb: int = 32        # tt only: trace region per chip, MiB
     dispatch_core: str = 'auto'      # tt only: vocabulary.TT_DISPATCH_CORES
     selfcheck: bool = True           # tt only: prove each chip against torch fp32 first

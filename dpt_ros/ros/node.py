@@ -7,9 +7,10 @@ Glue only: parameters (descriptors, params), camera I/O (cameras), the backend's
 
   in   <ns>/image, <ns>/image/compressed, <ns>/camera_info, <ns>/depth_reference (metric)
   out  <ns>/depth_relative (32FC1 relative inverse depth, NOT metres), .../color (bgr8, only
-       while subscribed), .../camera_info; <ns>/depth + camera_info (REP 118 metres, when
-       metric.mode != none); <ns>/points (PointCloud2 of `depth`, needs camera_info, only
-       while subscribed; ros/points.py); /diagnostics
+       while subscribed; .../color/compressed JPEG), .../camera_info; <ns>/depth + camera_info
+       (REP 118 metres, when metric.mode != none; depth/compressedDepth); <ns>/points
+       (PointCloud2 of `depth`, needs camera_info, only while subscribed; ros/points.py);
+       /diagnostics
 
 Every output carries the input header. Lifecycle: configure = parameters checked, backend
 started and warmed up, output (lifecycle) publishers created; activate = subscriptions live,
