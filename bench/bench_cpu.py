@@ -123,8 +123,9 @@ class _InputFormatView:
 
 def make_ours(loaded, rgb, mode, cache_dir):
     """Our DepthPipeline in one mode -> (run, pipeline)."""
-    from dpt_ros.backends import BackendOptions, create_backend
-    from dpt_ros.inference.pipeline import DepthPipeline
+    from dpt_ros.backends import BackendOptions, create_backend, StartedBackend
+    from dpt_ros.serving.pipeline import DepthPipeline
+    from dpt_ros.serving.supervisor import BackendSupervisor
     name, kw = MODES[mode]
     kw = dict(kw)
     input_format = kw.pop('input', None)
@@ -132,7 +133,7 @@ def make_ours(loaded, rgb, mode, cache_dir):
     backend = create_backend(name, opts, allow_fallback=False, loaded=loaded).backend
     if input_format:
         backend = _InputFormatView(backend, input_format)
-    pipe = DepthPipeline(backend)
+    pipe = DepthPipeline(BackendSupervisor(StartedBackend(backend, requested=name)))
 
     def run():
         res = pipe.process(rgb, want_color=False)

@@ -32,9 +32,11 @@ import bench_env  # noqa: I100  (first: sets up sys.path)
 _ROOT = bench_env.setup()
 
 import cv2  # noqa: E402
-from dpt_ros.inference.pipeline import DepthPipeline  # noqa: E402
+from dpt_ros.backends import StartedBackend  # noqa: E402
 from dpt_ros.perf.report import host, versions, write_json  # noqa: E402
+from dpt_ros.serving.pipeline import DepthPipeline  # noqa: E402
 from dpt_ros.serving.scheduler import FrameScheduler, OUTCOMES  # noqa: E402
+from dpt_ros.serving.supervisor import BackendSupervisor  # noqa: E402
 import numpy as np  # noqa: E402
 
 stand_in_backend = bench_env.borrow_module('doubles.chip_stand_in').stand_in_backend
@@ -63,7 +65,7 @@ def run_case(dp: int, args, images: list[np.ndarray]) -> dict:
     """Serve the cameras with `dp` stand-in chips; return the figures of the timed window."""
     cameras = [f'cam{i}' for i in range(args.cameras)]
     backend = stand_in_backend(dp, args.device_ms, image_size=args.size)
-    pipeline = DepthPipeline(backend)
+    pipeline = DepthPipeline(BackendSupervisor(StartedBackend(backend, requested='tt')))
     stamps = {c: [] for c in cameras}
 
     def prepare(frame):

@@ -54,6 +54,14 @@ class AlignmentError(ReasonError, ValueError):
     """A fit could not be made. `reason` is a short counter key; the message says why."""
 
 
+class CameraModelError(ReasonError, ValueError):
+    """
+    A camera_info that cannot place pixels in space (points are then not made).
+
+    `reason` is a short counter key: bad_k, bad_p, bad_d, unsupported_distortion, bad_size.
+    """
+
+
 class BagError(ReasonError):
     """
     A bag cannot be used as asked.
@@ -82,6 +90,15 @@ class ViewError(RuntimeError):
     """The depth view cannot serve its page (the port is in use, the address is not local)."""
 
 
+class ChipFault(Exception):
+    """A device step (write, execute, barrier, read) of one chip of a TT call raised."""
+
+    def __init__(self, slot: int, error: BaseException):
+        super().__init__(f'{type(error).__name__}: {error}')
+        self.slot = slot
+        self.error = error
+
+
 def check_out_array(out, shape: tuple, dtype) -> None:
     """
     Check an `out=` argument (an array a result is written into, e.g. a message buffer).
@@ -96,15 +113,3 @@ def check_out_array(out, shape: tuple, dtype) -> None:
                else type(out).__name__)
         raise ValueError(f'out must be a writeable C-contiguous {tuple(shape)} '
                          f'{np.dtype(dtype)} array, got {got}')
-
-
-class CameraModelError(ValueError):
-    """
-    A camera_info that cannot place pixels in space (points are then not made).
-
-    `reason` is a short counter key: bad_k, bad_p, bad_d, unsupported_distortion, bad_size.
-    """
-
-    def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason = reason

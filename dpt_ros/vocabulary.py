@@ -2,9 +2,10 @@
 The project's shared words: devices and their chips, execution modes, topic names, limits.
 
 Every module that names a device, a mode or a topic takes it from here, so the runner, the
-backends, the node and the evaluation tools cannot disagree. Constants and one pure helper
-(a topic under a camera namespace); no imports.
+backends, the node and the evaluation tools cannot disagree. Constants and two helpers (a
+topic under a camera namespace, a folder of the on-disk cache); no imports but os.
 """
+import os
 
 # Torch devices; 'cuda:N' is accepted wherever 'cuda' is.
 TORCH_DEVICES = ('cpu', 'cuda')
@@ -14,6 +15,8 @@ TT_DEVICES = {'wormhole_n150': 1, 'wormhole_n300': 2, 'wormhole_t3000': 8}
 DEVICES = TORCH_DEVICES + tuple(TT_DEVICES)
 # TT execution: eager ops, one replayed trace, or a trace with input copies on a second CQ.
 EXECUTION_MODES = ('eager', 'trace', 'trace_2cq')
+# TT dispatch cores: ttnn's choice for the board, ethernet cores, or a row of worker cores.
+TT_DISPATCH_CORES = ('auto', 'eth', 'worker')
 # CPU backends of the command-line tools; 'auto' picks the fastest one present.
 CPU_BACKEND_CHOICES = ('auto', 'openvino', 'torch')
 # Compute dtype of the torch / OpenVINO backends; 'auto' = bf16 where the CPU runs it
@@ -32,9 +35,12 @@ TOPIC_CAMERA_INFO = 'camera_info'         # input camera_info beside the image
 # named `depth`: REP 118 reserves that name for metres.
 TOPIC_DEPTH_RELATIVE = 'depth_relative'
 TOPIC_DEPTH_RELATIVE_COLOR = 'depth_relative/color'        # bgr8, only while subscribed
+# image_transport's compressed forms (only while subscribed): JPEG colour, compressedDepth metres.
+TOPIC_DEPTH_RELATIVE_COLOR_COMPRESSED = 'depth_relative/color/compressed'
 TOPIC_DEPTH_RELATIVE_INFO = 'depth_relative/camera_info'   # input camera_info, output header
 TOPIC_DEPTH_METRIC = 'depth'                               # 32FC1 metres (metric.mode != none)
 TOPIC_DEPTH_METRIC_INFO = 'depth/camera_info'
+TOPIC_DEPTH_METRIC_COMPRESSED = 'depth/compressedDepth'
 # sensor_msgs/PointCloud2 from `depth` in the input's optical frame, only while subscribed.
 TOPIC_POINTS = 'points'
 TOPIC_DIAGNOSTICS = '/diagnostics'
@@ -43,6 +49,18 @@ TOPIC_DIAGNOSTICS = '/diagnostics'
 def in_namespace(ns: str, name: str) -> str:
     """Return topic `name` under camera namespace `ns` ('' = the node's own, so remaps apply)."""
     return f'{ns.rstrip("/")}/{name}' if ns else name
+
+
+# The on-disk cache (TT prepared weights, OpenVINO models): `cache_dir`, else this variable,
+# else ~/.cache/dpt_ros.
+CACHE_ENV = 'DPT_ROS_CACHE'
+
+
+def cache_folder(name: str, cache_dir: str | None = None) -> str:
+    """Return the cache's folder `name`: under `cache_dir`, $DPT_ROS_CACHE or ~/.cache/dpt_ros."""
+    base = cache_dir or os.environ.get(CACHE_ENV) or os.path.join(
+        os.path.expanduser('~'), '.cache', 'dpt_ros')
+    return os.path.join(base, name)
 
 
 # Beyond this many pixels a frame or image is rejected (reason too_large): 2**25 admits 8K UHD

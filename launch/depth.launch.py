@@ -5,22 +5,29 @@ Launch the dpt_ros depth node (and optionally RViz 2 and the browser view).
     ros2 launch dpt_ros depth.launch.py image:=/camera/image_raw backend:=tt \
         device:=wormhole_n300 rviz:=true
     ros2 launch dpt_ros depth.launch.py view:=true   # then open http://127.0.0.1:8090/
+    ros2 launch dpt_ros depth.launch.py autostart:=false cameras:=[front,rear] metric.mode:=fixed
 
-Every parameter default lives in config/dpt.yaml: an argument left empty ('') means "use the
-params file", so defaults are never repeated here. `image` remaps the node's `image` input and
-its sibling `camera_info` (image_transport convention: /camera/image_raw ->
-/camera/camera_info). Without a ROS install (no `ros2` CLI) the same node starts with
+Every node parameter is also a launch argument of the same name, generated from the parameter
+table (dpt_ros/ros/params.py): its help is the table's description, and an argument left empty
+('') means "use the params file", so defaults live only in config/dpt.yaml (itself generated
+from the table). `image` remaps the node's `image` input and its sibling `camera_info`
+(image_transport convention: /camera/image_raw -> /camera/camera_info). Without a ROS install
+(no `ros2` CLI) the same node starts with
 `depth_node --ros-args --params-file config/dpt.yaml -r image:=/camera/image_raw`.
 
 What this file refuses, before any process starts (one line each, and `ros2 launch` exits 1):
-a params_file that is not a file, rviz:=true without rviz2 installed, an rviz or view value
-that is not true/false. When the node exits with an error code the launch stops and exits 1, naming
-the node and its code; when the node exits 0 (it was stopped) the launch shuts down with 0.
+an argument it does not declare (a typo) when it is the file `ros2 launch` was given, a value
+of the wrong type for its parameter (`autostart:=maybe`, `image_size:=big`), a params_file that
+is not a file, rviz:=true without rviz2 installed, an rviz or view value that is not
+true/false. When the node exits with an error code the launch stops and exits 1, naming the
+node and its code; when the node exits 0 (it was stopped) the launch shuts down with 0.
 """
 import os
+import sys
 
 from ament_index_python.packages import (get_package_prefix, get_package_share_directory,
                                          PackageNotFoundError)
+from dpt_ros.ros import param_text, params
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction, Shutdown
 from launch.substitutions import LaunchConfiguration
@@ -32,24 +39,23 @@ NODE_NAME = 'depth_node'
 RVIZ_PACKAGE = RVIZ_EXECUTABLE = 'rviz2'
 VIEW_EXECUTABLE = 'depth_view'
 
-# (name, default, description). Empty defaults defer to the params file.
+# (name, default, description) of the arguments that are not node parameters. Empty defaults
+# defer to the params file; the node parameters' arguments follow, generated (PARAM_ARGUMENTS).
 ARGUMENTS = (
     ('params_file', '', 'Parameters YAML for the node; empty = the installed '
                         'config/dpt.yaml.'),
     ('image', '', 'Input image topic, e.g. /camera/image_raw (its sibling camera_info is '
-                  "remapped too); empty = the node's own `image`."),
-    ('backend', '', "Override the params file's `backend` (torch | tt); empty = keep it."),
-    ('device', '', "Override the params file's `device` (cpu | cuda | wormhole_n300 ...); "
-                   'empty = keep it.'),
-    ('weights', '', "Override the params file's `weights` (auto | Intel/dpt-large | "
-                    '<save_pretrained directory> | random | tiny-random); empty = keep it.'),
+                  "remapped too); empty = the node's own `image`. The outputs go to the "
+                  'namespace (the root without one), not beside the input: two launches need '
+                  'two namespaces (namespace:=front ...).'),
     ('namespace', '', 'Namespace for the node and all its topics; empty = none.'),
     ('rviz', 'false', 'true: also start rviz2 with config/depth.rviz (input + colour depth).'),
     ('view', 'false', 'true: also start depth_view, a live page on http://127.0.0.1:8090/ '
                       '(input, colour depth, FPS/latency/level plots).'),
 )
-# Arguments that override the node parameter of the same name when not empty.
-OVERRIDES = ('backend', 'device', 'weights')
+PARAM_ARGUMENTS = tuple((p.name, '', param_text.launch_help(p)) for p in params.PARAMS)
+# What `ros2 launch --launch-prefix ...` adds to the arguments itself.
+CLI_ARGUMENTS = frozenset({'launch-prefix', 'launch-prefix-filter'})
 
 # launch's own default escalation is SIGINT, then SIGTERM after 5 s. The node treats a second
 # signal as "exit now, skip the cleanup", so a SIGTERM must not come while it still releases
@@ -98,6 +104,35 @@ def _require_executable(package: str, executable: str, why: str) -> None:
         raise LaunchRefused(f'{why}, but {path} is not an executable; nothing started')
 
 
+def _launched_directly() -> bool:
+    # Only the file named on the `ros2 launch` command line owns its arguments: a file that
+    # includes this one has arguments of its own, which are not typos.
+    me = os.path.basename(__file__)
+    return any(os.path.basename(a) == me for a in sys.argv)
+
+
+def _refuse_unknown(context) -> None:
+    known = {name for name, _, _ in ARGUMENTS + PARAM_ARGUMENTS} | CLI_ARGUMENTS
+    given = [a.split(':=', 1)[0] for a in context.argv if ':=' in a]
+    unknown = sorted(set(given) - known)
+    if unknown and _launched_directly():
+        raise LaunchRefused(f"unknown argument(s) {', '.join(u + ':=' for u in unknown)} "
+                            '(see --show-args); nothing started')
+
+
+def _parameter_overrides(arg) -> dict:
+    """Typed values of the node-parameter arguments the user gave (not empty)."""
+    overrides = {}
+    for p in params.PARAMS:
+        text = arg(p.name)
+        if text:
+            try:
+                overrides[p.name] = param_text.from_text(p, text)
+            except ValueError as exc:
+                raise LaunchRefused(f'{exc}; nothing started') from None
+    return overrides
+
+
 def _on_node_exit(event, context):
     """Stop the launch when the node ends: with an error when its exit code says one."""
     code = event.returncode
@@ -114,6 +149,8 @@ def _actions(context, *args, **kwargs):
     def arg(name: str) -> str:
         return LaunchConfiguration(name).perform(context).strip()
 
+    _refuse_unknown(context)
+    overrides = _parameter_overrides(arg)
     share = get_package_share_directory(PACKAGE)
     params_file = arg('params_file') or os.path.join(share, 'config', 'dpt.yaml')
     if not os.path.isfile(params_file):
@@ -123,7 +160,6 @@ def _actions(context, *args, **kwargs):
     with_view = _truthy(arg('view'), 'view')
     if with_rviz:
         _require_executable(RVIZ_PACKAGE, RVIZ_EXECUTABLE, 'rviz:=true')
-    overrides = {name: arg(name) for name in OVERRIDES if arg(name)}
     namespace = arg('namespace')
     image = arg('image')
     remappings = []
@@ -154,5 +190,5 @@ def generate_launch_description():
     """Arguments (each with a description) and the node, built when the arguments are known."""
     return LaunchDescription(
         [DeclareLaunchArgument(name, default_value=default, description=description)
-         for name, default, description in ARGUMENTS] +
+         for name, default, description in ARGUMENTS + PARAM_ARGUMENTS] +
         [OpaqueFunction(function=_actions)])

@@ -12,7 +12,8 @@ import json
 import logging
 
 from dpt_ros.backends import BackendOptions, BackendUnavailable, create_backend
-from dpt_ros.inference.pipeline import DepthPipeline
+from dpt_ros.serving.pipeline import DepthPipeline
+from dpt_ros.serving.supervisor import BackendSupervisor
 import numpy as np
 import pytest
 
@@ -42,8 +43,8 @@ def test_tt_without_device_falls_back_to_torch_cpu(started_tt, caplog):
 
 
 def test_pipeline_counts_the_fallback_and_still_runs(started_tt):
-    pipe = DepthPipeline(started_tt)
-    assert pipe.fell_back and pipe.requested_backend == 'tt'
+    pipe = DepthPipeline(BackendSupervisor(started_tt))
+    assert pipe.supervisor.started.fell_back and pipe.supervisor.started.requested == 'tt'
     res = pipe.process(np.full((120, 160, 3), 90, np.uint8))
     assert res.depth.shape == (120, 160)
     snap = pipe.perf.snapshot()

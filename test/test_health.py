@@ -7,6 +7,7 @@ from dpt_ros.backends import StartedBackend
 from dpt_ros.backends.base import BackendInfo
 from dpt_ros.depth.metric import MetricDepth, ReferenceBuffer
 from dpt_ros.errors import InvalidImage
+from dpt_ros.perf.conventions import GREENWAVE_KEYS, TopicTimes
 from dpt_ros.perf.stats import FALLBACK_KEYS, PerfStats, STAGES
 from dpt_ros.serving import health
 from dpt_ros.serving.scheduler import E2E_KEYS, FrameScheduler
@@ -27,7 +28,7 @@ CAMERA_KEYS = [
     'input_topic', 'output_topic', 'reliability', 'publishers', 'input_fps', 'output_fps',
     'latency_ms_p50', 'latency_ms_p95', 'latency_ms_p99', *E2E_KEYS, 'camera_info',
     'max_waiting_frames', 'frames_received', 'frames_processed', 'frames_dropped',
-    'frames_rejected', 'frames_failed', 'in_pipeline', 'reasons']
+    'frames_rejected', 'frames_failed', 'in_pipeline', 'reasons', *GREENWAVE_KEYS]
 
 
 class Backend:
@@ -83,10 +84,10 @@ class Rig:
 
     def statuses(self, cameras=None):
         views = cameras if cameras is not None else [
-            health.CameraView(key='', label='/', input_topic='/image',
+            health.CameraView(key='', input_topic='/image',
                               output_topic='/depth_relative', reliability='reliable',
                               publishers=1, camera_info=True),
-            health.CameraView(key='left', label='left', input_topic='/left/image',
+            health.CameraView(key='left', input_topic='/left/image',
                               output_topic='/left/depth_relative')]
         return self.report.statuses(self.sched, self.perf, self.sup, 'pixels', views)
 
@@ -109,7 +110,10 @@ def test_keys_names_and_ok_level(rig):
     assert list(cam.values) == CAMERA_KEYS
     assert (node.level, node.message, node.name, node.hardware_id) == (
         health.OK, 'running', 'depth_node: depth pipeline', 'wormhole_n300')
-    assert (cam.name, left.name) == ('depth_node: camera /', 'depth_node: camera left')
+    # Named by the output topic: greenwave's dashboard files a status under the text from
+    # its first '/' on (its _extract_topic_name), so these land on the topics' rows.
+    assert (cam.name, left.name) == ('depth_node: camera /depth_relative',
+                                     'depth_node: camera /left/depth_relative')
     kv = dict(node.key_values())
     assert kv['frames_received'] == '2' and kv['frames_processed'] == '2'
     assert kv['model_input'] == 'pixels' and kv['workers'] == '1' and kv['reasons'] == 'none'
@@ -185,7 +189,7 @@ def test_min_fps_hung_calls_and_metric_keys(rig):
     assert node.level == health.ERROR
     assert node.message.startswith('1 inference call(s) hung past 30 s')
     refs = ReferenceBuffer(4)
-    view = health.CameraView(key='', label='/', input_topic='/image', output_topic='/d',
+    view = health.CameraView(key='', input_topic='/image', output_topic='/d',
                              metric=MetricDepth('reference'), refs=refs)
     _, cam = rig.statuses([view])
     kv = dict(cam.key_values())
@@ -240,3 +244,21 @@ def test_per_chip_key_values_beside_the_totals_and_a_chip_out_warns(rig):
     assert (node.level, cam.level) == (health.WARN, health.OK)
     assert node.message == '1 of 8 chips out of rotation: chip5 (RuntimeError: eth timeout)'
     assert dict(node.key_values())['chip5 in_rotation'] == 'false'
+
+
+def test_camera_status_carries_greenwave_keys_from_its_output_times(rig):
+    rig.feed('', 'a', 'b', 'bad')
+    times = TopicTimes()
+    s = 1_000_000_000
+    for k in range(5):   # stamped every 100 ms, published 40 + 10 k ms after the stamp
+        times.add(s + k * 100_000_000, s + (k * 100 + 40 + k * 10) * 1_000_000)
+    view = health.CameraView(key='', input_topic='/image', output_topic='/cam/depth_relative',
+                             topic_times=times)
+    _, cam = rig.statuses([view])
+    kv = dict(cam.key_values())
+    assert cam.name == 'depth_node: camera /cam/depth_relative'
+    assert kv['frame_rate_node'] == '9.091' and kv['frame_rate_msg'] == '10.000'
+    assert kv['current_delay_from_realtime_ms'] == '80.000'
+    assert kv['total_dropped_frames'] == '1'     # the rejected frame never became an output
+    assert kv['tolerance'] == '0.000'
+    assert float(kv['expected_frequency']) == float(kv['input_fps'])

@@ -5,11 +5,15 @@ The processor's normalised float32 tensor and the resized uint8 pixels, for back
 normalisation into their weights. The pipeline hands each backend the one it names; the values
 agree with transformers'.
 """
+from types import SimpleNamespace
+
+from dpt_ros.backends import StartedBackend
 from dpt_ros.backends.base import BackendInfo, batch_format
 from dpt_ros.errors import BackendError
-from dpt_ros.inference.pipeline import DepthPipeline
 from dpt_ros.inference.preprocess import (normalize, pixel_affine, pixel_centre, preprocess,
                                           resize_pillow, resize_pixels)
+from dpt_ros.serving.pipeline import DepthPipeline
+from dpt_ros.serving.supervisor import BackendSupervisor
 import numpy as np
 import pytest
 
@@ -78,6 +82,12 @@ def test_batch_format_names_both_formats_or_says_what_it_got():
             batch_format(bad, 8)
 
 
+def _pipeline(backend, fallback=None):
+    start = (lambda: fallback) if fallback is not None else None
+    return DepthPipeline(BackendSupervisor(StartedBackend(backend, requested='recording'),
+                                           start_fallback=start, fallback_after=1))
+
+
 class RecordingBackend:
     """Test double: records what infer() was given; returns zeros."""
 
@@ -105,7 +115,7 @@ def test_pipeline_gives_each_backend_the_format_it_names():
     for fmt, expected in (('pixels', resize_pixels(rgb, 32)),
                           ('normalized', preprocess(rgb, 32))):
         backend = RecordingBackend(fmt)
-        pipe = DepthPipeline(backend)
+        pipe = _pipeline(backend)
         assert pipe.input_format == fmt
         res = pipe.process(rgb)
         assert res.depth.shape == (48, 64)
@@ -118,15 +128,16 @@ def test_frames_prepared_as_pixels_are_normalised_for_a_replacing_backend():
     # A runtime fallback swaps the backend while frames prepared for the old one are in
     # flight: they must still run, normalised exactly as preprocess() would have done.
     rgb = _rgb((48, 64))
-    pipe = DepthPipeline(RecordingBackend('pixels'))
-    prepared = pipe.prepare(rgb)
     replacement = RecordingBackend('normalized')
-    pipe.backend = replacement
+    pipe = _pipeline(RecordingBackend('pixels'), fallback=replacement)
+    prepared = pipe.prepare(rgb)
+    pipe.supervisor.on_failure(SimpleNamespace(consecutive_failures=1, last_failure='x'))
+    assert pipe.supervisor.wait_fallback(10.0) and pipe.backend is replacement
     pipe.infer(prepared)
-    kind, seen = replacement.seen[0]
+    kind, seen = replacement.seen[-1]
     assert kind == 'normalized' and np.array_equal(seen[0], preprocess(rgb, 32))
 
 
 def test_an_unknown_input_format_is_refused_at_start():
     with pytest.raises(BackendError, match="unknown input format 'nchw'"):
-        DepthPipeline(RecordingBackend('nchw'))
+        _pipeline(RecordingBackend('nchw'))

@@ -76,16 +76,19 @@ def default_text(arg):
     return perform_substitutions(LaunchContext(), arg.default_value)
 
 
-def evaluate(args: dict):
-    """Return the declared arguments and each Node's kwargs, for `name:=value` args."""
+def evaluate(args: dict, argv: list | None = None):
+    """
+    Return the declared arguments and each Node's kwargs, for `name:=value` args.
+
+    argv: the `ros2 launch` command line's arguments (default: `args` as name:=value).
+    """
     from launch import LaunchContext
     mod = load_launch()
     ld = mod.generate_launch_description()
-    context = LaunchContext()
+    argv = [f'{k}:={v}' for k, v in args.items()] if argv is None else argv
+    context = LaunchContext(argv=argv)
     entities = ld.describe_sub_entities()
     declared = [e for e in entities if hasattr(e, 'description') and hasattr(e, 'name')]
-    unknown = set(args) - {a.name for a in declared}
-    assert not unknown, f'not declared: {unknown}'
     context.launch_configurations.update(args)    # given arguments are set first
     for a in declared:
         a.execute(context)                         # then defaults fill the rest
@@ -116,17 +119,68 @@ def installed_config_globs():
 def test_arguments_declared_with_descriptions_and_yaml_defaults(share):
     declared, _ = evaluate({})
     by_name = {a.name: a for a in declared}
-    assert set(by_name) == {'params_file', 'image', 'backend', 'device', 'weights',
-                            'namespace', 'rviz', 'view'}
+    # Issue 24: every node parameter is an argument (autostart, cameras, metric.*, points.*).
+    assert set(by_name) == {'params_file', 'image', 'namespace', 'rviz', 'view'} | \
+        set(params.BY_NAME)
     for a in declared:
         assert len(a.description) > 20, a.name
     # Defaults live only in config/dpt.yaml: every override argument is empty by default.
-    for name in ('params_file', 'image', 'backend', 'device', 'weights', 'namespace'):
+    for name in ['params_file', 'image', 'namespace'] + list(params.BY_NAME):
         assert default_text(by_name[name]) == '', name
     assert default_text(by_name['rviz']) == 'false'
     assert default_text(by_name['view']) == 'false'
-    # Override arguments are real node parameters.
-    assert {'backend', 'device', 'weights'} <= set(params.BY_NAME)
+
+
+def test_parameter_arguments_help_is_the_tables_description(share):
+    """Issue 23: one source of prose (the `backend` help had lost openvino, the default)."""
+    declared, _ = evaluate({})
+    by_name = {a.name: a for a in declared}
+    for p in params.PARAMS:
+        assert by_name[p.name].description.startswith(p.description), p.name
+    assert 'openvino' in by_name['backend'].description
+
+
+def test_lifecycle_cameras_and_metric_arguments_reach_the_node_typed(share):
+    """Issue 24: autostart:=false was ignored; cameras and metric.* needed a params file."""
+    _, [n] = evaluate({'autostart': 'false', 'cameras': '[front,rear]',
+                       'metric.mode': 'fixed', 'metric.scale': '2', 'points.stride': '4',
+                       'image_size': '256'})
+    overrides = n['parameters'][1]
+    assert overrides == {'autostart': False, 'cameras': ['front', 'rear'],
+                         'metric.mode': 'fixed', 'metric.scale': 2.0, 'points.stride': 4,
+                         'image_size': 256}
+    assert params.validate(overrides) == []
+    _, [n] = evaluate({'autostart': ''})      # empty: the params file decides
+    assert n['parameters'] == [os.path.join(share, 'config', 'dpt.yaml')]
+
+
+def test_an_unknown_argument_is_refused_with_one_line(share, monkeypatch):
+    """Issue 24: `ros2 launch` sets and ignores names the file does not declare (typos)."""
+    monkeypatch.setattr('sys.argv', ['ros2', 'launch', 'dpt_ros', 'depth.launch.py'])
+    with pytest.raises(RuntimeError) as err:
+        evaluate({}, argv=['autostrat:=false', 'image:=/cam/image_raw'])
+    assert str(err.value) == ('unknown argument(s) autostrat:= (see --show-args); nothing '
+                              'started')
+    assert CREATED == []
+    # What `ros2 launch --launch-prefix` adds is not a typo.
+    evaluate({}, argv=['launch-prefix:=gdb -ex run'])
+
+
+def test_an_including_launch_files_arguments_are_its_own(share, monkeypatch):
+    monkeypatch.setattr('sys.argv', ['ros2', 'launch', 'robot', 'bringup.launch.py'])
+    _, nodes = evaluate({}, argv=['use_sim_time:=true', 'robot:=r2'])
+    assert len(nodes) == 1
+
+
+@pytest.mark.parametrize('args,words', [
+    ({'autostart': 'maybe'}, 'autostart:=maybe: use true or false; nothing started'),
+    ({'cameras': 'front'}, 'cameras:=front: a list of names is needed'),
+    ({'image_size': 'big'}, 'image_size:=big: an integer is needed')])
+def test_a_value_of_the_wrong_type_is_refused_before_any_node_exists(share, args, words):
+    with pytest.raises(RuntimeError) as err:
+        evaluate(args)
+    assert words in str(err.value) and '\n' not in str(err.value)
+    assert CREATED == []
 
 
 def test_default_launch_starts_the_installed_node_with_the_installed_params(share):

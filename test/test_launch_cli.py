@@ -15,11 +15,12 @@ import subprocess
 import sys
 import time
 
+from dpt_ros.ros.lifecycle_client import LifecycleClient
 from dpt_ros.ros.node_process import ChildProcess
 from launch_cli import HERE, make_prefix, ROOT, RVIZ_ARGS_ENV, STARTS_ENV
 import pytest
 from reliability_support import wait_until
-from ros_harness import STAND_INS
+from ros_harness import Graph, STAND_INS
 import yaml
 
 CLI = os.path.join(HERE, 'launch_cli.py')
@@ -171,3 +172,38 @@ def test_node_stopped_on_its_own_shuts_the_launch_down_with_exit_0(launch, tmp_p
     rc = lr.wait(30)
     assert rc == 0, lr.output()     # and rviz2 was stopped with it: the launch ended
     assert 'exited with code' not in lr.output()
+
+
+def test_autostart_false_from_the_launch_line_leaves_the_node_unconfigured(launch, tmp_path):
+    """Issue 24: `autostart:=false` was ignored (not an argument) and the node came up active."""
+    lr = launch([f'params_file:={params_file(tmp_path, image_size=64)}',
+                 'backend:=standin_zero', 'autostart:=false'])
+    assert lr.wait_line(r'waiting for a lifecycle manager', 120), lr.output()
+    with LifecycleClient('/depth_node') as manager:
+        assert manager.state(30.0) == 'unconfigured', lr.output()
+    assert not any('serving' in line for line in lr.lines), lr.output()
+    lr.ctrl_c()
+    assert lr.wait(30) == 0, lr.output()
+
+
+def test_cameras_and_metric_mode_from_the_launch_line(launch, tmp_path):
+    lr = launch([f'params_file:={params_file(tmp_path, image_size=64)}',
+                 'backend:=standin_zero', 'cameras:=[front,rear]', 'metric.mode:=fixed'])
+    assert lr.wait_line(r"serving 2 camera\(s\) \['/front/image', '/rear/image'\]", 120), \
+        lr.output()
+    graph = Graph('_dpt_launch_observer')
+    try:   # metric `depth` is published only with metric.mode fixed or reference
+        assert graph.spin_until(lambda: graph.node.count_publishers('/front/depth') == 1 and
+                                graph.node.count_publishers('/rear/depth') == 1, 30.0)
+    finally:
+        graph.close()
+    lr.ctrl_c()
+    assert lr.wait(30) == 0, lr.output()
+
+
+def test_an_unknown_argument_is_refused_before_the_node_starts(launch):
+    lr = launch(['autostrat:=false'])
+    assert lr.wait(60) == 1, lr.output()
+    assert lr.node_pids() == [], lr.output()
+    [line] = error_lines(lr)
+    assert 'unknown argument(s) autostrat:= (see --show-args); nothing started' in line, line

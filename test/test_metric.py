@@ -1,6 +1,6 @@
 """Affine alignment in inverse-depth space and the MetricDepth modes (pure numpy)."""
-from dpt_ros.depth.metric import (AlignmentError, fit_scale_shift, MetricDepth, ReferenceBuffer,
-                                  resize_nearest, sample_reference)
+from dpt_ros.depth.metric import (AlignmentError, CameraMetric, fit_scale_shift, MetricDepth,
+                                  ReferenceBuffer, resize_nearest, sample_reference)
 import numpy as np
 import pytest
 
@@ -183,3 +183,26 @@ def test_reference_buffer_sorts_late_arrivals_and_keeps_the_newest():
     assert buf.take(50 * MS, 0) == (50, '')
     with pytest.raises(ValueError):
         ReferenceBuffer(0)
+
+
+def test_camera_metric_matches_references_by_stamp_and_applies_the_fit_after_finish():
+    pred, depth = _scene()
+    cam = CameraMetric(MetricDepth('reference', smoothing=0.0), max_dt_s=0.05, capacity=4)
+    assert cam.apply(pred) is None                       # no fit yet: no metric depth
+    cam.add_reference(1_000_000_000, 'message at 1.00 s')
+    assert cam.reference_for(2_000_000_000) is None      # 1 s away: unmatched, kept
+    assert cam.reference_for(1_020_000_000) == 'message at 1.00 s'
+    assert cam.reference_for(1_020_000_000) is None      # taken once
+    assert (cam.refs.taken, cam.refs.unmatched) == (1, 1)
+    metres = cam.apply(pred, depth)                      # the matched reference, in metres
+    np.testing.assert_allclose(metres, depth, rtol=1e-4)
+    np.testing.assert_allclose(cam.apply(pred), depth, rtol=1e-4)   # the fit is kept
+    assert cam.fit.fit_count == 1
+
+
+def test_camera_metric_in_fixed_mode_takes_no_reference():
+    cam = CameraMetric(MetricDepth('fixed', scale=SCALE, shift=SHIFT), max_dt_s=1.0)
+    cam.add_reference(0, 'ignored')
+    assert cam.reference_for(0) is None and len(cam.refs) == 1
+    pred, depth = _scene()
+    np.testing.assert_allclose(cam.apply(pred), depth, rtol=1e-4)

@@ -49,3 +49,11 @@ def test_missing_hub_weights_offline_name_the_options(monkeypatch):
     msg = str(err.value)
     for option in ('auto', 'random', 'tiny-random', 'local directory'):
         assert option in msg
+
+
+@pytest.mark.parametrize('path', ['/no/such/dpt', './no_such_dpt', '~/no_such_dpt'])
+def test_a_missing_weights_directory_says_so(path):
+    """Issue 24: a missing absolute path surfaced the hub's 'Repo id must be in the form'."""
+    with pytest.raises(WeightsNotFound) as err:
+        load_model(path)
+    assert 'no such directory' in str(err.value) and 'Repo id' not in str(err.value)

@@ -3,7 +3,7 @@ import os
 import signal
 import sys
 
-from dpt_ros.ros.node_process import ChildProcess, node_command, NodeProcess
+from dpt_ros.ros.node_process import ChildProcess, node_command, node_fqn, NodeProcess
 import pytest
 from ros_harness import HERE, ROOT, STAND_INS, write_params
 
@@ -57,3 +57,38 @@ def test_a_node_with_a_bad_parameter_exits_2(tmp_path):
     node = NodeProcess(None, {'backend': 'no_such_backend'}, cwd=ROOT)
     assert node.wait_ready(120) is False
     assert node.wait(30) == 2, node.output()
+
+
+def _env():
+    return {'PYTHONPATH': os.pathsep.join([HERE, ROOT, os.environ.get('PYTHONPATH', '')]),
+            'DPT_ROS_EXTRA_BACKENDS': STAND_INS, 'TT_METAL_MOCK_CLUSTER_DESC_PATH': None}
+
+
+def test_node_fqn_follows_the_name_remappings():
+    assert node_fqn(node_command()) == '/depth_node'
+    assert node_fqn(node_command(remaps=[('__ns', '/cam/')])) == '/cam/depth_node'
+    assert node_fqn(node_command(extra_args=['-r', 'depth_node:__node:=d2', '-r',
+                                             '__ns:=a/b'])) == '/a/b/d2'
+
+
+def test_readiness_is_the_lifecycle_state_not_a_log_line(tmp_path):
+    """
+    Issue 23: ready meant "a line contains 'serving'".
+
+    A managed node (autostart false) never logs it, and is ready for its manager in
+    `unconfigured`; `active` comes only when a manager activates it.
+    """
+    pytest.importorskip('rclpy')
+    from dpt_ros.ros.lifecycle_client import LifecycleClient
+    path = write_params({'backend': 'standin_zero', 'image_size': 64, 'autostart': False},
+                        str(tmp_path / 'p.yaml'), node_name='/**')
+    node = NodeProcess(path, remaps=[('__ns', '/np_ready')], env=_env(), cwd=ROOT)
+    try:
+        assert node.wait_ready(120, state='unconfigured'), node.output()
+        assert node.wait_ready(1.0) is False    # not active: nobody activated it
+        with LifecycleClient('/np_ready/depth_node') as manager:
+            assert manager.transition('configure') and manager.transition('activate')
+        assert node.wait_ready(30), node.output()
+        assert node.shutdown(timeout=15) == 0, node.output()
+    finally:
+        node.kill()

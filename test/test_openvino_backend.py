@@ -14,15 +14,17 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 
 from dpt_ros.backends import (BackendError, BackendOptions, BACKENDS, BackendUnavailable,
                               create_backend)
 from dpt_ros.backends import openvino_backend as ovb
 from dpt_ros.backends import precision
 from dpt_ros.depth.pcc import pcc
-from dpt_ros.inference.pipeline import DepthPipeline
 from dpt_ros.inference.preprocess import preprocess, resize_pixels
 from dpt_ros.ros import params
+from dpt_ros.serving.pipeline import DepthPipeline
+from dpt_ros.serving.supervisor import BackendSupervisor
 import numpy as np
 import pytest
 
@@ -95,7 +97,7 @@ def test_pcc_against_torch_fp32_tiny_config_at_384(dtype):
     ref = create(BackendOptions(weights='tiny-random', dtype='fp32'))
     started = create_backend('openvino', BackendOptions(weights='tiny-random', dtype=dtype),
                              allow_fallback=False)
-    pipe = DepthPipeline(started)
+    pipe = DepthPipeline(BackendSupervisor(started))
     try:
         info = pipe.backend.info
         assert (info.name, info.device, info.dtype, info.dtype_requested, info.input_format) == (
@@ -128,6 +130,60 @@ def test_pixels_and_normalised_input_give_the_same_depth(warm_cache, reference):
         b.close()
     with pytest.raises(BackendError, match='closed'):
         b.infer(pixels)
+
+
+def test_two_streams_compile_for_throughput_and_run_two_frames_at_once(warm_cache, tmp_path,
+                                                                       monkeypatch):
+    cache = str(_copy_cache(warm_cache, tmp_path))   # its own compiled blobs: a copy
+    latency = ovb.create(BackendOptions(cache_dir=cache, **SMALL))
+    b = ovb.create(BackendOptions(cache_dir=cache, streams=2, **SMALL))
+    try:
+        assert (latency.max_concurrency, latency.info.extra['performance_hint'],
+                latency.info.extra['streams']) == (1, 'LATENCY', 1)
+        assert (b.max_concurrency, b.info.extra['performance_hint'],
+                b.info.extra['streams']) == (2, 'THROUGHPUT', 2)
+        frames = [resize_pixels(_rgb(seed=k), SIZE)[None] for k in (1, 2)]
+        want = [latency.infer(f) for f in frames]
+        # Each call waits inside its inference for the other: both must be in flight at once
+        # (a backend that ran one call at a time would break the barrier after its timeout).
+        barrier = threading.Barrier(2, timeout=60)
+        take = b._take_request
+
+        class Meeting:
+            def __init__(self, req):
+                self.req = req
+
+            def infer(self, *args, **kwargs):
+                barrier.wait()
+                return self.req.infer(*args, **kwargs)
+
+            def get_output_tensor(self, i):
+                return self.req.get_output_tensor(i)
+        monkeypatch.setattr(b, '_take_request', lambda kind: Meeting(take(kind)))
+        got = [None, None]
+        threads = [threading.Thread(target=lambda k=k: got.__setitem__(k, b.infer(frames[k])))
+                   for k in (0, 1)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert not barrier.broken
+        assert sorted(os.listdir(os.path.join(cache, 'openvino', 'compiled'))) == [
+            'f32-threadsauto', 'f32-threadsauto-streams2']
+        for k in (0, 1):
+            np.testing.assert_allclose(got[k], want[k], rtol=1e-4,
+                                       atol=1e-5 * float(np.abs(want[k]).max()))
+    finally:
+        b.close()
+        latency.close()
+
+
+def test_streams_auto_follow_the_camera_count():
+    opts = params.backend_options
+    assert opts(params.defaults()).streams == 1
+    assert opts(dict(params.defaults(), cameras=['front', 'rear'])).streams == 2
+    assert opts(dict(params.defaults(), cameras=['front', 'rear'], streams=1)).streams == 1
+    assert opts(dict(params.defaults(), streams=3)).streams == 3
 
 
 def test_cache_miss_converts_once_and_a_hit_gives_the_same_output(tmp_path, caplog):
@@ -346,7 +402,7 @@ def test_openvino_absent_falls_back_to_torch_cpu_counted(monkeypatch, caplog):
     monkeypatch.setitem(sys.modules, 'openvino', None)     # `import openvino` now fails
     with caplog.at_level(logging.WARNING, logger='dpt_ros.backends'):
         started = create_backend('openvino', BackendOptions(**SMALL))
-    pipe = DepthPipeline(started)
+    pipe = DepthPipeline(BackendSupervisor(started))
     try:
         assert started.fell_back and started.requested == 'openvino'
         assert (pipe.backend.info.name, pipe.backend.info.device) == ('torch', 'cpu')
@@ -414,8 +470,8 @@ def test_weights_identity_without_loading(tmp_path, monkeypatch):
 # ----- the same outputs through runner, bag_eval and the node -----
 
 def _expected_depth(rgb):
-    pipe = DepthPipeline(create_backend('openvino', BackendOptions(**SMALL),
-                                        allow_fallback=False))
+    pipe = DepthPipeline(BackendSupervisor(create_backend('openvino', BackendOptions(**SMALL),
+                                                          allow_fallback=False)))
     try:
         return pipe.process(rgb, want_color=False).depth
     finally:

@@ -1,7 +1,7 @@
 """depth/pointcloud.py: metric depth -> PointCloud2 bytes, without ROS."""
 import cv2
 from dpt_ros.depth import pointcloud as pc
-from dpt_ros.errors import CameraModelError
+from dpt_ros.errors import CameraModelError, ReasonError
 from dpt_ros.inference import jit
 import numpy as np
 import pytest
@@ -204,6 +204,7 @@ def test_a_camera_info_that_cannot_project_is_a_clear_error(kwargs, reason, word
     with pytest.raises(CameraModelError) as err:
         pc.intrinsics_from_camera_info(**kwargs)
     assert err.value.reason == reason
+    assert isinstance(err.value, ReasonError) and isinstance(err.value, ValueError)
     for w in words:
         assert w in str(err.value), (w, str(err.value))
 

@@ -27,9 +27,10 @@ PERF_KEYS = (
     'backend_fallback_count', 'trace_wall_ms', 'dp', 'image_size', 'weights', 'weights_random',
     'versions', 'host', 'backend')
 HEADER_KEYS = ('model', 'input_shape', 'patch_size', 'num_tokens', 'device', 'dtype',
-               'tt_execution_mode', 'mode', 'data_parallel_degree', 'latency_ms', 'fps',
-               'stage_breakdown_ms', 'fallback_counts', 'weights', 'weights_random', 'versions',
-               'host')
+               'tt_execution_mode', 'mode', 'data_parallel_degree', 'latency_ms',
+               'inference_time_s', 'throughput_iter_per_s', 'first_run_s', 'compile_time_s',
+               'fps', 'stage_breakdown_ms', 'stage_breakdown_s', 'fallback_counts', 'weights',
+               'weights_random', 'versions', 'host')
 
 
 def test_cpu_smoke_default_image(tmp_path, capsys):

@@ -51,3 +51,15 @@ def test_tuning_stops_per_frame_page_faults():
     # (~700 faults for these 2.7 MB); tuned, they stay in the heap.
     assert plain > 100, plain
     assert tuned < 5, tuned
+
+
+def test_openmp_waits_are_quiet_unless_the_user_chose():
+    from dpt_ros.serving import tuning
+    env = {}
+    if 'torch' not in sys.modules:
+        assert tuning.quiet_openmp_waits(env) == 'OMP_WAIT_POLICY=PASSIVE'
+        assert env == {'OMP_WAIT_POLICY': 'PASSIVE'}
+    for key, value in (('OMP_WAIT_POLICY', 'ACTIVE'), ('GOMP_SPINCOUNT', '300000')):
+        env = {key: value}
+        assert 'from the environment' in tuning.quiet_openmp_waits(env)
+        assert env == {key: value}    # kept as the user set it

@@ -1,4 +1,4 @@
-"""serving/supervisor.py: calls in flight, the runtime fallback swap, close once (no rclpy)."""
+"""serving/supervisor.py and the pipeline over it: calls in flight, fallbacks, close once."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,8 +6,8 @@ import threading
 
 from dpt_ros.backends import StartedBackend
 from dpt_ros.backends.base import BackendInfo
-from dpt_ros.inference.pipeline import DepthPipeline
 from dpt_ros.perf.stats import PerfStats
+from dpt_ros.serving.pipeline import DepthPipeline
 from dpt_ros.serving.supervisor import BackendSupervisor
 import numpy as np
 import pytest
@@ -116,7 +116,7 @@ def test_swap_while_a_call_is_in_flight_waits_for_it_before_closing():
     gate = threading.Event()
     b, fb = FakeBackend('tt', gate=gate), FakeBackend('torch', 'cpu')
     sup, perf = make(b, after=1, fallback=fb)
-    pipe = DepthPipeline(sup, perf=perf)
+    pipe = DepthPipeline(sup)
     out = []
     t = threading.Thread(target=lambda: out.append(pipe.infer(np.zeros((1, 3, S, S),
                                                                        np.float32))))
@@ -129,7 +129,7 @@ def test_swap_while_a_call_is_in_flight_waits_for_it_before_closing():
     threading.Thread(target=lambda: ok.set() if pipe.infer(
         np.zeros((1, 3, S, S), np.float32)) is not None else None).start()
     assert ok.wait(WAIT)
-    assert pipe.backend is fb and pipe.fallback_reason == 'runtime: timeout: hung'
+    assert pipe.backend is fb and sup.fallback_reason == 'runtime: timeout: hung'
     assert b.closed == 0 and sup.in_flight(b) == 1
     gate.set()
     t.join(WAIT)
@@ -192,7 +192,7 @@ class Quirky(FakeBackend):
 
     def __init__(self, shape=None, counts_fail=False):
         super().__init__('tt')
-        self.info.extra['trace_wall_ms'] = 4.0
+        self.info.device_ms = 4.0
         self.shape, self.counts_fail = shape, counts_fail
 
     def infer(self, batch):
@@ -205,36 +205,61 @@ class Quirky(FakeBackend):
         return {'host_fallback_count': 2}
 
 
+def pipeline(backend) -> DepthPipeline:
+    """Return a pipeline over a fixed backend: a supervisor without a fallback starter."""
+    return DepthPipeline(make(backend, after=0)[0])
+
+
 def test_pipeline_records_device_time_and_refuses_a_wrong_output_shape():
-    perf = PerfStats()
-    pipe = DepthPipeline(Quirky(), perf=perf)
+    pipe = pipeline(Quirky())
     pipe.infer(np.zeros((1, 3, S, S), np.float32))
-    assert perf.snapshot()['host_fallback_count'] == 2
-    assert perf.snapshot()['device_fps'] == pytest.approx(250.0)   # 4 ms on the device
-    bad = DepthPipeline(Quirky(shape=(1, S, S + 1)), perf=PerfStats())
+    assert pipe.perf.snapshot()['host_fallback_count'] == 2
+    assert pipe.perf.snapshot()['device_fps'] == pytest.approx(250.0)   # 4 ms on the device
+    bad = pipeline(Quirky(shape=(1, S, S + 1)))
     with pytest.raises(Exception, match=r'returned shape \(1, 32, 33\)'):
         bad.infer(np.zeros((1, 3, S, S), np.float32))
-    quiet = DepthPipeline(Quirky(counts_fail=True), perf=PerfStats())
+    quiet = pipeline(Quirky(counts_fail=True))
     assert quiet.infer(np.zeros((1, 3, S, S), np.float32)).shape == (1, S, S)  # counters skipped
+    assert quiet.process_batch([]) == [] and quiet.backend.calls == 1   # no frames, no call
 
 
 def test_warm_up_runs_every_stage_and_returns_a_failing_call_instead_of_raising():
-    perf = PerfStats()
     b = FakeBackend('torch', 'cpu')
-    took, error = DepthPipeline(b, perf=perf).warm_up()
+    pipe = pipeline(b)
+    took, error = pipe.warm_up()
     assert error is None and took >= 0.0 and b.calls == 1
-    snap = perf.snapshot()
+    snap = pipe.perf.snapshot()
     assert snap['inference_ms'] != snap['inference_ms']   # NaN: the warm-up is not a figure
     b.fail = True
-    took, error = DepthPipeline(b, perf=PerfStats()).warm_up()
+    took, error = pipeline(b).warm_up()
     assert error == 'RuntimeError: torch died'
 
 
-def test_a_supervised_pipeline_refuses_a_backend_swapped_from_outside():
+def test_the_pipeline_takes_a_supervisor_only():
+    with pytest.raises(TypeError, match='takes a serving.supervisor.BackendSupervisor, not '
+                                        'FakeBackend'):
+        DepthPipeline(FakeBackend('tt'))
+    with pytest.raises(TypeError, match='not StartedBackend'):
+        DepthPipeline(StartedBackend(FakeBackend('tt'), requested='tt'))
+
+
+def test_a_start_up_fallback_is_counted_once_by_the_supervisor_with_its_reason():
+    perf = PerfStats()
+    started = StartedBackend(FakeBackend('torch', 'cpu'), requested='tt',
+                             fallback_reason='tt: no chips detected')
+    pipe = DepthPipeline(BackendSupervisor(started, perf=perf))
+    assert pipe.perf is perf
+    pipe.infer(np.zeros((1, 3, S, S), np.float32))
+    assert perf.counters['backend_fallback_count'] == 1
+    assert perf.snapshot()['reasons'] == {'backend_fallback_count:tt: no chips detected': 1}
     sup, perf = make(FakeBackend('tt'))
-    pipe = DepthPipeline(sup, perf=perf)
-    with pytest.raises(AttributeError, match='supervisor owns the backend'):
-        pipe.backend = FakeBackend('torch', 'cpu')
-    fixed = DepthPipeline(FakeBackend('tt'), perf=PerfStats())
-    fixed.backend = other = FakeBackend('torch', 'cpu')
-    assert fixed.backend is other
+    DepthPipeline(sup)
+    assert perf.counters.get('backend_fallback_count', 0) == 0
+
+
+def test_close_releases_the_backend_through_the_supervisor_once():
+    b = FakeBackend('tt')
+    pipe = pipeline(b)
+    pipe.close()
+    pipe.close()
+    assert b.closed == 1 and pipe.supervisor.closed

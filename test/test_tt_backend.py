@@ -219,3 +219,119 @@ def test_dp8_on_a_t3000_under_the_device_double_matches_torch_on_every_chip(tmp_
     assert stats['chips'] == 8 and stats['chips_in_rotation'] == 8
     assert [stats[f'chip{i} frames'] for i in range(8)] == [1] * 8
     assert all(stats[f'chip{i} failures'] == 0 for i in range(8))
+
+
+# ---- the N300 hazards (issue 21), on the device double --------------------------------------
+
+def _started(opts):
+    return create_backend('tt', opts, allow_fallback=False).backend
+
+
+@pytest.mark.parametrize('mode', ['eager', 'trace_2cq'])
+def test_a_frame_reads_back_its_depth_not_tile_padding(mode, tmp_path):
+    """
+    Check the bytes read back per frame: at most 2 x S x S x 4 (untilized on the device).
+
+    The head's last linear leaves (1, 1, N*S*S, 1) in TILE layout, 32x padded; the model
+    reshapes and untilizes it on the device, so only the depth values cross to the host.
+    """
+    from doubles.tt_device_double import tt_device_double
+    size = 64
+    batch = np.zeros((2, size, size, 3), np.uint8)
+    with tt_device_double() as double:
+        backend = _started(_opts(image_size=size, dp=2, execution_mode=mode,
+                                 cache_dir=str(tmp_path)))
+        try:
+            backend.infer(batch)                           # the first call may differ
+            before = double.readback_bytes
+            out = backend.infer(batch)
+            per_frame = (double.readback_bytes - before) / len(batch)
+        finally:
+            backend.close()
+    assert out.shape == (2, size, size)
+    assert 0 < per_frame <= 2 * size * size * 4, per_frame
+
+
+def test_a_trace_larger_than_its_region_stops_start_up_in_one_line(tmp_path, caplog):
+    """
+    Check the trace region: its size is reported, and too small a region stops start-up.
+
+    The double sizes a captured trace (doubles/tt_device_double.py: per device program) and
+    refuses it with tt-metal's own error when it exceeds the region; the backend turns that
+    into one line naming the override. With the default region the traces fit and each
+    chip's trace bytes are logged and kept for the perf JSON.
+    """
+    import logging
+
+    from doubles.tt_device_double import tt_device_double
+    from dpt_ros.tt.device import TRACE_REGION_SIZE
+    assert TRACE_REGION_SIZE == BackendOptions().trace_region_mb << 20 == 32 << 20
+    opts = _opts(image_size=64, dp=2, execution_mode='trace', cache_dir=str(tmp_path))
+    with tt_device_double():
+        with pytest.raises(BackendError) as info:
+            _started(opts.replace(trace_region_mb=1))
+        with caplog.at_level(logging.INFO, logger='dpt_ros.tt.executor'):
+            backend = _started(opts)
+        held = backend.info.extra['trace_bytes']
+        backend.close()
+    msg = str(info.value)
+    assert not isinstance(info.value, BackendUnavailable)      # a setting, not a fallback
+    assert '\n' not in msg and 'trace region too small' in msg, msg
+    assert 'trace_region_mb 1' in msg and '--trace-region-mb' in msg, msg
+    need = int(msg.split('need ')[1].split(' B')[0])
+    assert 1 << 20 < need < 32 << 20
+    assert len(held) == 2 and all(need // 2 <= b < 32 << 20 for b in held), held
+    assert sum('traces hold' in r.getMessage() for r in caplog.records) == 2
+
+
+def test_worker_dispatch_runs_8x7_and_says_so_in_diagnostics_and_perf_json(tmp_path):
+    """
+    Check WORKER dispatch on an N300 (8x7 per chip): configs follow, reports say it.
+
+    The default (auto) opens ethernet dispatch, 8x8. trace_2cq on two chips with WORKER
+    dispatch cannot open (too few dispatch cores): refused in one line before opening.
+    """
+    from doubles.tt_device_double import tt_device_double
+    from dpt_ros.perf.report import build_perf, RunTimings
+    from dpt_ros.perf.stats import PerfStats
+    size = 64
+    batch = np.zeros((2, size, size, 3), np.uint8)
+    seen = {}
+    with tt_device_double():
+        for dispatch in ('worker', 'auto'):
+            backend = _started(_opts(image_size=size, dp=2, execution_mode='trace',
+                                     dispatch_core=dispatch, cache_dir=str(tmp_path)))
+            try:
+                assert np.isfinite(backend.infer(batch)).all()
+                perf = build_perf(RunTimings(), backend.info, PerfStats(),
+                                  requested_backend='tt', fallback_reason=None,
+                                  device_arg='wormhole_n300', strict=True)
+                seen[dispatch] = (backend.chip_stats(), perf,
+                                  [m.tt.cfg.grid for m in backend._models])
+            finally:
+                backend.close()
+        with pytest.raises(BackendError, match='dispatch_core worker cannot run trace_2cq') \
+                as info:
+            _started(_opts(image_size=size, dp=2, dispatch_core='worker'))
+    assert '\n' not in str(info.value)
+    for dispatch, kind, grid in (('worker', 'worker', '8x7'), ('auto', 'eth', '8x8')):
+        chips, perf, cfg_grids = seen[dispatch]
+        for i in range(2):
+            assert (chips[f'chip{i} dispatch'], chips[f'chip{i} grid']) == (kind, grid)
+        assert perf['dispatch_core'] == kind and perf['chip_grids'] == [grid, grid]
+        assert cfg_grids == [tuple(int(v) for v in grid.split('x'))] * 2
+
+
+def test_trace_region_and_dispatch_reach_the_backend_from_runner_and_node():
+    """One parameter each (params table, runner flag) ends up in BackendOptions."""
+    from dpt_ros.demo.runner import backend_options, build_parser
+    from dpt_ros.ros import params
+    args = build_parser().parse_args(['--tt-run', '--device', 'wormhole_n300',
+                                      '--trace-region-mb', '64', '--dispatch-core', 'worker'])
+    opts = backend_options(args)
+    assert (opts.trace_region_mb, opts.dispatch_core) == (64, 'worker')
+    table = {p.name: p for p in params.PARAMS}
+    assert table['trace_region_mb'].default == BackendOptions().trace_region_mb == 32
+    assert table['dispatch_core'].choice_list() == ('auto', 'eth', 'worker')
+    opts = params.backend_options({'trace_region_mb': 48, 'dispatch_core': 'eth'})
+    assert (opts.trace_region_mb, opts.dispatch_core) == (48, 'eth')

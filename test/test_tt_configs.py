@@ -9,7 +9,7 @@ import ast
 import os
 
 from dpt_ros.inference.hf_model import make_config
-from dpt_ros.tt.configs import build_configs, conv_plan, pad_tokens, TILE
+from dpt_ros.tt.configs import build_configs, conv_plan, MATH_FIDELITIES, pad_tokens, TILE
 import pytest
 
 ttnn = pytest.importorskip('ttnn')
@@ -205,3 +205,54 @@ def test_sdpa_and_mcast_configs_accept_their_fields():
         ttnn.SDPAProgramConfig(compute_with_storage_grid_size=(8, 8), q_chunk=128)
     with pytest.raises(TypeError):
         ttnn.MatmulMultiCoreReuseMultiCastProgramConfig(compute_with_storage_grid_size=(8, 8))
+
+
+# ---- compute kernel configs (tt-metal #38306) ----------------------------------------------
+
+_BOARDS = (('wormhole_n150', (8, 8)), ('wormhole_n300', (8, 8)), ('wormhole_n300', (8, 7)),
+           ('wormhole_t3000', (8, 8)))
+
+
+@pytest.mark.parametrize('fidelity', MATH_FIDELITIES)
+def test_no_compute_config_pairs_hifi4_with_fp32_accumulation(fidelity):
+    """
+    Check every compute config the model builds, on every board, size and fidelity option.
+
+    HiFi4 with fp32 accumulation corrupts single outputs by powers of two on Wormhole
+    (tt-metal #38306): LayerNorm / SDPA (fp32 accumulation) run HiFi3, the matmuls and convs
+    the fidelity asked for without fp32, the x2 upsample never below HiFi2.
+    """
+    order = list(MATH_FIDELITIES)
+    for device, grid in _BOARDS:
+        for size in (384, 512):
+            for name in ('dpt-large', 'tiny'):
+                cfg = build_configs(make_config(name, size), device, size, grid=grid,
+                                    math_fidelity=fidelity)
+                fid = {k: str(c.math_fidelity).rsplit('.', 1)[-1]
+                       for k, c in cfg.compute.items()}
+                for key, c in cfg.compute.items():
+                    assert not (fid[key] == 'HiFi4' and c.fp32_dest_acc_en), (device, key)
+                assert (fid['norm'], cfg.compute['norm'].fp32_dest_acc_en) == ('HiFi3', True)
+                assert fid['matmul'] == fid['conv'] == fidelity
+                assert order.index(fid['upsample']) >= order.index('HiFi2')
+                assert order.index(fid['upsample']) >= order.index(fidelity)
+
+
+def test_fallback_conv_configs_are_explicit():
+    """
+    Check every conv's counted fallback: an explicit activation block and slice count.
+
+    DRAM slices with act_block_h_override 0 give ~50% PCC with prepared weights and no error
+    (tt-metal #35852); the slice count is fixed, never ttnn's choice at call time.
+    """
+    kind = ttnn.Op2DSliceConfig.SliceTypeEnum
+    for size in (384, 512):
+        cfg = build_configs(make_config('dpt-large', size), 'wormhole_n300', size)
+        assert set(cfg.conv_default) == set(cfg.conv) == set(cfg.conv_default_slice)
+        for name, conv in cfg.conv_default.items():
+            assert conv.act_block_h_override > 0 and conv.act_block_h_override % TILE == 0
+            assert conv.weights_dtype == cfg.weight_dtype
+            assert str(conv.activation) == str(cfg.conv[name].activation), name
+            sl = cfg.conv_default_slice[name]
+            assert sl.slice_type == kind.DRAMSliceHeight
+            assert sl.num_slices == cfg.dram_slices(name), name

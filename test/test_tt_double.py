@@ -99,7 +99,8 @@ def test_conv2d_return_convention_and_golden(double):
         stride=(2, 2), padding=(1, 1), conv_config=cfg, return_output_dim=True,
         return_weights_and_bias=True)
     assert (oh, ow) == (4, 4)
-    assert w2 is tw and b2 is tb
+    # The weights come back prepared on the device for this conv config (a tagged holder).
+    assert w2.host is tw and w2.device() is dev and w2.prepared_for and b2 is tb
     ref = torch.relu(torch.nn.functional.conv2d(x.permute(0, 3, 1, 2), w, b, stride=2,
                                                 padding=1))
     got = ttnn.to_torch(out).float().reshape(1, 4, 4, 24).permute(0, 3, 1, 2)
@@ -274,3 +275,104 @@ def test_conv_transpose2d_torch_reference(double):
                                                stride=2)
     got = ttnn.to_torch(out).float().reshape(1, 10, 12, 4).permute(0, 3, 1, 2)
     assert pcc(got, ref) > 0.999
+
+
+# ---- the card's bookkeeping the double models -----------------------------------------------
+
+def test_compute_configs_reaching_ops_are_recorded_with_ttnn_defaults(double):
+    """Each compute config a device op gets is recorded; None resolves to ttnn's default."""
+    from doubles.tt_device_double import resolved_compute
+    dev = _dev(double)
+    x = ttnn.from_torch(torch.randn(64, 64), ttnn.bfloat16, layout=ttnn.TILE_LAYOUT, device=dev)
+    hifi3 = ttnn.WormholeComputeKernelConfig(math_fidelity=ttnn.MathFidelity.HiFi3,
+                                             fp32_dest_acc_en=True)
+    ttnn.matmul(x, x, compute_kernel_config=hifi3)
+    ttnn.layer_norm(x)
+    ttnn.add(x, x)                          # no compute config in its binding: not recorded
+    assert [op for op, _ in double.compute_calls] == ['matmul', 'layer_norm']
+    assert double.compute_calls[0][1] is hifi3
+    assert resolved_compute('matmul', hifi3) == ('HiFi3', True)
+    # ttnn 0.81.1's own LayerNorm default is the pair of tt-metal #38306
+    assert resolved_compute('layer_norm', None) == ('HiFi4', True)
+
+
+def test_readback_bytes_count_whole_tiles(double):
+    """A (1, 1, N, 1) TILE tensor reads back 32x its values: what the card transfers."""
+    dev = _dev(double)
+    col = ttnn.from_torch(torch.rand(1, 1, 4096, 1), ttnn.bfloat16, layout=ttnn.TILE_LAYOUT,
+                          device=dev)
+    rows = ttnn.from_torch(torch.rand(64, 64), ttnn.bfloat16, device=dev)   # row-major
+    before = double.readback_bytes
+    ttnn.to_torch(col)
+    assert double.readback_bytes - before == 4096 * 32 * 2
+    ttnn.from_device(rows)
+    assert double.readback_bytes - before == 4096 * 32 * 2 + 64 * 64 * 2
+
+
+def test_a_trace_larger_than_the_region_is_refused_with_tt_metals_error(double):
+    """end_trace_capture sizes the commands; the live traces must fit the region."""
+    from doubles.tt_device_double import TRACE_BYTES_PER_PROGRAM
+    dev = _dev(double, trace_region_size=256 << 10)
+    x = ttnn.from_torch(torch.randn(64, 64), ttnn.bfloat16, layout=ttnn.TILE_LAYOUT, device=dev)
+
+    def capture(ops):
+        tid = ttnn.begin_trace_capture(dev, cq_id=0)
+        for _ in range(ops):
+            ttnn.add(x, x)
+        ttnn.end_trace_capture(dev, tid, cq_id=0)
+        return tid
+    small = capture(4)
+    view = ttnn._ttnn.device.GetMemoryView(dev, ttnn.BufferType.TRACE)
+    used = view.total_bytes_allocated_per_bank * view.num_banks
+    assert 4 * TRACE_BYTES_PER_PROGRAM <= used < 256 << 10
+    with pytest.raises(RuntimeError, match=r'Creating trace buffers of size \d+B on MeshDevice '
+                                           r'0, but only 262144B is allocated for trace region'):
+        capture(256 * 1024 // TRACE_BYTES_PER_PROGRAM)
+    ttnn.release_trace(dev, small)
+    view = ttnn._ttnn.device.GetMemoryView(dev, ttnn.BufferType.TRACE)
+    assert view.total_bytes_allocated_per_bank == 0
+
+
+def test_worker_dispatch_gives_an_n300_chip_8x7_and_refuses_what_ttnn_refuses(double):
+    """WORKER dispatch: 8x7 per N300 chip; 2 chips x 2 CQs run out of dispatch cores."""
+    worker = ttnn.DispatchCoreConfig(ttnn.DispatchCoreType.WORKER)
+    mesh = ttnn.open_mesh_device(ttnn.MeshShape(1, 2), num_command_queues=1,
+                                 dispatch_core_config=worker)
+    chips = mesh.create_submeshes(ttnn.MeshShape(1, 1))
+    assert [(c.compute_with_storage_grid_size().x, c.compute_with_storage_grid_size().y)
+            for c in chips] == [(8, 7), (8, 7)]
+    with pytest.raises(RuntimeError, match='No more available dispatch cores'):
+        ttnn.open_mesh_device(ttnn.MeshShape(1, 2), num_command_queues=2,
+                              dispatch_core_config=worker)
+    # a program config for the 8x8 grid does not fit an 8x7 chip
+    x = ttnn.from_torch(torch.randn(256, 256), ttnn.bfloat16, layout=ttnn.TILE_LAYOUT,
+                        device=chips[0])
+    pc = ttnn.MatmulMultiCoreReuseMultiCastProgramConfig(
+        compute_with_storage_grid_size=(8, 8), in0_block_w=1, out_subblock_h=1,
+        out_subblock_w=1, per_core_M=1, per_core_N=1, transpose_mcast=False,
+        fused_activation=None)
+    with pytest.raises(DoubleError, match='8x8 core grid on a device whose compute grid is 8x7'):
+        ttnn.matmul(x, x, program_config=pc)
+
+
+def test_conv_weights_prepared_for_another_config_are_refused(double):
+    """Weights conv2d prepared for one config are wrong for another (tt-metal #35852)."""
+    dev = _dev(double, l1_small_size=24576)
+    x = ttnn.from_torch(torch.randn(1, 8, 8, 16), ttnn.bfloat16, device=dev)
+    w = ttnn.from_torch(torch.randn(16, 16, 3, 3) / 10, ttnn.float32)
+    kind = ttnn.Op2DSliceConfig.SliceTypeEnum
+
+    def conv(weight, act_block_h, slice_type):
+        cfg = ttnn.Conv2dConfig(weights_dtype=ttnn.bfloat16, act_block_h_override=act_block_h)
+        return ttnn.conv2d(
+            input_tensor=x, weight_tensor=weight, device=dev, in_channels=16, out_channels=16,
+            batch_size=1, input_height=8, input_width=8, kernel_size=(3, 3), stride=(1, 1),
+            padding=(1, 1), conv_config=cfg, slice_config=ttnn.Op2DSliceConfig(
+                slice_type=slice_type, num_slices=1), return_weights_and_bias=True)[1][0]
+    tuned = conv(w, 32, kind.L1Full)
+    assert conv(tuned, 32, kind.L1Full) is tuned          # reused by the same config: fine
+    with pytest.raises(DoubleError, match='prepared for conv config'):
+        conv(tuned, 32, kind.DRAMSliceHeight)
+    dram0 = conv(w, 0, kind.DRAMSliceHeight)              # from host weights: fine
+    with pytest.raises(DoubleError, match='35852'):
+        conv(dram0, 0, kind.DRAMSliceHeight)

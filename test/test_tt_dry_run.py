@@ -6,7 +6,8 @@ where the real ttnn 0.81.1 validates every op, allocates every buffer against th
 DRAM banks, checks circular buffers against L1 buffers and creates every program; only the
 kernel compiler and device execution are stood in for (test/tt_mock_device: TEST DOUBLE).
 What a mock cannot show: kernel compilation, numerics (readbacks are zeros), hangs, the fit of
-the trace region, speed. The numerics are test_tt_model_golden's.
+the trace region, speed. The numerics are test_tt_model_golden's. The WORKER-dispatch runs use
+ttnn's own core descriptors (8x7 per N300 chip), not the harness's widened one.
 
 Needs binutils for RISC-V and a C/C++ compiler; scripts/test.sh installs them where it runs
 as root and sets DPT_TT_MOCK_REQUIRED=1, so CI fails rather than skips when the harness
@@ -26,6 +27,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 OPS_JSON = ROOT / 'generated' / 'tt_dry_run_ops.json'
 FRAMES = 3
 STRICT = ['--strict']
+WORKER = STRICT + ['--dispatch', 'worker']
 # name -> (device, dp, size, weights, modes, extra args)
 RUNS = {
     'n150-384': ('wormhole_n150', 1, 384, 'random', 'eager', STRICT + ['--graph']),
@@ -37,6 +39,10 @@ RUNS = {
     'n150-tiny': ('wormhole_n150', 1, 384, 'tiny-random', 'eager,trace_2cq', STRICT),
     # Eight chips (test/data/wormhole_t3000_cluster.yaml): 35-60 s on 2 cores.
     't3000-384': ('wormhole_t3000', 8, 384, 'random', 'eager,trace_2cq', STRICT),
+    # WORKER dispatch on ttnn's own (unpatched) N300 core descriptor: 8x7 per chip. Two chips
+    # with 2 CQs each have too few dispatch cores (refused before opening), so eager + trace.
+    'n300-worker-384': ('wormhole_n300', 2, 384, 'random', 'eager,trace', WORKER),
+    'n300-worker-512': ('wormhole_n300', 2, 512, 'random', 'eager,trace', WORKER),
 }
 STRICT_RUNS = [name for name, run in RUNS.items() if '--strict' in run[5]]
 # The ops whose tuned config has a default to fall back to (FallbackCounter names).
@@ -70,7 +76,10 @@ def report(harness, tmp_path_factory, request):
         out = tmp_path_factory.mktemp('dry_run') / f'{name}.json'
         args = ['--dp', str(dp), '--size', str(size), '--weights', weights, '--modes', modes,
                 '--frames', str(FRAMES), *extra]
-        _REPORTS[name] = (name, *tt_mock_device.dry_run(harness, out, device=device, args=args))
+        # WORKER runs get ttnn's own core descriptors, without the harness's widened grid.
+        widened = 'worker' not in extra
+        _REPORTS[name] = (name, *tt_mock_device.dry_run(harness, out, device=device, args=args,
+                                                        widened=widened))
     return _REPORTS[name]
 
 
@@ -123,7 +132,8 @@ def test_traces_captured_replayed_and_released_on_both_chips(report):
     assert calls['ttnn.wait_for_event'] >= 3 * chips * FRAMES
 
 
-@pytest.mark.parametrize('report', ['n300-384', 't3000-384'], indirect=True)
+@pytest.mark.parametrize('report', ['n300-384', 't3000-384', 'n300-worker-384',
+                                    'n300-worker-512'], indirect=True)
 def test_every_op_passes_on_every_chip(report):
     """
     Check that each chip of a data-parallel run ran the same ops, none of them failing.
@@ -142,6 +152,29 @@ def test_every_op_passes_on_every_chip(report):
     assert rep['op_failures_per_chip'] == {} and rep['op_failures'] == {}
     for mode in _modes(name):
         assert rep['modes'][mode]['frames'] == FRAMES * rep['dp']
+
+
+@pytest.mark.parametrize('report', ['n300-worker-384', 'n300-worker-512', 'n300-384'],
+                         indirect=True)
+def test_each_chip_reports_the_dispatch_and_grid_it_opened_with(report):
+    """
+    Check WORKER dispatch on the unpatched N300 descriptor: 8x7 per chip, configs for 8x7.
+
+    ttnn's own core descriptor (no widened grid): with WORKER dispatch each N300 chip computes
+    on 8x7, the configs are built for it and every op passes (the strict runs above); the
+    default opens ethernet dispatch, 8x8.
+    """
+    name, rep, _ = report
+    worker = 'worker' in RUNS[name][5]
+    kind, grid = ('worker', [8, 7]) if worker else ('eth', [8, 8])
+    for mode in _modes(name):
+        result = rep['modes'][mode]
+        assert result['ok'], result.get('error')
+        assert result['dispatch_core'] == kind
+        assert result['chip_grids'] == ['x'.join(map(str, grid))] * rep['dp']
+        assert result['grid'] == grid
+        traced = mode != 'eager'
+        assert [b is not None for b in result['trace_bytes']] == [traced] * rep['dp']
 
 
 @pytest.mark.parametrize('report', ['n300-defaults'], indirect=True)
@@ -193,6 +226,14 @@ def test_op_list_with_l1_headroom_is_written(report):
     assert all(op['cores'] > 0 for op in ops if op['name'] == 'Conv2dDeviceOperation')
     fidelities = {op['fidelity'] for op in ops if op['call'] == 'ttnn.linear'}
     assert fidelities == {'HiFi2'}
+    # What each device op really ran with (ttnn's default where none was passed): never
+    # HiFi4 with fp32 accumulation (tt-metal #38306).
+    computes = [(op['name'], op['compute']) for op in ops if op['compute'] is not None]
+    names = {name for name, _ in computes}
+    assert {'MatmulDeviceOperation', 'LayerNormDeviceOperation', 'SDPAOperation',
+            'Conv2dDeviceOperation'} <= names, names
+    bad = {name for name, c in computes if c['fidelity'] == 'HiFi4' and c['fp32_dest_acc']}
+    assert not bad, bad
     measured = [op for op in ops if op['l1_headroom_bytes'] is not None]
     convs = [op for op in ops if op['name'] in ('Conv2dDeviceOperation', 'HaloDeviceOperation')]
     assert convs and all(op['l1_headroom_bytes'] is not None for op in convs)

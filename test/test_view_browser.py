@@ -7,7 +7,10 @@ chromium opens the page through playwright. Without chromium the tests skip and 
 install it; scripts/test.sh as root installs it and sets DPT_ROS_BROWSER_REQUIRED=1, so CI
 fails rather than skips.
 """
+import contextlib
+import http.server
 import os
+import threading
 import time
 
 from dpt_ros.ros import image_codec
@@ -19,6 +22,8 @@ from view_support import browser_missing, chromium, FakeCamera, pattern, RANDOM_
 from view_support import ViewProcess
 
 H, W = 48, 64
+# A name that resolves to this machine, as a DNS-rebinding attacker's name does after the flip.
+REBIND_RULE = '--host-resolver-rules=MAP rebind.test 127.0.0.1'
 FRAMES_SHOWN = 'dptView.frames[0] > 0 && dptView.frames[1] > 0'
 READ_CANVAS = """(i) => {
   const c = document.getElementById('frame' + i);
@@ -34,7 +39,7 @@ def browser():
         pytest.fail(f'the view browser tests are required here: {missing}')
     if missing:
         pytest.skip(missing)
-    with chromium() as context:
+    with chromium((REBIND_RULE,)) as context:
         yield context
 
 
@@ -182,3 +187,88 @@ def test_with_the_real_depth_node_the_page_shows_what_it_publishes(browser, monk
             assert not page.locator('#banner').is_visible()   # weights: none (test double)
         finally:
             page.close()
+
+
+OPEN_WS = """(url) => new Promise((resolve) => {
+  const seen = [];
+  const ws = new WebSocket(url);
+  ws.onopen = () => seen.push('open');
+  ws.onmessage = () => { seen.push('message'); ws.close(); };
+  ws.onerror = () => seen.push('error');
+  ws.onclose = () => resolve(seen);
+})"""
+READ_STATE = """(url) => fetch(url).then((r) => r.status).catch((e) => e.name)"""
+
+
+@contextlib.contextmanager
+def _foreign_site():
+    """Serve a blank page on another port of 127.0.0.1: another origin, as any site is."""
+    class Blank(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):   # noqa: N802 -- the stdlib's name
+            body = b'<!doctype html><title>another site</title>'
+            self.send_response(200)
+            self.send_header('Content-Type', 'text/html')
+            self.send_header('Content-Length', str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Blank)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f'http://127.0.0.1:{server.server_address[1]}/'
+    finally:
+        server.shutdown()
+        thread.join(5)
+
+
+def test_a_page_of_another_site_cannot_open_the_websocket_or_read_the_state(
+        browser, view, camera):
+    refused = view.state().get('refused', {}).get('origin', 0)
+    ws_url = view.url.replace('http://', 'ws://') + 'ws'
+    with _foreign_site() as foreign:
+        page = browser.new_page()
+        try:
+            page.goto(foreign)
+            seen = page.evaluate(OPEN_WS, ws_url)
+            assert 'open' not in seen and 'message' not in seen, seen
+            assert page.evaluate(READ_STATE, view.url + 'state') == 'TypeError'
+        finally:
+            page.close()
+    assert view.state()['refused']['origin'] == refused + 2
+    page = _open(browser, view)          # and the page itself still works
+    try:
+        assert page.evaluate(OPEN_WS, ws_url) == ['open', 'message']
+        assert page.evaluate(READ_STATE, view.url + 'state') == 200
+    finally:
+        page.close()
+
+
+def test_a_rebound_dns_name_is_refused(browser, view):
+    port = view.url.rsplit(':', 1)[1].strip('/')
+    page = browser.new_page()
+    try:
+        response = page.goto(f'http://rebind.test:{port}/')
+        assert response.status == 403 and 'Host' in page.text_content('body')
+        # Same origin for the browser, so it would let the page read it: the server says no.
+        assert page.evaluate(READ_STATE, f'http://rebind.test:{port}/state') == 403
+        assert page.goto(f'http://localhost:{port}/').status == 200   # a name of this machine
+    finally:
+        page.close()
+
+
+def test_with_a_token_the_page_works_and_without_it_is_refused(browser, camera):
+    with ViewProcess('png', extra=('-p', 'token:=s3cret')) as view:
+        assert view.page_url.endswith('/?token=s3cret')
+        page = browser.new_page()
+        try:
+            assert page.goto(view.url).status == 403
+            page.goto(view.page_url)
+            page.wait_for_function(FRAMES_SHOWN, timeout=30000)
+            np.testing.assert_array_equal(_canvas_rgb(page, 0), camera.rgb)
+            assert page.evaluate(READ_STATE, view.url + 'state') == 200   # the cookie
+        finally:
+            page.close()
+        assert view.state()['refused']['token'] == 1

@@ -4,8 +4,10 @@ Helpers shared by the TT tests.
 Seeded HF reference models, PCC, and converters between HF tensors and the TT model's device
 layouts (used with the device double and on a card).
 """
+# The converters live with the per-stage PCC (dpt_ros/demo/stage_pcc.py); tests import them here.
+from dpt_ros.demo.stage_pcc import (spatial_from_tt, spatial_to_tt,  # noqa: F401
+                                    tokens_from_tt, tokens_to_tt)
 from dpt_ros.inference.hf_model import random_model
-from dpt_ros.tt.ops import Spatial
 import torch
 import ttnn
 
@@ -41,38 +43,6 @@ def pixels(n: int = 1, size: int = 384, seed: int = 0) -> torch.Tensor:
     """Seeded pixel values in the processor's range [-1, 1]."""
     gen = torch.Generator().manual_seed(seed)
     return torch.rand(n, 3, size, size, generator=gen) * 2 - 1
-
-
-# ---- converters between HF tensors and the TT model's device layouts ----------------------
-
-def tokens_to_tt(hs, cfg, device):
-    """HF (N, 1+P², D) with CLS first -> TT (N, Tp, D): patches, CLS, zero padding."""
-    n, t, d = hs.shape
-    out = torch.zeros(n, cfg.tokens_padded, d)
-    out[:, :t - 1] = hs[:, 1:]
-    out[:, t - 1] = hs[:, 0]
-    return ttnn.from_torch(out, ttnn.bfloat16, layout=ttnn.TILE_LAYOUT, device=device,
-                           memory_config=ttnn.DRAM_MEMORY_CONFIG)
-
-
-def tokens_from_tt(t, cfg):
-    """TT (N, Tp, D) -> HF order (N, 1+P², D)."""
-    x = ttnn.to_torch(t).float()
-    p2 = cfg.dims.patches
-    return torch.cat([x[:, p2:p2 + 1], x[:, :p2]], dim=1)
-
-
-def spatial_to_tt(nchw, device):
-    """HF (N, C, H, W) -> TT flat NHWC Spatial on the device."""
-    n, c, h, w = nchw.shape
-    flat = nchw.permute(0, 2, 3, 1).reshape(1, 1, n * h * w, c)
-    return Spatial(ttnn.from_torch(flat, ttnn.bfloat16, layout=ttnn.TILE_LAYOUT, device=device),
-                   n, h, w, c)
-
-
-def spatial_from_tt(sp):
-    """TT Spatial -> (N, C, H, W) float32."""
-    return ttnn.to_torch(sp.tensor).float().reshape(sp.n, sp.h, sp.w, sp.c).permute(0, 3, 1, 2)
 
 
 def run_model(model, x, device):

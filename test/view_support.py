@@ -45,14 +45,15 @@ def browser_missing() -> str:
 
 
 @contextlib.contextmanager
-def chromium():
+def chromium(extra_args: tuple = ()):
     """Yield a playwright Browser on Debian's chromium with a fresh temp profile."""
     from playwright.sync_api import sync_playwright
     profile = tempfile.mkdtemp(prefix='dpt_view_chromium_')
     try:
         with sync_playwright() as pw:
             context = pw.chromium.launch_persistent_context(
-                profile, executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True,
+                profile, executable_path=CHROMIUM, args=CHROMIUM_ARGS + list(extra_args),
+                headless=True,
                 viewport={'width': 1400, 'height': 900})
             try:
                 yield context
@@ -137,7 +138,12 @@ class FakeCamera:
 
 
 class ViewProcess:
-    """`python -m dpt_ros.depth_view` on a free port; `url` once it serves; stopped on exit."""
+    """
+    `python -m dpt_ros.depth_view` on a free port; stopped on exit.
+
+    `page_url` is the URL it printed (with `?token=` when it has one), `url` the same without
+    the query, `token` the token or ''.
+    """
 
     def __init__(self, image_format: str = 'png', extra: tuple = (), timeout: float = 30.0):
         cmd = [sys.executable, '-m', 'dpt_ros.depth_view', '--ros-args', '-p', 'port:=0',
@@ -153,7 +159,9 @@ class ViewProcess:
             self.close()
             raise RuntimeError('depth_view did not start:\n' + '\n'.join(self.lines))
         line = next(x for x in self.lines if 'serving http' in x)
-        self.url = line.split('serving ')[1].split()[0]
+        self.page_url = line.split('serving ')[1].split()[0]
+        self.url, _, query = self.page_url.partition('?')
+        self.token = query.partition('token=')[2]
 
     def _read(self) -> None:
         for line in self.proc.stdout:
@@ -163,7 +171,8 @@ class ViewProcess:
         self._serving.set()   # it ended: stop waiting
 
     def state(self) -> dict:
-        with urllib.request.urlopen(self.url + 'state', timeout=5) as r:
+        query = f'?token={self.token}' if self.token else ''
+        with urllib.request.urlopen(self.url + 'state' + query, timeout=5) as r:
             return json.loads(r.read())
 
     def rss_kib(self) -> int:

@@ -27,24 +27,32 @@ log = logging.getLogger('dpt_ros.backends')
 
 @dataclass
 class BackendOptions:
-    """Everything a backend needs to start. Defaults mirror config/dpt.yaml but for dtype."""
+    """
+    Everything a backend needs to start.
 
-    weights: str = 'auto'            # auto | Intel/dpt-large | <local dir> | random | tiny-random
-    image_size: int = 384
-    device: str = 'cpu'              # torch: cpu | cuda[:i]; tt: vocabulary.TT_DEVICES
-    # auto | fp32 | bf16 (backends/precision.py). fp32 here, the machine-independent reference
-    # for code that builds options; the node and the command lines default to auto.
-    dtype: str = 'fp32'
-    compile: bool = False  # noqa: A003 -- torch.compile (torch backend); the runner's flag
-    execution_mode: str = 'trace_2cq'  # tt: eager | trace | trace_2cq
-    dp: int = 1                      # tt: chips used in data parallel
+    These are the node parameters' defaults but for dtype (fp32 here, the machine-independent
+    reference for code that builds options; the node and the command lines default to auto).
+    What each one means, for which backend, is said once, in the parameter table
+    (dpt_ros/ros/params.py), which config/dpt.yaml and the launch arguments are generated from.
+    """
+
+    weights: str = 'auto'            # every backend
+    image_size: int = 384            # every backend
+    device: str = 'cpu'              # openvino: cpu; torch: cpu | cuda[:i]; tt: a board
+    dtype: str = 'fp32'              # torch and openvino: auto | fp32 | bf16 (precision.py)
+    compile: bool = False  # noqa: A003 -- torch.compile (torch only); the runner's flag
+    execution_mode: str = 'trace_2cq'  # tt only
+    dp: int = 1                      # tt only: chips used in data parallel
     batch_size: int = 1
-    strict: bool = False             # tt: a program-config fallback raises instead of counting
-    cache_dir: str = ''              # tt: prepared-weight cache ('' = ~/.cache/dpt_ros)
-    seed: int = 0                    # random weights
-    threads: int = 0                 # torch intra-op threads (0 = torch default)
-    selfcheck: bool = True           # tt: prove each chip against torch fp32 before serving
-    selfcheck_min_pcc: float = 0.99  # tt: a chip below this PCC leaves the rotation
+    strict: bool = False             # tt only
+    cache_dir: str = ''              # tt prepared weights and openvino converted models
+    seed: int = 0                    # random weights (every backend)
+    threads: int = 0                 # torch intra-op and openvino inference threads
+    streams: int = 1                 # openvino only: >1 = THROUGHPUT hint, frames at once
+    trace_region_mb: int = 32        # tt only: trace region per chip, MiB
+    dispatch_core: str = 'auto'      # tt only: vocabulary.TT_DISPATCH_CORES
+    selfcheck: bool = True           # tt only: prove each chip against torch fp32 first
+    selfcheck_min_pcc: float = 0.99  # tt only: a chip below this PCC leaves the rotation
 
     def replace(self, **changes) -> 'BackendOptions':
         return dataclasses.replace(self, **changes)

@@ -42,6 +42,9 @@ class BackendInfo:
     weights: str = 'unknown'     # what was actually loaded: hub id, path, 'random (seed 0)'
     input_format: str = 'normalized'  # the batch infer() takes: vocabulary.INPUT_FORMATS
     dtype_requested: str = ''    # the dtype option (auto | fp32 | bf16); '' where none applies
+    # Device time (ms) of the last infer() call apart from host work; None where a backend
+    # cannot tell them apart (the CPU ones). The pipeline's device FPS comes from it.
+    device_ms: float | None = None
     extra: dict = field(default_factory=dict)
 
     @property
@@ -50,7 +53,8 @@ class BackendInfo:
         return describe_dtype(self.dtype_requested, self.dtype)
 
     def as_dict(self) -> dict:
-        d = {k: v for k, v in self.__dict__.items() if k != 'extra'}
+        # device_ms is a per-call figure, not what the backend is (TT's is in extra too).
+        d = {k: v for k, v in self.__dict__.items() if k not in ('extra', 'device_ms')}
         d.update(self.extra)
         return d
 

@@ -19,13 +19,15 @@ Start-up (all in `create`):
    bad meta.json, wrong file sizes, an IR OpenVINO rejects) is logged, removed and rebuilt.
 3. The IR is read, given its input format with OpenVINO's preprocessing (below), and
    compiled for the CPU with `INFERENCE_PRECISION_HINT` f32 or bf16 (set explicitly: on CPUs
-   with bf16 units OpenVINO would pick bf16 by itself) and the LATENCY hint. dtype auto is
-   bf16 where the plugin's OPTIMIZATION_CAPABILITIES has BF16, f32 elsewhere; an explicit
-   bf16 there compiles f32 (one WARN line). The executed precision is read back from the
-   compiled model (precision.py).
-   `<cache>/openvino/compiled/<precision>-threads<n>/` is OpenVINO's own CACHE_DIR of compiled
-   blobs, one per setting (OpenVINO's blob key ignores the precision), so a second start skips
-   the compilation too (OpenVINO recompiles over a damaged blob by itself).
+   with bf16 units OpenVINO would pick bf16 by itself) and the LATENCY hint, or with
+   `streams` > 1 the THROUGHPUT hint with that many streams: the cores split between
+   streams, each frame slower, several frames at once (`max_concurrency` = streams, one infer
+   request each; figures in docs/benchmarks.md). dtype auto is bf16 where the plugin's
+   OPTIMIZATION_CAPABILITIES has BF16, f32 elsewhere; an explicit bf16 there compiles f32 (one
+   WARN line). The executed precision is read back from the compiled model (precision.py).
+   `<cache>/openvino/compiled/<precision>-threads<n>[-streams<k>]/` is OpenVINO's own
+   CACHE_DIR of compiled blobs, one per setting (OpenVINO's blob key ignores the precision),
+   so a second start skips the compilation too (OpenVINO recompiles over a damaged blob).
 
 Input: `input_format` 'pixels'. The IR takes the processor's normalised (1, 3, S, S) float
 tensor; the preprocessing steps put uint8 (1, S, S, 3) pixels in front of it (convert,
@@ -63,6 +65,16 @@ META_NAME = 'meta.json'
 PIXEL_CENTRE = 127.5        # (v / 255 - 0.5) / 0.5 == (v - 127.5) / 127.5
 
 
+# What `streams: 0` picks (docs/benchmarks.md, 2-core Xeon, DPT-Large fp32, loaded): 2
+# streams gave two cameras 1.5-1.6x the frames; one camera keeps the freshest-frame hint.
+AUTO_STREAMS_TEXT = 'the LATENCY hint (1) for one camera, 2 THROUGHPUT streams for several'
+
+
+def auto_streams(cameras: int) -> int:
+    """Return the streams `streams: 0` (auto) runs for `cameras` cameras."""
+    return 2 if cameras >= 2 else 1
+
+
 def check_options(opts: BackendOptions) -> None:
     """
     Check the options and raise BackendError for any this backend can never take.
@@ -93,13 +105,6 @@ def openvino_version() -> str:
     """Return the installed OpenVINO runtime's version, e.g. '2026.4.1-22982-...'."""
     import openvino
     return openvino.get_version()
-
-
-def cache_root(cache_dir: str | None = None) -> str:
-    """`<base>/openvino`, base = cache_dir, $DPT_ROS_CACHE or ~/.cache/dpt_ros."""
-    base = cache_dir or os.environ.get('DPT_ROS_CACHE') or os.path.join(
-        os.path.expanduser('~'), '.cache', 'dpt_ros')
-    return os.path.join(base, 'openvino')
 
 
 def _dist_version(name: str) -> str:
@@ -294,28 +299,31 @@ def _model_name(config_name: str) -> str:
 class OpenVinoBackend:
     """DPT compiled by OpenVINO for the CPU behind the DepthBackend protocol."""
 
-    max_concurrency = 1   # one latency-tuned stream already uses every core for one frame
-
     def __init__(self, opts: BackendOptions, loaded=None):
         import openvino as ov
 
         t_start = time.perf_counter()
         self._opts = opts
         self.image_size = int(opts.image_size)
+        # LATENCY: one stream already uses every core for one frame. THROUGHPUT: `streams`
+        # frames at once, one infer request each.
+        self.streams = max(1, int(opts.streams))
+        self.max_concurrency = self.streams
         self._core = ov.Core()
         self.precision = precision.for_openvino(
             opts.dtype, precision.openvino_capabilities(self._core))
-        root = cache_root(opts.cache_dir or None)
+        root = vocabulary.cache_folder('openvino', opts.cache_dir or None)
         self._cache = ModelCache(root)
         # One CACHE_DIR per compile setting: OpenVINO 2026.4's CPU plugin leaves the precision
         # hint out of its blob key (CACHING_PROPERTIES is FULL_DEVICE_NAME only), and a bf16
         # start that imports an f32 blob returns all zeros.
         self._blob_dir = os.path.join(root, 'compiled', f'{self._hint}-threads'
-                                      f'{int(opts.threads) if opts.threads > 0 else "auto"}')
+                                      f'{int(opts.threads) if opts.threads > 0 else "auto"}'
+                                      + (f'-streams{self.streams}' if self.streams > 1 else ''))
         self._lock = threading.Lock()
         self._closed = False
         self._compiled: dict[str, object] = {}
-        self._requests: dict[str, object] = {}
+        self._requests: dict[str, list] = {}     # kind -> idle infer requests
         if opts.compile:
             log.info('openvino: compile=true is a torch option; OpenVINO always compiles')
         self._startup: dict[str, float] = {}
@@ -443,6 +451,8 @@ class OpenVinoBackend:
     def _compile(self, ov_model):
         config = {'INFERENCE_PRECISION_HINT': self._hint,
                   'PERFORMANCE_HINT': 'LATENCY'}
+        if self.streams > 1:
+            config.update(PERFORMANCE_HINT='THROUGHPUT', NUM_STREAMS=self.streams)
         if self._opts.threads and self._opts.threads > 0:
             config['INFERENCE_NUM_THREADS'] = int(self._opts.threads)
         if self._blob_dir:
@@ -477,6 +487,8 @@ class OpenVinoBackend:
                    'bf16_native': self.precision.native_bf16,
                    'dtype_basis': self.precision.basis,
                    'threads': int(compiled.get_property('INFERENCE_NUM_THREADS')),
+                   'performance_hint': str(compiled.get_property('PERFORMANCE_HINT')),
+                   'streams': int(compiled.get_property('NUM_STREAMS')),
                    'weights_on_disk': 'fp16',
                    'cache': self._cache_status,
                    'cache_entry': os.path.dirname(meta['xml']) if meta['xml'] else None,
@@ -486,23 +498,24 @@ class OpenVinoBackend:
 
     # --- serving --------------------------------------------------------------------------
 
-    def _request(self, kind: str):
+    def _take_request(self, kind: str):
         """
-        Return the infer request for an input format.
+        Take an idle infer request for an input format (called with the lock held).
 
-        The normalised one is compiled on first use (the pipeline hands this backend pixels,
-        so normally it never is).
+        The normalised-input model is compiled on first use (the pipeline hands this backend
+        pixels, so normally it never is). With several streams each concurrent call gets a
+        request of its own; at most `streams` exist, as at most that many calls run at once.
         """
-        req = self._requests.get(kind)
-        if req is None:
-            if kind not in self._compiled:
-                t0 = time.perf_counter()
-                plain = self._plain or self._core.read_model(self._meta['xml'])
-                self._compiled[kind] = self._compile(plain)
-                log.info('openvino: compiled the normalised-input model on first use '
-                         '(%.2f s)', time.perf_counter() - t0)
-            req = self._requests[kind] = self._compiled[kind].create_infer_request()
-        return req
+        idle = self._requests.setdefault(kind, [])
+        if idle:
+            return idle.pop()
+        if kind not in self._compiled:
+            t0 = time.perf_counter()
+            plain = self._plain or self._core.read_model(self._meta['xml'])
+            self._compiled[kind] = self._compile(plain)
+            log.info('openvino: compiled the normalised-input model on first use '
+                     '(%.2f s)', time.perf_counter() - t0)
+        return self._compiled[kind].create_infer_request()
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """
@@ -517,13 +530,18 @@ class OpenVinoBackend:
         with self._lock:
             if self._closed:
                 raise BackendError('openvino backend is closed')
-            req = self._request(kind)
+            req = self._take_request(kind)
+        try:   # outside the lock: with several streams, calls run side by side
             for i in range(batch.shape[0]):
                 x = batch[i:i + 1]
                 x = (np.ascontiguousarray(x) if kind == 'pixels'
                      else np.ascontiguousarray(x, dtype=np.float32))
                 req.infer({0: x}, share_inputs=True)
                 out[i] = req.get_output_tensor(0).data.reshape(s, s)
+        finally:
+            with self._lock:
+                if not self._closed:
+                    self._requests.setdefault(kind, []).append(req)
         return out
 
     def fallback_counts(self) -> dict[str, int]:
@@ -552,4 +570,4 @@ def create(opts: BackendOptions, loaded=None) -> OpenVinoBackend:
     return OpenVinoBackend(opts, loaded)
 
 
-__all__ = ['OpenVinoBackend', 'create', 'DTYPES', 'cache_root', 'weights_identity']
+__all__ = ['OpenVinoBackend', 'create', 'DTYPES', 'weights_identity']

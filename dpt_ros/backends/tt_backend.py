@@ -29,7 +29,8 @@ import time
 from dpt_ros.backends import BackendOptions, tt_selfcheck
 from dpt_ros.backends.base import BackendInfo, batch_format
 from dpt_ros.errors import BackendError, BackendUnavailable
-from dpt_ros.tt.device import import_ttnn, open_devices, TtDevices
+from dpt_ros.tt.device import (check_dispatch, import_ttnn, open_devices,
+                               trace_region_refusal, TtDevices)
 from dpt_ros.tt.executor import ChipPipeline, DataParallel
 from dpt_ros.tt.fallbacks import FallbackCounter, HOST_FALLBACK_COUNT, HOST_STAGE_KEYS
 from dpt_ros.vocabulary import EXECUTION_MODES, TT_DEVICES
@@ -54,6 +55,9 @@ def _check_options(opts: BackendOptions) -> None:
                            f'({TT_DEVICES[opts.device]} chip(s))')
     if opts.image_size % 16 or opts.image_size < 32:
         raise BackendError(f'image_size {opts.image_size} must be a multiple of the 16 px patch')
+    if opts.trace_region_mb < 1:
+        raise BackendError(f'trace_region_mb {opts.trace_region_mb} must be >= 1')
+    check_dispatch(opts.dispatch_core, opts.execution_mode, opts.dp)
 
 
 class TtBackend:
@@ -92,6 +96,10 @@ class TtBackend:
                    'device_ids': list(devices.ids),
                    'num_command_queues': devices.num_command_queues,
                    'trace_region_size': devices.trace_region_size,
+                   # what each chip holds after capture (None: eager, or unknown)
+                   'trace_bytes': [p.trace_bytes for p in dp.pipelines],
+                   'dispatch_core': devices.dispatch,
+                   'chip_grids': devices.grids(),
                    'per_chip_batch_size': 1,
                    'strict': bool(opts.strict),
                    'weights_random': bool(loaded.is_random),
@@ -131,7 +139,7 @@ class TtBackend:
             e2e_ms = (time.perf_counter() - t0) * 1e3
             perf = self._dp.last_perf
             extra = self.info.extra
-            extra['trace_wall_ms'] = perf.trace_wall_ms
+            extra['trace_wall_ms'] = self.info.device_ms = perf.trace_wall_ms
             extra['device_fps'] = perf.device_fps
             extra['readback_ms'] = perf.readback_ms
             extra['e2e_ms'] = e2e_ms
@@ -150,15 +158,19 @@ class TtBackend:
         'chips', 'chips_in_rotation', and per chip i: 'chip<i> id', 'chip<i> frames',
         'chip<i> fps_device' (NaN before its first frame), 'chip<i> failures',
         'chip<i> in_rotation', 'chip<i> last_error' ('' while it never failed),
-        'chip<i> selfcheck_pcc' (its start-up check against torch fp32; NaN when not run).
+        'chip<i> selfcheck_pcc' (its start-up check against torch fp32; NaN when not run),
+        'chip<i> dispatch' (eth | worker) and 'chip<i> grid' (its compute grid, '8x8').
         """
         stats = self._dp.chip_stats()
         out: dict[str, object] = {'chips': len(stats),
                                   'chips_in_rotation': sum(s['in_rotation'] for s in stats)}
+        grids = self.info.extra['chip_grids']
         for i, st in enumerate(stats):
             for key in ('id', 'frames', 'fps_device', 'failures', 'in_rotation', 'last_error',
                         'selfcheck_pcc'):
                 out[f'chip{i} {key}'] = st[key]
+            out[f'chip{i} dispatch'] = self.info.extra['dispatch_core']
+            out[f'chip{i} grid'] = grids[i]
         return out
 
     def fallback_counts(self) -> dict[str, int]:
@@ -239,6 +251,20 @@ def _prepare_weights(loaded, opts: BackendOptions, chip):
     return configs, weights
 
 
+def _compile(dp: DataParallel, sample: np.ndarray, opts: BackendOptions) -> float:
+    """Compile and capture every chip; a trace too big for its region is one clear line."""
+    try:
+        return dp.compile(sample)
+    except RuntimeError as exc:
+        refused = trace_region_refusal(exc)
+        if refused is None:
+            raise
+        raise BackendError(
+            f'trace region too small: the traces need {refused[0]} B, the region holds '
+            f'{refused[1]} B (trace_region_mb {opts.trace_region_mb}); raise trace_region_mb '
+            '(runner: --trace-region-mb)') from None
+
+
 def create(opts: BackendOptions, loaded=None, *, model_factory=None,
            selfcheck_reference=None) -> TtBackend:
     """
@@ -252,7 +278,9 @@ def create(opts: BackendOptions, loaded=None, *, model_factory=None,
     """
     _check_options(opts)
     import_ttnn()
-    devices = open_devices(opts.device, opts.dp, execution_mode=opts.execution_mode)
+    devices = open_devices(opts.device, opts.dp, execution_mode=opts.execution_mode,
+                           trace_region_size=opts.trace_region_mb << 20,
+                           dispatch=opts.dispatch_core)
     dp = None
     try:
         if loaded is None:
@@ -275,7 +303,7 @@ def create(opts: BackendOptions, loaded=None, *, model_factory=None,
         dp = DataParallel(pipes)
         # Any frame compiles and captures: the trace depends on shapes, not values.
         sample = np.zeros((1, 3, opts.image_size, opts.image_size), dtype=np.float32)
-        compile_s = dp.compile(sample)
+        compile_s = _compile(dp, sample, opts)
         check = tt_selfcheck.check(dp, opts, loaded,
                                    getattr(models[0], 'input_format', 'normalized'),
                                    stand_in=stand_in, reference=selfcheck_reference)

@@ -110,9 +110,10 @@ def _compare(args, pipe, im, r_ref) -> dict:
 def evaluate(args) -> dict:
     """Run the reference then the backend under test; returns the JSON-ready summary."""
     from dpt_ros.backends import reference
-    from dpt_ros.inference.pipeline import DepthPipeline
     from dpt_ros.inference.preprocess import preprocess
     from dpt_ros.perf.stats import PerfStats
+    from dpt_ros.serving.pipeline import DepthPipeline
+    from dpt_ros.serving.supervisor import BackendSupervisor
 
     perf = PerfStats()
     images, failed, loaded = _load(args, perf)
@@ -127,7 +128,7 @@ def evaluate(args) -> dict:
 
     # 2) The backend under test, started under the runner's fallback policy.
     started = runner.start_backend(args, loaded)
-    pipe = DepthPipeline(started, perf=perf)
+    pipe = DepthPipeline(BackendSupervisor(started, perf=perf))
     try:
         rows = [_compare(args, pipe, im, r_ref) for im, r_ref in zip(images, ref_raw)]
         pipe.sync_counts()

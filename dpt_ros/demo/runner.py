@@ -36,13 +36,20 @@ import os
 import sys
 import time
 
-from dpt_ros.backends import BackendOptions
+import cv2
+from dpt_ros.backends import BackendOptions, create_backend
 from dpt_ros.backends.cli_options import options_from_args
-from dpt_ros.demo.image_files import SUPPORTED_EXTENSIONS
-from dpt_ros.errors import InvalidImage, RunFailed
+from dpt_ros.demo.image_files import (default_image, list_images, load_image,
+                                      SUPPORTED_EXTENSIONS)
+from dpt_ros.errors import BackendError, InvalidImage, RunFailed, WeightsNotFound
 from dpt_ros.inference.colorize import COLORMAPS, DEFAULT_COLORMAP, NORM_MODES
+from dpt_ros.inference.hf_model import make_config
+from dpt_ros.perf.report import build_header, build_perf, header_path, RunTimings, write_perf
+from dpt_ros.perf.stats import PerfStats
+from dpt_ros.serving.pipeline import DepthPipeline
+from dpt_ros.serving.supervisor import BackendSupervisor
 from dpt_ros.vocabulary import (CPU_BACKEND_CHOICES, DEFAULT_DTYPE, DEVICES, DTYPES,
-                                EXECUTION_MODES, TT_DEVICES)
+                                EXECUTION_MODES, TT_DEVICES, TT_DISPATCH_CORES)
 import numpy as np
 
 log = logging.getLogger('dpt_ros.demo.runner')
@@ -77,6 +84,11 @@ def build_parser(prog: str = 'dpt_ros.demo.runner',
     p.add_argument('--repeat', type=int, default=3, help='timed passes over the images')
     p.add_argument('--tt-execution-mode', default=_DEFAULTS.execution_mode,
                    choices=EXECUTION_MODES, help='TT execution mode (default %(default)s)')
+    p.add_argument('--trace-region-mb', type=int, default=_DEFAULTS.trace_region_mb,
+                   help='TT trace region per chip, MiB (default %(default)s)')
+    p.add_argument('--dispatch-core', default=_DEFAULTS.dispatch_core,
+                   choices=TT_DISPATCH_CORES,
+                   help='TT dispatch cores (default %(default)s: ethernet on an N300)')
     p.add_argument('--weights', default=_DEFAULTS.weights,
                    help='auto | Intel/dpt-large | <local dir> | random | tiny-random '
                    '(auto: hub/cache, else random weights, flagged loudly)')
@@ -187,9 +199,6 @@ def start_backend(args, loaded=None):
 
     Raises RunFailed (clear message) when it cannot start and fallback is not allowed.
     """
-    from dpt_ros.backends import BackendError, create_backend
-    from dpt_ros.inference.hf_model import WeightsNotFound
-
     opts = backend_options(args)
     allow = not (args.no_fallback or args.strict)
     name = args.backend
@@ -217,7 +226,6 @@ def collect_sources(args) -> list[str] | None:
 
     Raises InvalidImage for a missing or empty folder (the message names the supported extensions).
     """
-    from dpt_ros.demo.image_files import list_images
     if args.image:
         return [args.image]
     if args.images_dir:
@@ -227,7 +235,6 @@ def collect_sources(args) -> list[str] | None:
 
 def load_sources(paths, perf):
     """Load images (timed as 'decode'); bad files are skipped, logged and counted."""
-    from dpt_ros.demo.image_files import default_image, load_image
     if paths is None:
         with perf.stage('decode'):
             img = default_image()
@@ -272,10 +279,6 @@ def _batches(items, size):
 
 def run(args) -> dict:
     """Run the flags' job; returns a summary dict. Raises RunFailed when nothing ran."""
-    from dpt_ros.inference.pipeline import DepthPipeline
-    from dpt_ros.perf.report import RunTimings
-    from dpt_ros.perf.stats import PerfStats
-
     perf = PerfStats(window=100000)
     try:
         paths = collect_sources(args)
@@ -286,8 +289,8 @@ def run(args) -> dict:
         raise RunFailed('no image could be read: ' + '; '.join(f['message'] for f in failed))
 
     started = start_backend(args)
-    pipe = DepthPipeline(started, colormap=args.colormap, norm=args.norm,
-                         norm_low=args.norm_low, norm_high=args.norm_high, perf=perf)
+    pipe = DepthPipeline(BackendSupervisor(started, perf=perf), colormap=args.colormap,
+                         norm=args.norm, norm_low=args.norm_low, norm_high=args.norm_high)
     _log_backend(started, args)
     timings = RunTimings(warmup=args.warmup, repeat=args.repeat)
     try:
@@ -398,7 +401,6 @@ def _timed_batch(pipe, batch, want_color: bool, perf, timings, failures: list):
 
 def _write_dumps(outputs: dict, args) -> dict:
     """Write --dump-depth (.npy) and --dump-depth-color (.png) per image; return the paths."""
-    import cv2
     multi = len(outputs) > 1
     written = {'depth': [], 'color': []}
     for name, (im, res) in outputs.items():
@@ -420,7 +422,6 @@ def _write_dumps(outputs: dict, args) -> dict:
 def _write_perf(args, started, pipe, perf, timings, prepared0, images: dict,
                 written: dict) -> dict:
     """Build and write the perf JSON and its header; return the perf dict."""
-    from dpt_ros.perf.report import build_header, build_perf, header_path, write_perf
     backend, info = started.backend, started.backend.info
     if hasattr(backend, 'stage_breakdown_ms'):
         try:
@@ -445,7 +446,6 @@ def _model_config(backend):
     loaded = getattr(backend, 'loaded', None)
     if loaded is not None:
         return loaded.config
-    from dpt_ros.inference.hf_model import make_config
     name = 'tiny' if backend.info.extra.get('config_name') == 'tiny' else 'dpt-large'
     return make_config(name, backend.info.image_size)
 

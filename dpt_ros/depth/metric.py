@@ -5,7 +5,8 @@ DPT predicts relative inverse depth: `pred ≈ (1/Z - t) / s` for an unknown sca
 `t` per image. Given metric depth for some pixels (sparse LiDAR projected into the camera, an
 RGB-D camera, ground truth), `fit_scale_shift` finds `target_inv ≈ scale * pred_inv + shift` by
 least squares; `MetricDepth` turns predictions into REP 118 metres with that fit (a fixed one
-from parameters, or one refitted per frame against a reference and smoothed over time).
+from parameters, or one refitted per frame against a reference and smoothed over time);
+`CameraMetric` is one camera's: the fit and the references matched to its frames by stamp.
 
 The same fit is the MiDaS evaluation protocol's alignment step, so `depth_metrics` uses it too.
 Pure numpy: no rclpy, no torch.
@@ -401,3 +402,41 @@ class MetricDepth:
         # NaN stays NaN through clip; +inf (inv subnormal) clamps to max_depth.
         np.clip(depth, self.min_depth, self.max_depth, out=depth)
         return depth
+
+
+class CameraMetric:
+    """
+    One camera's metric depth: its `MetricDepth` and the references matched to its frames.
+
+    References are buffered as they come (whatever the caller holds, e.g. a message not yet
+    decoded); `reference_for` takes the one matched to a frame's stamp, the caller turns it into
+    metres and `apply` fits it (reference mode) and gives the frame's metres. Per frame, after
+    the pipeline's finish, in stamp order.
+    """
+
+    def __init__(self, metric: MetricDepth, max_dt_s: float, capacity: int = 8):
+        self.fit = metric
+        self.refs = ReferenceBuffer(capacity)
+        self.max_dt_ns = int(max_dt_s * 1e9)
+
+    def add_reference(self, stamp_ns: int, reference: object) -> None:
+        """Buffer a reference depth taken at `stamp_ns` (reference mode)."""
+        self.refs.add(stamp_ns, reference)
+
+    def reference_for(self, stamp_ns: int) -> object | None:
+        """Take the buffered reference matched to the frame at `stamp_ns`, or None."""
+        if self.fit.mode != 'reference':
+            return None
+        reference, _ = self.refs.take(stamp_ns, self.max_dt_ns)
+        return reference
+
+    def apply(self, depth: np.ndarray,
+              reference_m: np.ndarray | None = None) -> np.ndarray | None:
+        """
+        Return (H, W) float32 metres for relative inverse `depth`, or None while no fit is ready.
+
+        reference_m: the frame's matched reference in metres, fitted first (reference mode).
+        """
+        if reference_m is not None:
+            self.fit.update_reference(depth, reference_m)
+        return self.fit.to_metric(depth) if self.fit.ready else None

@@ -16,8 +16,12 @@ from pathlib import Path
 import shutil
 from typing import Iterable, Iterator
 
-from dpt_ros.errors import BagError
+from dpt_ros.errors import BagError, InvalidImage
+from dpt_ros.ros import image_codec
 import numpy as np
+from rosbags.highlevel import AnyReader
+from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.typesys import get_typestore, Stores
 
 log = logging.getLogger('dpt_ros.evaluation.bagio')
 
@@ -39,7 +43,6 @@ def typestore():
     sensor_msgs/Image, CompressedImage and CameraInfo are identical from Humble to Kilted,
     so bags written with it read everywhere.
     """
-    from rosbags.typesys import get_typestore, Stores
     return get_typestore(Stores.ROS2_KILTED)
 
 
@@ -103,7 +106,6 @@ class BagWriter:
     """
 
     def __init__(self, path: str | Path, storage: str = 'mcap', overwrite: bool = False):
-        from rosbags.rosbag2 import StoragePlugin, Writer
         if storage not in STORAGES:
             raise BagError('bad_storage', f'storage {storage!r} is not one of '
                            f'{", ".join(STORAGES)}')
@@ -186,7 +188,6 @@ def open_bag(path: str | Path):
 
     Yields the open AnyReader.
     """
-    from rosbags.highlevel import AnyReader
     p = resolve_bag_path(path)
     try:
         reader = AnyReader([p], default_typestore=typestore())
@@ -266,18 +267,15 @@ def decode_depth(msg) -> np.ndarray:
 
     32FC1 is metres (REP 118); 16UC1/mono16 is millimetres with 0 = unknown.
     """
-    from dpt_ros.ros import image_codec
     return _bag_reason(image_codec.decode_depth_m, msg)
 
 
 def decode_float_image(msg) -> np.ndarray:
     """Convert a 32FC1 / 16UC1 / mono16 Image to (H, W) float32 as is (16-bit: mm -> m)."""
-    from dpt_ros.ros import image_codec
     return _bag_reason(image_codec.decode_float_image, msg)
 
 
 def _bag_reason(decode, msg) -> np.ndarray:
-    from dpt_ros.errors import InvalidImage
     try:
         return decode(msg)
     except InvalidImage as err:
@@ -289,7 +287,6 @@ def _bag_reason(decode, msg) -> np.ndarray:
 
 def decode_rgb(msg, msgtype: str) -> np.ndarray:
     """Decode an Image/CompressedImage message to (H, W, 3) uint8 RGB (dpt_ros.ros.image_codec)."""
-    from dpt_ros.ros import image_codec
     if msgtype == COMPRESSED_TYPE:
         return image_codec.decode_compressed(msg)
     return image_codec.decode_image(msg)
@@ -387,7 +384,6 @@ def iter_frames(src: BagSource, decode_gt: bool = True) -> Iterator[Frame]:
     be recorded before or after its image. Undecodable ground truth is counted in
     `src.bad_gt` and the frame comes without it.
     """
-    from dpt_ros.errors import InvalidImage
     with open_bag(src.path) as reader:
         conns = {c.topic: [] for c in reader.connections}
         for c in reader.connections:

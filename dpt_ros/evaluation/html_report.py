@@ -1,8 +1,9 @@
 """
-The evaluation report: report.json for scripts, report.html (+ PNGs) for people.
+The evaluation report: report.json for scripts, report.html (+ strip PNGs) for people.
 
-Charts are drawn with OpenCV and numpy (no matplotlib here): a latency histogram, FPS over
-time, and per-frame strips RGB | predicted colour depth | ground truth | error. A red
+Charts are plotly figures (a latency histogram, FPS over time) drawn in the page by
+plotly.min.js, which is inlined from the installed plotly package, so the page works offline
+and alone; per-frame strips RGB | predicted colour depth | ground truth | error are PNGs. A red
 "WEIGHTS ARE RANDOM" banner heads the page whenever the model ran random weights, so nobody
 mistakes an untrained model's output for depth. No rclpy.
 """
@@ -17,126 +18,64 @@ from pathlib import Path
 import cv2
 from dpt_ros.inference import colorize as colorize_mod
 import numpy as np
+from plotly import offline as plotly_offline
+import plotly.io as pio
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _INK = (40, 40, 40)
-_GRID = (225, 225, 225)
-_BAR = (200, 120, 40)        # BGR: a calm blue
-_LINE = (40, 110, 220)       # BGR: orange
+_BAR = '#2878c8'
+_LINE = '#dc6e28'
+_PERCENTILES = ((50, '#008c00'), (95, '#dc7800'), (99, '#c80000'))
 STRIP_HEIGHT = 240
+CHART_HEIGHT_PX = 360
 
 
-def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
-    """Round tick values spanning [lo, hi] (1/2/5 x 10^k steps)."""
-    if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
-        hi = lo + 1.0
-    raw = (hi - lo) / max(n, 1)
-    mag = 10 ** math.floor(math.log10(raw))
-    step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
-    first = math.ceil(lo / step - 1e-9) * step
-    ticks, v = [], first
-    while v <= hi + 1e-9 * step:
-        ticks.append(round(v, 10))
-        v += step
-    return ticks
+def _layout(title: str, xlabel: str, ylabel: str, **more) -> dict:
+    return {'title': {'text': title}, 'xaxis': {'title': {'text': xlabel}},
+            'yaxis': {'title': {'text': ylabel}, 'rangemode': 'tozero'},
+            'height': CHART_HEIGHT_PX, 'margin': {'t': 50, 'b': 50}, 'showlegend': False,
+            **more}
 
 
-def _fmt_tick(v: float) -> str:
-    return f'{v:.0f}' if abs(v - round(v)) < 1e-9 or abs(v) >= 100 else f'{v:.3g}'
+def _no_data(layout: dict) -> dict:
+    note = {'text': 'no data', 'showarrow': False, 'xref': 'paper', 'yref': 'paper',
+            'x': 0.5, 'y': 0.5, 'font': {'size': 20, 'color': '#c80000'}}
+    return {'data': [], 'layout': dict(layout, annotations=[note])}
 
 
-class _Chart:
-    """A white canvas with a plotting area, axes, ticks and labels."""
-
-    def __init__(self, title: str, xlabel: str, ylabel: str, x_range, y_range,
-                 size=(720, 360)):
-        self.w, self.h = size
-        self.img = np.full((self.h, self.w, 3), 255, np.uint8)
-        self.left, self.right, self.top, self.bottom = 70, self.w - 20, 40, self.h - 50
-        self.x0, self.x1 = x_range
-        self.y0, self.y1 = y_range
-        if self.x1 <= self.x0:
-            self.x1 = self.x0 + 1.0
-        if self.y1 <= self.y0:
-            self.y1 = self.y0 + 1.0
-        cv2.putText(self.img, title, (self.left, 25), _FONT, 0.6, _INK, 1, cv2.LINE_AA)
-        for t in _nice_ticks(self.y0, self.y1):
-            y = self.py(t)
-            cv2.line(self.img, (self.left, y), (self.right, y), _GRID, 1)
-            cv2.putText(self.img, _fmt_tick(t), (5, y + 4), _FONT, 0.4, _INK, 1, cv2.LINE_AA)
-        for t in _nice_ticks(self.x0, self.x1, 8):
-            x = self.px(t)
-            cv2.line(self.img, (x, self.bottom), (x, self.bottom + 4), _INK, 1)
-            cv2.putText(self.img, _fmt_tick(t), (x - 10, self.bottom + 18), _FONT, 0.4, _INK, 1,
-                        cv2.LINE_AA)
-        cv2.line(self.img, (self.left, self.bottom), (self.right, self.bottom), _INK, 1)
-        cv2.line(self.img, (self.left, self.top), (self.left, self.bottom), _INK, 1)
-        cv2.putText(self.img, xlabel, ((self.left + self.right) // 2 - 4 * len(xlabel),
-                                       self.h - 12), _FONT, 0.45, _INK, 1, cv2.LINE_AA)
-        cv2.putText(self.img, ylabel, (5, self.top - 8), _FONT, 0.45, _INK, 1, cv2.LINE_AA)
-
-    def px(self, x: float) -> int:
-        return int(round(self.left + (x - self.x0) / (self.x1 - self.x0)
-                         * (self.right - self.left)))
-
-    def py(self, y: float) -> int:
-        return int(round(self.bottom - (y - self.y0) / (self.y1 - self.y0)
-                         * (self.bottom - self.top)))
+def latency_figure(latencies_ms, title: str = 'Per-frame latency') -> dict:
+    """Return a plotly figure: histogram of the finite latencies, p50/p95/p99 marked."""
+    v = [float(x) for x in latencies_ms if x is not None and math.isfinite(x)]
+    layout = _layout(f'{title} ({len(v)} frames)', 'latency (ms)', 'frames', bargap=0.04)
+    if not v:
+        return _no_data(layout)
+    marks = [(q, colour, float(np.percentile(v, q))) for q, colour in _PERCENTILES]
+    layout['shapes'] = [{'type': 'line', 'x0': x, 'x1': x, 'y0': 0, 'y1': 1, 'yref': 'paper',
+                         'line': {'color': colour, 'width': 1}} for _, colour, x in marks]
+    layout['annotations'] = [{'text': f'p{q}', 'x': x, 'y': 1 - 0.06 * i, 'yref': 'paper',
+                              'showarrow': False, 'xanchor': 'left', 'font': {'color': colour}}
+                             for i, (q, colour, x) in enumerate(marks)]
+    return {'data': [{'type': 'histogram', 'x': v, 'marker': {'color': _BAR},
+                      'nbinsx': int(np.clip(np.sqrt(len(v)) * 2, 5, 40))}],
+            'layout': layout}
 
 
-def _no_data(title: str, size=(720, 360)) -> np.ndarray:
-    img = np.full((size[1], size[0], 3), 255, np.uint8)
-    cv2.putText(img, title, (20, 30), _FONT, 0.6, _INK, 1, cv2.LINE_AA)
-    cv2.putText(img, 'no data', (size[0] // 2 - 40, size[1] // 2), _FONT, 0.8, (0, 0, 200), 2,
-                cv2.LINE_AA)
-    return img
-
-
-def latency_histogram(latencies_ms, title: str = 'Per-frame latency') -> np.ndarray:
-    """BGR histogram of latencies with p50/p95/p99 marked."""
-    v = np.asarray([x for x in latencies_ms if x is not None and math.isfinite(x)], float)
-    if v.size == 0:
-        return _no_data(title)
-    lo, hi = float(v.min()), float(v.max())
-    if hi - lo < 1e-6:
-        lo, hi = lo - 0.5, hi + 0.5
-    bins = int(np.clip(np.sqrt(v.size) * 2, 5, 40))
-    counts, edges = np.histogram(v, bins=bins, range=(lo, hi))
-    ch = _Chart(f'{title} ({v.size} frames)', 'latency (ms)', 'frames', (lo, hi),
-                (0, counts.max() * 1.1))
-    for c, a, b in zip(counts, edges[:-1], edges[1:]):
-        if c:
-            cv2.rectangle(ch.img, (ch.px(a) + 1, ch.py(c)), (ch.px(b) - 1, ch.bottom), _BAR, -1)
-    for q, colour in ((50, (0, 140, 0)), (95, (0, 120, 220)), (99, (0, 0, 200))):
-        x = ch.px(float(np.percentile(v, q)))
-        cv2.line(ch.img, (x, ch.top), (x, ch.bottom), colour, 1)
-        cv2.putText(ch.img, f'p{q}', (x + 2, ch.top + 12 * (q // 45)), _FONT, 0.4, colour, 1,
-                    cv2.LINE_AA)
-    return ch.img
-
-
-def fps_chart(times_s, fps, title: str = 'Output FPS over time',
-              target: float | None = None) -> np.ndarray:
-    """BGR line chart of FPS against time (seconds from the first output)."""
-    t = np.asarray(times_s, float)
-    f = np.asarray(fps, float)
-    if t.size == 0:
-        return _no_data(title)
-    top = max(float(np.nanmax(f)) if f.size else 1.0, target or 0.0) * 1.15 or 1.0
-    ch = _Chart(title, 'time since the first input frame (s)', 'FPS',
-                (0.0, float(max(t.max() + 0.5, 1.0))),
-                (0, top))
+def fps_figure(times_s, fps, title: str = 'Output FPS over time',
+               target: float | None = None) -> dict:
+    """Return a plotly figure: FPS against seconds from the first input, the input rate marked."""
+    layout = _layout(title, 'time since the first input frame (s)', 'FPS')
+    if len(times_s) == 0:
+        return _no_data(layout)
     if target:
-        y = ch.py(target)
-        cv2.line(ch.img, (ch.left, y), (ch.right, y), (0, 160, 0), 1, cv2.LINE_AA)
-        cv2.putText(ch.img, f'input {target:g} Hz', (ch.right - 110, y - 5), _FONT, 0.4,
-                    (0, 140, 0), 1, cv2.LINE_AA)
-    pts = np.array([[ch.px(a), ch.py(b)] for a, b in zip(t, f)], np.int32)
-    if len(pts) > 1:
-        cv2.polylines(ch.img, [pts], False, _LINE, 2, cv2.LINE_AA)
-    for p in pts:
-        cv2.circle(ch.img, tuple(int(c) for c in p), 3, _LINE, -1, cv2.LINE_AA)
-    return ch.img
+        layout['shapes'] = [{'type': 'line', 'x0': 0, 'x1': 1, 'xref': 'paper', 'y0': target,
+                             'y1': target, 'line': {'color': '#00a000', 'dash': 'dot'}}]
+        layout['annotations'] = [{'text': f'input {target:g} Hz', 'x': 1, 'xref': 'paper',
+                                  'y': target, 'xanchor': 'right', 'yanchor': 'bottom',
+                                  'showarrow': False, 'font': {'color': '#008c00'}}]
+    return {'data': [{'type': 'scatter', 'mode': 'lines+markers',
+                      'x': [float(t) for t in times_s], 'y': [float(f) for f in fps],
+                      'line': {'color': _LINE}}],
+            'layout': layout}
 
 
 def fps_series(times_s, window_s: float = 1.0,
@@ -249,7 +188,7 @@ img{max-width:100%;border:1px solid #ddd;margin:4px 0}h2{margin-top:28px}
 def write_report(out_dir: str | Path, results: dict, strips: list[tuple[str, np.ndarray]],
                  latencies_ms=(), out_times_s=(), target_fps: float | None = None) -> dict:
     """
-    Write report.json, report.html, latency.png, fps.png and strips/*.png under `out_dir`.
+    Write report.json, report.html (with its charts) and strips/*.png under `out_dir`.
 
     :param results: JSON-able dict. Recognised sections: 'summary' (table at the top),
         'accuracy', 'throughput', 'pcc', 'backend', 'input', 'warnings' (list of str),
@@ -259,15 +198,15 @@ def write_report(out_dir: str | Path, results: dict, strips: list[tuple[str, np.
     :param out_times_s: output arrival times (s) for FPS over time.
     :param target_fps: the input rate, drawn as a reference line.
 
-    :returns: {'json': path, 'html': path, 'latency_png': path, 'fps_png': path, 'strips': [paths]}
+    :returns: {'json': path, 'html': path, 'strips': [paths]}
     """
     out = Path(out_dir)
     (out / 'strips').mkdir(parents=True, exist_ok=True)
     paths = {'json': str(out / 'report.json'), 'html': str(out / 'report.html')}
-    paths['latency_png'] = write_png(out / 'latency.png', latency_histogram(latencies_ms))
     # out_times_s count from the first input frame, so a slow start shows as a gap.
     t, f = fps_series(out_times_s, origin=0.0)
-    paths['fps_png'] = write_png(out / 'fps.png', fps_chart(t, f, target=target_fps))
+    charts = [('Latency', 'latency', latency_figure(latencies_ms)),
+              ('FPS over time', 'fps', fps_figure(t, f, target=target_fps))]
     paths['strips'] = []
     for i, (caption, img) in enumerate(strips):
         paths['strips'].append(write_png(out / 'strips' / f'frame_{i:03d}.png', img))
@@ -277,14 +216,23 @@ def write_report(out_dir: str | Path, results: dict, strips: list[tuple[str, np.
                                for k, v in paths.items()}
     with open(paths['json'], 'w') as fh:
         json.dump(_json_safe(results), fh, indent=2, sort_keys=False)
-    Path(paths['html']).write_text(_html(results, strips, paths, out))
+    Path(paths['html']).write_text(_html(results, strips, paths, out, charts))
     return paths
 
 
-def _html(results: dict, strips, paths: dict, out: Path) -> str:
+def chart_html(div_id: str, figure: dict) -> str:
+    """Return a plotly figure as a <div> and the script drawing it (plotly.js not included)."""
+    return pio.to_html(figure, include_plotlyjs=False, full_html=False, div_id=div_id,
+                       default_height=f'{CHART_HEIGHT_PX}px', validate=False,
+                       config={'displaylogo': False, 'responsive': True})
+
+
+def _html(results: dict, strips, paths: dict, out: Path, charts) -> str:
+    # plotly.js inline (about 4.6 MB): the page needs no network and no file beside it.
     parts = ['<!doctype html><html><head><meta charset="utf-8">',
              f'<title>dpt_ros evaluation: {html.escape(str(results.get("title", "")))}</title>',
-             f'<style>{_CSS}</style></head><body>']
+             f'<style>{_CSS}</style>',
+             f'<script>{plotly_offline.get_plotlyjs()}</script></head><body>']
     if results.get('weights_random'):
         parts.append('<div class="banner">WEIGHTS ARE RANDOM — the model ran with random '
                      'weights, so the depth images and accuracy figures below are NOT '
@@ -300,10 +248,8 @@ def _html(results: dict, strips, paths: dict, out: Path) -> str:
                          ('backend', 'Backend'), ('input', 'Input')):
         if results.get(key):
             parts.append(f'<h2>{html.escape(heading)}</h2>{_table(results[key])}')
-    parts.append('<h2>Latency</h2><img src="' + os.path.relpath(paths['latency_png'], out)
-                 + '" alt="latency histogram">')
-    parts.append('<h2>FPS over time</h2><img src="' + os.path.relpath(paths['fps_png'], out)
-                 + '" alt="fps over time">')
+    for heading, div_id, figure in charts:
+        parts.append(f'<h2>{heading}</h2>' + chart_html(div_id, figure))
     if strips:
         parts.append('<h2>Frames</h2><p class="muted">input | predicted colour depth | ground '
                      'truth | AbsRel error (the last two where the bag has ground truth)</p>')

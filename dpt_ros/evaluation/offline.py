@@ -112,15 +112,15 @@ class _Run:
 
 def _start_pipeline(args):
     from dpt_ros.backends import create_backend
-    from dpt_ros.inference.pipeline import DepthPipeline
-    from dpt_ros.perf.stats import PerfStats
+    from dpt_ros.serving.pipeline import DepthPipeline
+    from dpt_ros.serving.supervisor import BackendSupervisor
     t0 = time.perf_counter()
     try:
         started = create_backend(args.backend, options_from_args(args),
                                  allow_fallback=not args.no_fallback)
     except BackendError as err:
         raise EvalError(f'backend {args.backend!r} cannot start: {err}') from None
-    return DepthPipeline(started, perf=PerfStats()), time.perf_counter() - t0
+    return DepthPipeline(BackendSupervisor(started)), time.perf_counter() - t0
 
 
 def run_offline(args, src: bagio.BagSource) -> EvalResult:
@@ -141,7 +141,7 @@ def run_offline(args, src: bagio.BagSource) -> EvalResult:
         bar.close()
         wall_s = (time.perf_counter() - run.t_start) if run.t_start else 0.0
         backend = {**info.as_dict(), 'requested': args.backend,
-                   'fallback_reason': pipe.fallback_reason,
+                   'fallback_reason': pipe.supervisor.fallback_reason,
                    'fallback_counts': pipe.backend.fallback_counts()}
         pipe.close()
     pcc_section = pcc_vs_reference(args, info, run.pcc_inputs) if run.pcc_inputs else {}

@@ -1,1 +1,1 @@
-"""One frame's way through the model: preprocess, backend call, postprocess, colourise."""
+"""One frame's way through the model: preprocess, postprocess, colourise, the model itself."""

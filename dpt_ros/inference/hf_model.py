@@ -111,6 +111,11 @@ def load_model(weights: str = 'auto', *, seed: int = 0, image_size: int = 384,
         except (OSError, ValueError) as exc:
             raise WeightsNotFound(f"'{weights}' is not a DPT save_pretrained() directory: "
                                   f'{exc}') from exc
+    if os.path.isabs(weights) or weights.startswith(('.', '~')):
+        # A path, not a hub id: say so rather than the hub's "Repo id must be in the form".
+        tilde = '; ~ is not expanded, give the full path' if weights.startswith('~') else ''
+        raise WeightsNotFound(f"weights '{weights}': no such directory (a local "
+                              f'save_pretrained() directory was meant{tilde})')
     source = HUB_ID if weights == 'auto' else weights
     errors = []
     for local_only in (True, False):   # cache first: no network round trip when cached

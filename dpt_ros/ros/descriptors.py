@@ -4,7 +4,8 @@ Node parameters from the one table (params.PARAMS): descriptors, declaration, us
 The node is created with `automatically_declare_parameters_from_overrides`, so every value a
 user passed (params file, -p) is readable through the public parameter API. `take_overrides`
 reads them and undeclares them again; `declare_all` then declares each table entry with its
-ParameterDescriptor and turns a mistyped or invalid value into one message per parameter.
+ParameterDescriptor and turns a mistyped or invalid value into one message per parameter (the
+entry is then declared with its default, so `ros2 param set` can put it right).
 """
 from __future__ import annotations
 
@@ -17,10 +18,22 @@ from rclpy.exceptions import (InvalidParameterTypeException, InvalidParameterVal
 _BUILTIN = frozenset({'use_sim_time'})
 
 
-def descriptor(p: params.Param) -> ParameterDescriptor:
-    """Return the ParameterDescriptor of one table entry (ranges, read-only, constraints)."""
-    d = ParameterDescriptor(name=p.name, description=p.description, read_only=p.read_only,
-                            additional_constraints=p.constraint_text())
+# What a lifecycle node's start-up parameter says of itself (the node enforces it).
+STARTUP_NOTE = 'start-up parameter: settable while the node is unconfigured, read-only after'
+
+
+def descriptor(p: params.Param, lifecycle: bool = False) -> ParameterDescriptor:
+    """
+    Return the ParameterDescriptor of one table entry (ranges, read-only, constraints).
+
+    lifecycle=True: a start-up entry is not read_only for ROS (the managed node accepts it
+    while unconfigured and refuses it in every other state); its constraints say so.
+    """
+    startup = lifecycle and p.read_only
+    constraints = '; '.join(filter(None, [p.constraint_text(), STARTUP_NOTE if startup else '']))
+    d = ParameterDescriptor(name=p.name, description=p.description,
+                            read_only=p.read_only and not lifecycle,
+                            additional_constraints=constraints)
     if p.type_name == 'int' and (p.min is not None or p.max is not None):
         d.integer_range = [IntegerRange(from_value=int(p.min), to_value=int(p.max),
                                         step=int(p.step or 1))]
@@ -44,26 +57,33 @@ def take_overrides(node) -> dict:
     return overrides
 
 
-def declare_all(node, overrides: dict) -> tuple[dict, list[str]]:
+def declare_all(node, overrides: dict) -> dict[str, str]:
     """
-    Declare every table entry not yet declared; return (values, errors).
+    Declare every table entry (lifecycle descriptors); return {name: why} for invalid values.
 
-    Entries already declared (an earlier configure) are read as they are now.
+    An entry whose value the user gave wrongly is declared with its default instead, so it
+    exists and can be set; the caller keeps the message until then.
     """
-    values, errors = {}, []
+    errors = {}
     for p in params.PARAMS:
         if node.has_parameter(p.name):
-            values[p.name] = node.get_parameter(p.name).value
             continue
         default = list(p.default) if isinstance(p.default, list) else p.default
+        d = descriptor(p, lifecycle=True)
         try:
-            values[p.name] = node.declare_parameter(p.name, default, descriptor(p)).value
+            node.declare_parameter(p.name, default, d)
         except (InvalidParameterTypeException, InvalidParameterValueException,
                 ParameterException) as exc:
-            errors.append(_why(p, overrides.get(p.name), exc))
-    if 'cameras' in values:
-        values['cameras'] = list(values['cameras'])
-    return values, errors
+            errors[p.name] = _why(p, overrides.get(p.name), exc)
+            node.declare_parameter(p.name, default, d, ignore_override=True)
+    return errors
+
+
+def read_all(node) -> dict:
+    """Return every table entry's current value."""
+    values = {p.name: node.get_parameter(p.name).value for p in params.PARAMS}
+    values['cameras'] = list(values['cameras'])
+    return values
 
 
 def unknown(overrides: dict) -> list[str]:

@@ -28,6 +28,7 @@ import time
 from dpt_ros.backends import register_backend
 from dpt_ros.errors import StartAborted, StartupError
 from dpt_ros.ros.node import DepthNode, WORKER_STOP_TIMEOUT_S  # noqa: F401 (the stop bound)
+from dpt_ros.serving import tuning
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.signals import SignalHandlerOptions
@@ -93,6 +94,8 @@ def run(args=None) -> tuple[int, list[str]]:
     """Run the node until a signal; release everything; return (exit code, stuck threads)."""
     sigs = _Signals()
     args = sys.argv if args is None else args
+    # Before anything loads torch: the same OpenMP waits whichever path configures the node.
+    tuning.quiet_openmp_waits()
     try:
         # Our own handlers: rclpy's would shut the context down under the running workers.
         rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
@@ -107,6 +110,10 @@ def run(args=None) -> tuple[int, list[str]]:
         node = sigs.node = DepthNode()
         if node.autostart:
             starter, code = _autostart(node, sigs.stop)
+        else:
+            node.get_logger().info(
+                'unconfigured (autostart false): waiting for a lifecycle manager, e.g. ros2 '
+                f'lifecycle set {node.get_fully_qualified_name()} configure')
         if code == EXIT_OK and not sigs.stop.is_set():
             _spin(node, sigs.stop)
     except StartupError as exc:

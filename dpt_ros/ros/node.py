@@ -3,18 +3,21 @@ The ROS 2 depth node, a managed (lifecycle) node: camera topics in, depth and di
 
 Glue only: parameters (descriptors, params), camera I/O (cameras), the backend's owner
 (serving.supervisor), scheduling (serving.scheduler), health (serving.health), the model
-(inference.pipeline). Topics per camera namespace <ns> (parameter `cameras`):
+(serving.pipeline). Topics per camera namespace <ns> (parameter `cameras`):
 
   in   <ns>/image, <ns>/image/compressed, <ns>/camera_info, <ns>/depth_reference (metric)
   out  <ns>/depth_relative (32FC1 relative inverse depth, NOT metres), .../color (bgr8, only
-       while subscribed), .../camera_info; <ns>/depth + camera_info (REP 118 metres, when
-       metric.mode != none); <ns>/points (PointCloud2 of `depth`, needs camera_info, only
-       while subscribed; ros/points.py); /diagnostics
+       while subscribed; .../color/compressed JPEG), .../camera_info; <ns>/depth + camera_info
+       (REP 118 metres, when metric.mode != none; depth/compressedDepth); <ns>/points
+       (PointCloud2 of `depth`, needs camera_info, only while subscribed; ros/points.py);
+       /diagnostics
 
 Every output carries the input header. Lifecycle: configure = parameters checked, backend
-started and warmed up; activate = subscriptions and publishers live; deactivate = serving
-stops, the backend stays; cleanup / shutdown = backend (device, traces) released. With
-`autostart` (default) the entry point (entry.py) configures and activates at once.
+started and warmed up, output (lifecycle) publishers created; activate = subscriptions live,
+publishers enabled; deactivate = serving stops, publishers quiet, the backend stays; cleanup /
+shutdown = backend (device, traces) and publishers released. Start-up parameters can be set
+only while unconfigured. With `autostart` (default) the entry point (entry.py) configures and
+activates at once.
 """
 from __future__ import annotations
 
@@ -52,7 +55,9 @@ class DepthNode(LifecycleNode):
         super().__init__(node_name, **kwargs)
         self._log_handler = log_bridge.attach(self.get_logger())
         self._overrides = descriptors.take_overrides(self)
-        self.values, _ = descriptors.declare_all(self, self._overrides)
+        # Values the user gave wrongly, each until it is set again (configure refuses them).
+        self._bad_values = descriptors.declare_all(self, self._overrides)
+        self.values = descriptors.read_all(self)
         self.supervisor = self.pipeline = self.scheduler = self.report = None
         self.cameras: dict[str, CameraIO] = {}
         self.start_failure: BaseException | None = None
@@ -101,9 +106,9 @@ class DepthNode(LifecycleNode):
         return code
 
     def _configure(self) -> None:
-        v, errors = descriptors.declare_all(self, self._overrides)
-        if errors:
-            raise StartupError('; '.join(errors))
+        if self._bad_values:
+            raise StartupError('; '.join(self._bad_values.values()))
+        v = descriptors.read_all(self)
         for name in descriptors.unknown(self._overrides):
             self.get_logger().warning(f"ignoring unknown parameter '{name}' (typo?); known: "
                                       f"{', '.join(p.name for p in params.PARAMS)}")
@@ -126,10 +131,9 @@ class DepthNode(LifecycleNode):
                 f"running backend '{started.backend.info.name}' on "
                 f"{started.backend.info.device} instead of '{v['backend']}': "
                 f'{started.fallback_reason}')
-        from dpt_ros.inference.pipeline import DepthPipeline  # torch/cv2 heavy: import late
+        from dpt_ros.serving.pipeline import DepthPipeline  # torch/cv2 heavy: import late
         self.pipeline = DepthPipeline(self.supervisor, colormap=v['colormap'], norm=v['norm'],
-                                      norm_low=v['norm_low'], norm_high=v['norm_high'],
-                                      perf=self.perf)
+                                      norm_low=v['norm_low'], norm_high=v['norm_high'])
         took, error = self.pipeline.warm_up()
         if error:   # the backend is judged frame by frame; say it now too
             self.get_logger().error(f'warm-up inference failed: {error}')
@@ -139,8 +143,11 @@ class DepthNode(LifecycleNode):
         self.report = HealthReport(self.get_name(), requested_backend=v['backend'],
                                    requested_device=v['device'],
                                    timeout_s=v['backend_timeout_s'], min_fps=v['min_fps'])
-        self._diag_pub = self.create_publisher(DiagnosticArray, vocabulary.TOPIC_DIAGNOSTICS,
-                                               10)
+        # Lifecycle publishers: they exist from here to cleanup and publish only while active.
+        for cam in self.cameras.values():
+            cam.open_outputs(self)
+        self._diag_pub = self.create_lifecycle_publisher(
+            DiagnosticArray, vocabulary.TOPIC_DIAGNOSTICS, 10)
 
     def _start_backend(self, v: dict):
         # The fallback policy (tt without a card, torch on cuda without CUDA -> torch on cpu)
@@ -154,12 +161,14 @@ class DepthNode(LifecycleNode):
 
     # ----- activate / deactivate: serving -----
     def on_activate(self, state) -> TransitionCallbackReturn:
+        super().on_activate(state)   # the lifecycle publishers publish from now on
         try:
             self._activate()
         except Exception as exc:  # a bug: say what; back to inactive
             self.start_failure = exc
             self.get_logger().error(f'unexpected error: {type(exc).__name__}: {exc}')
             self._stop_serving(WORKER_STOP_TIMEOUT_S)
+            super().on_deactivate(state)
             return _FAILURE
         return _SUCCESS
 
@@ -203,7 +212,7 @@ class DepthNode(LifecycleNode):
         self._publish_diag()   # the final counts of this activation
         counts = self.scheduler.counts()
         self.get_logger().info('inactive: ' + ', '.join(f'{k} {n}' for k, n in counts.items()))
-        return _SUCCESS
+        return super().on_deactivate(state)   # the lifecycle publishers go quiet
 
     def _stop_serving(self, timeout: float, releasing: bool = False) -> None:
         if not self._serving:
@@ -226,18 +235,28 @@ class DepthNode(LifecycleNode):
 
     # ----- cleanup / shutdown / error: release -----
     def on_cleanup(self, state) -> TransitionCallbackReturn:
-        self._release()
-        return _SUCCESS   # (on_error: back to unconfigured, alive)
+        return self._released('cleaned up: backend released; unconfigured')
 
-    on_shutdown = on_error = on_cleanup
+    def on_shutdown(self, state) -> TransitionCallbackReturn:
+        return self._released('shut down: backend released; finalized')
+
+    def on_error(self, state) -> TransitionCallbackReturn:
+        return self._released('after the error: backend released; unconfigured')
+
+    def _released(self, line: str) -> TransitionCallbackReturn:
+        self._release()
+        self.get_logger().info(line)
+        return _SUCCESS   # (on_error too: back to unconfigured, alive)
 
     def _release(self, timeout: float = WORKER_STOP_TIMEOUT_S) -> None:
         deadline = time.monotonic() + timeout
         self._stop_serving(timeout, releasing=True)
         if self.supervisor is not None:
             self.supervisor.close(max(0.0, deadline - time.monotonic()))
+        for cam in self.cameras.values():
+            cam.close_outputs(self)
         if self._diag_pub is not None:
-            self.destroy_publisher(self._diag_pub)
+            self.destroy_lifecycle_publisher(self._diag_pub)
             self._diag_pub = None
         self.pipeline = None
 
@@ -245,9 +264,17 @@ class DepthNode(LifecycleNode):
         """Stop serving, release the backend (device, traces). Safe to call twice."""
         first, self._closed = not self._closed, True
         self._abort.set()
+        self.stop_wait_ms = 0.0   # this stop's wait only, not an earlier deactivate's
         self._release(WORKER_STOP_TIMEOUT_S if timeout is None else timeout)
         if first:
             log_bridge.detach(self._log_handler)
+
+    def destroy_node(self) -> None:
+        """Destroy the node and its lifecycle state machine: it leaves the graph at once."""
+        super().destroy_node()
+        # rclpy's LifecycleNode leaves its state machine, which holds the rcl node: the node
+        # then outlived destroy_node, and after os._exit stayed listed for the DDS lease (~20 s).
+        self._state_machine.destroy_when_not_in_use()
 
     def stuck_threads(self) -> list[str]:
         """Names of the node's threads still alive after close() (stuck in a backend call)."""
@@ -275,15 +302,20 @@ class DepthNode(LifecycleNode):
                                    'bgr8' if want_color else None) as (depth_img, color_img):
             res = self.pipeline.finish(
                 raw, hw, want_color=want_color, depth_out=depth_img.pixels,
-                color_out=color_img.pixels if color_img else None,
-                metric=cam.metric_for(frame.stamp_ns, self.perf, self.get_logger()))
+                color_out=color_img.pixels if color_img else None)
+            metric = cam.metric_depth(res.depth, frame.stamp_ns, self.perf, self.get_logger())
             self.perf.add_stage('publish', cam.publish(header, depth_img, color_img,
-                                                       res.metric, rgb))
+                                                       metric, rgb))
 
     # ----- runtime parameters -----
     def _on_set_parameters(self, changes) -> SetParametersResult:
         new = {p.name: p.value for p in changes}
-        reason = params.check_runtime_change(new, self.values)
+        startup = {k: x for k, x in new.items() if k in params.BY_NAME and
+                   params.BY_NAME[k].read_only}
+        reason = self._startup_change_refused(startup) if startup else None
+        runtime = {k: x for k, x in new.items() if k not in startup}
+        if runtime and not reason:
+            reason = params.check_runtime_change(runtime, self.values)
         if reason:
             self.get_logger().warning(f'rejected parameter change: {reason}')
             return SetParametersResult(successful=False, reason=reason)
@@ -301,9 +333,22 @@ class DepthNode(LifecycleNode):
             self._start_diag_timer(merged['diagnostics_rate'])
         if self.report is not None:
             self.report.min_fps = merged['min_fps']
+        for name in startup:
+            self._bad_values.pop(name, None)
         self.values = merged
         self.get_logger().info(f'parameters changed: {new}')
         return SetParametersResult(successful=True)
+
+    def _startup_change_refused(self, changes: dict) -> str | None:
+        """Why start-up parameters cannot be set now: only while unconfigured, and valid."""
+        state = self._state_machine.current_state[1]
+        if state != 'unconfigured':
+            steps = {'active': 'deactivate, then cleanup', 'inactive': 'cleanup'}.get(
+                state, 'wait for the transition to end')
+            return (f"{', '.join(sorted(changes))}: start-up parameter(s), read-only unless "
+                    f'the node is unconfigured (it is {state}): ros2 lifecycle set '
+                    f'{self.get_fully_qualified_name()} {steps}')
+        return next(filter(None, (params.check_value(k, x) for k, x in changes.items())), None)
 
     # ----- diagnostics -----
     def _start_diag_timer(self, rate: float) -> None:

@@ -3,14 +3,16 @@ The depth node as a child process: `python -m dpt_ros.node --ros-args ...`.
 
 `ChildProcess` runs any command with its stdout+stderr collected line by line on a thread
 (optionally copied to a log file) and stops it with a signal; `NodeProcess` builds the node's
-command line from a params file, parameter overrides and remappings, and knows the line the
-node logs when it is ready. No rclpy here: the node runs in its own process.
+command line from a params file, parameter overrides and remappings, and tells when it is
+ready from its lifecycle state (<node>/get_state, asked through lifecycle_client.py, which
+imports rclpy only then).
 """
 from __future__ import annotations
 
 import logging
 import os
 from pathlib import Path
+import re
 import signal
 import subprocess
 import sys
@@ -20,8 +22,11 @@ from typing import Iterable, Mapping
 
 log = logging.getLogger('dpt_ros.ros.node_process')
 
-# The node logs this once it subscribes and serves (see ros/node.py).
-READY_TEXT = 'serving'
+# The lifecycle state of a node that subscribes and serves (see ros/node.py).
+READY_STATE = 'active'
+NODE_NAME = 'depth_node'
+# A remapping of the node's name or namespace on its command line (`-r [node:]__ns:=/x`).
+_NAME_REMAP = re.compile(r'^(?:[^:=]+:)?(__ns|__node):=(.*)$')
 
 
 class ChildProcess:
@@ -147,6 +152,17 @@ def node_command(params_file: str | None = None, params: Mapping[str, object] | 
     return cmd
 
 
+def node_fqn(cmd: Iterable[str]) -> str:
+    """Return the node's fully qualified name from the name remappings in its command line."""
+    names = {'__ns': '/', '__node': NODE_NAME}
+    for arg in cmd:
+        m = _NAME_REMAP.match(arg)
+        if m:
+            names[m.group(1)] = m.group(2)
+    ns = '/' + names['__ns'].strip('/')
+    return ns.rstrip('/') + '/' + names['__node']
+
+
 class NodeProcess(ChildProcess):
     """
     The depth node in a subprocess.
@@ -168,7 +184,31 @@ class NodeProcess(ChildProcess):
                 full_env[key] = str(value)
         super().__init__(node_command(params_file, params, remaps, extra_args), env=full_env,
                          **kwargs)
+        self.env = full_env
 
-    def wait_ready(self, timeout: float) -> bool:
-        """Wait until the node logs that it serves; False when it exited or took too long."""
-        return self.wait_for_line(READY_TEXT, timeout)
+    @property
+    def node_fqn(self) -> str:
+        """Return the fully qualified name of the node this process runs."""
+        return node_fqn(self.cmd)
+
+    def wait_ready(self, timeout: float, state: str = READY_STATE) -> bool:
+        """
+        Wait until the node's lifecycle state is `state` (default: active, serving).
+
+        False when the process ended or the state was not reached within `timeout`.
+        """
+        from dpt_ros.ros.lifecycle_client import LifecycleClient
+        deadline = time.monotonic() + timeout
+        domain = self.env.get('ROS_DOMAIN_ID')
+        with LifecycleClient(self.node_fqn, int(domain) if domain else None,
+                             name='_dpt_readiness_probe') as client:
+            while self.alive():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                now = client.state(min(left, 1.0))
+                if now == state:
+                    return self.alive()
+                if now is not None:
+                    time.sleep(0.05)   # answered, not there yet: ask again shortly
+        return False

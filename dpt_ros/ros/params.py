@@ -19,6 +19,7 @@ from typing import Callable, Iterable, Mapping
 from dpt_ros import vocabulary
 from dpt_ros.backends import BackendOptions, BACKENDS
 from dpt_ros.backends.cli_options import options_from_values
+from dpt_ros.backends.openvino_backend import auto_streams, AUTO_STREAMS_TEXT
 
 _BACKEND_DEFAULTS = BackendOptions()
 
@@ -106,16 +107,28 @@ PARAMS: tuple[Param, ...] = (
           choices=('raw', 'compressed')),
     Param('qos_reliability', 'auto',
           'Input reliability. auto matches the publishers (best_effort if any publisher is '
-          'best-effort, else reliable), as rosbag2 does; history depth is always 1.',
+          'best-effort, else reliable), as rosbag2 does; history depth is always 1. Plain '
+          'best_effort loses most large images on Fast DDS.',
           choices=('auto', 'reliable', 'best_effort')),
+    # --- outputs ---
+    Param('qos_output_reliability', 'reliable',
+          'Reliability of every output topic (depth, colour, compressed, camera_info, points). '
+          'best_effort suits a lossy link where late frames are worthless, but a reliable '
+          'subscriber (the ros2 CLI default) will not match it; and rmw_zenoh drops large '
+          'best-effort messages silently (ros2/rmw_zenoh#696) and lets them starve beside '
+          'reliable topics: keep reliable there.', choices=('reliable', 'best_effort')),
+    Param('qos_output_depth', 5, 'History depth (keep last N) of every output topic.',
+          min=1, max=1000),
     Param('max_pixels', vocabulary.MAX_PIXELS,
-          'Frames with more pixels than this are rejected (reason too_large).',
+          'Frames with more pixels than this are rejected (reason too_large); the default, '
+          '2**25, admits 8K UHD.',
           min=1, max=1 << 30),
     # --- backend (defaults from BackendOptions) ---
     Param('backend', 'openvino',
           'Inference backend: openvino (cpu; the fastest CPU backend), torch (cpu/cuda; the '
-          'numerical reference) or tt (Tenstorrent TTNN). Without openvino installed, '
-          'openvino falls back to torch on cpu (allow_fallback).', choices=_backends),
+          'numerical reference) or tt (Tenstorrent TTNN; with device wormhole_n300 and dp 2 '
+          'for both chips). Without openvino installed, openvino falls back to torch on cpu '
+          '(allow_fallback).', choices=_backends),
     Param('allow_fallback', True,
           'When the requested backend cannot start (no ttnn, no device, no CUDA), run torch on '
           'cpu instead (counted in backend_fallback_count, diagnostics WARN); false: exit.'),
@@ -134,7 +147,8 @@ PARAMS: tuple[Param, ...] = (
           'where the CPU runs it natively (avx512_bf16 / AMX; OpenVINO: BF16 capability), else '
           'fp32. An explicit bf16 elsewhere: WARN; openvino runs fp32, torch emulates bf16. tt: '
           'its own dtype (this applies to its CPU fallback).', choices=vocabulary.DTYPES),
-    Param('compile', _BACKEND_DEFAULTS.compile, 'torch.compile the model (torch backend).'),
+    Param('compile', _BACKEND_DEFAULTS.compile, 'torch.compile the model (torch backend; the '
+          'first frames are slow while it compiles).'),
     Param('execution_mode', _BACKEND_DEFAULTS.execution_mode,
           'tt execution mode: eager, trace, or trace with 2 command queues.',
           choices=vocabulary.EXECUTION_MODES),
@@ -151,6 +165,13 @@ PARAMS: tuple[Param, ...] = (
           '(allow_fallback: torch on cpu, the reason in diagnostics). false: no check.'),
     Param('selfcheck_min_pcc', _BACKEND_DEFAULTS.selfcheck_min_pcc,
           'tt: the PCC a chip must reach in the selfcheck.', min=0.0, max=1.0),
+    Param('trace_region_mb', _BACKEND_DEFAULTS.trace_region_mb,
+          'tt trace region per chip (MiB) for trace / trace_2cq; a trace larger than it stops '
+          'start-up with one line naming this parameter.', min=1, max=1024),
+    Param('dispatch_core', _BACKEND_DEFAULTS.dispatch_core,
+          "tt dispatch cores: auto (ttnn's choice: ethernet on an N300 / T3000), eth, or worker "
+          '(a row of Tensix cores: an N300 chip then computes on 8x7; not with trace_2cq on 2+ '
+          'chips).', choices=vocabulary.TT_DISPATCH_CORES),
     Param('cache_dir', _BACKEND_DEFAULTS.cache_dir,
           'tt prepared-weight, tt selfcheck-reference and openvino converted-model cache '
           "directory ('' = $DPT_ROS_CACHE or ~/.cache/dpt_ros)."),
@@ -158,6 +179,11 @@ PARAMS: tuple[Param, ...] = (
     Param('threads', _BACKEND_DEFAULTS.threads,
           'torch intra-op / openvino inference threads (0 = the library default).',
           min=0, max=256),
+    Param('streams', 0,
+          'openvino: frames inferred at once. 1 = the LATENCY hint (each frame as fast as the '
+          'cores allow); N > 1 = the THROUGHPUT hint with N streams (the cores split between '
+          'N frames: more frames per second in all, each one slower); 0 = auto: '
+          + AUTO_STREAMS_TEXT + ' (docs/benchmarks.md).', min=0, max=64),
     Param('backend_timeout_s', 30.0,
           'An inference call running longer than this is counted failed (reason timeout) and '
           'diagnostics go ERROR; its late result is discarded. 0 disables the watchdog.',
@@ -183,6 +209,19 @@ PARAMS: tuple[Param, ...] = (
           read_only=False),
     Param('norm_high', 98.0, 'Upper end of the colour range (percentile or value).',
           read_only=False),
+    # --- compressed outputs (image_transport formats, encoded only while subscribed) ---
+    Param('compressed.jpeg_quality', 95, 'JPEG quality of depth_relative/color/compressed '
+          "(compressed_image_transport's default 95).", min=1, max=100),
+    Param('compressed.depth_max', 100.0,
+          'depth/compressedDepth: depths (m) at or beyond this are sent as invalid (NaN '
+          'after decoding); compressed_depth_image_transport calls it depth_max.',
+          min=0.1, max=1000.0),
+    Param('compressed.depth_quantization', 100.0,
+          'depth/compressedDepth: Z0 of the inverse-depth quantisation (larger = finer far '
+          'away; nearest storable depth about Z0 (Z0 + 1) / 65535 m); as '
+          'compressed_depth_image_transport.', min=1.0, max=1000.0),
+    Param('compressed.png_level', 3, 'depth/compressedDepth: PNG compression level (0 = '
+          'fastest, 9 = smallest).', min=0, max=9),
     # --- diagnostics ---
     Param('diagnostics_rate', 1.0, 'Rate (Hz) of DiagnosticArray messages on /diagnostics.',
           min=0.1, max=50.0, read_only=False),
@@ -230,8 +269,9 @@ PARAMS: tuple[Param, ...] = (
           'already rectified, e.g. image_rect).', choices=('raw', 'rectified')),
     # --- lifecycle ---
     Param('autostart', True,
-          'Configure and activate the (managed) node at start, as a plain node would. false: '
-          'wait in unconfigured for a lifecycle manager (<node>/change_state).'),
+          'Configure and activate the (managed) node at start, as a plain node would (a bad '
+          'configuration then exits with code 2). false: wait in unconfigured for a lifecycle '
+          'manager (<node>/change_state).'),
 )
 
 BY_NAME: dict[str, Param] = {p.name: p for p in PARAMS}
@@ -375,4 +415,5 @@ def check_runtime_change(changes: Mapping[str, object],
 
 def backend_options(values: Mapping[str, object]) -> BackendOptions:
     """Return the BackendOptions a validated parameter set asks for (one frame per call)."""
-    return options_from_values(values, batch_size=1)
+    streams = values.get('streams', 0) or auto_streams(len(values.get('cameras', [''])))
+    return options_from_values(values, batch_size=1, streams=streams)

@@ -46,7 +46,8 @@ class PointsOutput:
 
     def __init__(self, node, ns: str, values: dict, qos):
         """Create <ns>/points with the `points.*` parameters of a validated parameter set."""
-        self.pub = node.create_publisher(PointCloud2, topic(ns, vocabulary.TOPIC_POINTS), qos)
+        self.pub = node.create_lifecycle_publisher(PointCloud2,
+                                                   topic(ns, vocabulary.TOPIC_POINTS), qos)
         self.topic = self.pub.topic_name
         self.info_topic = node.resolve_topic_name(topic(ns, vocabulary.TOPIC_CAMERA_INFO))
         self._log = node.get_logger()

@@ -9,7 +9,9 @@ Subscribes (relative names, so namespaces and remappings apply):
 
 A separate process, so the depth node pays nothing for it. Callbacks only keep the newest
 message; decoding and encoding happen on the server's threads, once per frame, only for open
-pages (dpt_ros/view/). Exit codes: 0 stopped, 2 a bad parameter or the port in use.
+pages (dpt_ros/view/). Requests from other sites or under foreign Host names are refused
+(view/access.py); `token` guards the page, and serving beyond loopback always needs one.
+Exit codes: 0 stopped, 2 a bad parameter or the port in use.
 """
 from __future__ import annotations
 
@@ -38,7 +40,12 @@ PARAMS = (
     Param('port', 8090, 'TCP port of the page; 0 = any free port (the URL is logged)',
           min=0, max=65535),
     Param('host', '127.0.0.1', 'Address the page is served on; 127.0.0.1 keeps it on this '
-          'machine, 0.0.0.0 opens it to the network'),
+          'machine, 0.0.0.0 opens it to the network (then a token is required)'),
+    Param('token', '', 'Access token the page and its data need (?token=..., printed once in '
+          "the URL at start-up). '' on loopback: none; '' beyond loopback: one is generated."),
+    Param('allowed_hosts', [''], 'More Host names the page may be opened under (a DNS or mDNS '
+          "name of this machine); IP addresses, localhost and this machine's host name always "
+          'are. Other names are refused (DNS rebinding).'),
     Param('history_s', 300.0, 'Seconds of diagnostics the plots show', min=1.0, max=86400.0),
     Param('image_format', 'jpeg', 'Frames to the page as jpeg (small) or png (exact pixels)',
           choices=tuple(IMAGE_FORMATS)),
@@ -69,12 +76,19 @@ class ViewNode(Node):
         self._image_subs: list = []
         self._guard = self.create_guard_condition(self._sync_subscriptions)
         self.server = ViewServer(self.slots, self.history, v['host'], v['port'],
-                                 on_clients=lambda n: self._guard.trigger())
+                                 on_clients=lambda n: self._guard.trigger(), token=v['token'],
+                                 allowed_hosts=[h for h in v['allowed_hosts'] if h])
         self.create_subscription(DiagnosticArray, vocabulary.TOPIC_DIAGNOSTICS,
                                  self._on_diagnostics, 10)
-        url = self.server.start()
-        self.get_logger().info(f'serving {url} (input {self.resolve_topic_name(STREAMS[0])}, '
-                               f'colour depth {self.resolve_topic_name(STREAMS[1])})')
+        self.server.start()
+        # The one place the token is printed: the URL to open.
+        self.get_logger().info(f'serving {self.server.page_url} (input '
+                               f'{self.resolve_topic_name(STREAMS[0])}, colour depth '
+                               f'{self.resolve_topic_name(STREAMS[1])})')
+        if self.server.token_generated:
+            self.get_logger().warning(f"host {v['host']} serves beyond this machine: a token "
+                                      'was generated (the URL above carries it); set the '
+                                      '`token` parameter to choose one')
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         if self.history.add(msg.status):

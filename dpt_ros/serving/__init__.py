@@ -1,1 +1,1 @@
-"""Serving without ROS: the frame scheduler, the backend's supervisor, health, process tuning."""
+"""Serving without ROS: the pipeline, frame scheduler, backend supervisor, health, tuning."""

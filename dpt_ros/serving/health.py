@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+from dpt_ros.perf.conventions import greenwave_values
 from dpt_ros.perf.stats import FALLBACK_KEYS, STAGES
 
 # diagnostic_msgs/DiagnosticStatus levels.
@@ -38,15 +39,15 @@ class CameraView:
     """What the ROS side knows of one camera (topics, QoS, side channels)."""
 
     key: str                      # the scheduler's camera name (its namespace, '' = own)
-    label: str                    # shown in the status name
     input_topic: str
-    output_topic: str
+    output_topic: str             # resolved; also the status name's topic (greenwave reads it)
     reliability: str = ''
     publishers: int = 0
     camera_info: bool = False
     metric: object | None = None  # depth.metric.MetricDepth
     refs: object | None = None    # depth.metric.ReferenceBuffer (metric.mode reference)
     outputs: dict = field(default_factory=dict)   # key-values of further outputs (points)
+    topic_times: object | None = None  # perf.conventions.TopicTimes of output_topic
 
 
 class HealthReport:
@@ -158,7 +159,10 @@ class HealthReport:
                 kv['metric_references_fitted'] = cam.refs.taken
                 kv['metric_references_unmatched'] = cam.refs.unmatched
         kv.update(cam.outputs)
-        return Status(level, f'{self.node_name}: camera {cam.label}', hw, why, kv)
+        # greenwave_monitor / NITROS keys beside ours; greenwave's dashboard files a status
+        # under the topic that starts at the name's first '/', here the output topic.
+        kv.update(greenwave_values(cam.topic_times, cs['input_fps'], cc))
+        return Status(level, f'{self.node_name}: camera {cam.output_topic}', hw, why, kv)
 
     # ----- levels -----
     def judge(self, snap: dict, delta: dict, health, fallback: str | None = None,

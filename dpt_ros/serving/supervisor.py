@@ -1,13 +1,16 @@
 """
-The started backend's owner: calls in flight, failure judgement, the runtime fallback.
+The started backend's owner: calls in flight, failure judgement, the fallbacks' count.
 
-`BackendSupervisor` holds the backend the node serves with. Every inference call goes through
-`using()`, which counts the calls running inside each backend (the only such count). After
-`fallback_after_failures` consecutive failed calls (`on_failure`, fed by the scheduler's
-health) it starts the CPU fallback (torch on cpu) on its own thread, counts the swap in
-`backend_fallback_count` with reason 'runtime: <error>' before the first frame can reach the
-new backend, and closes the replaced one only once no call runs inside it. `close()` releases
-whatever is current, once. No rclpy here.
+`BackendSupervisor` holds the backend the node, the runner and the evaluation tools serve
+with (the pipeline calls it only through the supervisor). A fallback that happened at start-up
+(`StartedBackend.fallback_reason`) is counted in `backend_fallback_count` with its reason when
+the supervisor takes the backend. Every inference call goes through `using()`, which counts
+the calls running inside each backend (the only such count). After `fallback_after_failures`
+consecutive failed calls (`on_failure`, fed by the scheduler's health) it starts the CPU
+fallback (torch on cpu) on its own thread, counts the swap in `backend_fallback_count` with
+reason 'runtime: <error>' before the first frame can reach the new backend, and closes the
+replaced one only once no call runs inside it. `close()` releases whatever is current, once.
+No rclpy here.
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ class BackendSupervisor:
 
     started:          a backends.StartedBackend (backend, requested, fallback_reason)
     start_fallback:   () -> DepthBackend, the CPU fallback (slow: loads a model); None = never
+                      (the runner and the evaluation tools: their backend is fixed)
     fallback_after:   consecutive failed calls before the swap (0 disables it)
     drain_s:          how long a replaced backend waits for its running calls before closing
     """
@@ -43,6 +47,8 @@ class BackendSupervisor:
         self.drain_s = drain_s or DEFAULT_DRAIN_S
         self.perf = perf if perf is not None else PerfStats()
         self._log = logger or logging.getLogger('dpt_ros.serving.supervisor')
+        if started.fallback_reason:
+            self.perf.count('backend_fallback_count', 1, reason=started.fallback_reason)
         self._lock = threading.Lock()
         self._calls = threading.Condition(self._lock)
         self._active: dict[int, int] = {}        # id(backend) -> calls running inside it

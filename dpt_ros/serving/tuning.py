@@ -1,12 +1,27 @@
 """
 Process-wide settings for a process that serves frames (the node), applied after start-up.
 
-Pure Python (ctypes + gc); no rclpy. node.main() calls tune_process_for_serving() once the
-model is loaded and warmed up; test/test_serving_tuning.py measures its effect.
+Pure Python (ctypes + gc); no rclpy. The node's entry point calls quiet_openmp_waits() before
+anything loads torch, and tune_process_for_serving() once the model is loaded and warmed up;
+test/test_serving_tuning.py measures its effect.
 """
 from __future__ import annotations
 
 import gc
+import os
+import sys
+from typing import MutableMapping
+
+# How OpenMP threads wait for each other. libgomp (torch's OpenMP on Linux) spins up to 300,000
+# times (~3 ms) before it sleeps, unless it counts more of its threads than CPUs: then 100. Its
+# count includes the idle thread pool of every live thread that once ran torch. A lifecycle
+# manager's configure runs the model on the main thread, whose pool stays: the count exceeds 2
+# CPUs and the waits are short. Autostart configures on a thread that ends, so the count does
+# not, and each worker spins while its partner is preempted by DDS, the other stages or other
+# processes: 4-7x slower inference on 2 cores (issue 24; bench/bench_start_paths.py).
+# PASSIVE (sleep at once) makes both start paths the same. A user's own choice is kept.
+OPENMP_WAIT_ENV = ('OMP_WAIT_POLICY', 'GOMP_SPINCOUNT')
+OPENMP_WAIT_POLICY = 'PASSIVE'
 
 # glibc malloc options (mallopt): every frame allocates a few MB of short-lived buffers
 # (decoded image, model input, depth, colour, message copies). By default glibc maps buffers
@@ -34,6 +49,23 @@ def _tune_malloc() -> bool:
         return False
 
 
+def quiet_openmp_waits(environ: MutableMapping[str, str] | None = None) -> str:
+    """
+    Have OpenMP threads sleep while they wait, unless the environment already says how.
+
+    Takes effect only when called before torch (and so libgomp) is loaded, which reads it
+    once. Returns what is in force, for the log.
+    """
+    env = os.environ if environ is None else environ
+    chosen = [f'{k}={env[k]}' for k in OPENMP_WAIT_ENV if env.get(k)]
+    if chosen:
+        return ', '.join(chosen) + ' (from the environment)'
+    if 'torch' in sys.modules:
+        return 'the OpenMP default (torch was loaded before the node could choose)'
+    env['OMP_WAIT_POLICY'] = OPENMP_WAIT_POLICY
+    return f'OMP_WAIT_POLICY={OPENMP_WAIT_POLICY}'
+
+
 def tune_process_for_serving() -> dict:
     """
     Process-wide settings for serving frames, applied once start-up is done.
@@ -46,4 +78,6 @@ def tune_process_for_serving() -> dict:
     """
     gc.collect()
     gc.freeze()
-    return {'gc_frozen_objects': gc.get_freeze_count(), 'malloc_tuned': _tune_malloc()}
+    waits = ', '.join(f'{k}={os.environ[k]}' for k in OPENMP_WAIT_ENV if os.environ.get(k))
+    return {'gc_frozen_objects': gc.get_freeze_count(), 'malloc_tuned': _tune_malloc(),
+            'openmp_waits': waits or 'libgomp default'}

@@ -21,9 +21,22 @@ Layout decisions (why):
   output stays in L1) or `dram` (DRAMSliceHeight with a slice count fixed here; output in
   DRAM). Block sharding where channels are many (each core then holds 1/8 of the weights;
   height sharding would put all 3x3x256x256 of them in every core's L1), height sharding where
-  they are few (the head).
-* Weights bfloat8_b by default (bf16 selectable), activations bf16, matmul HiFi2,
-  LayerNorm/softmax HiFi4 with fp32 accumulation.
+  they are few (the head). Each conv's counted fallback (`conv_default`) leaves the sharding to
+  ttnn but not the rest: DRAM slices with a fixed count and an explicit activation block of one
+  tile row. With a DRAM slice config and act_block_h_override 0, prepared weights give ~50%
+  PCC without an error (tt-metal #35852); the fallback also prepares its own weights from the
+  host copy (ops.TtConv2d), never reusing those prepared for the tuned sharding.
+* Weights bfloat8_b by default (bf16 selectable), activations bf16. Compute kernel configs
+  (`compute`), every op gets one explicitly: `matmul` and `conv` take `math_fidelity` (HiFi2
+  by default) without fp32 accumulation; `norm` (LayerNorm and SDPA, whose statistics and
+  softmax sums need fp32) is HiFi3 + fp32 accumulation whatever `math_fidelity` says;
+  `upsample` (the x2 interpolation matmuls) is `math_fidelity` but never below HiFi2 (LoFi
+  would quantise the interpolation weights). No config pairs HiFi4 with fp32 accumulation:
+  on Wormhole that pair corrupts single outputs by powers of two (tt-metal #38306, no fix on
+  Wormhole silicon; ttnn moved its own defaults to HiFi3 + fp32, #40089, and the 0.81.1 wheel
+  warns about the pair). LayerNorm is the op whose ttnn 0.81.1 default IS that pair (seen in
+  a graph capture on the mock: matmul HiFi2, SDPA HiFi2, conv2d and clone HiFi4, all without
+  fp32; LayerNorm HiFi4 + fp32), so it must never run on ttnn's default.
 """
 from __future__ import annotations
 
@@ -37,6 +50,11 @@ TILE = 32
 WORMHOLE_GRID = (8, 8)          # compute_with_storage_grid_size (x, y) with ETH dispatch
 WEIGHT_DTYPES = ('bfloat8_b', 'bfloat16')
 MATH_FIDELITIES = ('LoFi', 'HiFi2', 'HiFi3', 'HiFi4')
+# Where fp32 accumulation is needed (LayerNorm, SDPA): HiFi3, the most a Wormhole gives with
+# fp32 accumulation without tt-metal #38306's wrong outputs.
+FP32_ACC_FIDELITY = 'HiFi3'
+# The least the x2 interpolation matmuls run at (LoFi would quantise their weights).
+UPSAMPLE_MIN_FIDELITY = 'HiFi2'
 
 
 @dataclass(frozen=True)
@@ -144,6 +162,9 @@ class TtConfigs:
     conv_shard: dict = field(default_factory=dict)
     conv_path: dict = field(default_factory=dict)       # name -> 'l1' | 'dram'
     conv_out_dram: dict = field(default_factory=dict)   # name -> output to DRAM (else L1)
+    # The counted fallback of each conv: ttnn's own sharding through explicit DRAM slices.
+    conv_default: dict = field(default_factory=dict)        # name -> Conv2dConfig
+    conv_default_slice: dict = field(default_factory=dict)  # name -> Op2DSliceConfig
 
     @property
     def weight_dtype(self):
@@ -183,6 +204,9 @@ _BLOCK_SHARDED_MIN_CHANNELS = 128
 _DRAM_SLICE_BYTES = 8 << 20
 # Most tile rows of a conv's activation block (act_block_h_override) on the L1 path.
 _ACT_BLOCK_TILES = 8
+# The fallback conv's activation block: one tile row (divides every core's height; never 0,
+# tt-metal #35852).
+_FALLBACK_ACT_BLOCK_H = TILE
 
 
 def build_configs(hf_config, device: str = 'wormhole_n300', image_size: int | None = None,
@@ -194,8 +218,6 @@ def build_configs(hf_config, device: str = 'wormhole_n300', image_size: int | No
     `grid` is the chip's compute_with_storage_grid_size as (x, y) (default 8x8); pass what the
     opened device reports (`device_grid`).
     """
-    import ttnn
-
     dims = _checked_dims(hf_config, device, image_size, batch, weight_dtype, math_fidelity)
     gx, gy_max = tuple(int(v) for v in (grid or WORMHOLE_GRID))
     if gx < 1 or gy_max < 4:
@@ -208,14 +230,7 @@ def build_configs(hf_config, device: str = 'wormhole_n300', image_size: int | No
                     batch=batch, dims=dims, weight_dtype_name=weight_dtype,
                     math_fidelity_name=math_fidelity, tokens_padded=tokens_padded,
                     encoder_grid=(x, y), attention_grid=(0, 0), grid=(gx, gy_max))
-    fid = getattr(ttnn.MathFidelity, math_fidelity)
-    cfg.compute['matmul'] = ttnn.WormholeComputeKernelConfig(
-        math_fidelity=fid, math_approx_mode=False, fp32_dest_acc_en=False, packer_l1_acc=True)
-    cfg.compute['norm'] = ttnn.WormholeComputeKernelConfig(
-        math_fidelity=ttnn.MathFidelity.HiFi4, math_approx_mode=False, fp32_dest_acc_en=True,
-        packer_l1_acc=False)
-    cfg.compute['conv'] = ttnn.WormholeComputeKernelConfig(
-        math_fidelity=fid, math_approx_mode=False, fp32_dest_acc_en=False, packer_l1_acc=True)
+    cfg.compute.update(compute_configs(math_fidelity))
     _plan_encoder(cfg, x, y)
     _plan_attention(cfg)
     _plan_reassemble(cfg)
@@ -224,6 +239,26 @@ def build_configs(hf_config, device: str = 'wormhole_n300', image_size: int | No
     for name, cin, cout, hw, relu in conv_plan(dims):
         _plan_conv(cfg, name, cin, cout, batch * hw * hw, relu)
     return cfg
+
+
+def compute_configs(math_fidelity: str) -> dict:
+    """
+    Return the compute kernel configs by use: matmul, conv, norm, upsample (module doc).
+
+    None pairs HiFi4 with fp32 accumulation (tt-metal #38306).
+    """
+    upsample = max(math_fidelity, UPSAMPLE_MIN_FIDELITY, key=MATH_FIDELITIES.index)
+
+    def config(fidelity, fp32):
+        import ttnn
+        if fp32 and fidelity == 'HiFi4':
+            raise ValueError('HiFi4 with fp32 accumulation gives wrong outputs on Wormhole '
+                             '(tt-metal #38306)')
+        return ttnn.WormholeComputeKernelConfig(
+            math_fidelity=getattr(ttnn.MathFidelity, fidelity), math_approx_mode=False,
+            fp32_dest_acc_en=fp32, packer_l1_acc=not fp32)
+    return {'matmul': config(math_fidelity, False), 'conv': config(math_fidelity, False),
+            'norm': config(FP32_ACC_FIDELITY, True), 'upsample': config(upsample, False)}
 
 
 def _checked_dims(hf_config, device, image_size, batch, weight_dtype, math_fidelity):
@@ -377,6 +412,14 @@ def _plan_conv(cfg: TtConfigs, name: str, cin: int, cout: int, pixels: int, relu
         activation=ttnn.UnaryWithParam(ttnn.UnaryOpType.RELU) if relu else None,
         deallocate_activation=False, reshard_if_not_optimal=True, act_block_h_override=block_h,
         output_layout=ttnn.TILE_LAYOUT, enable_act_double_buffer=False)
+    # The fallback: ttnn's sharding choice, through DRAM with a fixed slice count (never auto:
+    # an automatic count depends on the L1 free at call time), an explicit activation block.
+    cfg.conv_default[name] = ttnn.Conv2dConfig(
+        weights_dtype=cfg.weight_dtype, activation=cfg.conv[name].activation,
+        deallocate_activation=False, act_block_h_override=_FALLBACK_ACT_BLOCK_H,
+        output_layout=ttnn.TILE_LAYOUT)
+    cfg.conv_default_slice[name] = ttnn.Op2DSliceConfig(slice_type=kind.DRAMSliceHeight,
+                                                        num_slices=slices)
 
 
 def device_grid(device) -> tuple:

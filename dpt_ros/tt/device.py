@@ -17,17 +17,26 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 import logging
 import os
+import re
 import threading
 
 from dpt_ros.errors import BackendError, BackendUnavailable
-from dpt_ros.vocabulary import EXECUTION_MODES, TT_DEVICES
+from dpt_ros.vocabulary import EXECUTION_MODES, TT_DEVICES, TT_DISPATCH_CORES
 
 log = logging.getLogger('dpt_ros.tt.device')
 
-# Same sizes as the reference DPT-Large demo: conv2d halo buffers live in L1_SMALL; one
-# DPT-Large trace (24 ViT-L blocks + neck + head) fits in 8 MiB of trace region.
+# conv2d halo buffers live in L1_SMALL (the reference DPT-Large demo's size). The trace region
+# holds a chip's captured commands: DPT-Large runs ~612 device programs a frame at 384 (more at
+# 512); ViT-B's 2CQ test sizes ~1.75 MB for ~220 programs (~8 KB each), so DPT-Large needs
+# ~5 MB at that rate, and command size grows with the cores an op runs on. 32 MiB (what
+# tt-metal's Depth-Anything-V2 port, ViT-L + DPT head, opens with) leaves a ~6x margin for
+# 32 MiB of a chip's 12 GiB of DRAM. `trace_region_mb` overrides it.
 L1_SMALL_SIZE = 24576
-TRACE_REGION_SIZE = 8 * 1024 * 1024
+TRACE_REGION_MB = 32
+TRACE_REGION_SIZE = TRACE_REGION_MB << 20
+# Dispatch cores (vocabulary.TT_DISPATCH_CORES): auto = ttnn's choice for the board (ETH on an
+# N300 / T3000: an 8x8 grid per chip; WORKER on an N150: 8x8), worker = a row of Tensix cores
+# dispatches (an N300 chip then computes on 8x7), eth = ethernet cores dispatch.
 # Set only by the tests' mock-device dry-run (test/tt_mock_device), never by users.
 _mock_cluster_allowed = False
 
@@ -91,6 +100,15 @@ class TtDevices:
     num_command_queues: int
     trace_region_size: int
     ids: list[str] = field(default_factory=list)   # 'wormhole_n300:0', 'wormhole_n300:1'
+    dispatch: str = ''                # the dispatch core type opened with: 'eth' | 'worker'
+
+    def grids(self) -> list[str]:
+        """Each chip's compute-with-storage grid as 'XxY' (8x8, or 8x7 under WORKER)."""
+        out = []
+        for chip in self.chips:
+            g = chip.compute_with_storage_grid_size()
+            out.append(f'{int(g.x)}x{int(g.y)}')
+        return out
     _closed: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -132,17 +150,36 @@ class TtDevices:
             log.info('closed %s (%d chip(s))', self.kind, len(self.chips))
 
 
+def check_dispatch(dispatch: str, execution_mode: str, dp: int) -> None:
+    """
+    Raise BackendError (one line) for a dispatch setting that cannot open.
+
+    WORKER dispatch of 2+ chips with 2 command queues needs more dispatch cores than a
+    Wormhole chip's dispatch row has (ttnn 0.81.1 on an N300: "No more available dispatch
+    cores on device 0 to assign").
+    """
+    if dispatch not in TT_DISPATCH_CORES:
+        raise BackendError(f"dispatch_core '{dispatch}': one of "
+                           f"{', '.join(TT_DISPATCH_CORES)}")
+    if dispatch == 'worker' and execution_mode == 'trace_2cq' and dp > 1:
+        raise BackendError(
+            f'dispatch_core worker cannot run trace_2cq on {dp} chips: 2 command queues per '
+            "chip need more dispatch cores than a Wormhole chip's worker row has; use "
+            'dispatch_core auto (ethernet dispatch) or execution_mode trace')
+
+
 def open_devices(device: str = 'wormhole_n300', dp: int = 1, *, execution_mode: str = 'trace_2cq',
-                 l1_small_size: int = L1_SMALL_SIZE,
-                 trace_region_size: int | None = None) -> TtDevices:
+                 l1_small_size: int = L1_SMALL_SIZE, trace_region_size: int | None = None,
+                 dispatch: str = 'auto') -> TtDevices:
     """
     Open `device` for `dp` data-parallel pipelines (one chip each).
 
     dp 1 opens a 1x1 mesh (an N150, or one chip of a bigger board); dp > 1 opens a 1xdp mesh
     (N300: 1x2, T3000: up to 1x8) and splits it into dp 1x1 submeshes. trace modes get a
-    trace region, trace_2cq two command queues. Raises BackendUnavailable when ttnn is
+    trace region (default TRACE_REGION_SIZE), trace_2cq two command queues; `dispatch` picks
+    the dispatch cores (vocabulary.TT_DISPATCH_CORES). Raises BackendUnavailable when ttnn is
     missing or no device opens, BackendError for an impossible request (dp larger than the
-    board).
+    board, WORKER dispatch with trace_2cq on 2+ chips).
     """
     if execution_mode not in EXECUTION_MODES:
         raise BackendError(f"unknown tt execution mode '{execution_mode}'; choose one of: "
@@ -151,10 +188,11 @@ def open_devices(device: str = 'wormhole_n300', dp: int = 1, *, execution_mode: 
     if dp < 1 or dp > chips:
         raise BackendError(f'dp {dp} is not possible on {device} ({chips} chip(s)); use dp 1'
                            + (f' to {chips}' if chips > 1 else ''))
+    check_dispatch(dispatch, execution_mode, dp)
     ttnn = import_ttnn()
     num_cqs = 2 if execution_mode == 'trace_2cq' else 1
     if trace_region_size is None:
-        trace_region_size = int(os.environ.get('DPT_TT_TRACE_REGION_SIZE', TRACE_REGION_SIZE))
+        trace_region_size = TRACE_REGION_SIZE
     if execution_mode == 'eager':
         trace_region_size = 0
     mock = os.environ.get('TT_METAL_MOCK_CLUSTER_DESC_PATH')
@@ -166,20 +204,60 @@ def open_devices(device: str = 'wormhole_n300', dp: int = 1, *, execution_mode: 
             f'no Tenstorrent device: the cluster is mocked (TT_METAL_MOCK_CLUSTER_DESC_PATH='
             f'{mock}), so there is no real {device} to open')
     try:
+        # Resolving the config needs the cluster: 'No chips detected' may come from here.
+        dispatch_config = ttnn.DispatchCoreConfig(
+            {'eth': ttnn.DispatchCoreType.ETH,
+             'worker': ttnn.DispatchCoreType.WORKER}.get(dispatch))
         mesh = ttnn.open_mesh_device(mesh_shape=ttnn.MeshShape(1, dp),
                                      l1_small_size=l1_small_size,
                                      trace_region_size=trace_region_size,
-                                     num_command_queues=num_cqs)
+                                     num_command_queues=num_cqs,
+                                     dispatch_core_config=dispatch_config)
     except Exception as exc:  # RuntimeError('TT_FATAL ... No chips detected ...') here
         raise BackendUnavailable(
             f'no Tenstorrent device could be opened as {device} (mesh 1x{dp}, '
-            f'{num_cqs} CQ): {summarize_error(exc)}') from exc
+            f'{num_cqs} CQ, dispatch {dispatch}): {summarize_error(exc)}') from exc
     chips_list = _split(ttnn, mesh, device, dp)
     ids = [f'{device}:{i}' for i in range(dp)]
-    log.info('opened %s as %s (%d CQ, trace region %d B, l1_small %d B)', device,
-             ', '.join(ids), num_cqs, trace_region_size, l1_small_size)
-    return TtDevices(mesh=mesh, chips=chips_list, kind=device, num_command_queues=num_cqs,
-                     trace_region_size=trace_region_size, ids=ids)
+    opened = TtDevices(mesh=mesh, chips=chips_list, kind=device, num_command_queues=num_cqs,
+                       trace_region_size=trace_region_size, ids=ids,
+                       dispatch=str(dispatch_config.type).rsplit('.', 1)[-1].lower())
+    log.info('opened %s as %s (%d CQ, %s dispatch, grid %s, trace region %d B, l1_small %d B)',
+             device, ', '.join(ids), num_cqs, opened.dispatch, ','.join(opened.grids()),
+             trace_region_size, l1_small_size)
+    return opened
+
+
+def trace_bytes(chip) -> int | None:
+    """
+    Return the bytes of `chip`'s trace region its captured traces hold, or None if unknown.
+
+    ttnn 0.81.1 has no call for a trace's size; its memory view of the TRACE buffer type
+    (allocated bytes per DRAM bank, times the banks) is that figure on a card. A mock's trace
+    holds no commands (a page per bank).
+    """
+    ttnn = import_ttnn()
+    try:
+        view = ttnn._ttnn.device.GetMemoryView(chip, ttnn.BufferType.TRACE)
+        return int(view.total_bytes_allocated_per_bank) * int(view.num_banks)
+    except Exception:  # an older / newer ttnn, a stand-in device: say unknown
+        return None
+
+
+_TRACE_TOO_BIG = re.compile(r'Creating trace buffers of size (\d+)B on MeshDevice (\S+), but '
+                            r'only (\d+)B is allocated for trace region')
+
+
+def trace_region_refusal(exc: BaseException) -> tuple[int, int] | None:
+    """
+    Return (bytes needed, bytes in the region) when `exc` is tt-metal refusing a trace.
+
+    tt-metal raises at end_trace_capture (mesh_trace.cpp): 'TT_FATAL ...
+    get_trace_buffers_size() <= trace_region_size / info: / Creating trace buffers of size
+    123813888B on MeshDevice 0, but only 120000000B is allocated for trace region.'
+    """
+    m = _TRACE_TOO_BIG.search(str(exc))
+    return (int(m.group(1)), int(m.group(3))) if m else None
 
 
 def _split(ttnn, mesh, device: str, dp: int) -> list:

@@ -71,10 +71,10 @@ class TtEncoder:
                 program_config=cfg.program['sdpa'], compute_kernel_config=cfg.compute['norm'],
                 memory_config=ttnn.L1_MEMORY_CONFIG)
 
-        def default():
+        def default():    # ttnn's program config, our compute config (never its default)
             return ttnn.transformer.scaled_dot_product_attention(
                 q, k, v, attn_mask=self.mask, is_causal=False, scale=dims.head_dim ** -0.5,
-                memory_config=ttnn.DRAM_MEMORY_CONFIG)
+                compute_kernel_config=cfg.compute['norm'], memory_config=ttnn.DRAM_MEMORY_CONFIG)
         ctx = self.fb.run_with_config('encoder.sdpa', tuned, default)
         for t in (q, k, v):
             ttnn.deallocate(t)

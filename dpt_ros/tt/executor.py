@@ -42,8 +42,8 @@ import threading
 import time
 from typing import Callable, Iterable, Iterator
 
-from dpt_ros.errors import BackendError
-from dpt_ros.tt.device import import_ttnn
+from dpt_ros.errors import BackendError, ChipFault
+from dpt_ros.tt.device import import_ttnn, trace_bytes
 from dpt_ros.vocabulary import EXECUTION_MODES
 import numpy as np
 
@@ -120,6 +120,7 @@ class ChipPipeline:
         self.compiled = False
         self.released = False
         self.frames_run = 0
+        self.trace_bytes = None      # trace region bytes the captured traces hold (a card's)
 
     @property
     def two_cq(self) -> bool:
@@ -193,8 +194,10 @@ class ChipPipeline:
             self.first_op_done = ttnn.record_event(self.chip, CQ_COMPUTE)
         ttnn.synchronize_device(self.chip)
         self.compiled = True
-        log.info('%s: compiled and captured %s in %.2f s', self.chip_id, self.mode,
-                 time.perf_counter() - t0)
+        self.trace_bytes = trace_bytes(self.chip)
+        log.info('%s: compiled and captured %s in %.2f s; traces hold %s B of the trace region',
+                 self.chip_id, self.mode, time.perf_counter() - t0,
+                 'unknown' if self.trace_bytes is None else self.trace_bytes)
         return time.perf_counter() - t0
 
     def _capture(self, program: Callable, attr: str):
@@ -388,21 +391,12 @@ class ChipStats:
         return 1e3 / self.device_ms
 
 
-class _ChipFault(Exception):
-    """A device step (write, execute, barrier, read) of one chip of a call raised."""
-
-    def __init__(self, slot: int, error: BaseException):
-        super().__init__(f'{type(error).__name__}: {error}')
-        self.slot = slot
-        self.error = error
-
-
 def _on_chip(slot: int, step: Callable, *args):
     """Run one chip's device step; its exception says which chip of the call it was."""
     try:
         return step(*args)
     except Exception as exc:
-        raise _ChipFault(slot, exc) from exc
+        raise ChipFault(slot, exc) from exc
 
 
 @dataclass
@@ -502,7 +496,7 @@ class DataParallel:
             healthy = chips
             try:
                 out, perf = self._run(batch, [self.pipelines[c] for c in chips])
-            except _ChipFault as fault:
+            except ChipFault as fault:
                 healthy = self._after_fault(chips, fault)
                 if attempt == self.retries or self._pool.active == 0:
                     raise BackendError(f'{self.pipelines[chips[fault.slot]].chip_id} failed: '
@@ -514,7 +508,7 @@ class DataParallel:
             return out
         raise AssertionError('unreachable')  # pragma: no cover
 
-    def _after_fault(self, chips: list[int], fault: _ChipFault) -> list[int]:
+    def _after_fault(self, chips: list[int], fault: ChipFault) -> list[int]:
         """Retire the failed chip, bring the others of the call to a clean state: the healthy."""
         failed = {chips[fault.slot]: fault.error}
         for c in chips:

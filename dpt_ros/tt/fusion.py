@@ -45,11 +45,12 @@ class TtFusion:
         ttnn.deallocate(h2.tensor)
         return Spatial(out, x.n, x.h, x.w, x.c)
 
-    def forward(self, features) -> Spatial:
+    def forward(self, features, on_level=None) -> Spatial:
         """
         Fuse the maps (finest first), freeing each map as soon as it is used.
 
         At 512 px the finest layer's convs need the L1 the earlier maps would hold.
+        `on_level(layer, Spatial)` (eager runs only: per-stage PCC) sees each layer's output.
         """
         import ttnn
         h = None
@@ -69,6 +70,8 @@ class TtFusion:
             ttnn.deallocate(fused.tensor)
             h = self.up(Spatial(proj, fused.n, fused.h, fused.w, fused.c))
             ttnn.deallocate(proj)
+            if on_level is not None:
+                on_level(layer, h)
         return h
 
 

@@ -50,7 +50,7 @@ class TtDPT:
             name: (ttnn.to_device(t, device, ttnn.DRAM_MEMORY_CONFIG)
                    if t.layout == ttnn.TILE_LAYOUT else t)
             for name, t in params.items()}
-        self.upsample = Upsample2x(device, fallbacks, configs.compute['matmul'])
+        self.upsample = Upsample2x(device, fallbacks, configs.compute['upsample'])
         self.embeddings = TtEmbeddings(self.params, configs, device, fallbacks)
         self.encoder = TtEncoder(self.params, configs, device, fallbacks)
         self.reassemble = TtReassemble(self.params, configs, device, fallbacks)
@@ -127,7 +127,7 @@ class TtDPT:
         return self.reassemble.forward(taps)
 
     def fusion_head(self, features):
-        """Fusion stage + depth head -> (1, 1, N*S*S, 1) predicted_depth."""
+        """Fusion stage + depth head -> (N, S, S) row-major predicted_depth."""
         return self.head.forward(self.fusion.forward(features))
 
     def forward(self, pixels):

@@ -60,17 +60,19 @@ def tuned_linear(fb: FallbackCounter, name: str, x, weight, bias, *, program_con
 
 class TtConv2d:
     """
-    ttnn.conv2d with the config from configs.conv[name], its weights prepared once.
+    ttnn.conv2d with the config from configs.conv[name], its weights prepared once per path.
 
-    It keeps the prepared weights the first call returns, so later calls (and the trace) skip
-    host-side weight preparation.
+    The tuned path (configs.conv) and the counted fallback (configs.conv_default) each keep
+    the weights ttnn.conv2d prepared on their first call, so later calls (and the trace) skip
+    host-side preparation. Each path prepares from the original host weights: weights prepared
+    for one conv config are wrong for another (tt-metal #35852: ~50% PCC, no error).
     """
 
     def __init__(self, name: str, weight, bias, *, kernel: int, stride: int, padding: int,
                  configs, device, fb: FallbackCounter):
         self.name = name
-        self.weight = weight
-        self.bias = bias
+        self.host_weight, self.host_bias = weight, bias        # never replaced
+        self.prepared: dict[str, tuple] = {}                   # 'tuned' | 'default' -> (w, b)
         self.out_channels, self.in_channels = int(weight.shape[0]), int(weight.shape[1])
         self.kernel, self.stride, self.padding = kernel, stride, padding
         self.configs = configs
@@ -81,41 +83,37 @@ class TtConv2d:
         import ttnn
         cfg = self.configs
         dram = cfg.conv_path[self.name] == 'dram'
-        tuned_cfg = cfg.conv[self.name]
 
         def tuned():
             # dram: DRAM slices need a DRAM input; l1 (L1Full) shards from DRAM or L1 itself.
             src = ensure_memory(x.tensor, ttnn.DRAM_MEMORY_CONFIG) if dram else x.tensor
             out_mem = ttnn.DRAM_MEMORY_CONFIG if cfg.conv_out_dram[self.name] \
                 else ttnn.L1_MEMORY_CONFIG
-            return self._conv(src, x, tuned_cfg, cfg.conv_slice[self.name], out_mem)
+            return self._conv('tuned', src, x, cfg.conv[self.name], cfg.conv_slice[self.name],
+                              out_mem)
 
         def default():
-            # ttnn's own sharding choice, through DRAM with a fixed slice count (never auto:
-            # an automatic count depends on the L1 free at call time).
-            plain = ttnn.Conv2dConfig(weights_dtype=tuned_cfg.weights_dtype,
-                                      activation=tuned_cfg.activation)
-            slices = ttnn.Op2DSliceConfig(
-                slice_type=ttnn.Op2DSliceConfig.SliceTypeEnum.DRAMSliceHeight,
-                num_slices=cfg.dram_slices(self.name))
-            return self._conv(ensure_memory(x.tensor, ttnn.DRAM_MEMORY_CONFIG), x, plain, slices,
+            return self._conv('default', ensure_memory(x.tensor, ttnn.DRAM_MEMORY_CONFIG), x,
+                              cfg.conv_default[self.name], cfg.conv_default_slice[self.name],
                               ttnn.DRAM_MEMORY_CONFIG)
 
-        out, (oh, ow), (self.weight, self.bias) = self.fb.run_with_config(
-            f'conv.{self.name}', tuned, default)
+        out, (oh, ow) = self.fb.run_with_config(f'conv.{self.name}', tuned, default)
         return Spatial(out, x.n, oh, ow, self.out_channels)
 
-    def _conv(self, tensor, geometry: Spatial, conv_config, slice_config, memory_config):
+    def _conv(self, path: str, tensor, geometry: Spatial, conv_config, slice_config,
+              memory_config):
         import ttnn
         cfg = self.configs
-        return ttnn.conv2d(
-            input_tensor=tensor, weight_tensor=self.weight, bias_tensor=self.bias,
+        weight, bias = self.prepared.get(path, (self.host_weight, self.host_bias))
+        out, hw, self.prepared[path] = ttnn.conv2d(
+            input_tensor=tensor, weight_tensor=weight, bias_tensor=bias,
             device=self.device, in_channels=self.in_channels, out_channels=self.out_channels,
             batch_size=geometry.n, input_height=geometry.h, input_width=geometry.w,
             kernel_size=(self.kernel, self.kernel), stride=(self.stride, self.stride),
             padding=(self.padding, self.padding), dtype=cfg.act_dtype, conv_config=conv_config,
             compute_config=cfg.compute['conv'], memory_config=memory_config,
             slice_config=slice_config, return_output_dim=True, return_weights_and_bias=True)
+        return out, hw
 
 
 # The x2 upsample of a small map is ONE matmul with the Kronecker matrix of both directions,

@@ -40,6 +40,7 @@ import os
 import shutil
 import tempfile
 
+from dpt_ros.vocabulary import cache_folder
 import numpy as np
 
 log = logging.getLogger('dpt_ros.tt.weights')
@@ -57,13 +58,6 @@ class PreparedWeights:
     key: str
     path: str | None
     cache_hit: bool
-
-
-def cache_root(cache_dir: str | None = None) -> str:
-    """Return the on-disk cache folder for prepared weights."""
-    base = cache_dir or os.environ.get('DPT_ROS_CACHE') or os.path.join(
-        os.path.expanduser('~'), '.cache', 'dpt_ros')
-    return os.path.join(base, 'tt_weights')
 
 
 def weights_fingerprint(state_dict) -> str:
@@ -101,7 +95,7 @@ def prepare_weights(state_dict, configs, *, weights_id: str | None = None,
     import ttnn
     weights_id = weights_id or f'sd:{weights_fingerprint(state_dict)}'
     key = cache_key(weights_id, configs)
-    folder = os.path.join(cache_root(cache_dir), key)
+    folder = os.path.join(cache_folder('tt_weights', cache_dir), key)
     manifest_path = os.path.join(folder, 'manifest.json')
     if use_cache and os.path.isfile(manifest_path):
         try:

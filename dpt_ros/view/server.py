@@ -5,6 +5,8 @@ aiohttp runs on its own thread and event loop, so nothing here blocks the ROS ex
 page gets the newest frame of each stream and acknowledges it once drawn; until then newer
 frames for that page are skipped and counted as its drops, so a slow or vanished browser costs
 one frame in flight per stream, never a queue. Stats go out whenever the history changes.
+Every request passes the access policy first (access.py: Host, Origin, token), refusals are
+answered 403 and counted.
 """
 from __future__ import annotations
 
@@ -14,11 +16,13 @@ import contextlib
 import errno
 import importlib.util
 import json
+import logging
 import os
 import threading
 
 from aiohttp import web, WSMsgType
 from dpt_ros.errors import ViewError
+from dpt_ros.view.access import AccessPolicy, effective_token, REASONS
 
 STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'static')
 # A page that vanished without closing its socket is dropped after missing pongs this long.
@@ -27,6 +31,16 @@ HEARTBEAT_S = 5.0
 MAX_CLIENT_MESSAGE = 1024
 # Stats (the whole history, redrawn) go to a page at most this often, whatever the node's rate.
 STATS_PERIOD_S = 1.0
+# What each route serves (access.KINDS); any other path is answered 404 after the Host check.
+ROUTE_KINDS = {'/': 'page', '/view.js': 'static', '/plotly.min.js': 'static', '/ws': 'data',
+               '/state': 'data'}
+REFUSED = {
+    'host': 'refused: this Host is not a name of this server (a rebound DNS name?); add the '
+            'name to the allowed_hosts parameter to serve it',
+    'origin': 'refused: a page of another site may not read the view',
+    'token': 'refused: this view needs its token: open the URL with ?token= that depth_view '
+             'printed at start-up'}
+log = logging.getLogger('dpt_ros.view')
 
 
 def plotly_js() -> str | None:
@@ -64,13 +78,19 @@ class ViewServer:
 
     :param on_clients: called (from the server thread) with the number of open pages
         whenever it changes; the ROS glue subscribes to the image topics only while it is > 0.
+    :param token: required by the page and the data routes when set; beyond loopback one is
+        generated when none is given (`token_generated`).
+    :param allowed_hosts: more Host names to serve under (a DNS name of this machine).
     """
 
     def __init__(self, slots, history, host: str = '127.0.0.1', port: int = 8090,
-                 on_clients=None):
+                 on_clients=None, token: str = '', allowed_hosts=()):
         self.slots = list(slots)
         self.history = history
         self.host, self.port = host, int(port)
+        self.token, self.token_generated = effective_token(host, token)
+        self.access = AccessPolicy(host, self.token, allowed_hosts, self.port)
+        self.refused = dict.fromkeys(REASONS, 0)
         self._on_clients = on_clients
         self._clients: set[_Client] = set()
         self.connections_total = 0
@@ -99,6 +119,11 @@ class ViewServer:
     def url(self) -> str:
         host = f'[{self.host}]' if ':' in self.host else self.host
         return f'http://{host}:{self.port}/'
+
+    @property
+    def page_url(self) -> str:
+        """Return the page's URL with its token: to be printed once, where the user reads it."""
+        return self.url + (f'?token={self.token}' if self.token else '')
 
     @property
     def clients(self) -> int:
@@ -143,7 +168,7 @@ class ViewServer:
 
     async def _bind(self) -> web.AppRunner:
         self._stop = asyncio.Event()
-        app = web.Application()
+        app = web.Application(middlewares=[self._guard])
         app.router.add_get('/', self._page)
         app.router.add_get('/view.js', self._script)
         app.router.add_get('/plotly.min.js', self._plotly)
@@ -159,7 +184,25 @@ class ViewServer:
             await runner.cleanup()
             raise ViewError(_bind_error(self.host, self.port, exc)) from None
         self.port = runner.addresses[0][1]
+        self.access.set_port(self.port)
         return runner
+
+    @web.middleware
+    async def _guard(self, request, handler):
+        kind = ROUTE_KINDS.get(request.path, 'static')
+        why = self.access.refusal(kind, request.headers, request.query, request.cookies)
+        if why is not None:
+            self.refused[why] += 1
+            if self.refused[why] == 1:   # the first of each kind; the state counts them all
+                log.warning('depth_view: %s (Host %r, Origin %r)', REFUSED[why],
+                            request.headers.get('Host'), request.headers.get('Origin'))
+            raise web.HTTPForbidden(text=REFUSED[why] + '\n')
+        response = await handler(request)
+        if kind == 'page' and self.token and 'token' in request.query:
+            # The page's own requests (websocket, state) then carry the token by themselves.
+            response.set_cookie(self.access.cookie, self.token, httponly=True,
+                                samesite='Strict', path='/')
+        return response
 
     async def _close_all(self, app) -> None:
         for client in list(self._clients):
@@ -192,7 +235,8 @@ class ViewServer:
         streams = {s.name: {**s.stats(), 'sent': self.sent[i], 'dropped': self.dropped[i] + sum(
             self._pending_drops(c, i) for c in self._clients)} for i, s in enumerate(self.slots)}
         return {'clients': self.clients, 'connections_total': self.connections_total,
-                'streams': streams, 'tasks': len(asyncio.all_tasks())}
+                'streams': streams, 'tasks': len(asyncio.all_tasks()),
+                'refused': dict(self.refused)}
 
     async def _websocket(self, request) -> web.StreamResponse:
         ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=MAX_CLIENT_MESSAGE)

@@ -50,6 +50,29 @@ process; outside the double a real ``ttnn.open_mesh_device`` then fails
 with a RuntimeError about the missing kernel toolchain instead of "No chips detected" —
 code under test must treat any RuntimeError from opening the device as "no device".
 
+* Bookkeeping a card does in hardware, modelled so tests can fail:
+    - ``DeviceDouble.compute_calls``: every compute kernel config reaching a device op whose
+      real binding takes one (``compute_kernel_config`` / ``compute_config``), None where the
+      caller left it to ttnn; ``resolved_compute()`` maps None to ttnn 0.81.1's own default
+      for that op on Wormhole (``TTNN_DEFAULT_COMPUTE``, read from a graph capture of each op
+      on the mock device: the device operation records the config it resolved).
+    - ``DeviceDouble.readback_bytes``: bytes read back to the host (TILE tensors whole tiles,
+      row-major ones their values), as the card's PCIe transfer carries them.
+    - Trace region: ``end_trace_capture`` sizes the captured commands at
+      ``TRACE_BYTES_PER_PROGRAM`` per device program (``_programs()``: conv2d 2 per DRAM
+      slice, halo + conv; every other op 1) and raises tt-metal's own error when the live
+      traces of a device exceed the region it was opened with. The estimate is ViT-B's 2CQ
+      test (~1.75 MB of region for ~220 programs, ~8 KB each); the real size depends on the
+      cores and runtime args of each program, so this checks the plumbing and the order of
+      magnitude, not a card's fit. ``GetMemoryView(device, TRACE)`` reports it.
+    - Dispatch: ``open_mesh_device(dispatch_core_config=WORKER)`` gives chips an 8x7 grid (an
+      N300's, two harvested rows plus the dispatch row), and 2 chips x 2 CQs of WORKER dispatch
+      fail with ttnn's real error; a program config / shard grid beyond the device's grid raises.
+    - Prepared conv weights: conv2d returns weights tagged with the conv config they were
+      prepared for (sharding, activation block, slices); passing them to a conv2d with another
+      config, or with a DRAM slice config and act_block_h_override 0 (tt-metal #35852: ~50%
+      PCC without an error on a card), raises.
+
 What this double CAN show: that the code uses only ttnn 0.81.1 names, keywords and real config
 objects; that the numerics of the op sequence (with bf16/bfloat8_b storage rounding) match the
 reference; that trace capture/replay and the CQ/event protocol feed each frame its own input.
@@ -72,6 +95,7 @@ import math
 import os
 import re
 import time
+import types
 from typing import Any, Callable
 
 import pytest
@@ -120,6 +144,23 @@ _OUTPUT_LAYOUT = {'tilize': ttnn.TILE_LAYOUT, 'untilize': ttnn.ROW_MAJOR_LAYOUT,
                   'transformer.split_query_key_value_and_split_heads': ttnn.TILE_LAYOUT,
                   'experimental.nlp_create_qkv_heads': ttnn.TILE_LAYOUT}
 _IN_PLACE = {'transformer.attention_softmax_'}
+
+# ttnn 0.81.1's compute kernel config on Wormhole for an op given none, bf16 inputs:
+# (math fidelity, fp32_dest_acc_en), read from the config each device operation records in a
+# graph capture on the mock N150 (test/tt_mock_device). LayerNorm's default is the pair that
+# tt-metal #38306 shows gives wrong outputs.
+TTNN_DEFAULT_COMPUTE = {
+    'linear': ('HiFi2', False), 'matmul': ('HiFi2', False), 'layer_norm': ('HiFi4', True),
+    'transformer.scaled_dot_product_attention': ('HiFi2', False), 'conv2d': ('HiFi4', False),
+    'conv_transpose2d': ('HiFi4', False), 'clone': ('HiFi4', False),
+}
+_COMPUTE_KEYS = ('compute_kernel_config', 'compute_config')
+# Trace commands per device program (ViT-B 2CQ: ~1.75 MB of region for ~220 programs).
+TRACE_BYTES_PER_PROGRAM = 8 * 1024
+_DRAM_BANKS = 12            # a Wormhole chip's DRAM banks (the trace region is split over them)
+_TRACE_PAGE = 4096          # tt-metal pads a trace to whole pages on every bank
+# A chip's grid with WORKER dispatch on an N300 (two harvested rows and the dispatch row).
+WORKER_DISPATCH_GRID = (8, 7)
 
 
 class DoubleError(RuntimeError):
@@ -426,11 +467,13 @@ class DoubleEvent:
 class DoubleMeshDevice:
     """Stands in for ttnn.MeshDevice: a mesh of Wormhole chips with an 8x8 worker grid."""
 
-    GRID = (8, 8)    # Wormhole N150/N300 compute_with_storage_grid_size (x, y)
+    GRID = (8, 8)    # Wormhole N150/N300 compute_with_storage_grid_size (x, y), ETH dispatch
 
     def __init__(self, double: 'DeviceDouble', mesh_shape, device_ids, *, num_command_queues=1,
-                 trace_region_size=0, l1_small_size=0, parent=None):
+                 trace_region_size=0, l1_small_size=0, parent=None, grid=None):
         self.double = double
+        self.grid = tuple(grid or self.GRID)
+        self.trace_bytes: dict[int, int] = {}      # live trace id -> bytes in the region
         self.mesh_shape = ttnn.MeshShape(*list(mesh_shape))
         self.device_ids = list(device_ids)
         self.num_command_queues = num_command_queues
@@ -463,11 +506,11 @@ class DoubleMeshDevice:
         return ttnn.device.Arch.WORMHOLE_B0
 
     def compute_with_storage_grid_size(self):
-        return ttnn.CoreCoord(*self.GRID)
+        return ttnn.CoreCoord(*self.grid)
 
     @property
     def core_grid(self):
-        return ttnn.CoreGrid(y=self.GRID[1], x=self.GRID[0])
+        return ttnn.CoreGrid(y=self.grid[1], x=self.grid[0])
 
     def num_program_cache_entries(self) -> int:
         return 0
@@ -487,7 +530,7 @@ class DoubleMeshDevice:
             DoubleMeshDevice(self.double, (rows, cols), self.device_ids[i:i + per],
                              num_command_queues=self.num_command_queues,
                              trace_region_size=self.trace_region_size,
-                             l1_small_size=self.l1_small_size, parent=self)
+                             l1_small_size=self.l1_small_size, parent=self, grid=self.grid)
             for i in range(0, len(self.device_ids), per)]
         return list(self.submeshes)
 
@@ -538,6 +581,8 @@ class DeviceDouble:
         self._trace_ids = itertools.count(1)
         self._patches: list[tuple[Any, str, Any]] = []
         self._replaying = False
+        self.compute_calls: list[tuple[str, Any]] = []   # (op, its compute config or None)
+        self.readback_bytes = 0                           # device -> host, all readbacks
 
     # ---- patching -----------------------------------------------------------------------
     def make_op(self, dotted: str) -> Callable:
@@ -548,6 +593,8 @@ class DeviceDouble:
         except RuntimeError:
             golden = _TORCH_REFERENCES.get(dotted)
         signatures = _real_signatures(real)
+        compute_key = next((k for k in _COMPUTE_KEYS
+                            if any(p.name == k for sig in signatures or [] for p in sig)), None)
         accepts_any_kw = golden is not None and any(
             p.kind is inspect.Parameter.VAR_KEYWORD
             for p in inspect.signature(golden).parameters.values())
@@ -561,6 +608,8 @@ class DeviceDouble:
             if golden is None:
                 raise DoubleError(f'ttnn.{dotted} has no golden function and no torch '
                                   'reference in the double')
+            if compute_key is not None and not self._replaying:
+                self.compute_calls.append((dotted, kwargs.get(compute_key)))
             return self._device_op(dotted, golden, accepts_any_kw, args, kwargs)
 
         op.__tt_double__ = dotted
@@ -586,6 +635,7 @@ class DeviceDouble:
                      'release_trace'):
             getattr(ttnn, attr)            # must exist in the real module
             self._patch(ttnn, attr, getattr(self, attr))
+        self._patch(ttnn._ttnn.device, 'GetMemoryView', self.GetMemoryView)
         _ACTIVE.append(self)
 
     def uninstall(self):
@@ -610,9 +660,24 @@ class DeviceDouble:
         if device_id >= self.num_devices:
             raise RuntimeError(f'device {device_id} not found (double has {self.num_devices})')
         dev = DoubleMeshDevice(self, (1, 1), [device_id], num_command_queues=num_command_queues,
-                               trace_region_size=trace_region_size, l1_small_size=l1_small_size)
+                               trace_region_size=trace_region_size, l1_small_size=l1_small_size,
+                               grid=self._grid(dispatch_core_config, 1, num_command_queues))
         self.devices.append(dev)
         return dev
+
+    def _grid(self, dispatch_core_config, chips: int, num_command_queues: int):
+        """Return a chip's grid under this dispatch (an N300 chip's: 8x7 with WORKER dispatch)."""
+        worker = dispatch_core_config is not None and \
+            dispatch_core_config.type == ttnn.DispatchCoreType.WORKER
+        if not worker or self.num_devices < 2:
+            return DoubleMeshDevice.GRID
+        if chips > 1 and num_command_queues > 1:
+            # ttnn 0.81.1 on a mock N300 (tt_metal/impl/dispatch/dispatch_core_manager.cpp).
+            raise RuntimeError('TT_THROW @ tt_metal/impl/dispatch/dispatch_core_manager.cpp:363: '
+                               'tt::exception\ninfo:\nNo more available dispatch cores on '
+                               'device 0 to assign. Expand dispatch cores specified in core '
+                               'descriptor YAML\nbacktrace:\n --- (double)')
+        return WORKER_DISPATCH_GRID
 
     def open_mesh_device(self, mesh_shape=None, l1_small_size=0, trace_region_size=0,
                          num_command_queues=1, dispatch_core_config=None, offset=None,
@@ -626,7 +691,8 @@ class DeviceDouble:
             raise RuntimeError('num_command_queues must be 1 or 2')
         ids = list(physical_device_ids) or list(range(n))
         dev = DoubleMeshDevice(self, shape, ids, num_command_queues=num_command_queues,
-                               trace_region_size=trace_region_size, l1_small_size=l1_small_size)
+                               trace_region_size=trace_region_size, l1_small_size=l1_small_size,
+                               grid=self._grid(dispatch_core_config, n, num_command_queues))
         self.devices.append(dev)
         return dev
 
@@ -808,7 +874,9 @@ class DeviceDouble:
         cq = self._cq(device, qid)
         self._drain(device, cq)
         self._check_alive(tensor, 'from_device')
-        self.log.append(('readback', tuple(device.device_ids), cq))
+        size = host_bytes(tensor.host)
+        self.readback_bytes += size
+        self.log.append(('readback', tuple(device.device_ids), cq, size))
         return tensor.host
 
     def to_torch(self, tensor, dtype=None, *, torch_rank=None, mesh_composer=None, device=None,
@@ -845,11 +913,39 @@ class DeviceDouble:
             raise DoubleError(f'end_trace_capture({trace_id}, cq {cq}) does not match the '
                               f'capture in progress {mesh_device.capturing}')
         mesh_device.capturing = None
+        self._fit_trace(mesh_device, trace_id)
         # A captured program has not run on a card: its outputs hold garbage until executed.
         for *_, outputs in mesh_device.traces[trace_id]:
             for holder in outputs:
                 _poison(holder)
         self.log.append(('end_trace_capture', tuple(mesh_device.device_ids), cq, trace_id))
+
+    def _fit_trace(self, mesh_device, trace_id):
+        """Size the captured trace; raise tt-metal's error when the live traces overflow."""
+        programs = sum(_programs(dotted, kwargs)
+                       for dotted, _, _, _, kwargs, _ in mesh_device.traces[trace_id])
+        whole = _TRACE_PAGE * _DRAM_BANKS
+        size = -(-programs * TRACE_BYTES_PER_PROGRAM // whole) * whole
+        total = sum(mesh_device.trace_bytes.values()) + size
+        if total > mesh_device.trace_region_size:
+            del mesh_device.traces[trace_id]
+            raise RuntimeError(
+                'TT_FATAL @ tt_metal/distributed/mesh_trace.cpp:78: '
+                'mesh_cq.device()->get_trace_buffers_size() <= trace_region_size\ninfo:\n'
+                f'Creating trace buffers of size {total}B on MeshDevice {mesh_device.id()}, '
+                f'but only {mesh_device.trace_region_size}B is allocated for trace region.\n'
+                'backtrace:\n --- (double)')
+        mesh_device.trace_bytes[trace_id] = size
+
+    def GetMemoryView(self, device, buffer_type):  # noqa: N802 (ttnn's name)
+        """Return the TRACE view of a double device: its live traces' estimated bytes."""
+        if buffer_type != ttnn.BufferType.TRACE:
+            raise DoubleError('GetMemoryView: the double models the TRACE region only')
+        used = sum(device.trace_bytes.values())
+        return types.SimpleNamespace(num_banks=_DRAM_BANKS,
+                                     total_bytes_allocated_per_bank=used // _DRAM_BANKS,
+                                     total_bytes_per_bank=device.trace_region_size
+                                     // _DRAM_BANKS)
 
     def execute_trace(self, mesh_device, trace_id, *, cq_id=None, blocking=True):
         cq = self._cq(mesh_device, cq_id)
@@ -877,6 +973,7 @@ class DeviceDouble:
     def release_trace(self, mesh_device, trace_id):
         if mesh_device.traces.pop(trace_id, None) is None:
             raise DoubleError(f'release_trace: unknown trace {trace_id}')
+        mesh_device.trace_bytes.pop(trace_id, None)
         self.log.append(('release_trace', tuple(mesh_device.device_ids), trace_id))
 
     # ---- device ops ---------------------------------------------------------------------
@@ -885,6 +982,7 @@ class DeviceDouble:
         for v in _flat(args, kwargs):
             if isinstance(v, DeviceTensor):
                 self._check_alive(v, f'ttnn.{dotted}')
+        _check_grid(dotted, device, kwargs)
         capturing = device.capturing is not None
         if not capturing:
             self._drain(device, 0)        # ops run on CQ0 after what is queued there
@@ -900,7 +998,7 @@ class DeviceDouble:
     def _shape_result(self, dotted, kwargs, outputs):
         if dotted in ('conv2d', 'conv_transpose2d'):
             out, (oh, ow) = outputs[0], outputs[0]._conv_hw
-            weights = (kwargs['weight_tensor'], kwargs.get('bias_tensor'))
+            weights = (_prepared_weight(kwargs), kwargs.get('bias_tensor'))
             if kwargs.get('return_output_dim') and kwargs.get('return_weights_and_bias'):
                 return out, (oh, ow), weights
             if kwargs.get('return_output_dim'):
@@ -918,6 +1016,7 @@ class DeviceDouble:
         t_args = _walk(list(args), _to_torch_value)
         t_kwargs = {k: _walk(v, _to_torch_value) for k, v in kwargs.items()}
         if dotted in ('conv2d', 'conv_transpose2d'):
+            _check_prepared_weight(dotted, kwargs)
             t_kwargs['weight_tensor'] = _quantize_conv_weight(
                 t_kwargs['weight_tensor'], kwargs.get('conv_config'))
         call_kwargs = t_kwargs if any_kw else {
@@ -946,6 +1045,83 @@ class DeviceDouble:
             args[0].host = out[0].host
             out[0] = args[0]
         return out
+
+
+def resolved_compute(dotted: str, config) -> tuple[str, bool]:
+    """(math fidelity, fp32 accumulation) an op runs with: its config, else ttnn's default."""
+    if config is None:
+        return TTNN_DEFAULT_COMPUTE[dotted]
+    return str(config.math_fidelity).rsplit('.', 1)[-1], bool(config.fp32_dest_acc_en)
+
+
+def host_bytes(t: ttnn.Tensor) -> int:
+    """Bytes a device->host read of `t` carries: whole tiles for TILE, values for rows."""
+    shape = t.padded_shape if t.layout == ttnn.TILE_LAYOUT else t.shape
+    per = {ttnn.bfloat16: 2.0, ttnn.float32: 4.0, ttnn.uint32: 4.0, ttnn.int32: 4.0,
+           ttnn.bfloat8_b: 1088 / 1024, ttnn.uint8: 1.0}.get(t.dtype, 4.0)
+    return int(math.prod(list(shape)) * per)
+
+
+def _programs(dotted: str, kwargs: dict) -> int:
+    """Device programs one call of `dotted` runs (conv2d: halo + conv per DRAM slice)."""
+    if dotted not in ('conv2d', 'conv_transpose2d'):
+        return 1
+    slices = getattr(kwargs.get('slice_config'), 'num_slices', 1) or 1
+    return 2 * max(1, int(slices))
+
+
+def _conv_key(kwargs: dict) -> tuple:
+    """Return what ttnn's prepared conv weights depend on (sharding, blocks, slices, dtype)."""
+    cc, sc = kwargs.get('conv_config'), kwargs.get('slice_config')
+    return (str(getattr(cc, 'shard_layout', None)), getattr(cc, 'act_block_h_override', 0),
+            getattr(cc, 'act_block_w_div', 1), str(getattr(cc, 'weights_dtype', None)),
+            str(getattr(sc, 'slice_type', None)), getattr(sc, 'num_slices', 0))
+
+
+def _prepared_weight(kwargs: dict):
+    """Return the weights ttnn.conv2d hands back: prepared on the device for this config."""
+    w = kwargs['weight_tensor']
+    if isinstance(w, DeviceTensor):
+        return w
+    holder = DeviceTensor(w, kwargs['device'])
+    holder.prepared_for = _conv_key(kwargs)
+    return holder
+
+
+def _check_prepared_weight(dotted: str, kwargs: dict):
+    """Refuse prepared weights a card would silently get wrong (tt-metal #35852)."""
+    w = kwargs['weight_tensor']
+    if not isinstance(w, DeviceTensor):
+        return
+    key = _conv_key(kwargs)
+    if getattr(w, 'prepared_for', key) != key:
+        raise DoubleError(f'ttnn.{dotted}: weights prepared for conv config {w.prepared_for} '
+                          f'passed to a conv with {key}: wrong outputs on a card')
+    dram = 'DRAM' in key[4]
+    if dram and not key[1]:
+        raise DoubleError(f'ttnn.{dotted}: prepared weights with a DRAM slice config and '
+                          'act_block_h_override 0 give ~50% PCC without an error on a card '
+                          '(tt-metal #35852)')
+
+
+def _check_grid(dotted: str, device, kwargs: dict):
+    """Refuse a program config or shard grid larger than the device's grid (as a card)."""
+    gx, gy = device.grid
+    grids = []
+    pc = kwargs.get('program_config')
+    size = getattr(pc, 'compute_with_storage_grid_size', None)
+    if size is not None:
+        grids.append((int(size.x), int(size.y)))
+    for key in ('memory_config',):
+        mem = kwargs.get(key)
+        spec = getattr(mem, 'shard_spec', None) if isinstance(mem, ttnn.MemoryConfig) else None
+        if spec is not None:
+            box = spec.grid.bounding_box()
+            grids.append((box.end.x + 1, box.end.y + 1))
+    for x, y in grids:
+        if x > gx or y > gy:
+            raise DoubleError(f'ttnn.{dotted}: a {x}x{y} core grid on a device whose compute '
+                              f'grid is {gx}x{gy}')
 
 
 def _flat(args, kwargs):

@@ -16,6 +16,8 @@ the program cache, submeshes and two command queues. What cannot exist here is s
 One mock-only false failure is patched in the overlay of ttnn's runtime files: the ProgramSpec
 node-bounds check reads the grid of TENSIX dispatch (8x7 per chip) while the mock opens with
 ETH dispatch (8x8), so the overlay's Wormhole core descriptor says 8x8 for TENSIX dispatch too.
+A second overlay keeps ttnn's own descriptor (`Harness.env(..., widened=False)`): with WORKER
+dispatch the device really opens 8x7 and the check is the real one (no patch at all).
 
 `prepare()` builds all of it once into a folder of its own (a stamp says when it is current);
 `DryRun` runs `dry_run.py` in a subprocess with the mock's environment. Needs binutils for
@@ -75,17 +77,23 @@ class Harness:
     def __init__(self, folder: pathlib.Path):
         self.dir = folder
         self.runtime_root = folder / 'runtime_root'
+        self.plain_root = folder / 'runtime_root_plain'     # ttnn's own core descriptors
         self.shim = folder / 'libtt_mock_replay_shim.so'
         self.kernel_cache = folder / 'kernel_cache'
         self.weights_cache = folder / 'weights_cache'
 
-    def env(self, device: str, base: dict | None = None) -> dict:
-        """Return the environment of a process that opens `device` as a mock."""
+    def env(self, device: str, base: dict | None = None, *, widened: bool = True) -> dict:
+        """
+        Return the environment of a process that opens `device` as a mock.
+
+        widened=False runs ttnn's unpatched core descriptors (for WORKER dispatch runs).
+        """
         if device not in CLUSTERS:
             raise ValueError(f'no mock cluster for {device!r}; one of {sorted(CLUSTERS)}')
         env = dict(os.environ if base is None else base)
+        root = self.runtime_root if widened else self.plain_root
         env.update(TT_METAL_MOCK_CLUSTER_DESC_PATH=str(CLUSTERS[device]),
-                   TT_METAL_RUNTIME_ROOT=f'{self.runtime_root}/',
+                   TT_METAL_RUNTIME_ROOT=f'{root}/',
                    TT_METAL_CACHE=f'{self.kernel_cache}/',
                    DPT_ROS_CACHE=str(self.weights_cache),
                    LD_PRELOAD=str(self.shim), PYTHONPATH=str(ROOT))
@@ -102,11 +110,11 @@ def _stamp(pkg: pathlib.Path) -> str:
     return h.hexdigest()
 
 
-def _overlay(pkg: pathlib.Path, root: pathlib.Path) -> None:
+def _overlay(pkg: pathlib.Path, root: pathlib.Path, widen: bool = True) -> None:
     """
     Build `root` as ttnn's package folder in symlinks.
 
-    Two parts are its own instead: runtime/sfpi and one widened core descriptor.
+    Two parts are its own instead: runtime/sfpi and (with `widen`) one widened core descriptor.
     """
     shutil.rmtree(root, ignore_errors=True)
     descriptors = root / 'tt_metal' / 'core_descriptors'
@@ -125,9 +133,9 @@ def _overlay(pkg: pathlib.Path, root: pathlib.Path) -> None:
     for entry in (pkg / 'tt_metal' / 'core_descriptors').iterdir():
         if entry.name != _CORE_DESCRIPTOR:
             (descriptors / entry.name).symlink_to(entry)
-    (descriptors / _CORE_DESCRIPTOR).write_text(
-        widen_tensix_dispatch_grid((pkg / 'tt_metal' / 'core_descriptors' /
-                                    _CORE_DESCRIPTOR).read_text()))
+    text = (pkg / 'tt_metal' / 'core_descriptors' / _CORE_DESCRIPTOR).read_text()
+    (descriptors / _CORE_DESCRIPTOR).write_text(widen_tensix_dispatch_grid(text) if widen
+                                                else text)
 
 
 def widen_tensix_dispatch_grid(text: str) -> str:
@@ -170,14 +178,15 @@ def prepare(folder: pathlib.Path | None = None) -> Harness:
         return harness
     harness.dir.mkdir(parents=True, exist_ok=True)
     _overlay(pkg, harness.runtime_root)
+    _overlay(pkg, harness.plain_root, widen=False)
     template = harness.dir / 'template_kernel.o'
     _run(['riscv64-unknown-elf-as', '-march=rv32im', '-mabi=ilp32',
           str(HERE / 'template_kernel.S'), '-o', str(template)])
     linker = shutil.which('riscv64-unknown-elf-ld')
+    compiler = harness.runtime_root / 'runtime' / 'sfpi' / 'compiler' / 'bin' / 'riscv-tt-elf-g++'
     _run(['cc', '-O2', '-std=c11', f'-DTEMPLATE_OBJ="{template}"', f'-DLINKER="{linker}"',
-          str(HERE / 'kernel_cc_stand_in.c'), '-o',
-          str(harness.runtime_root / 'runtime' / 'sfpi' / 'compiler' / 'bin' /
-              'riscv-tt-elf-g++')])
+          str(HERE / 'kernel_cc_stand_in.c'), '-o', str(compiler)])
+    shutil.copy2(compiler, harness.plain_root / 'runtime' / 'sfpi' / 'compiler' / 'bin')
     _run(['g++', '-O2', '-shared', '-fPIC', '-fno-delete-null-pointer-checks',
           str(HERE / 'replay_shim.cpp'), '-o', str(harness.shim), '-ldl'])
     harness.kernel_cache.mkdir(exist_ok=True)
@@ -187,11 +196,12 @@ def prepare(folder: pathlib.Path | None = None) -> Harness:
 
 
 def dry_run(harness: Harness, out_json: pathlib.Path, *, device: str, args: list[str],
-            timeout: float = 600.0) -> tuple[dict, str]:
+            timeout: float = 600.0, widened: bool = True) -> tuple[dict, str]:
     """Run dry_run.py on a mock `device` in a subprocess -> (its JSON report, its log tail)."""
     cmd = [sys.executable, str(HERE / 'dry_run.py'), '--device', device, '--out', str(out_json),
            *args]
-    proc = subprocess.run(cmd, env=harness.env(device), capture_output=True, text=True,
+    proc = subprocess.run(cmd, env=harness.env(device, widened=widened), capture_output=True,
+                          text=True,
                           timeout=timeout, cwd=str(ROOT))
     tail = (proc.stdout + proc.stderr)[-6000:]
     if not out_json.exists():

@@ -59,7 +59,7 @@ class OpCounter:
         self.chip_calls = collections.defaultdict(collections.Counter)
         self.chip_fails = collections.defaultdict(collections.Counter)
         self.messages = collections.Counter()
-        self.fidelities = collections.defaultdict(collections.deque)  # during graph capture
+        self.settings = collections.defaultdict(collections.deque)  # during graph capture
         for name in _COUNTED:
             self._wrap(ttnn, name, 'ttnn.')
         for name in _COUNTED_TRANSFORMER:
@@ -72,10 +72,7 @@ class OpCounter:
         def counted(*args, **kwargs):
             self.calls[key] += 1
             if self.ttnn.graph.is_graph_capture_active():
-                config = kwargs.get('compute_kernel_config') or kwargs.get('compute_config')
-                fidelity = getattr(config, 'math_fidelity', None)
-                self.fidelities[key].append(None if fidelity is None else
-                                            str(fidelity).split('.')[-1])
+                self.settings[key].append(call_settings(key, kwargs))
             chip = _chips_of(args, kwargs)
             if chip is not None:
                 self.chip_calls[chip][key] += 1
@@ -88,6 +85,55 @@ class OpCounter:
                 self.messages[f'{key}: {summarize(exc)}'] += 1
                 raise
         setattr(module, name, counted)
+
+
+def _enum_name(value) -> str | None:
+    return None if value is None else str(value).split('.')[-1].split('::')[-1]
+
+
+def _activation(act) -> str | None:
+    """Name a fused activation: 'gelu' (accurate), 'gelu_approx', 'relu', ... or None."""
+    if act is None or isinstance(act, str):
+        return act
+    kind = (_enum_name(getattr(act, 'op_type', None)) or '').lower()
+    params = list(getattr(act, 'params', None) or [])
+    # ttnn's GELU parameter: 0 selects the accurate kernel, non-zero the fast approximation.
+    return f'{kind}_approx' if kind == 'gelu' and params and params[0] else kind
+
+
+def call_settings(key: str, kwargs: dict) -> dict:
+    """
+    Return what the estimator needs from one op call: its compute and program config.
+
+    Math fidelity, fp32 accumulation and approximate mode of the compute kernel config, the
+    program config's grid, SDPA chunk sizes and exp mode, and the fused / applied activation.
+    """
+    out: dict = {}
+    config = kwargs.get('compute_kernel_config') or kwargs.get('compute_config')
+    if config is not None:
+        out.update(fidelity=_enum_name(getattr(config, 'math_fidelity', None)),
+                   fp32_acc=bool(getattr(config, 'fp32_dest_acc_en', False)),
+                   approx=bool(getattr(config, 'math_approx_mode', False)))
+    program = kwargs.get('program_config')
+    grid = getattr(program, 'compute_with_storage_grid_size', None)
+    if grid is not None:
+        out['grid'] = [int(grid.x), int(grid.y)] if hasattr(grid, 'x') else list(grid)
+    for attr, name in (('q_chunk_size', 'q_chunk'), ('k_chunk_size', 'k_chunk'),
+                       ('exp_approx_mode', 'exp_approx')):
+        if getattr(program, attr, None) is not None:
+            out[name] = getattr(program, attr)
+    if getattr(program, 'matmul_math_fidelity', None) is not None:     # SDPA's own override
+        out['matmul_fidelity'] = _enum_name(program.matmul_math_fidelity)
+    act = kwargs.get('activation') or getattr(program, 'fused_activation', None) or \
+        getattr(kwargs.get('conv_config'), 'activation', None)
+    if key == 'ttnn.gelu':
+        variant = _enum_name(kwargs.get('variant')) or 'Accurate'
+        act = 'gelu' if variant == 'Accurate' else f'gelu_{variant.lower()}'
+    elif key == 'ttnn.relu':
+        act = 'relu'
+    if act is not None:
+        out['activation'] = _activation(act)
+    return out
 
 
 def _chips_of(args, kwargs) -> str | None:
@@ -160,10 +206,11 @@ def captured_ops(ttnn, chip, report: dict, counter: OpCounter):
         for name in STAGES:
             setattr(TtDPT, name, real[name])
         io = list(getattr(ttnn.graph, '_python_io_data', []))
-        for record in io:     # each counted call's fidelity, in call order
-            queue = counter.fidelities.get(record.get('name'))
+        for record in io:     # each counted call's settings, in call order
+            queue = counter.settings.get(record.get('name'))
             if queue:
-                record['fidelity'] = queue.popleft()
+                record['settings'] = queue.popleft()
+                record['fidelity'] = record['settings'].get('fidelity')
         report['ops'] = oplist.device_ops(graph, io)
         if os.environ.get('DPT_DRY_RUN_RAW_GRAPH'):     # for working on oplist.py
             with open(os.environ['DPT_DRY_RUN_RAW_GRAPH'], 'w') as f:
@@ -215,7 +262,8 @@ def run_mode(args, loaded, mode: str, ttnn, report: dict) -> dict:
     # A mock reads back zeros: the self-check would (rightly) refuse it; test_tt_selfcheck
     # runs it on the mock on purpose.
     opts = BackendOptions(weights=args.weights, image_size=args.size, device=args.device,
-                          dp=args.dp, execution_mode=mode, strict=args.strict, selfcheck=False)
+                          dp=args.dp, execution_mode=mode, strict=args.strict, selfcheck=False,
+                          dispatch_core=args.dispatch)
     result = {'ok': False}
     t0 = time.perf_counter()
     try:
@@ -234,7 +282,10 @@ def run_mode(args, loaded, mode: str, ttnn, report: dict) -> dict:
             if not np.all(np.isfinite(out)):
                 raise AssertionError('non-finite output from the mock')
         grid = backend._models[0].tt.cfg.grid
+        extra = backend.info.extra
         result.update(frames=len(shapes) * args.dp, grid=list(grid),
+                      dispatch_core=extra['dispatch_core'], chip_grids=extra['chip_grids'],
+                      trace_bytes=extra['trace_bytes'],
                       output_shapes=sorted(map(str, shapes)),
                       fallback_counts=backend.fallback_counts(),
                       fallback_reasons=backend.info.extra.get('fallback_reasons', {}),
@@ -263,6 +314,7 @@ def main(argv=None) -> int:
     p.add_argument('--frames', type=int, default=2)
     p.add_argument('--strict', action='store_true')
     p.add_argument('--force-defaults', action='store_true')
+    p.add_argument('--dispatch', default='auto', help='dispatch_core: auto | eth | worker')
     p.add_argument('--graph', action='store_true')
     p.add_argument('--backbone-only', action='store_true',
                    help='capture embeddings + encoder only (with --batch, --config vit-b)')

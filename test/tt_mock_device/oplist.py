@@ -2,7 +2,9 @@
 The op list and per-op L1 use of a ttnn graph capture (ttnn.graph.end_graph_capture()).
 
 A capture is a list of nodes (node_type, params, connections). Per device operation (a
-function_start with a program factory) this collects: its name and program factory, the cores
+function_start with a program factory) this collects: its name and program factory, the
+compute kernel config it resolved (math fidelity, fp32 accumulation: ttnn's default where the
+caller gave none), the cores
 its program runs on, its input/output tensors (shape, dtype, layout, memory), its circular
 buffers, and the L1 buffers alive while it runs. L1 fit is what the card's allocator checks:
 circular buffers grow up from the bottom of L1, buffers down from the top, so an op's headroom
@@ -38,6 +40,19 @@ def _tensor(params: dict) -> dict:
                       f'{layout.group(1) if layout else "?"}'}
 
 
+_COMPUTE = re.compile(r'ComputeKernelConfig\(math_fidelity=(\w+),math_approx_mode=\w+,'
+                      r'fp32_dest_acc_en=(\w+)')
+
+
+def _compute(arguments) -> dict | None:
+    """Return the compute config a device op resolved (its recorded attributes), or None."""
+    for arg in arguments or ():
+        m = _COMPUTE.search(str(arg))
+        if m:
+            return {'fidelity': m.group(1), 'fp32_dest_acc': _true(m.group(2))}
+    return None
+
+
 def _cores(ranges: str) -> int:
     """Count the cores in a worker_core_ranges JSON list or a '{[0-0 - 7-7]}' range set."""
     try:
@@ -55,7 +70,8 @@ def device_ops(graph: list[dict], python_io: list[dict] | None = None) -> list[d
 
     `python_io` (ttnn.graph._python_io_data after the capture, in call order) names the
     Python-level call each device op belongs to ('python_index': its place in that list); a
-    record's 'fidelity', where the caller added one, is that call's math fidelity.
+    record's 'fidelity' and 'settings', where the caller added them, are that call's math
+    fidelity and compute / program settings (dry_run.call_settings).
     """
     walker = _Walker(graph, python_io or [])
     for node in graph:
@@ -109,7 +125,8 @@ class _Walker:
         # Python records exist only for Python-level calls: match the next one by name.
         for i in range(self.next_call, min(self.next_call + 8, len(self.calls))):
             if self.calls[i].get('name') == name:
-                self.top.update(fidelity=self.calls[i].get('fidelity'), python_index=i)
+                self.top.update(fidelity=self.calls[i].get('fidelity'), python_index=i,
+                                settings=self.calls[i].get('settings') or {})
                 self.next_call = i + 1
                 break
 
@@ -132,7 +149,10 @@ class _Walker:
             'name': p.get('name'), 'call': self.top.get('call'),
             'call_index': self.top.get('call_index'),
             'python_index': self.top.get('python_index'), 'fidelity': self.top.get('fidelity'),
+            'settings': self.top.get('settings', {}),
             'program': p.get('program_factory_type', ''),
+            # what the op runs with: the caller's compute config, or ttnn's default for it
+            'compute': _compute(node.get('arguments')),
             'cache_hit': _true(p.get('program_cache_hit')),
             'inputs': self._tensors(self.readers.get(node['counter'], [])),
             'cbs': [], 'cores': 0, 'outputs': [],

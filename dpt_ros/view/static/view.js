@@ -75,7 +75,10 @@ function onText(text) {
 }
 
 function connect() {
-  const ws = new WebSocket(`ws://${location.host}/ws`);
+  // The token cookie is set with the page; the query works where cookies are blocked too.
+  const token = new URLSearchParams(location.search).get('token');
+  const query = token ? `?token=${encodeURIComponent(token)}` : '';
+  const ws = new WebSocket(`ws://${location.host}/ws${query}`);
   ws.binaryType = 'arraybuffer';
   const conn = document.getElementById('conn');
   ws.onopen = () => { view.connected = true; conn.textContent = 'live'; };

@@ -1,21 +1,20 @@
 """
 The depth pipeline: RGB frame -> preprocess -> backend.infer -> resize -> colourise.
 
-One `DepthPipeline` wraps one backend and is shared by the runner, the node and the evaluation
-tools, so every consumer gets the same numbers and the same stage timings. Decoding ROS
-messages happens before this (image_codec); publishing after it. No rclpy here.
+One `DepthPipeline` calls the backend a `BackendSupervisor` holds and is shared by the runner,
+the node and the evaluation tools, so every consumer gets the same numbers and the same stage
+timings. Decoding ROS messages happens before this (image_codec); metric depth and publishing
+after it. No rclpy here.
 
 For throughput with batches or data-parallel backends the three steps are exposed separately:
 `prepare` (per frame, any thread), `infer` (one call per batch), `finish` (per frame).
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 import logging
 import threading
 import time
-from typing import Callable
 
 from dpt_ros import vocabulary
 from dpt_ros.errors import BackendError
@@ -23,10 +22,10 @@ from dpt_ros.inference import colorize as colorize_mod
 from dpt_ros.inference.postprocess import resize_depth
 from dpt_ros.inference.preprocess import (check_rgb, normalize, preprocess, resize_pixels,
                                           warm_up as warm_up_resize)
-from dpt_ros.perf.stats import PerfStats
+from dpt_ros.serving.supervisor import BackendSupervisor
 import numpy as np
 
-log = logging.getLogger('dpt_ros.inference.pipeline')
+log = logging.getLogger('dpt_ros.serving.pipeline')
 
 
 @dataclass
@@ -38,39 +37,33 @@ class DepthResult:
     color: (H, W, 3) uint8 BGR false colour, or None when not asked for.
     raw:   (S, S) float32 model output (`predicted_depth`).
     timings_ms: stage name (perf.STAGES) -> milliseconds spent on this frame.
-    metric: (H, W) float32 metres (NaN = invalid), or None when not asked for or not ready.
     """
 
     depth: np.ndarray
     color: np.ndarray | None
     raw: np.ndarray
     timings_ms: dict = field(default_factory=dict)
-    metric: np.ndarray | None = None
 
 
 class DepthPipeline:
     """
-    Preprocess, infer, postprocess and colourise frames with one backend.
+    Preprocess, infer, postprocess and colourise frames with the backend `supervisor` holds.
 
-    `backend` is a DepthBackend, or the `StartedBackend` returned by `create_backend`; with
-    the latter a fallback that happened at start-up is counted in `backend_fallback_count`
-    (reason attached) so every report shows it.
+    Every call goes through the supervisor (which counts the calls in flight and may swap the
+    backend at runtime); stage timings go to its `perf`, where it also counts the fallbacks.
     """
 
-    def __init__(self, backend, colormap: str = colorize_mod.DEFAULT_COLORMAP,
-                 norm: str = 'percentile', norm_low: float = 2.0, norm_high: float = 98.0,
-                 perf: PerfStats | None = None, resize_method: str = 'cv2'):
-        self.perf = perf if perf is not None else PerfStats()
+    def __init__(self, supervisor: BackendSupervisor,
+                 colormap: str = colorize_mod.DEFAULT_COLORMAP, norm: str = 'percentile',
+                 norm_low: float = 2.0, norm_high: float = 98.0, resize_method: str = 'cv2'):
+        if not isinstance(supervisor, BackendSupervisor):
+            raise TypeError('DepthPipeline takes a serving.supervisor.BackendSupervisor, not '
+                            f'{type(supervisor).__name__}')
+        self.supervisor = supervisor
+        self.perf = supervisor.perf
         # cv2 bicubic equals transformers' torch resize to float rounding (tested) and is
         # about 10x faster at 640x480: it is on the per-frame path of the node.
         self.resize_method = resize_method
-        # Where each call's backend comes from: a serving.supervisor.BackendSupervisor (it
-        # may swap the backend at runtime), or a fixed backend.
-        self._source = backend if hasattr(backend, 'using') else _Fixed(backend)
-        started = self._source.started
-        if started.fallback_reason:
-            self.perf.count('backend_fallback_count', 1, reason=started.fallback_reason)
-        self.requested_backend = started.requested
         self.image_size = int(self.backend.info.image_size)
         if self.input_format not in vocabulary.INPUT_FORMATS:
             known = ', '.join(vocabulary.INPUT_FORMATS)
@@ -81,26 +74,8 @@ class DepthPipeline:
 
     @property
     def backend(self):
-        """Return the backend the next call goes to."""
-        return self._source.backend
-
-    @backend.setter
-    def backend(self, backend) -> None:
-        """Swap a fixed one (a supervisor, if any, owns its backend: refused)."""
-        if not isinstance(self._source, _Fixed):
-            raise AttributeError('the backend supervisor owns the backend')
-        started = self._source.started
-        self._source = _Fixed(_Started(backend, started.requested, started.fallback_reason))
-
-    @property
-    def fallback_reason(self) -> str | None:
-        """Why the running backend is not the one asked for (start-up or runtime), or None."""
-        return self._source.started.fallback_reason
-
-    @property
-    def fell_back(self) -> bool:
-        """Return True when the running backend is a fallback for the one asked for."""
-        return self.fallback_reason is not None
+        """Return the backend the next call goes to (the supervisor's)."""
+        return self.supervisor.backend
 
     def set_colorization(self, colormap: str, norm: str, low: float, high: float) -> None:
         """Change the colour mapping (validated; ValueError names the valid choices)."""
@@ -121,7 +96,7 @@ class DepthPipeline:
         The resized uint8 pixels when it normalises them itself, else the processor's float32
         tensor.
         """
-        return _input_format(self.backend)
+        return self.backend.info.input_format
 
     def model_input(self, rgb: np.ndarray) -> np.ndarray:
         """
@@ -147,10 +122,10 @@ class DepthPipeline:
         batch = np.asarray(batch)
         if batch.ndim == 3:
             batch = batch[None]
-        with self._source.using() as backend:
+        with self.supervisor.using() as backend:
             if batch.dtype != np.uint8:
                 batch = batch.astype(np.float32, copy=False)
-            elif _input_format(backend) != 'pixels':
+            elif backend.info.input_format != 'pixels':
                 # Prepared for a backend that took pixels, which a runtime fallback has
                 # replaced since: normalise here rather than fail the frames in flight.
                 batch = normalize(batch)
@@ -158,9 +133,8 @@ class DepthPipeline:
             out = backend.infer(batch)
             ms = (time.perf_counter() - t0) * 1e3
         self.perf.add_stage('inference', ms)
-        dev_ms = backend.info.extra.get('trace_wall_ms')
-        if dev_ms is not None:
-            self.perf.add_device_ms(float(dev_ms))
+        if backend.info.device_ms is not None:
+            self.perf.add_device_ms(float(backend.info.device_ms))
         out = np.asarray(out, dtype=np.float32)
         if out.shape != (batch.shape[0], self.image_size, self.image_size):
             raise BackendError(f'backend {backend.info.name} returned shape {out.shape} '
@@ -180,15 +154,12 @@ class DepthPipeline:
 
     def finish(self, raw: np.ndarray, out_hw, want_color: bool = True,
                depth_out: np.ndarray | None = None,
-               color_out: np.ndarray | None = None,
-               metric: Callable[[np.ndarray], np.ndarray | None] | None = None) -> DepthResult:
+               color_out: np.ndarray | None = None) -> DepthResult:
         """
-        (S, S) raw output -> DepthResult at out_hw (and colour, metric depth when asked).
+        (S, S) raw output -> DepthResult at out_hw (and colour when asked).
 
         depth_out / color_out: arrays to write the depth / colour into (the node passes its
         messages' buffers, see image_codec.OutputImage); new arrays when None.
-        metric: relative depth -> metres or None (not ready), e.g. depth.metric.MetricDepth's
-        to_metric or the node's per-camera one that first fits a reference.
         """
         timings = {}
         t0 = time.perf_counter()
@@ -202,9 +173,7 @@ class DepthPipeline:
             color = colorize_mod.colorize(depth, cmap, norm, low, high, out=color_out)
             timings['colorize'] = (time.perf_counter() - t0) * 1e3
             self.perf.add_stage('colorize', timings['colorize'])
-        metric_m = metric(depth) if metric is not None else None
-        return DepthResult(depth=depth, color=color, raw=np.asarray(raw), timings_ms=timings,
-                           metric=metric_m)
+        return DepthResult(depth=depth, color=color, raw=np.asarray(raw), timings_ms=timings)
 
     def process(self, rgb: np.ndarray, want_color: bool = True) -> DepthResult:
         """One RGB frame -> DepthResult (timings include preprocess and inference)."""
@@ -252,37 +221,5 @@ class DepthPipeline:
         return time.monotonic() - t0, error
 
     def close(self) -> None:
-        """Close the backend (releases device / memory)."""
-        self._source.close()
-
-
-def _input_format(backend) -> str:
-    return getattr(backend.info, 'input_format', 'normalized')
-
-
-class _Fixed:
-    """A backend that never changes, seen through the supervisor's interface."""
-
-    def __init__(self, backend):
-        if hasattr(backend, 'backend') and hasattr(backend, 'requested'):   # StartedBackend
-            self.started = backend
-        else:
-            self.started = _Started(backend)
-
-    @property
-    def backend(self):
-        return self.started.backend
-
-    @contextlib.contextmanager
-    def using(self):
-        yield self.started.backend
-
-    def close(self) -> None:
-        self.started.backend.close()
-
-
-@dataclass
-class _Started:
-    backend: object
-    requested: str | None = None
-    fallback_reason: str | None = None
+        """Close the backend (releases device / memory), through the supervisor."""
+        self.supervisor.close()

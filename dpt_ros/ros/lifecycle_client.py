@@ -1,0 +1,79 @@
+"""
+A lifecycle manager's view of one node: its state and its transitions, over ROS services.
+
+`LifecycleClient` asks <node>/get_state and calls <node>/change_state from an rclpy context of
+its own (the caller's global context stays untouched), as `ros2 lifecycle get/set` does.
+Readiness of a node process (node_process.py) and the start-path benchmark use it.
+"""
+from __future__ import annotations
+
+import time
+
+LABELS = {'configure': 1, 'cleanup': 2, 'activate': 3, 'deactivate': 4}
+
+
+class LifecycleClient:
+    """Client of <node_fqn>/get_state and /change_state in a private context."""
+
+    def __init__(self, node_fqn: str, domain_id: int | None = None,
+                 name: str = '_dpt_lifecycle_client'):
+        import rclpy
+        from rclpy.context import Context
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.signals import SignalHandlerOptions
+        from lifecycle_msgs.srv import ChangeState, GetState
+        self._rclpy = rclpy
+        self.context = Context()
+        rclpy.init(context=self.context, domain_id=domain_id,
+                   signal_handler_options=SignalHandlerOptions.NO)
+        # A leading underscore keeps this helper out of `ros2 node list`.
+        self.node = rclpy.create_node(name, context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self._get = self.node.create_client(GetState, f'{node_fqn}/get_state')
+        self._change = self.node.create_client(ChangeState, f'{node_fqn}/change_state')
+
+    def _spin_until(self, cond, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not cond():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self.executor.spin_once(timeout_sec=min(left, 0.05))
+        return True
+
+    def _call(self, client, request, timeout: float):
+        deadline = time.monotonic() + timeout
+        if not self._spin_until(client.service_is_ready, timeout):
+            return None
+        future = client.call_async(request)
+        if not self._spin_until(future.done, max(0.0, deadline - time.monotonic())):
+            client.remove_pending_request(future)
+            return None
+        return future.result()
+
+    def state(self, timeout: float = 5.0) -> str | None:
+        """Return the node's state label ('unconfigured', 'active', ...), None if no answer."""
+        from lifecycle_msgs.srv import GetState
+        reply = self._call(self._get, GetState.Request(), timeout)
+        return reply.current_state.label if reply is not None else None
+
+    def transition(self, label: str, timeout: float = 60.0) -> bool:
+        """Trigger 'configure', 'activate', 'deactivate' or 'cleanup'; True on success."""
+        from lifecycle_msgs.msg import Transition
+        from lifecycle_msgs.srv import ChangeState
+        request = ChangeState.Request(transition=Transition(id=LABELS[label]))
+        reply = self._call(self._change, request, timeout)
+        return bool(reply is not None and reply.success)
+
+    def close(self) -> None:
+        """Destroy the client node and shut its context down."""
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self._rclpy.try_shutdown(context=self.context)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
