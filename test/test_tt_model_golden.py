@@ -251,10 +251,10 @@ def test_program_config_fallback_is_counted_or_raises_in_strict(tiny, tiny_prepa
 def test_host_fallback_is_counted_or_raises_in_strict(tiny, tiny_prepared, device, tiny_ref,
                                                       monkeypatch):
     cfg, prepared = tiny_prepared
-    # The x2 interpolation matmuls: in0 (the constant matrix) 2 or 4 times as tall as wide.
-    _fail_when(monkeypatch, 'matmul', lambda a, k: a[0].shape[-2] in (2 * a[0].shape[-1],
-                                                                       4 * a[0].shape[-1]),
-               'matmul kernel failed (injected)')
+
+    def interpolation(a, k):    # the x2 upsample's matmuls: in0 2 or 4 times as tall as wide
+        return a[0].shape[-2] in (2 * a[0].shape[-1], 4 * a[0].shape[-1])
+    _fail_when(monkeypatch, 'matmul', interpolation, 'matmul kernel failed (injected)')
     strict = TtDPT(prepared.params, tiny.config, device, cfg, FallbackCounter(strict=True))
     with pytest.raises(FallbackError, match='upsample_host_fallback_count'):
         run_model(strict, tiny_ref['x'], device)

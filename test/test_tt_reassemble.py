@@ -50,7 +50,7 @@ def tiny():
 
 
 def _reference(model, x):
-    """HF's reassemble layer outputs (before the neck convs) for pixel values x."""
+    """Return HF's reassemble layer outputs (before the neck convs) for pixel values x."""
     with torch.no_grad():
         out = model(pixel_values=x, output_hidden_states=True)
         hidden = [out.hidden_states[1:][i] for i in model.config.backbone_out_indices]
