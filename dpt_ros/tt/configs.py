@@ -11,8 +11,9 @@ Layout decisions (why):
   the rows of the encoder grid (577 -> 640 at 384: 20 tiles over 5 rows of an 8x5 grid). Padded
   keys are masked in attention so results are exact.
 * Encoder activations are block sharded in L1 over that grid; QKV / out-proj / FF1 (+GELU
-  fused) / FF2 use 2D multicast matmuls whose per-core blocks equal the shards; LayerNorm is
-  the sharded variant on the same grid.
+  fused) / FF2 use 2D multicast matmuls whose per-core blocks equal the shards (QKV writes
+  and the out-projection reads interleaved L1: the head split / concat want it, and no
+  reshard program is spent either side); LayerNorm is the sharded variant on the same grid.
 * Attention is ttnn's flash SDPA (non-causal, additive key mask) on the full grid: a
   [heads, T, T] score tensor would not fit L1 at 512 (T=1152).
 * Convolutions take an explicit path, never ttnn's choice at call time (which depends on the
