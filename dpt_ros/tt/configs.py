@@ -11,8 +11,9 @@ Layout decisions (why):
   the rows of the encoder grid (577 -> 640 at 384: 20 tiles over 5 rows of an 8x5 grid). Padded
   keys are masked in attention so results are exact.
 * Encoder activations are block sharded in L1 over that grid; QKV / out-proj / FF1 (+GELU
-  fused) / FF2 use 2D multicast matmuls whose per-core blocks equal the shards; LayerNorm is
-  the sharded variant on the same grid.
+  fused) / FF2 use 2D multicast matmuls whose per-core blocks equal the shards (QKV writes
+  and the out-projection reads interleaved L1: the head split / concat want it, and no
+  reshard program is spent either side); LayerNorm is the sharded variant on the same grid.
 * Attention is ttnn's flash SDPA (non-causal, additive key mask) on the full grid: a
   [heads, T, T] score tensor would not fit L1 at 512 (T=1152).
 * Convolutions take an explicit path, never ttnn's choice at call time (which depends on the
@@ -233,6 +234,8 @@ def build_configs(hf_config, device: str = 'wormhole_n300', image_size: int | No
     cfg.compute.update(compute_configs(math_fidelity))
     _plan_encoder(cfg, x, y)
     _plan_attention(cfg)
+    _plan_reassemble(cfg)
+    _plan_fusion(cfg)
     # Convolutions of the neck / fusion / head: (name, in_ch, out_ch, in_hw, kernel, act).
     for name, cin, cout, hw, relu in conv_plan(dims):
         _plan_conv(cfg, name, cin, cout, batch * hw * hw, relu)
@@ -329,6 +332,55 @@ def _plan_attention(cfg: TtConfigs) -> None:
         compute_with_storage_grid_size=(gx, gy_max), q_chunk_size=chunk, k_chunk_size=chunk,
         exp_approx_mode=False)
     cfg.attention_grid = (gx, gy_max)
+
+
+def _plan_reassemble(cfg: TtConfigs) -> None:
+    """
+    Plan the readout's token matmul (GELU fused) and the depth-to-space matmuls' compute.
+
+    Readout (per-chip batch 1): GELU(tokens @ Wt + c), c = CLS @ Wc + b computed per frame
+    and passed as the matmul's row bias: one program. A 2D multicast over the chip grid with
+    interleaved (DRAM) operands; rows of cores as many as the token tiles need.
+    Depth-to-space multiplies by a 0/1 permutation matrix (in0, the srcB operand) at
+    `math_fidelity` but never below HiFi2: the map (in1, srcA) then enters the FPU untruncated
+    and the permutation is exact (LoFi would cut the map's mantissa).
+    """
+    import ttnn
+    gx, gy = cfg.grid
+    m_t = cfg.batch * math.ceil(cfg.dims.patches / TILE)
+    k_t = n_t = cfg.dims.hidden // TILE          # (D, D) token weights
+    per_core_m = math.ceil(m_t / gy)
+    x = _largest_divisor(n_t, gx)
+    cfg.program['readout'] = ttnn.MatmulMultiCoreReuseMultiCastProgramConfig(
+        compute_with_storage_grid_size=(x, math.ceil(m_t / per_core_m)),
+        in0_block_w=_largest_divisor(k_t, 8), out_subblock_h=1,
+        out_subblock_w=subblock_w(n_t // x), per_core_M=per_core_m, per_core_N=n_t // x,
+        transpose_mcast=False, fused_activation=cfg.activation['gelu'])
+    fidelity = max(cfg.math_fidelity_name, 'HiFi2', key=MATH_FIDELITIES.index)
+    cfg.compute['permute'] = ttnn.WormholeComputeKernelConfig(
+        math_fidelity=getattr(ttnn.MathFidelity, fidelity), math_approx_mode=False,
+        fp32_dest_acc_en=False, packer_l1_acc=True)
+
+
+def _plan_fusion(cfg: TtConfigs) -> None:
+    """
+    Plan each fusion layer's 1x1 projection: a 1D multicast matmul, bias fused.
+
+    Rows (pixels) split over the whole grid, all output channels per core, the (C, C) weights
+    multicast; small in0 blocks keep the circular buffers small at 512 px (128 x 128 maps).
+    """
+    import ttnn
+    dims = cfg.dims
+    gx, gy = cfg.grid
+    c_t = dims.fusion // TILE
+    sides = [int(dims.grid * f) if f >= 1 else dims.grid // int(1 / f) for f in dims.factors]
+    for layer, side in enumerate(reversed(sides)):     # coarsest map first (conv_plan)
+        m_t = math.ceil(cfg.batch * side * side / TILE)
+        cfg.program[f'fusion.{layer}.proj'] = ttnn.MatmulMultiCoreReuseMultiCast1DProgramConfig(
+            compute_with_storage_grid_size=(gx, gy), in0_block_w=_largest_divisor(c_t, 2),
+            out_subblock_h=1, out_subblock_w=subblock_w(c_t),
+            per_core_M=math.ceil(m_t / (gx * gy)), per_core_N=c_t, fuse_batch=True,
+            fused_activation=None, mcast_in0=False)
 
 
 def _plan_conv(cfg: TtConfigs, name: str, cin: int, cout: int, pixels: int, relu: bool) -> None:

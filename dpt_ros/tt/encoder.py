@@ -3,7 +3,8 @@ DPT ViT-L encoder on device: 24 pre-LN transformer blocks over padded tokens.
 
 HF: DPTViTLayer = x + attn(LN1(x)); x + FF2(GELU(FF1(LN2(x)))). Tokens stay block sharded in
 L1 on the encoder grid for the whole stack (sharded LayerNorm, 2D multicast matmuls with the
-GELU fused into FF1, sharded residual adds). Attention: fused QKV linear -> split heads ->
+GELU fused into FF1, sharded residual adds); only the attention's inside (QKV output to
+out-projection input) is interleaved L1. Attention: fused QKV linear -> split heads ->
 flash SDPA (non-causal, additive mask hiding the padded keys, so results are exact) ->
 concatenate heads -> out projection. The hidden states after the layers named by
 `backbone_out_indices` are copied to DRAM as taps for the reassemble stage (HF takes
@@ -56,7 +57,9 @@ class TtEncoder:
         import ttnn
         cfg = self.cfg
         dims = cfg.dims
-        qkv = self._linear(i, 'qkv', x, 'tokens', 'qkv')
+        # QKV writes interleaved L1 and the out-projection reads it: the head split and concat
+        # want it, and a sharded matmul end would cost a reshard program each way.
+        qkv = self._linear(i, 'qkv', x, 'tokens', 'l1')
         qkv = ensure_memory(qkv, ttnn.L1_MEMORY_CONFIG)
         q, k, v = ttnn.transformer.split_query_key_value_and_split_heads(
             qkv, num_heads=dims.heads, transpose_key=False, memory_config=ttnn.L1_MEMORY_CONFIG)
@@ -76,7 +79,7 @@ class TtEncoder:
         for t in (q, k, v):
             ttnn.deallocate(t)
         ctx = ttnn.transformer.concatenate_heads(ctx, memory_config=ttnn.L1_MEMORY_CONFIG)
-        return self._linear(i, 'out', ctx, 'tokens', 'tokens')
+        return self._linear(i, 'out', ctx, 'l1', 'tokens')
 
     def layer(self, i, x):
         """One ViT block (HF DPTViTLayer)."""

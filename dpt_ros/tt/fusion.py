@@ -21,6 +21,7 @@ class TtFusion:
     def __init__(self, params: dict, configs, device, fb: FallbackCounter,
                  upsample: Upsample2x):
         self.cfg = configs
+        self.fb = fb
         self.p = params
         self.up = upsample
         self.convs = {}
@@ -65,10 +66,7 @@ class TtFusion:
                 h = Spatial(merged, h.n, h.h, h.w, h.c)
             fused = self._rcu(layer, 2, h)
             ttnn.deallocate(h.tensor)
-            proj = ttnn.linear(_tile(fused.tensor), self.p[f'fusion.{layer}.proj.weight'],
-                               bias=self.p[f'fusion.{layer}.proj.bias'],
-                               memory_config=ttnn.DRAM_MEMORY_CONFIG,
-                               compute_kernel_config=self.cfg.compute['matmul'])
+            proj = _project(self.fb, self.cfg, layer, self.p, _tile(fused.tensor))
             ttnn.deallocate(fused.tensor)
             h = self.up(Spatial(proj, fused.n, fused.h, fused.w, fused.c))
             ttnn.deallocate(proj)
@@ -80,3 +78,20 @@ class TtFusion:
 def _tile(t):
     import ttnn
     return t if t.layout == ttnn.TILE_LAYOUT else ttnn.to_layout(t, ttnn.TILE_LAYOUT)
+
+
+def _project(fb: FallbackCounter, cfg, layer: int, params: dict, x):
+    """
+    Fusion layer `layer`'s 1x1 projection (a linear) with its bias in the same program.
+
+    From an L1 input ttnn's own matmul choice adds the bias in a program of its own; the
+    planned 1D multicast config (configs.program['fusion.<layer>.proj']) fuses it.
+    """
+    import ttnn
+    w, b = params[f'fusion.{layer}.proj.weight'], params[f'fusion.{layer}.proj.bias']
+    kw = {'bias': b, 'memory_config': ttnn.DRAM_MEMORY_CONFIG,
+          'compute_kernel_config': cfg.compute['matmul']}
+    return fb.run_with_config(
+        'fusion.proj',
+        lambda: ttnn.linear(x, w, program_config=cfg.program[f'fusion.{layer}.proj'], **kw),
+        lambda: ttnn.linear(x, w, **kw))

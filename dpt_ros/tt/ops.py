@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dpt_ros.tt.configs import TILE
 from dpt_ros.tt.fallbacks import FallbackCounter
 from dpt_ros.tt.weights import bilinear_matrix
 import numpy as np
@@ -115,15 +116,32 @@ class TtConv2d:
         return out, hw
 
 
+# The x2 upsample of a small map is ONE matmul with the Kronecker matrix of both directions,
+# (2h*2w, h*w): up to this size in bf16 (12->24 and 24->48 at 384 px, 16->32 at 512). Above,
+# the matrix grows as (h*w)^2 (48->96 would be 42 MB read per frame): two 1-D matmuls instead.
+KRON_MAX_BYTES = 4 << 20
+
+
 class Upsample2x:
     """
-    Exact x2 bilinear resize with align_corners=True (HF DPT fusion and head).
+    Exact x2 bilinear resize with align_corners=True (HF DPT fusion and head), in TILE layout.
 
     ttnn.upsample's bilinear mode samples like align_corners=False, which is not what DPT
-    uses, so the resize is done as two matmuls with constant interpolation matrices:
-    rows: A_h (kron over the batch) @ X[(n,h), (w,c)]; columns: A_w @ X^T-ish after a
-    (1, 0, 2) permute. Exact up to the bf16 storage of the matrices' weights.
-    On failure it runs on the host (counted as upsample_host_fallback_count).
+    uses (on DPT-Large with random weights it costs the depth ~0.16 of PCC: docs/benchmarks.md).
+    The resize is linear, so it runs as matmuls with constant interpolation matrices (in0,
+    broadcast over the batch) against the flat NHWC map (in1), never leaving TILE layout:
+
+    * small maps (`kron` plan): out = (A_h kron A_w) @ X, one matmul over (h*w, C);
+    * larger maps (`separable` plan): X as (n, h, w, C) -> permute (n, w, h, C) -> A_h @ ->
+      permute (n, 2h, w, C) -> A_w @ -> (n, 2h, 2w, C); the reshapes are free views where w
+      (and 2w) are tile multiples, the permutes are tile transposes.
+
+    Where a matmul contracts over a dimension that is not a tile multiple, its tile padding
+    must be zero (0 x NaN from stale padding would reach every output): ttnn's permute and
+    reshape fill the padding they create with zero, and the kron plan fills it explicitly.
+    Exact up to the bf16 storage of the matrices' weights and the matmul fidelity (at least
+    HiFi2: the caller's `compute`). On failure it runs on the host (counted as
+    upsample_host_fallback_count).
     """
 
     def __init__(self, device, fb: FallbackCounter, compute=None):
@@ -132,6 +150,11 @@ class Upsample2x:
         self.compute = compute                  # the matmuls' compute kernel config
         self._mats: dict[tuple, object] = {}
         self._host = False
+
+    @staticmethod
+    def plan(h: int, w: int) -> str:
+        """Return 'kron' (one matmul) or 'separable' (two) for an h x w map."""
+        return 'kron' if 2 * (4 * h * w) * (h * w) <= KRON_MAX_BYTES else 'separable'
 
     def _matrix(self, key: tuple, array: np.ndarray):
         import ttnn
@@ -142,10 +165,17 @@ class Upsample2x:
                 memory_config=ttnn.DRAM_MEMORY_CONFIG)
         return self._mats[key]
 
+    def _matrices(self, h: int, w: int) -> tuple:
+        """Return the device matrices of an h x w map: (kron,) or (A_h, A_w), batch-broadcast."""
+        if self.plan(h, w) == 'kron':
+            k = np.kron(bilinear_matrix(h), bilinear_matrix(w))
+            return (self._matrix(('kron', h, w), k[None]),)
+        return (self._matrix(('sep', h), bilinear_matrix(h)[None, None]),
+                self._matrix(('sep', w), bilinear_matrix(w)[None, None]))
+
     def prepare(self, n: int, h: int, w: int) -> None:
-        """Upload the matrices for (n, h, w) ahead of time (outside any trace capture)."""
-        self._matrix(('h', n, h), np.kron(np.eye(n), bilinear_matrix(h)))
-        self._matrix(('w', w), bilinear_matrix(w))
+        """Upload the matrices for an h x w map ahead of time (outside any trace capture)."""
+        self._matrices(h, w)
 
     def __call__(self, x: Spatial) -> Spatial:
         if not self._host:
@@ -160,21 +190,21 @@ class Upsample2x:
     def _device(self, x: Spatial) -> Spatial:
         import ttnn
         n, h, w, c = x.n, x.h, x.w, x.c
-        a_h = self._matrix(('h', n, h), np.kron(np.eye(n), bilinear_matrix(h)))
-        a_w = self._matrix(('w', w), bilinear_matrix(w))
-        mm = {'memory_config': ttnn.DRAM_MEMORY_CONFIG, 'compute_kernel_config': self.compute}
-        # Reshapes and permutes run row-major; each matmul operand is tilized from row-major
-        # with an explicit zero pad. The inner dims (h, w: 12, 24, 48 at 384 px) are not tile
-        # multiples, and the tile padding a device reshape/permute leaves is not guaranteed
-        # zero: 0 x NaN from it would reach every output.
-        t = ttnn.reshape(ttnn.to_layout(x.tensor, ttnn.ROW_MAJOR_LAYOUT), (n * h, w * c))
-        t = ttnn.matmul(a_h, _zero_padded_tiles(t), **mm)      # (n*2h, w*c)
-        t = ttnn.reshape(ttnn.to_layout(t, ttnn.ROW_MAJOR_LAYOUT), (n * 2 * h, w, c))
-        t = ttnn.reshape(ttnn.permute(t, (1, 0, 2)), (w, n * 2 * h * c))
-        t = ttnn.matmul(a_w, _zero_padded_tiles(t), **mm)      # (2w, n*2h*c)
-        t = ttnn.reshape(ttnn.to_layout(t, ttnn.ROW_MAJOR_LAYOUT), (2 * w, n * 2 * h, c))
-        t = ttnn.reshape(ttnn.permute(t, (1, 0, 2)), (1, 1, n * 4 * h * w, c))
-        return Spatial(_zero_padded_tiles(t), n, 2 * h, 2 * w, c)
+        mats = self._matrices(h, w)
+        dram = ttnn.DRAM_MEMORY_CONFIG
+        mm = {'memory_config': dram, 'compute_kernel_config': self.compute}
+        if len(mats) == 1:
+            t = ttnn.reshape(x.tensor, (n, h * w, c))
+            if (h * w) % TILE:
+                t = ttnn.fill_implicit_tile_padding(t, 0.0)
+            t = ttnn.matmul(mats[0], t, **mm)                  # (n, 4hw, c)
+        else:
+            t = ttnn.reshape(x.tensor, (n, h, w, c))
+            t = ttnn.permute(t, (0, 2, 1, 3), memory_config=dram)      # (n, w, h, c)
+            t = ttnn.matmul(mats[0], t, **mm)                  # (n, w, 2h, c)
+            t = ttnn.permute(t, (0, 2, 1, 3), memory_config=dram)      # (n, 2h, w, c)
+            t = ttnn.matmul(mats[1], t, **mm)                  # (n, 2h, 2w, c)
+        return Spatial(ttnn.reshape(t, (1, 1, n * 4 * h * w, c)), n, 2 * h, 2 * w, c)
 
     def _on_host(self, x: Spatial) -> Spatial:
         import ttnn
@@ -185,12 +215,6 @@ class Upsample2x:
         t = t.permute(0, 2, 3, 1).reshape(1, 1, -1, x.c)
         dev = ttnn.from_torch(t, ttnn.bfloat16, layout=ttnn.TILE_LAYOUT, device=self.device)
         return Spatial(dev, x.n, 2 * x.h, 2 * x.w, x.c)
-
-
-def _zero_padded_tiles(t):
-    """Tilize a row-major device tensor, its tile padding explicitly zero."""
-    import ttnn
-    return ttnn.to_layout(t, ttnn.TILE_LAYOUT, pad_value=0.0)
 
 
 def _torch():

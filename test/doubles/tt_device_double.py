@@ -132,7 +132,7 @@ DEVICE_OPS = (
     'subtract', 'permute', 'reshape', 'concat', 'pad', 'slice', 'transpose', 'conv2d',
     'conv_transpose2d', 'upsample', 'fold', 'repeat', 'typecast', 'sum', 'mean', 'exp',
     'to_layout', 'to_memory_config', 'interleaved_to_sharded', 'sharded_to_interleaved',
-    'reshard', 'tilize', 'untilize', 'clone', 'reallocate',
+    'reshard', 'tilize', 'untilize', 'clone', 'reallocate', 'fill_implicit_tile_padding',
     'transformer.scaled_dot_product_attention',
     'transformer.split_query_key_value_and_split_heads', 'transformer.concatenate_heads',
     'transformer.attention_softmax_', 'transformer.attention_softmax',
