@@ -128,6 +128,7 @@ def test_the_whole_run_on_a_mock_board(tmp_path):
     tail = (proc.stdout + proc.stderr)[-3000:]
     rep = json.loads((tmp_path / 'first_card.json').read_text())
     assert rep['target'] == 'mock', tail
+    assert 'readbacks are zeros' in rep['selfcheck']
     assert rep['board']['harvesting']['status'] == 'ok'
     assert rep['board']['grid_per_chip'] == [[8, 8]]
     pcc = rep['pcc']['128']
