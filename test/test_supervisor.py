@@ -263,3 +263,15 @@ def test_close_releases_the_backend_through_the_supervisor_once():
     pipe.close()
     pipe.close()
     assert b.closed == 1 and pipe.supervisor.closed
+
+
+def test_a_prepared_frame_carries_its_size_and_context_through_one_inference():
+    b = FakeBackend('torch', 'cpu')
+    pipe = pipeline(b)
+    rgb = np.full((20, 30, 3), 128, np.uint8)
+    prepared = pipe.prepare_frame(rgb, context=('header', 'rgb'))
+    assert prepared.out_hw == (20, 30) and prepared.context == ('header', 'rgb')
+    assert prepared.model_input.shape == (3, S, S)
+    raw = pipe.infer_prepared(prepared)
+    assert raw.shape == (S, S) and b.calls == 1
+    assert pipe.finish(raw, prepared.out_hw, want_color=False).depth.shape == (20, 30)

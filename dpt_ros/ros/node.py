@@ -177,7 +177,7 @@ class DepthNode(LifecycleNode):
         backend = self.supervisor.backend
         concurrency = max(1, int(getattr(backend, 'max_concurrency', 1)))
         self.scheduler = FrameScheduler(
-            list(self.cameras), self._prepare, self._infer, self._finish,
+            list(self.cameras), self._prepare, self.pipeline.infer_prepared, self._finish,
             concurrency=concurrency, timeout_s=v['backend_timeout_s'], total=self.perf,
             logger=logging.getLogger('dpt_ros.serving.scheduler'),
             on_failure=self.supervisor.on_failure,
@@ -287,13 +287,10 @@ class DepthNode(LifecycleNode):
         with self.perf.stage('decode'):
             rgb = image_codec.decode(msg, self.values['max_pixels'])
         # rgb travels along as the colour of `points`.
-        return self.pipeline.prepare(rgb), rgb.shape[:2], msg.header, rgb
-
-    def _infer(self, prepared):
-        return self.pipeline.infer(prepared[0][None])[0]
+        return self.pipeline.prepare_frame(rgb, (msg.header, rgb))
 
     def _finish(self, frame, raw) -> None:
-        _, hw, header, rgb = frame.prepared
+        hw, (header, rgb) = frame.prepared.out_hw, frame.prepared.context
         cam = self.cameras[frame.camera]
         want_color = cam.wants_color()
         # Outputs are drawn into the buffers their messages carry; publish() copies them,

@@ -45,6 +45,15 @@ class DepthResult:
     timings_ms: dict = field(default_factory=dict)
 
 
+@dataclass
+class PreparedFrame:
+    """A frame prepare()d for inference; `context` rides along to finish (the caller's)."""
+
+    model_input: np.ndarray
+    out_hw: tuple
+    context: object = None
+
+
 class DepthPipeline:
     """
     Preprocess, infer, postprocess and colourise frames with the backend `supervisor` holds.
@@ -112,6 +121,14 @@ class DepthPipeline:
         """model_input, timed as the 'preprocess' stage."""
         with self.perf.stage('preprocess'):
             return self.model_input(rgb)
+
+    def prepare_frame(self, rgb: np.ndarray, context: object = None) -> PreparedFrame:
+        """prepare() one frame for the scheduler's stages, `context` riding along to finish."""
+        return PreparedFrame(self.prepare(rgb), rgb.shape[:2], context)
+
+    def infer_prepared(self, prepared: PreparedFrame) -> np.ndarray:
+        """Infer one PreparedFrame: (S, S) float32 raw predicted_depth (a scheduler stage)."""
+        return self.infer(prepared.model_input[None])[0]
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """
