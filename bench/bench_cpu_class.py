@@ -4,7 +4,7 @@ bf16 and fp32 matmul speed per CPU class: DPT_ROS_CPU_CLASS against a CPU withou
 On an AMD Zen 3 (AVX2 only, no bf16 units) torch's bf16 ``a @ b`` ran at 0.3 GFLOPS against
 63-74 for fp32, bf16 ``F.linear`` at 13 (2 threads, 640x1024 @ 1024x4096; issue 25). This
 measures the same products on this machine, once per CPU class (test/cpu_class.py), each in
-a subprocess started with that class's environment, all in one run, rounds interleaved so
+a subprocess made that class as the tests' processes are, all in one run, rounds interleaved so
 that load from other jobs falls on every class alike. It also records what each class makes
 torch (CPU capability, oneDNN bf16 support) and OpenVINO (optimisation capabilities) report.
 
@@ -72,7 +72,8 @@ def capabilities() -> dict:
 
 
 def child(args) -> int:
-    """Measure in this process (started with a class's environment); JSON on stdout."""
+    """Measure in this process, made its class first (as test/conftest.py does); JSON out."""
+    bench_env.borrow('cpu_class').apply()
     result = {'gflops': measure(args.threads, args.seconds)}
     if args.capabilities:
         result.update(capabilities())
@@ -82,11 +83,9 @@ def child(args) -> int:
 
 def run_class(name: str, args, capabilities_too: bool) -> dict:
     cpu_class = bench_env.borrow('cpu_class')
-    env = dict(os.environ)
-    env.pop(cpu_class.VARIABLE, None)
-    for key in set().union(*cpu_class.CLASSES.values()):
-        env.pop(key, None)                        # start from native, whatever the shell had
-    env.update(cpu_class.settings(name))
+    env = {k: v for k, v in os.environ.items()        # from native, whatever the shell had
+           if k not in set().union(*cpu_class.CLASSES.values())}
+    env[cpu_class.VARIABLE] = name
     cmd = [sys.executable, os.path.abspath(__file__), '--child', '--threads', str(args.threads),
            '--seconds', str(args.seconds)] + (['--capabilities'] if capabilities_too else [])
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)

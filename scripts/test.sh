@@ -10,10 +10,12 @@ cd "$root"
 venv=$(scripts/setup_env.sh | tail -n 1)
 export PATH="$venv/bin:$PATH"
 if [ -n "${DPT_ROS_CPU_CLASS:-}" ]; then
-  # Exported here so that every process of the run (colcon, pytest, nodes) starts with them.
+  # Exported here so that every process of the run starts with them; test/conftest.py caps
+  # torch's oneDNN in the test process itself (see test/cpu_class.py).
   exports=$(python test/cpu_class.py "$DPT_ROS_CPU_CLASS")
   eval "$exports"
-  echo "cpu class $DPT_ROS_CPU_CLASS:" $exports
+  export DPT_ROS_CPU_CLASS
+  echo "cpu class $DPT_ROS_CPU_CLASS (test/cpu_class.py):" ${exports//export /}
 fi
 # The mock-device dry-run (test/tt_mock_device) needs binutils for RISC-V and a C/C++
 # compiler, the view's browser tests chromium. As root: install what is missing and require
