@@ -13,9 +13,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEST = os.path.join(ROOT, 'test')
 # What benchmarks borrow from test/, each with what it imports from there: the reliability
 # suite's load, soak and stop runs and the ROS harness they share with the tests, the stand-in
-# backends they register, and the mock-device dry-run.
+# backends they register, the mock-device dry-run, and the CPU classes the suite can run as.
 BORROWED = {'doubles': (), 'ros_harness': (), 'reliability_support': ('doubles', 'ros_harness'),
-            'tt_mock_device': ()}
+            'tt_mock_device': (), 'cpu_class': ()}
 
 
 def setup(domain_base: int = 120, domains: int = 100) -> str:

@@ -2,11 +2,21 @@
 # The whole test suite, from a fresh machine: set up the venv, colcon build, colcon test,
 # then print every result (colcon test-result --verbose), failing if any test failed.
 # Usage: scripts/test.sh [extra pytest args, e.g. -k node]
+#        DPT_ROS_CPU_CLASS=avx2 scripts/test.sh   (as on a CPU without AVX-512 / bf16 units,
+#        e.g. an AMD Zen 3; classes and what they set: test/cpu_class.py)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 venv=$(scripts/setup_env.sh | tail -n 1)
 export PATH="$venv/bin:$PATH"
+if [ -n "${DPT_ROS_CPU_CLASS:-}" ]; then
+  # Exported here so that every process of the run starts with them; test/conftest.py caps
+  # torch's oneDNN in the test process itself (see test/cpu_class.py).
+  exports=$(python test/cpu_class.py "$DPT_ROS_CPU_CLASS")
+  eval "$exports"
+  export DPT_ROS_CPU_CLASS
+  echo "cpu class $DPT_ROS_CPU_CLASS (test/cpu_class.py):" ${exports//export /}
+fi
 # The mock-device dry-run (test/tt_mock_device) needs binutils for RISC-V and a C/C++
 # compiler, the view's browser tests chromium. As root: install what is missing and require
 # both (they must run, not skip).

@@ -2,7 +2,8 @@
 Test-wide environment.
 
 DDS on loopback with a session-unique domain, temp logs/caches, and no model-hub access (nothing
-can be downloaded here; an attempt would only add timeouts).
+can be downloaded here; an attempt would only add timeouts). DPT_ROS_CPU_CLASS=avx2 runs the
+tests as a CPU without AVX-512 / bf16 units would (test/cpu_class.py).
 """
 import os
 import sys
@@ -12,6 +13,9 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 _TMP = tempfile.mkdtemp(prefix='dpt_ros_test_')
+# Before anything imports torch (they are read once), and inherited by every subprocess.
+import cpu_class  # noqa: E402,I100  (test/ is on sys.path: pytest's rootdir conftest)
+cpu_class.apply()
 
 os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
 # One domain per pytest session so parallel sessions on one machine never see each other.

@@ -376,3 +376,49 @@ def test_conv_weights_prepared_for_another_config_are_refused(double):
     dram0 = conv(w, 0, kind.DRAMSliceHeight)              # from host weights: fine
     with pytest.raises(DoubleError, match='35852'):
         conv(dram0, 0, kind.DRAMSliceHeight)
+
+
+class _LowPrecisionMatmulSpy(torch.utils._python_dispatch.TorchDispatchMode):
+    """Record every aten matmul / conv / attention call and which of them had a bf16 operand."""
+
+    HEAVY = ('mm', 'bmm', 'addmm', 'baddbmm', 'addbmm', 'matmul', 'linear', 'dot', 'mv',
+             'addmv', 'convolution', '_convolution', 'conv2d', 'conv_transpose2d')
+
+    def __init__(self):
+        super().__init__()
+        self.calls, self.low = 0, []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func._schema.name.split('::')[-1]
+        if name in self.HEAVY or 'scaled_dot_product' in name or 'mkldnn' in name:
+            self.calls += 1
+            operands = [a for a in torch.utils._pytree.tree_leaves((args, kwargs or {}))
+                        if isinstance(a, torch.Tensor)]
+            dtypes = sorted({str(a.dtype) for a in operands})
+            if any(a.dtype in (torch.bfloat16, torch.float16) for a in operands):
+                self.low.append(f'{name}{dtypes}')
+        return func(*args, **(kwargs or {}))
+
+
+def test_goldens_reach_torch_with_fp32_matmuls_only(double):
+    """
+    Check that no golden runs a bf16 matmul / conv / attention in torch (tiny DPT forward).
+
+    On a CPU without bf16 units torch's bf16 `@` is ~200x slower than fp32, so the double
+    rounds the inputs to their storage dtype and computes in fp32 (the card accumulates in
+    fp32 too).
+    """
+    from dpt_ros.tt.fallbacks import FallbackCounter
+    from dpt_ros.tt.model import build_tt_model
+    from tt_reference import pixels, reference_model, run_model
+    dev = _dev(double, l1_small_size=24576, num_command_queues=2)
+    model = build_tt_model(reference_model('tiny', seed=0), dev, use_cache=False,
+                           fallbacks=FallbackCounter(strict=True))
+    x = pixels(1, 384, seed=1)
+    with _LowPrecisionMatmulSpy() as spy:
+        got = run_model(model, x, dev)
+    for op in ('linear', 'matmul', 'conv2d', 'transformer.scaled_dot_product_attention'):
+        assert double.op_counts[op] > 0, op           # the spy saw every kind of heavy golden
+    assert spy.calls >= double.op_counts['linear'] + double.op_counts['conv2d']
+    assert spy.low == [], f'{len(spy.low)} low-precision calls, first: {spy.low[:5]}'
+    assert torch.isfinite(got).all()

@@ -269,9 +269,16 @@ def test_host_fallback_is_counted_or_raises_in_strict(tiny, tiny_prepared, devic
 
 # ---- full DPT-Large ------------------------------------------------------------------------
 
+@pytest.fixture(scope='module')
+def dpt_large():
+    """Build the seeded random DPT-Large (343M parameters) once for every size."""
+    return reference_model('dpt-large', seed=0)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize('size', [384, 512])
-def test_full_dpt_large_random_weights_pcc_on_both_chips(double, size, tmp_path_factory):
+def test_full_dpt_large_random_weights_pcc_on_both_chips(double, dpt_large, size,
+                                                         tmp_path_factory):
     """
     Check full DPT-Large on both chips of an N300: PCC >= 0.99 per frame vs HF.
 
@@ -279,7 +286,7 @@ def test_full_dpt_large_random_weights_pcc_on_both_chips(double, size, tmp_path_
     the perf path's configs: weights prepared once, one TtDPT per chip of an N300 (1x2 mesh
     split into submeshes), each chip a different frame; PCC >= 0.99 per frame vs HF.
     """
-    model = reference_model('dpt-large', seed=0)
+    model = dpt_large
     x = torch.cat([pixels(1, size, seed=5), pixels(1, size, seed=6)])
     with torch.no_grad():
         ref = model(pixel_values=x).predicted_depth

@@ -13,11 +13,13 @@ the device while everything else stays real ttnn 0.81.1:
        count, and the type of every argument (program/memory/compute/conv configs must be
        instances of the real pybind classes, enums real enums, ...). No overload fits ->
        ``TypeError`` as on the card;
-    2. converts tensor arguments to torch with the real ``ttnn.to_torch``;
-    3. runs ``ttnn.get_golden_function(op)`` (the op's own torch reference in ttnn), or for
-       the few ops without one (conv_transpose2d, experimental.nlp_create_qkv_heads,
-       experimental.nlp_concat_heads) a plain torch reference written here
-       (``_torch_reference_*``);
+    2. converts tensor arguments to torch with the real ``ttnn.to_torch`` (so their values
+       carry the storage rounding of their dtype, bfloat16 or bfloat8_b) and casts floating
+       ones to float32;
+    3. runs, in float32, ``ttnn.get_golden_function(op)`` (the op's own torch reference in
+       ttnn), or for the few ops without one (conv_transpose2d,
+       experimental.nlp_create_qkv_heads, experimental.nlp_concat_heads) a plain torch
+       reference written here (``_torch_reference_*``);
     4. returns the result through the real ``ttnn.from_torch`` with the op's output dtype and
        layout, so bf16 rounding and bfloat8_b block-float quantization happen as on the card
        (TILE/bfloat8_b host conversion needs the mock cluster descriptor, set up here).
@@ -80,7 +82,9 @@ reference; that trace capture/replay and the CQ/event protocol feed each frame i
 What it CANNOT show: kernel compilation; whether tensors and circular buffers fit in L1; whether
 a core grid / shard shape / program config is accepted by the op's validation on the card
 (only basic shard-shape consistency is checked here); math-fidelity effects (LoFi/HiFi2
-matmul truncation is not emulated: goldens compute in bf16/fp32); speed. Those need
+matmul truncation is not emulated: goldens compute in fp32 on storage-rounded inputs, and
+round their output to the op's dtype); speed. Why fp32: the card accumulates in fp32, and on
+a CPU without bf16 units (AMD Zen 3) torch's bf16 matmul runs ~200x slower than fp32. Those need
 ``test_tt_pcc`` / ``test_tt_perf`` on an N300.
 """
 from __future__ import annotations
@@ -1134,10 +1138,13 @@ def _flat(args, kwargs):
 
 def _to_torch_value(v):
     if isinstance(v, DeviceTensor):
-        return REAL_TO_TORCH(v.host)
-    if isinstance(v, ttnn.Tensor):
-        return REAL_TO_TORCH(v)
-    return v
+        v = v.host
+    if not isinstance(v, ttnn.Tensor):
+        return v
+    t = REAL_TO_TORCH(v)
+    # The values keep their storage rounding (bf16 / bfloat8_b); the golden computes in fp32,
+    # as the card accumulates, and torch's bf16 matmul is ~200x slower without bf16 units.
+    return t.float() if t.is_floating_point() and t.dtype != torch.float32 else t
 
 
 def _poison(holder: DeviceTensor):
