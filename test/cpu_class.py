@@ -14,10 +14,12 @@ docs/benchmarks.md):
   torch's oneDNN only (sets the variable, makes torch read it, removes it again).
 * ``ATEN_CPU_CAPABILITY=avx2``: torch's own vectorised kernels, AVX2 instead of AVX-512.
 * ``MKL_ENABLE_INSTRUCTIONS=AVX2``: MKL (torch's fp32 GEMM) capped as well.
+* ``DPT_ROS_CPU_NO_BF16=1``: the product's own capability check (dpt_ros/backends/precision.py)
+  resolves as on such a CPU, for torch and OpenVINO, so `auto` and an explicit bf16 run fp32
+  as they would there (OpenVINO itself still sees this machine's units).
 
-Not reached: OpenVINO (it runs as on this machine, bf16 included), and the oneDNN cap in
-child processes (nodes, dry-runs), which inherit only the other two variables; the suite's
-heavy bf16 work runs in the test process itself.
+Not reached: OpenVINO's kernels (they run as on this machine), and the oneDNN cap in child
+processes (nodes, dry-runs), which inherit the other variables only.
 
 Use: ``DPT_ROS_CPU_CLASS=avx2 scripts/test.sh``; test/conftest.py calls apply() before
 anything imports torch. ``python test/cpu_class.py avx2`` prints the ``export`` lines of the
@@ -32,7 +34,7 @@ CLASSES = {
     'native': {},
     # AVX2 only, no AVX-512, no bf16 units: AMD Zen 3 (and Intel before Skylake-SP).
     'avx2': {'ATEN_CPU_CAPABILITY': 'avx2', 'MKL_ENABLE_INSTRUCTIONS': 'AVX2',
-             'ONEDNN_MAX_CPU_ISA': 'AVX2'},
+             'ONEDNN_MAX_CPU_ISA': 'AVX2', 'DPT_ROS_CPU_NO_BF16': '1'},
 }
 # Read once per process by torch's oneDNN and by OpenVINO's alike: set for torch only.
 TORCH_ONLY = ('ONEDNN_MAX_CPU_ISA',)

@@ -25,7 +25,7 @@ print(json.dumps({
     'bf16': bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
     'openvino': openvino.Core().get_property('CPU', 'OPTIMIZATION_CAPABILITIES'),
     'env': {k: os.environ.get(k) for k in ('ATEN_CPU_CAPABILITY', 'MKL_ENABLE_INSTRUCTIONS',
-                                           'ONEDNN_MAX_CPU_ISA')}}))
+                                           'ONEDNN_MAX_CPU_ISA', 'DPT_ROS_CPU_NO_BF16')}}))
 """
 x86_only = pytest.mark.skipif(platform.machine() != 'x86_64',
                               reason='the CPU classes cap x86 instruction sets')
@@ -56,9 +56,10 @@ def test_avx2_class_caps_torch_and_leaves_openvino_as_it_is():
     assert (got['capability'], got['bf16']) == ('AVX2', False)
     # OpenVINO's own oneDNN uncapped: it reports what it reports here (FP16 on a CPU with it).
     assert got['openvino'] == openvino.Core().get_property('CPU', 'OPTIMIZATION_CAPABILITIES')
-    # Children inherit the ATen and MKL caps, not the oneDNN one (their OpenVINO must work).
+    # Children inherit the ATen and MKL caps and the product's no-bf16 resolution, not the
+    # oneDNN cap (their OpenVINO must work).
     assert got['env'] == {'ATEN_CPU_CAPABILITY': 'avx2', 'MKL_ENABLE_INSTRUCTIONS': 'AVX2',
-                          'ONEDNN_MAX_CPU_ISA': None}
+                          'ONEDNN_MAX_CPU_ISA': None, 'DPT_ROS_CPU_NO_BF16': '1'}
 
 
 def test_native_sets_nothing_and_an_unknown_class_is_one_clear_error():
@@ -76,7 +77,8 @@ def test_shell_lines_export_what_children_inherit():
     out = subprocess.run([sys.executable, os.path.join(HERE, 'cpu_class.py'), 'avx2'],
                          capture_output=True, text=True, timeout=60, check=True).stdout
     assert out.splitlines() == ['export ATEN_CPU_CAPABILITY=avx2',
-                                'export MKL_ENABLE_INSTRUCTIONS=AVX2']
+                                'export MKL_ENABLE_INSTRUCTIONS=AVX2',
+                                'export DPT_ROS_CPU_NO_BF16=1']
 
 
 @x86_only
@@ -94,6 +96,20 @@ def test_a_class_applied_after_torch_chose_its_kernels_is_refused():
         assert got['refused'] is None
     else:
         assert 'set it in the environment of the process' in got['refused']
+
+
+def test_the_avx2_class_resolves_the_products_dtypes_as_a_cpu_without_bf16():
+    code = ('import json, cpu_class\ncpu_class.apply()\n'
+            'from dpt_ros.backends import precision\n'
+            'print(json.dumps([precision.for_torch(d).executed for d in ("auto", "bf16")]))\n')
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([HERE, os.path.dirname(HERE)]))
+    for key in set().union(*cpu_class.CLASSES.values()):
+        env.pop(key, None)
+    env[cpu_class.VARIABLE] = 'avx2'
+    proc = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == ['fp32', 'fp32']
 
 
 def test_this_session_runs_as_its_class():

@@ -33,11 +33,11 @@ def test_torch_explicit_dtypes():
     assert (fp32.executed, fp32.text, fp32.warning('torch')) == ('fp32', 'fp32', None)
     native = precision.for_torch('bf16', 'cpu', ZEN4, NO_ENV)
     assert (native.executed, native.text, native.warning('torch')) == ('bf16', 'bf16', None)
-    # No bf16 units: torch still runs what was asked for (emulated), with one warning.
-    emulated = precision.for_torch('bf16', 'cpu', ZEN3, NO_ENV)
-    assert (emulated.executed, emulated.native_bf16) == ('bf16', False)
-    warning = emulated.warning('torch')
-    assert 'emulates' in warning and 'avx512_bf16' in warning and '\n' not in warning
+    # No bf16 units: fp32 runs (emulated bf16 is only slower), with one warning naming both.
+    zen3 = precision.for_torch('bf16', 'cpu', ZEN3, NO_ENV)
+    assert (zen3.executed, zen3.native_bf16, zen3.text) == ('fp32', False, 'bf16 -> fp32 executed')
+    warning = zen3.warning('torch')
+    assert 'bf16 -> fp32 executed' in warning and 'avx512_bf16' in warning and '\n' not in warning
 
 
 def test_torch_on_cuda_keeps_fp32_for_auto_and_runs_explicit_dtypes():
@@ -78,7 +78,7 @@ def test_overrides_rule_native_bf16_out_for_both_backends(environ, native):
 
 def test_unknown_dtype_is_refused():
     with pytest.raises(ValueError, match='auto, fp32, bf16'):
-        precision.resolve('fp16', True, '', emulates_bf16=True)
+        precision.resolve('fp16', True, '')
 
 
 def test_texts_name_requested_and_executed():

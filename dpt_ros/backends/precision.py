@@ -6,8 +6,9 @@ units) torch emulates it, several times slower than fp32 (its bf16 `@` about 200
 OpenVINO cannot run it at all: asked for bf16 it compiles f32. So:
 
 * `auto` (the node's and the tools' default) is bf16 where the CPU runs it natively, else fp32;
-* an explicit `bf16` on a CPU without it is a WARN line: torch still runs bf16 (emulated, as
-  asked), OpenVINO runs fp32 and says so. Every output names both: `bf16 -> fp32 executed`.
+* an explicit `bf16` on a CPU without it is a WARN line and runs fp32 (torch would emulate it
+  several times slower, OpenVINO cannot run it). Every output names both:
+  `bf16 -> fp32 executed`.
 
 Native means: for torch, `avx512_bf16` or `amx_bf16` in the CPU flags; for OpenVINO, its CPU
 plugin's OPTIMIZATION_CAPABILITIES containing BF16. Either is overruled by a oneDNN ISA cap
@@ -56,9 +57,6 @@ class Precision:
         """Return the one WARN line for an explicit bf16 on a CPU without it, else None."""
         if self.requested != 'bf16' or self.native_bf16:
             return None
-        if self.executed == 'bf16':
-            return (f'dtype bf16 on a CPU without native bf16 ({self.basis}): {backend} '
-                    'emulates it, several times slower than fp32; dtype auto runs fp32 here')
         return (f'dtype {self.text}: {backend} cannot run bf16 on this CPU ({self.basis}); '
                 'dtype auto picks fp32 here without a warning')
 
@@ -78,21 +76,15 @@ def check_dtype(requested: str) -> None:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, not '{requested}'")
 
 
-def resolve(requested: str, native_bf16: bool, basis: str, *, emulates_bf16: bool
-            ) -> Precision:
+def resolve(requested: str, native_bf16: bool, basis: str) -> Precision:
     """
     Resolve a requested dtype against a capability (pure).
 
-    auto -> bf16 iff native; fp32 -> fp32; bf16 -> bf16 where native or where the runtime
-    emulates it (torch), else fp32 (OpenVINO).
+    fp32 -> fp32; auto and bf16 -> bf16 where native, else fp32 (an emulated bf16 would only
+    be slower: torch's bf16 matmul ~200x, its linears ~6x on an AVX2-only CPU).
     """
     check_dtype(requested)
-    if requested == 'auto':
-        executed = 'bf16' if native_bf16 else 'fp32'
-    elif requested == 'bf16':
-        executed = 'bf16' if native_bf16 or emulates_bf16 else 'fp32'
-    else:
-        executed = requested
+    executed = 'bf16' if requested != 'fp32' and native_bf16 else 'fp32'
     return Precision(requested, executed, bool(native_bf16), basis)
 
 
@@ -142,7 +134,7 @@ def for_torch(requested: str, device: str = 'cpu', flags: Iterable[str] | None =
         executed = 'fp32' if requested == 'auto' else requested
         return Precision(requested, executed, True, f'{device}: auto keeps fp32')
     native, basis = torch_bf16_support(cpu_flags() if flags is None else flags, environ)
-    return resolve(requested, native, basis, emulates_bf16=True)
+    return resolve(requested, native, basis)
 
 
 def for_openvino(requested: str, capabilities: Iterable[str] | None = None,
@@ -150,7 +142,7 @@ def for_openvino(requested: str, capabilities: Iterable[str] | None = None,
     """Resolve a dtype for the OpenVINO CPU backend (capabilities read when not given)."""
     caps = openvino_capabilities() if capabilities is None else capabilities
     native, basis = openvino_bf16_support(caps, environ)
-    return resolve(requested, native, basis, emulates_bf16=False)
+    return resolve(requested, native, basis)
 
 
 def cpu_flags(path: str = '/proc/cpuinfo') -> frozenset[str]:

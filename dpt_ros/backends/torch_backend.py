@@ -1,8 +1,8 @@
 """
 The torch backend: DPT-Large on CPU or CUDA, fp32 or bf16, eager or torch.compile.
 
-dtype auto runs bf16 where the CPU has bf16 units, fp32 elsewhere; an explicit bf16 runs bf16
-anyway, emulated and several times slower where it has none (one WARN line; precision.py).
+dtype auto runs bf16 where the CPU has bf16 units, fp32 elsewhere; an explicit bf16 where it has
+none runs fp32 too (emulated bf16 is several times slower) with one WARN line (precision.py).
 
 It is also the reference every other backend is compared with (CPU fp32, same weights) and the
 fallback when the TT backend cannot start.

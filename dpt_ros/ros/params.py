@@ -145,7 +145,7 @@ PARAMS: tuple[Param, ...] = (
           + ' | '.join(vocabulary.TT_DEVICES) + '.'),
     Param('dtype', vocabulary.DEFAULT_DTYPE, 'torch / openvino compute dtype. auto: bf16 '
           'where the CPU runs it natively (avx512_bf16 / AMX; OpenVINO: BF16 capability), else '
-          'fp32. An explicit bf16 elsewhere: WARN; openvino runs fp32, torch emulates bf16. tt: '
+          'fp32. An explicit bf16 elsewhere: WARN and fp32 (emulated bf16 is slower). tt: '
           'its own dtype (this applies to its CPU fallback).', choices=vocabulary.DTYPES),
     Param('compile', _BACKEND_DEFAULTS.compile, 'torch.compile the model (torch backend; the '
           'first frames are slow while it compiles).'),
