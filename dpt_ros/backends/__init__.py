@@ -50,6 +50,7 @@ class BackendOptions:
     threads: int = 0                 # torch intra-op and openvino inference threads
     trace_region_mb: int = 32        # tt only: trace region per chip, MiB
     dispatch_core: str = 'auto'      # tt only: vocabulary.TT_DISPATCH_CORES
+    precision: str = 'accurate'      # tt only: vocabulary.TT_PRECISIONS (encoder numerics)
     selfcheck: bool = True           # tt only: prove each chip against torch fp32 first
     selfcheck_min_pcc: float = 0.99  # tt only: a chip below this PCC leaves the rotation
 

@@ -33,7 +33,7 @@ from dpt_ros.tt.device import (check_dispatch, import_ttnn, open_devices,
                                trace_region_refusal, TtDevices)
 from dpt_ros.tt.executor import ChipPipeline, DataParallel
 from dpt_ros.tt.fallbacks import FallbackCounter, HOST_FALLBACK_COUNT, HOST_STAGE_KEYS
-from dpt_ros.vocabulary import EXECUTION_MODES, TT_DEVICES
+from dpt_ros.vocabulary import EXECUTION_MODES, TT_DEVICES, TT_PRECISIONS
 import numpy as np
 
 log = logging.getLogger('dpt_ros.backends.tt')
@@ -58,6 +58,9 @@ def _check_options(opts: BackendOptions) -> None:
     if opts.trace_region_mb < 1:
         raise BackendError(f'trace_region_mb {opts.trace_region_mb} must be >= 1')
     check_dispatch(opts.dispatch_core, opts.execution_mode, opts.dp)
+    if opts.precision not in TT_PRECISIONS:
+        raise BackendError(f"tt precision must be one of {', '.join(TT_PRECISIONS)}, not "
+                           f"'{opts.precision}'")
 
 
 class TtBackend:
@@ -102,6 +105,7 @@ class TtBackend:
                    'chip_grids': devices.grids(),
                    'per_chip_batch_size': 1,
                    'strict': bool(opts.strict),
+                   'precision': opts.precision,
                    'weights_random': bool(loaded.is_random),
                    'config_name': loaded.config_name,
                    'compile_time_s': compile_s,
@@ -245,7 +249,7 @@ def _prepare_weights(loaded, opts: BackendOptions, chip):
     from dpt_ros.tt.configs import build_configs, device_grid
     from dpt_ros.tt.weights import prepare_weights
     configs = build_configs(loaded.config, device=opts.device, image_size=opts.image_size,
-                            batch=1, grid=device_grid(chip))
+                            batch=1, grid=device_grid(chip), precision=opts.precision)
     weights = prepare_weights(loaded.model.state_dict(), configs,
                               cache_dir=opts.cache_dir or None)
     return configs, weights

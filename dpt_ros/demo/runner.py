@@ -49,7 +49,8 @@ from dpt_ros.perf.stats import PerfStats
 from dpt_ros.serving.pipeline import DepthPipeline
 from dpt_ros.serving.supervisor import BackendSupervisor
 from dpt_ros.vocabulary import (CPU_BACKEND_CHOICES, DEFAULT_DTYPE, DEVICES, DTYPES,
-                                EXECUTION_MODES, TT_DEVICES, TT_DISPATCH_CORES)
+                                EXECUTION_MODES, TT_DEVICES, TT_DISPATCH_CORES,
+                                TT_PRECISIONS)
 import numpy as np
 
 log = logging.getLogger('dpt_ros.demo.runner')
@@ -89,6 +90,10 @@ def build_parser(prog: str = 'dpt_ros.demo.runner',
     p.add_argument('--dispatch-core', default=_DEFAULTS.dispatch_core,
                    choices=TT_DISPATCH_CORES,
                    help='TT dispatch cores (default %(default)s: ethernet on an N300)')
+    p.add_argument('--tt-precision', dest='precision', default=_DEFAULTS.precision,
+                   choices=TT_PRECISIONS,
+                   help='TT encoder numerics: accurate, or fast (the per-op settings of the '
+                   'tt-metal ViT demo; unproven on a card) (default %(default)s)')
     p.add_argument('--weights', default=_DEFAULTS.weights,
                    help='auto | Intel/dpt-large | <local dir> | random | tiny-random '
                    '(auto: hub/cache, else random weights, flagged loudly)')

@@ -246,7 +246,7 @@ def backbone_only(args, loaded, ttnn, report: dict, counter: OpCounter) -> None:
     try:
         chip = devices.chips[0]
         tt = build_tt_model(loaded.model, chip, device_name=args.device, image_size=args.size,
-                            batch=args.batch, use_cache=False)
+                            batch=args.batch, use_cache=False, precision=args.precision)
         x = ttnn.to_device(tt.preprocess_host(pixels(args.batch, args.size)), chip)
         report['configs'] = tt.cfg.describe()
         with captured_ops(ttnn, chip, report, counter):
@@ -263,7 +263,7 @@ def run_mode(args, loaded, mode: str, ttnn, report: dict) -> dict:
     # runs it on the mock on purpose.
     opts = BackendOptions(weights=args.weights, image_size=args.size, device=args.device,
                           dp=args.dp, execution_mode=mode, strict=args.strict, selfcheck=False,
-                          dispatch_core=args.dispatch)
+                          dispatch_core=args.dispatch, precision=args.precision)
     result = {'ok': False}
     t0 = time.perf_counter()
     try:
@@ -315,6 +315,7 @@ def main(argv=None) -> int:
     p.add_argument('--strict', action='store_true')
     p.add_argument('--force-defaults', action='store_true')
     p.add_argument('--dispatch', default='auto', help='dispatch_core: auto | eth | worker')
+    p.add_argument('--precision', default='accurate', help='encoder profile (tt/configs.py)')
     p.add_argument('--graph', action='store_true')
     p.add_argument('--backbone-only', action='store_true',
                    help='capture embeddings + encoder only (with --batch, --config vit-b)')
