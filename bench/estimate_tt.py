@@ -110,6 +110,10 @@ def print_table(result: dict) -> None:
         for board, name in BOARD_NAMES.items():
             f = est['boards'][board]['fps']
             print(f"{name:<16} {f['low']:>8.1f} {f['central']:>8.1f} {f['high']:>8.1f}")
+        runs = ', '.join(f"{BOARD_NAMES[b]} {est['boards'][b]['ms']['central']:.1f}"
+                         for b in ('n150', 'n300_chip'))
+        print(f"device ms per run of {est['batch']} frame(s) per chip, central (a frame's "
+              f'device latency; dp adds chips, not latency): {runs}')
         top = list(est['by_op_ms'].items())[:6]
         print('central kernel ms by device op: ' + ', '.join(f'{k} {v:.2f}' for k, v in top))
 
