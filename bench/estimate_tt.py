@@ -58,8 +58,11 @@ def dry_runs(sizes: list[int], device: str, folder: pathlib.Path, reuse: bool,
                 harness = bench_env.borrow('tt_mock_device').prepare()
             rep, tail = bench_env.borrow('tt_mock_device').dry_run(harness, path, device=device,
                                                                    args=args)
-            if 'ops' not in rep:
-                raise SystemExit(f'dry-run {args} captured no ops:\n{tail[-2000:]}')
+            failed = {m: r.get('error') for m, r in rep.get('modes', {}).items()
+                      if not r.get('ok')}
+            if 'ops' not in rep or failed:     # a partial op list would under-count the frame
+                raise SystemExit(f'dry-run {args} failed ({failed or "no ops"}):\n'
+                                 f'{tail[-2000:]}')
         reports[key] = json.loads(path.read_text())
     return reports
 

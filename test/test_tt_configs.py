@@ -118,12 +118,12 @@ def test_conv_plan_covers_every_conv(cfg):
     assert sides['head.conv2'] == cfg.image_size       # the full-resolution conv
     kind = ttnn.Op2DSliceConfig.SliceTypeEnum
     for name, cin, cout, side, _ in plan:
-        big = cfg.batch * side * side * max(cin, cout) * 2
+        big = cfg.batch * side * side * (cin + cout) * 2       # input + output bytes
         sl = cfg.conv_slice[name]
         # Every conv has an explicit path: never ttnn's automatic slice count.
-        if big > (20 << 20):
+        if big > (30 << 20):
             assert cfg.conv_path[name] == 'dram' and sl.slice_type == kind.DRAMSliceHeight, name
-            assert sl.num_slices == cfg.dram_slices(name) == -(-big // (20 << 20)), name
+            assert sl.num_slices == cfg.dram_slices(name) == -(-big // (30 << 20)), name
             assert cfg.conv_out_dram[name] and cfg.conv_out[name] == 'dram', name
         else:
             assert cfg.conv_path[name] == 'l1' and sl.slice_type == kind.L1Full, name

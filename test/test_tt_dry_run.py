@@ -45,6 +45,7 @@ RUNS = {
     # Throughput mode: two frames per chip (chip_batch 2).
     'n300-384-b2': ('wormhole_n300', 2, 384, 'random', 'eager,trace_2cq',
                     STRICT + ['--batch', '2']),
+    'n150-512-b2': ('wormhole_n150', 1, 512, 'random', 'eager', STRICT + ['--batch', '2']),
     'n150-tiny': ('wormhole_n150', 1, 384, 'tiny-random', 'eager,trace_2cq', STRICT),
     # Eight chips (test/data/wormhole_t3000_cluster.yaml): 35-60 s on 2 cores.
     't3000-384': ('wormhole_t3000', 8, 384, 'random', 'eager,trace_2cq', STRICT),
