@@ -425,6 +425,10 @@ def test_throughput_mode_runs_two_frames_per_chip_and_pairs_single_frame_calls(t
             two.close()
         with pytest.raises(BackendError, match='chip_batch must be one of'):
             _started(_opts(chip_batch=3, cache_dir=str(tmp_path)))
+        with pytest.raises(BackendError, match='needs the 8x8 grid') as worker:
+            _started(_opts(chip_batch=2, dispatch_core='worker', execution_mode='trace',
+                           cache_dir=str(tmp_path)))
+    assert '\n' not in str(worker.value)
     for i in range(4):
         assert np.corrcoef(got[i].ravel(), ref[i].ravel())[0, 1] > 0.999, i
     assert paired == (1, 2)

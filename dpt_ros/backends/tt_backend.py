@@ -64,6 +64,10 @@ def _check_options(opts: BackendOptions) -> None:
     if opts.chip_batch not in TT_CHIP_BATCHES:
         raise BackendError(f"tt chip_batch must be one of {', '.join(map(str, TT_CHIP_BATCHES))}"
                            f', not {opts.chip_batch}')
+    if opts.chip_batch > 1 and opts.dispatch_core == 'worker':
+        raise BackendError(f'chip_batch {opts.chip_batch} needs the 8x8 grid of ethernet '
+                           'dispatch; dispatch_core worker gives an N300 chip 8x7, where the '
+                           "head's convs of two frames do not fit L1")
     if opts.chip_batch_wait_ms < 0:
         raise BackendError(f'chip_batch_wait_ms {opts.chip_batch_wait_ms} must be >= 0')
     if opts.precision not in TT_PRECISIONS:

@@ -278,12 +278,13 @@ class TtConfigs:
 # Channels (in and out) from which a conv is block sharded; below, height sharded (the weights
 # are then small enough for every core to hold all of them).
 _BLOCK_SHARDED_MIN_CHANNELS = 128
-# Bytes of a conv's input + output above which it is sliced through DRAM, and the most per
-# slice: 30 MiB keeps head.conv1 in L1 at 384 (28 MB; 3 DRAM slices under the old rule of
-# 8 MiB of the larger side) and head.conv2 at 2 slices (5). In the dry-run one slice of
-# head.conv2 at 384 ran out of L1, and fusion.3 at 512 with two frames a chip (33.5 MB)
-# clashed with L1 in one piece.
-_DRAM_SLICE_BYTES = 30 << 20
+# Bytes of a conv's input + output per core above which it is sliced through DRAM, and the
+# most per slice: 480 KiB (30 MiB over 8x8) keeps head.conv1 in L1 at 384 (28 MB; 3 DRAM
+# slices under the old rule of 8 MiB of the larger side) and head.conv2 at 2 slices (5). In
+# the dry-run one slice of head.conv2 at 384 ran out of L1, fusion.3 at 512 with two frames a
+# chip (33.5 MB) clashed with L1 in one piece, and so did head.conv2 in 3 slices with two
+# frames a chip on 8x7 (WORKER dispatch; 47 KB left on 8x8): the budget goes with the cores.
+_CONV_BYTES_PER_CORE = 480 << 10
 # Most tile rows of a conv's activation block (act_block_h_override) on the L1 path.
 _ACT_BLOCK_TILES = 8
 # The fallback conv's activation block: one tile row (divides every core's height; never 0,
@@ -309,6 +310,11 @@ def build_configs(hf_config, device: str = 'wormhole_n300', image_size: int | No
     gx, gy_max = tuple(int(v) for v in (grid or WORMHOLE_GRID))
     if gx < 1 or gy_max < 4:
         raise ValueError(f'compute grid {gx}x{gy_max}: the encoder needs at least 4 rows')
+    if batch > 1 and (gx, gy_max) != WORMHOLE_GRID:
+        # On 8x7 the head's full-resolution conv of two frames clashed with L1 in the
+        # dry-run in 3, 4 and (at 512) 7 DRAM slices.
+        raise ValueError(f'{batch} frames a chip need the 8x8 grid, not {gx}x{gy_max} (WORKER '
+                         'dispatch): the head does not fit L1')
     hidden_t = dims.hidden // TILE
     inter_t = dims.intermediate // TILE
     x = _largest_divisor(math.gcd(hidden_t, inter_t), gx)
@@ -462,7 +468,8 @@ def _plan_attention(cfg: TtConfigs) -> None:
 def _plan_conv(cfg: TtConfigs, name: str, cin: int, cout: int, pixels: int, relu: bool) -> None:
     """Shard layout, conv config and an explicit path (l1 | dram + slice count) for one conv."""
     import ttnn
-    slices = math.ceil(pixels * (cin + cout) * 2 / _DRAM_SLICE_BYTES)
+    gx, gy = cfg.grid
+    slices = math.ceil(pixels * (cin + cout) * 2 / (_CONV_BYTES_PER_CORE * gx * gy))
     # bfloat8_b out where the next op only reads it (golden PCC on the double); the head's
     # last 3x3 conv feeds the depth output: bf16 there (bfloat8_b added two typecasts).
     cfg.conv_dtype[name] = 'bfloat16' if name == 'head.conv2' else 'bfloat8_b'
@@ -484,7 +491,6 @@ def _plan_conv(cfg: TtConfigs, name: str, cin: int, cout: int, pixels: int, relu
     shard = ttnn.TensorMemoryLayout.BLOCK_SHARDED if block \
         else ttnn.TensorMemoryLayout.HEIGHT_SHARDED
     cfg.conv_shard[name] = shard
-    gx, gy = cfg.grid
     height_tiles = math.ceil(pixels / slices / ((gy if block else gx * gy) * TILE))
     # The im2col activation block defaults to a core's whole output height: its circular
     # buffers then grow with the image. Cap the block at _ACT_BLOCK_TILES tiles of rows.
