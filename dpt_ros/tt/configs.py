@@ -28,10 +28,12 @@ Layout decisions (why):
   tile row. With a DRAM slice config and act_block_h_override 0, prepared weights give ~50%
   PCC without an error (tt-metal #35852); the fallback also prepares its own weights from the
   host copy (ops.TtConv2d), never reusing those prepared for the tuned sharding.
-* Weights bfloat8_b by default (bf16 selectable), activations bf16. Compute kernel configs
+* Weights bfloat8_b by default (bf16 selectable), activations bf16 (but the fast profile's
+  QKV / FF1 outputs and the conv outputs, bfloat8_b). Compute kernel configs
   (`compute`), every op gets one explicitly: `matmul` and `conv` take `math_fidelity` (HiFi2
-  by default) without fp32 accumulation; `norm` (LayerNorm and SDPA, whose statistics and
-  softmax sums need fp32) is HiFi3 + fp32 accumulation whatever `math_fidelity` says;
+  by default) without fp32 accumulation; `norm` and `sdpa` (LayerNorm and SDPA, whose
+  statistics and softmax sums need fp32) are HiFi3 + fp32 accumulation whatever
+  `math_fidelity` says (the accurate profile; fast: HiFi2 + fp32);
   `upsample` (the x2 interpolation matmuls) is `math_fidelity` but never below HiFi2 (LoFi
   would quantise the interpolation weights). No config pairs HiFi4 with fp32 accumulation:
   on Wormhole that pair corrupts single outputs by powers of two (tt-metal #38306, no fix on
