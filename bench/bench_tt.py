@@ -48,7 +48,8 @@ def _frames(n: int, size: int) -> np.ndarray:
 
 def measure(*, device: str, dp: int, image_size: int = 384, mode: str = 'trace_2cq',
             weights: str = 'auto', warmup: int = 2, repeat: int = 20,
-            batch_size: int | None = None, selfcheck: bool = True) -> tuple[dict, dict]:
+            batch_size: int | None = None, precision: str = 'accurate',
+            selfcheck: bool = True) -> tuple[dict, dict]:
     """Run the TT backend strictly and return (perf JSON dict, header dict)."""
     from dpt_ros.backends import BackendOptions, tt_backend
     from dpt_ros.inference.postprocess import resize_depth
@@ -57,7 +58,8 @@ def measure(*, device: str, dp: int, image_size: int = 384, mode: str = 'trace_2
 
     n = int(batch_size or dp)
     opts = BackendOptions(weights=weights, image_size=image_size, device=device, dp=dp,
-                          execution_mode=mode, batch_size=n, strict=True, selfcheck=selfcheck)
+                          execution_mode=mode, batch_size=n, strict=True, precision=precision,
+                          selfcheck=selfcheck)
     backend = tt_backend.create(opts)
     try:
         batch = _frames(n, image_size)

@@ -10,6 +10,10 @@ chip, N300 dp 2, T3000 dp 8) the low / central / high FPS and the op count, and 
 
     .venv/bin/python bench/estimate_tt.py [--sizes 384,512] [--json generated/tt_estimate.json]
         [--keep-reports DIR | --reports DIR]     # save / reuse the dry-run reports
+        [--precision accurate|fast] [--batch 1|2]  # the program's profile, per-chip batch
+
+The calibration's ViT-B run is always built the same way (accurate, batch 8) and shown with
+the demo's settings: only the DPT program changes with --precision / --batch.
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import bench_env  # noqa: E402  (borrows the mock-device dry-run from test/)
+from dpt_ros import vocabulary  # noqa: E402
 from dpt_ros.perf import tt_estimate  # noqa: E402
 
 TARGET_FPS = 40.0                 # DPT-Large at 384, N300 dp 2 (the bounty's stage 3)
@@ -34,13 +39,16 @@ VIT_ARGS = ['--size', '224', '--config', 'vit-b', '--backbone-only', '--batch',
             str(tt_estimate.VIT_BATCH)]
 
 
-def dpt_args(size: int) -> list[str]:
-    return ['--size', str(size), '--modes', 'eager', '--strict', '--graph', '--frames', '1']
+def dpt_args(size: int, precision: str = 'accurate', batch: int = 1) -> list[str]:
+    return ['--size', str(size), '--modes', 'eager', '--strict', '--graph', '--frames', '1',
+            '--precision', precision, '--batch', str(batch)]
 
 
-def dry_runs(sizes: list[int], device: str, folder: pathlib.Path, reuse: bool) -> dict:
+def dry_runs(sizes: list[int], device: str, folder: pathlib.Path, reuse: bool,
+             precision: str = 'accurate', batch: int = 1) -> dict:
     """Return {'vit-b': report, 384: report, ...}, run (or read from `folder` with reuse)."""
-    wanted = {'vit-b': VIT_ARGS, **{size: dpt_args(size) for size in sizes}}
+    wanted = {'vit-b': VIT_ARGS,
+              **{size: dpt_args(size, precision, batch) for size in sizes}}
     reports = {}
     harness = None
     for key, args in wanted.items():
@@ -50,19 +58,24 @@ def dry_runs(sizes: list[int], device: str, folder: pathlib.Path, reuse: bool) -
                 harness = bench_env.borrow('tt_mock_device').prepare()
             rep, tail = bench_env.borrow('tt_mock_device').dry_run(harness, path, device=device,
                                                                    args=args)
-            if 'ops' not in rep:
-                raise SystemExit(f'dry-run {args} captured no ops:\n{tail[-2000:]}')
+            failed = {m: r.get('error') for m, r in rep.get('modes', {}).items()
+                      if not r.get('ok')}
+            if 'ops' not in rep or failed:     # a partial op list would under-count the frame
+                raise SystemExit(f'dry-run {args} failed ({failed or "no ops"}):\n'
+                                 f'{tail[-2000:]}')
         reports[key] = json.loads(path.read_text())
     return reports
 
 
-def run(sizes: list[int], device: str, reports_dir: str | None, keep: str | None) -> dict:
+def run(sizes: list[int], device: str, reports_dir: str | None, keep: str | None,
+        precision: str = 'accurate', batch: int = 1) -> dict:
     """Estimate every size from fresh (or reused) dry-runs; return the JSON-ready result."""
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         folder = pathlib.Path(reports_dir or keep or tmp)
         folder.mkdir(parents=True, exist_ok=True)
-        reports = dry_runs(sizes, device, folder, reuse=reports_dir is not None)
+        reports = dry_runs(sizes, device, folder, reuse=reports_dir is not None,
+                           precision=precision, batch=batch)
     cal = tt_estimate.calibrate(reports['vit-b'])
     sizes_out = {}
     for size in sizes:
@@ -72,7 +85,8 @@ def run(sizes: list[int], device: str, reports_dir: str | None, keep: str | None
     return {'what': 'ESTIMATE from the mock dry-run op list (no card): per-op roofline '
                     'calibrated like for like on the tt-metal ViT-B demo, per-op dispatch gap '
                     'per board, published dp scaling; a range, not a measurement',
-            'device_of_dry_run': device, 'sizes': sizes_out, 'calibration': cal,
+            'device_of_dry_run': device, 'precision': precision, 'batch': batch,
+            'sizes': sizes_out, 'calibration': cal,
             'dp_ratios': tt_estimate.dp_ratios(), 'sources': tt_estimate.sources(),
             'target_fps_n300_dp2_384': TARGET_FPS, 'seconds': time.perf_counter() - t0}
 
@@ -99,6 +113,10 @@ def print_table(result: dict) -> None:
         for board, name in BOARD_NAMES.items():
             f = est['boards'][board]['fps']
             print(f"{name:<16} {f['low']:>8.1f} {f['central']:>8.1f} {f['high']:>8.1f}")
+        runs = ', '.join(f"{BOARD_NAMES[b]} {est['boards'][b]['ms']['central']:.1f}"
+                         for b in ('n150', 'n300_chip'))
+        print(f"device ms per run of {est['batch']} frame(s) per chip, central (a frame's "
+              f'device latency; dp adds chips, not latency): {runs}')
         top = list(est['by_op_ms'].items())[:6]
         print('central kernel ms by device op: ' + ', '.join(f'{k} {v:.2f}' for k, v in top))
 
@@ -110,10 +128,14 @@ def main(argv=None) -> int:
     p.add_argument('--json', default=str(ROOT / 'generated' / 'tt_estimate.json'))
     p.add_argument('--reports', help='read the dry-run reports from this folder (no dry-run)')
     p.add_argument('--keep-reports', help='write the dry-run reports to this folder')
+    p.add_argument('--precision', default='accurate', choices=vocabulary.TT_PRECISIONS,
+                   help="the DPT program's encoder profile (tt/configs.py)")
+    p.add_argument('--batch', type=int, default=1, help='frames per chip (throughput mode: 2)')
     args = p.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(',')]
     try:
-        result = run(sizes, args.device, args.reports, args.keep_reports)
+        result = run(sizes, args.device, args.reports, args.keep_reports, args.precision,
+                     args.batch)
     except bench_env.borrow('tt_mock_device').Unavailable as exc:
         print(f'estimate_tt: {exc}', file=sys.stderr)
         return 2

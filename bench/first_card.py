@@ -3,15 +3,16 @@ The first-card acceptance run: does DPT-Large work on this Tenstorrent board, ho
 
     .venv/bin/python bench/first_card.py --device wormhole_n300
         [--sizes 384,512] [--warmup 2] [--repeat 20] [--soak 500] [--hang-timeout 60]
-        [--modes eager,trace,trace_2cq] [--weights auto]
+        [--modes eager,trace,trace_2cq] [--precisions accurate,fast] [--weights auto]
         [--estimate generated/tt_estimate.json] [--out generated/first_card]
 
 One report, <out>/first_card.json and <out>/first_card.html, with: the board (chips, grid per
 chip, dispatch, harvesting, ttnn version); per-stage PCC against torch fp32 (embeddings, the
-four taps, reassemble, each fusion level, head, depth) at each size on every chip; compile and
-trace-capture times and trace sizes; device FPS and e2e FPS per mode (eager, trace, trace_2cq)
-at dp 1 and dp = the board's chips, each beside the estimate (dpt_ros/perf/tt_estimate.py, on
-the op list captured from this board, calibrated by bench/estimate_tt.py's JSON); and an
+four taps, reassemble, each fusion level, head, depth) at each size and encoder precision
+profile (accurate, fast: tt/configs.py) on every chip; compile and trace-capture times and
+trace sizes; device FPS and e2e FPS per profile and mode (eager, trace, trace_2cq) at dp 1 and
+dp = the board's chips, each beside the estimate (dpt_ros/perf/tt_estimate.py, on the op list
+captured from this board, calibrated by bench/estimate_tt.py's JSON); and an
 N-frame soak on all chips with a hang watchdog: a frame not back within --hang-timeout is
 reported as a hang (the report is written, the process exits 3) instead of waited for.
 
@@ -114,8 +115,9 @@ def bundled_input(size: int) -> np.ndarray:
     return preprocess(data.astronaut(), size)[None]
 
 
-def pcc_section(kind: str, size: int, weights: str, target: str) -> dict:
-    """Per-stage PCC of every chip's TtDPT against HF fp32 at one size (eager, strict)."""
+def pcc_section(kind: str, size: int, weights: str, target: str,
+                precision: str = 'accurate') -> dict:
+    """Per-stage PCC of every chip's TtDPT against HF fp32: one size and profile (eager)."""
     from dpt_ros.demo import stage_pcc
     from dpt_ros.inference.hf_model import load_model
     from dpt_ros.tt.configs import build_configs, device_grid
@@ -128,7 +130,8 @@ def pcc_section(kind: str, size: int, weights: str, target: str) -> dict:
     devices = open_devices(kind, vocabulary.TT_DEVICES[kind], execution_mode='eager')
     chips = {}
     try:
-        cfg = build_configs(loaded.config, kind, size, 1, grid=device_grid(devices.chips[0]))
+        cfg = build_configs(loaded.config, kind, size, 1, grid=device_grid(devices.chips[0]),
+                            precision=precision)
         prepared = prepare_weights(loaded.model.state_dict(), cfg)
         for cid, chip in zip(devices.ids, devices.chips):
             tt = TtDPT(prepared.params, loaded.config, chip, cfg, FallbackCounter(strict=True))
@@ -136,7 +139,8 @@ def pcc_section(kind: str, size: int, weights: str, target: str) -> dict:
     finally:
         devices.close()
     worst = min(min(v.values()) for v in chips.values())
-    out = {'weights': loaded.weights, 'per_chip': chips, 'worst': worst}
+    out = {'weights': loaded.weights, 'precision': precision, 'per_chip': chips,
+           'worst': worst}
     if target == 'mock':
         return dict(out, status='skipped', reason='ran every stage on every chip (host checks '
                     'passed), but ' + NOT_A_CARD['mock'] + ': no PCC to judge')
@@ -163,14 +167,15 @@ class CaptureTimer:
 
 
 def perf_entry(kind: str, size: int, mode: str, dp: int, args, timer: CaptureTimer,
-               estimates: dict, target: str) -> dict:
+               estimate: dict | None, target: str, precision: str = 'accurate') -> dict:
     """One strict bench_tt.measure run: device / e2e FPS, compile, capture, trace, estimate."""
     import bench_tt
     n_before = len(timer.seconds)
     try:
         record, _ = bench_tt.measure(device=kind, dp=dp, image_size=size, mode=mode,
                                      weights=args.weights, warmup=args.warmup,
-                                     repeat=args.repeat, selfcheck=target not in SELFCHECK_OFF)
+                                     repeat=args.repeat, precision=precision,
+                                     selfcheck=target not in SELFCHECK_OFF)
     except Exception as exc:
         return {'status': 'failed', 'error': f'{type(exc).__name__}: {exc}'[:500]}
     captures = timer.seconds[n_before:]
@@ -186,7 +191,7 @@ def perf_entry(kind: str, size: int, mode: str, dp: int, args, timer: CaptureTim
     out['trace_sizes'] = sizes or skipped(
         'this build reports no captured trace size to Python (ttnn 0.81.1 has no call for it)')
     out['trace_region_size'] = record.get('trace_region_size')
-    out['estimate'] = estimate_beside(estimates.get(size), kind, dp, mode)
+    out['estimate'] = estimate_beside(estimate, kind, dp, mode)
     if target != 'card':
         out['timing_note'] = NOT_A_CARD[target]
     return out
@@ -207,21 +212,22 @@ def estimate_beside(est: dict | None, kind: str, dp: int, mode: str) -> dict:
 
 # ---- the estimate from this board's own op list ----------------------------------------------
 
-def estimate_section(kind: str, size: int, weights: str, target: str, calibration) -> dict:
-    """te.estimate on an op list captured here (card or mock), else the estimate JSON's."""
+def estimate_section(kind: str, size: int, weights: str, target: str, calibration,
+                     precision: str = 'accurate') -> dict:
+    """te.estimate on an op list captured here (card or mock), one size and profile."""
     from dpt_ros.perf import tt_estimate
     if calibration is None:
         return skipped('no calibration: run bench/estimate_tt.py (it writes the JSON that '
                        '--estimate reads)')
     if target == 'double':
         return skipped('the device double runs no device programs to capture')
-    report = capture_op_list(kind, size, weights)
+    report = capture_op_list(kind, size, weights, precision)
     est = tt_estimate.estimate(report, calibration)
     return {'status': 'ok', 'source': f'op list captured on this {target}', 'op_count':
             est['op_count'], 'boards': est['boards'], 'stages': est['stages']}
 
 
-def capture_op_list(kind: str, size: int, weights: str) -> dict:
+def capture_op_list(kind: str, size: int, weights: str, precision: str = 'accurate') -> dict:
     """Graph-capture one eager forward on chip 0 (the dry-run's capture, on this device)."""
     import ttnn
 
@@ -235,7 +241,8 @@ def capture_op_list(kind: str, size: int, weights: str) -> dict:
     devices = open_devices(kind, 1, execution_mode='eager')
     try:
         chip = devices.chips[0]
-        tt = build_tt_model(loaded.model, chip, device_name=kind, image_size=size)
+        tt = build_tt_model(loaded.model, chip, device_name=kind, image_size=size,
+                            precision=precision)
         x = ttnn.to_device(tt.preprocess_host(bundled_input(size)), chip)
         tt.forward(x)                                   # weights prepared outside the capture
         report = {'configs': tt.cfg.describe()}
@@ -301,6 +308,8 @@ def soak_section(kind: str, size: int, args, target: str) -> dict:
     from dpt_ros.backends import BackendOptions, tt_backend
     import bench_tt
     dp = vocabulary.TT_DEVICES[kind]
+    # A mock reads back zeros: its self-check rightly refuses every chip (PCC is its own
+    # section, skipped there with that reason).
     backend = tt_backend.create(BackendOptions(weights=args.weights, image_size=size,
                                                device=kind, dp=dp, execution_mode='trace_2cq',
                                                strict=True,
@@ -322,29 +331,32 @@ def run(args, target: str) -> dict:
     """Run every check in order; one that raises is reported as failed and the rest go on."""
     kind = args.device
     sizes = [int(s) for s in args.sizes.split(',')]
+    profiles = args.precisions.split(',')
+    runs = [(s, p) for s in sizes for p in profiles]      # 'size profile' keys the report
     chips = vocabulary.TT_DEVICES[kind]
     dps = sorted({1, chips})
     report = {'what': 'first-card acceptance run (bench/first_card.py)', 'target': target,
               'started': datetime.datetime.now(datetime.timezone.utc).isoformat(),
-              'argv': sys.argv[1:], 'device': kind, 'sizes': sizes}
+              'argv': sys.argv[1:], 'device': kind, 'sizes': sizes, 'precisions': profiles}
     if target != 'card':
         report['not_a_card'] = NOT_A_CARD[target]
     if target in SELFCHECK_OFF:
         report['selfcheck'] = SELFCHECK_OFF[target]
     report['board'] = guarded(board_section, kind, target)
     calibration = load_calibration(args.estimate)
-    report['estimate'] = {str(s): guarded(estimate_section, kind, s, args.weights, target,
-                                          calibration) for s in sizes}
-    report['pcc'] = {str(s): guarded(pcc_section, kind, s, args.weights, target) for s in sizes}
+    report['estimate'] = {f'{s} {p}': guarded(estimate_section, kind, s, args.weights, target,
+                                              calibration, p) for s, p in runs}
+    report['pcc'] = {f'{s} {p}': guarded(pcc_section, kind, s, args.weights, target, p)
+                     for s, p in runs}
     timer = CaptureTimer()
     report['perf'] = {}
-    for s in sizes:
+    for s, p in runs:
         for mode in args.modes.split(','):
             for dp in dps:
-                report['perf'][f'{s} {mode} dp{dp}'] = dict(
+                report['perf'][f'{s} {p} {mode} dp{dp}'] = dict(
                     guarded(perf_entry, kind, s, mode, dp, args, timer,
-                            {x: report['estimate'][str(x)] for x in sizes}, target),
-                    size=s, mode=mode, dp=dp)
+                            report['estimate'][f'{s} {p}'], target, p),
+                    size=s, precision=p, mode=mode, dp=dp)
     report['soak'] = guarded(soak_section, kind, sizes[0], args, target) if args.soak else \
         skipped('--soak 0')
     report['verdict'] = verdict(report)
@@ -396,8 +408,8 @@ def render_html(report: dict) -> str:
     for k, val in report['board'].items():
         rows.append(f'<tr><th>{html.escape(k)}</th><td>{_fmt(val)}</td></tr>')
     rows.append('</table><h2>PCC vs torch fp32, per stage and chip</h2>')
-    for size, sec in report['pcc'].items():
-        rows.append(f"<h3>{size} px: {sec.get('status')} {html.escape(sec.get('reason', ''))}"
+    for run, sec in report['pcc'].items():      # 'size profile'
+        rows.append(f"<h3>{run}: {sec.get('status')} {html.escape(sec.get('reason', ''))}"
                     f"{html.escape(sec.get('error', ''))}</h3>")
         chips = sec.get('per_chip') or {}
         if chips:
@@ -442,6 +454,8 @@ def parse(argv=None):
     p.add_argument('--device', default='wormhole_n300', choices=sorted(vocabulary.TT_DEVICES))
     p.add_argument('--sizes', default='384,512')
     p.add_argument('--modes', default=','.join(MODES))
+    p.add_argument('--precisions', default=','.join(vocabulary.TT_PRECISIONS),
+                   help='encoder precision profiles to run (each size, mode and dp)')
     p.add_argument('--weights', default='auto')
     p.add_argument('--warmup', type=int, default=2, help='untimed calls per perf run')
     p.add_argument('--repeat', type=int, default=20, help='timed calls per perf run')

@@ -17,6 +17,11 @@ DEVICES = TORCH_DEVICES + tuple(TT_DEVICES)
 EXECUTION_MODES = ('eager', 'trace', 'trace_2cq')
 # TT dispatch cores: ttnn's choice for the board, ethernet cores, or a row of worker cores.
 TT_DISPATCH_CORES = ('auto', 'eth', 'worker')
+# TT encoder numerics (tt/configs.py PRECISION_PROFILES): today's (the default until a card
+# shows the other holds PCC) or the tt-metal ViT demo's faster per-op settings.
+TT_PRECISIONS = ('accurate', 'fast')
+# TT frames per chip per device run: 1, or 2 (throughput mode: two frames share each program).
+TT_CHIP_BATCHES = (1, 2)
 # CPU backends of the command-line tools; 'auto' picks the fastest one present.
 CPU_BACKEND_CHOICES = ('auto', 'openvino', 'torch')
 # Compute dtype of the torch / OpenVINO backends; 'auto' = bf16 where the CPU runs it

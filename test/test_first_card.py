@@ -88,19 +88,21 @@ def test_the_whole_run_on_the_device_double(tmp_path):
     board = rep['board']
     assert board['grid_per_chip'] == [[8, 8], [8, 8]] and board['ttnn_version'] == '0.81.1'
     assert board['harvesting']['status'] == 'skipped'
-    chips = rep['pcc']['128']['per_chip']
-    assert sorted(chips) == ['wormhole_n300:0', 'wormhole_n300:1']
-    for scores in chips.values():
-        assert sorted(scores) == sorted(stage_names()) and min(scores.values()) >= 0.99, scores
-    assert sorted(rep['perf']) == sorted(f'128 {m} dp{d}' for m in ('eager', 'trace_2cq')
-                                         for d in (1, 2))
+    assert rep['precisions'] == ['accurate', 'fast']        # both profiles by default
+    for run in ('128 accurate', '128 fast'):
+        chips = rep['pcc'][run]['per_chip']
+        assert sorted(chips) == ['wormhole_n300:0', 'wormhole_n300:1']
+        for scores in chips.values():
+            assert sorted(scores) == sorted(stage_names()) and min(scores.values()) >= 0.99
+    assert sorted(rep['perf']) == sorted(f'128 {p} {m} dp{d}' for p in ('accurate', 'fast')
+                                         for m in ('eager', 'trace_2cq') for d in (1, 2))
     for name, p in rep['perf'].items():
         assert p['status'] == 'ok' and p['fps_device'] > 0 and p['fps_e2e'] > 0, name
         assert p['program_config_fallback_total'] == 0
         assert p['estimate']['status'] == 'skipped' and p['timing_note']
         assert (p['captures'] > 0) == (p['mode'] != 'eager'), name   # 2 traces per chip
-    assert rep['perf']['128 trace_2cq dp2']['captures'] == 4
-    assert rep['estimate']['128']['status'] == 'skipped'
+    assert rep['perf']['128 fast trace_2cq dp2']['captures'] == 4
+    assert rep['estimate']['128 accurate']['status'] == 'skipped'
     soak = rep['soak']
     assert soak['status'] == 'ok' and soak['frames_done'] == 2 and soak['images'] == 4
     assert soak['chip_stats']['chip0 frames'] == soak['chip_stats']['chip1 frames'] == 2
@@ -122,7 +124,7 @@ def test_the_whole_run_on_a_mock_board(tmp_path):
     estimate.write_text(json.dumps({'calibration': _calibration()}))
     proc = subprocess.run(
         [sys.executable, str(ROOT / 'bench' / 'first_card.py'), '--device', 'wormhole_n150',
-         '--mock', *SMALL, '--soak', '2',
+         '--mock', *SMALL, '--soak', '2', '--precisions', 'accurate',     # fast: dry-run's
          '--estimate', str(estimate), '--out', str(tmp_path)],
         capture_output=True, text=True, timeout=1200, cwd=str(ROOT))
     tail = (proc.stdout + proc.stderr)[-3000:]
@@ -131,16 +133,16 @@ def test_the_whole_run_on_a_mock_board(tmp_path):
     assert 'readbacks are zeros' in rep['selfcheck']
     assert rep['board']['harvesting']['status'] == 'ok'
     assert rep['board']['grid_per_chip'] == [[8, 8]]
-    pcc = rep['pcc']['128']
+    pcc = rep['pcc']['128 accurate']
     assert pcc['status'] == 'skipped' and 'readbacks are zeros' in pcc['reason'], pcc
     assert set(pcc['per_chip']['wormhole_n150:0']) >= {'embeddings', 'fusion3', 'depth'}
     for name, p in rep['perf'].items():
         assert p['status'] == 'ok' and 'no kernels' in p['timing_note'], (name, p)
-    est = rep['estimate']['128']
+    est = rep['estimate']['128 accurate']
     assert est['status'] == 'ok' and est['op_count'] > 100, est
-    assert rep['perf']['128 trace_2cq dp1']['estimate']['board'] == 'n150'
+    assert rep['perf']['128 accurate trace_2cq dp1']['estimate']['board'] == 'n150'
     assert rep['soak']['status'] == 'ok' and rep['soak']['frames_done'] == 2
-    assert rep['verdict']['failed'] == [] and rep['verdict']['skipped'] == ['pcc 128']
+    assert rep['verdict']['failed'] == [] and rep['verdict']['skipped'] == ['pcc 128 accurate']
     assert proc.returncode == 0, tail
 
 

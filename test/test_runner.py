@@ -207,6 +207,11 @@ def test_empty_folder_names_supported_extensions(tmp_path, capsys):
     (['--tt-run', '--device', 'wormhole_n300', '--dp', '8'], '--dp 8 needs'),
     (['--tt-run', '--device', 'wormhole_t3000', '--dp', '9'], 'invalid choice'),
     (['--selfcheck-min-pcc', '1.5'], '--selfcheck-min-pcc must be in [0, 1]'),
+    (['--chip-batch', '2'], '--chip-batch needs --tt-run'),
+    (['--tt-run', '--device', 'wormhole_n300', '--dp', '2', '--chip-batch', '2',
+      '--batch-size', '2'], 'must equal --dp x --chip-batch'),
+    (['--tt-run', '--device', 'wormhole_n300', '--chip-batch', '3'], 'invalid choice'),
+    (['--tt-run', '--device', 'wormhole_n300', '--tt-precision', 'fastest'], 'invalid choice'),
 ])
 def test_flag_rules(argv, words, capsys):
     with pytest.raises(SystemExit) as exc:

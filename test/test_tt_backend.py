@@ -335,3 +335,103 @@ def test_trace_region_and_dispatch_reach_the_backend_from_runner_and_node():
     assert table['dispatch_core'].choice_list() == ('auto', 'eth', 'worker')
     opts = params.backend_options({'trace_region_mb': 48, 'dispatch_core': 'eth'})
     assert (opts.trace_region_mb, opts.dispatch_core) == (48, 'eth')
+
+
+def test_precision_profile_reaches_the_model_from_runner_and_node(tmp_path):
+    """
+    Check `precision`: one table entry, a runner flag, each chip's configs, the perf info.
+
+    accurate is the default everywhere; fast builds every chip's encoder with the fast
+    profile (LoFi linears, bfloat8_b out of QKV / FF1) and says so in backend info; an unknown
+    profile stops start-up in one line, not a fallback.
+    """
+    ttnn = pytest.importorskip('ttnn')
+    from doubles.tt_device_double import tt_device_double
+    from dpt_ros.demo.runner import backend_options, build_parser
+    from dpt_ros.ros import params
+    assert BackendOptions().precision == 'accurate'
+    args = build_parser().parse_args(['--tt-run', '--device', 'wormhole_n300'])
+    assert backend_options(args).precision == 'accurate'
+    args = build_parser().parse_args(['--tt-run', '--device', 'wormhole_n300',
+                                      '--tt-precision', 'fast'])
+    assert backend_options(args).precision == 'fast'
+    table = {p.name: p for p in params.PARAMS}
+    assert table['precision'].choice_list() == ('accurate', 'fast')
+    assert params.backend_options({'precision': 'fast'}).precision == 'fast'
+    with tt_device_double():
+        backend = _started(_opts(precision='fast', execution_mode='trace',
+                                 cache_dir=str(tmp_path)))
+        try:
+            assert np.isfinite(backend.infer(np.zeros((2, 64, 64, 3), np.uint8))).all()
+            cfgs = [m.tt.cfg for m in backend._models]
+            info = backend.info.extra
+        finally:
+            backend.close()
+        with pytest.raises(BackendError, match='tt precision must be one of') as bad:
+            _started(_opts(precision='fastest', cache_dir=str(tmp_path)))
+    assert not isinstance(bad.value, BackendUnavailable) and '\n' not in str(bad.value)
+    assert info['precision'] == 'fast'
+    for cfg in cfgs:
+        assert cfg.precision_name == 'fast'
+        assert str(cfg.compute['ff1'].math_fidelity).endswith('LoFi')
+        assert cfg.out_dtype('qkv') == cfg.out_dtype('ff1') == ttnn.bfloat8_b
+
+
+def test_throughput_mode_runs_two_frames_per_chip_and_pairs_single_frame_calls(tmp_path):
+    """
+    Check chip_batch 2 on an N300 (the double): two frames share each chip's program.
+
+    Each chip's model is built for 2 frames (configs batch 2), a call of 4 frames gives each
+    frame the depth the one-frame-per-chip backend gives it, two concurrent calls of one frame
+    (two cameras) share one run, and the perf info says 2 per chip; a lone call runs filled.
+    """
+    import threading
+
+    from doubles.tt_device_double import tt_device_double
+    from dpt_ros.demo.runner import backend_options, build_parser, check_args
+    from dpt_ros.ros import params
+    parser = build_parser()
+    args = parser.parse_args(['--tt-run', '--device', 'wormhole_n300', '--dp', '2',
+                              '--chip-batch', '2'])
+    check_args(parser, args)
+    assert (backend_options(args).chip_batch, args.batch_size) == (2, 4)
+    assert params.backend_options({'chip_batch': 2}).chip_batch == 2
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
+    with tt_device_double():
+        one = _started(_opts(execution_mode='trace', cache_dir=str(tmp_path)))
+        try:
+            ref = one.infer(x[:2])
+            ref = np.concatenate([ref, one.infer(x[2:])])
+        finally:
+            one.close()
+        two = _started(_opts(execution_mode='trace', chip_batch=2, chip_batch_wait_ms=30000,
+                             cache_dir=str(tmp_path)))
+        try:
+            assert [m.tt.cfg.batch for m in two._models] == [2, 2]
+            assert two.max_concurrency == 4 and two.info.extra['per_chip_batch_size'] == 2
+            got = two.infer(x)
+            outs = {}
+            threads = [threading.Thread(target=lambda i=i: outs.update({i: two.infer(x[i:i + 1])}))
+                       for i in range(2)]
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join(timeout=120)
+            paired = (two._gather.groups, two._gather.frames)
+            two._gather.wait_s = 0.01
+            alone = two.infer(x[3:4])
+        finally:
+            two.close()
+        with pytest.raises(BackendError, match='chip_batch must be one of'):
+            _started(_opts(chip_batch=3, cache_dir=str(tmp_path)))
+        with pytest.raises(BackendError, match='needs the 8x8 grid') as worker:
+            _started(_opts(chip_batch=2, dispatch_core='worker', execution_mode='trace',
+                           cache_dir=str(tmp_path)))
+    assert '\n' not in str(worker.value)
+    for i in range(4):
+        assert np.corrcoef(got[i].ravel(), ref[i].ravel())[0, 1] > 0.999, i
+    assert paired == (1, 2)
+    for i in range(2):
+        assert np.array_equal(outs[i][0], got[i])
+    assert np.corrcoef(alone[0].ravel(), ref[3].ravel())[0, 1] > 0.999

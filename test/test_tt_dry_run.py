@@ -36,6 +36,16 @@ RUNS = {
     'n300-512': ('wormhole_n300', 2, 512, 'random', 'eager,trace_2cq', STRICT),
     'n300-defaults': ('wormhole_n300', 2, 384, 'random', 'eager,trace_2cq',
                       ['--force-defaults']),
+    'n300-defaults-512': ('wormhole_n300', 2, 512, 'random', 'eager', ['--force-defaults']),
+    # The fast precision profile (tt/configs.py): its op list, and both chips at 512.
+    'n150-384-fast': ('wormhole_n150', 1, 384, 'random', 'eager',
+                      STRICT + ['--graph', '--precision', 'fast']),
+    'n300-512-fast': ('wormhole_n300', 2, 512, 'random', 'eager,trace_2cq',
+                      STRICT + ['--precision', 'fast']),
+    # Throughput mode: two frames per chip (chip_batch 2).
+    'n300-384-b2': ('wormhole_n300', 2, 384, 'random', 'eager,trace_2cq',
+                    STRICT + ['--batch', '2']),
+    'n150-512-b2': ('wormhole_n150', 1, 512, 'random', 'eager', STRICT + ['--batch', '2']),
     'n150-tiny': ('wormhole_n150', 1, 384, 'tiny-random', 'eager,trace_2cq', STRICT),
     # Eight chips (test/data/wormhole_t3000_cluster.yaml): 35-60 s on 2 cores.
     't3000-384': ('wormhole_t3000', 8, 384, 'random', 'eager,trace_2cq', STRICT),
@@ -87,6 +97,12 @@ def _modes(name):
     return RUNS[name][4].split(',')
 
 
+def _per_call(name, rep):
+    """Frames per inference call of a run: dp x its frames per chip (--batch)."""
+    extra = RUNS[name][5]
+    return rep['dp'] * (int(extra[extra.index('--batch') + 1]) if '--batch' in extra else 1)
+
+
 @pytest.mark.parametrize('report', STRICT_RUNS, indirect=True)
 def test_strict_run_passes_every_op_without_fallback(report):
     """
@@ -103,8 +119,9 @@ def test_strict_run_passes_every_op_without_fallback(report):
         assert result['ok'], f'{mode}: {result.get("error")}\n{tail}'
         assert result['closed']
         assert result['effective_mode'] == mode
-        assert result['frames'] == FRAMES * rep['dp']
-        assert result['output_shapes'] == [str([rep['dp'], rep['size'], rep['size']])] * FRAMES
+        assert result['frames'] == FRAMES * _per_call(name, rep)
+        assert result['output_shapes'] == \
+            [str([_per_call(name, rep), rep['size'], rep['size']])] * FRAMES
         assert len(result['device_ids']) == rep['dp']
         counts = result['fallback_counts']
         assert counts['program_config_fallback_total'] == 0, result['fallback_reasons']
@@ -177,7 +194,7 @@ def test_each_chip_reports_the_dispatch_and_grid_it_opened_with(report):
         assert [b is not None for b in result['trace_bytes']] == [traced] * rep['dp']
 
 
-@pytest.mark.parametrize('report', ['n300-defaults'], indirect=True)
+@pytest.mark.parametrize('report', ['n300-defaults', 'n300-defaults-512'], indirect=True)
 def test_every_default_config_passes_and_each_fallback_is_counted(report):
     """
     Check that with every tuned config refused, each op falls back once and is counted.
@@ -205,7 +222,7 @@ def test_every_default_config_passes_and_each_fallback_is_counted(report):
         assert all('refused by the dry-run' in r for r in result['fallback_reasons'])
 
 
-@pytest.mark.parametrize('report', ['n150-384', 'n150-512'], indirect=True)
+@pytest.mark.parametrize('report', ['n150-384', 'n150-512', 'n150-384-fast'], indirect=True)
 def test_op_list_with_l1_headroom_is_written(report):
     """
     Write the device-op list of a compile run and check that it leaves L1 headroom.
@@ -224,8 +241,10 @@ def test_op_list_with_l1_headroom_is_written(report):
                    'Conv2dDeviceOperation', 'HaloDeviceOperation'):
         assert needed in names
     assert all(op['cores'] > 0 for op in ops if op['name'] == 'Conv2dDeviceOperation')
+    fast = rep['configs']['precision'] == 'fast'
     fidelities = {op['fidelity'] for op in ops if op['call'] == 'ttnn.linear'}
-    assert fidelities == {'HiFi2'}
+    assert fidelities == ({'LoFi', 'HiFi2'} if fast else {'HiFi2'})
+    _check_encoder_and_attention(rep, fast)
     # What each device op really ran with (ttnn's default where none was passed): never
     # HiFi4 with fp32 accumulation (tt-metal #38306).
     computes = [(op['name'], op['compute']) for op in ops if op['compute'] is not None]
@@ -241,10 +260,46 @@ def test_op_list_with_l1_headroom_is_written(report):
     summary = oplist.summary(ops)
     OPS_JSON.parent.mkdir(exist_ok=True)
     data = json.loads(OPS_JSON.read_text()) if OPS_JSON.exists() else {}
-    data[f'{rep["device"]}-{rep["size"]}'] = {'summary': summary, 'ops': ops}
+    key = f'{rep["device"]}-{rep["size"]}' + ('-fast' if fast else '')
+    data[key] = {'summary': summary, 'ops': ops}
     OPS_JSON.write_text(json.dumps(data, indent=1))
     assert summary['tightest']['l1_headroom_bytes'] == min(
         op['l1_headroom_bytes'] for op in measured)
+
+
+def _check_encoder_and_attention(rep: dict, fast: bool) -> None:
+    """
+    Check the encoder's ops as the device ran them: profile settings, attention in one op.
+
+    Tokens fill the 8x8 grid (every encoder linear on 64 cores); each SDPA call is one device
+    op (the windowed mask is built in the op: no [S, S] mask rescaled per call; heads written
+    side by side: no concatenate_heads op) whose units fill whole rounds of the grid; the
+    precision profile's settings reach the ops (fast: LoFi linears, bfloat8_b out of QKV and
+    FF1, approximate GELU and exp; accurate: bf16, accurate GELU and exp).
+    """
+    ops, cfg = rep['ops'], rep['configs']
+    assert cfg['encoder_grid'] == [8, 8] and cfg['tokens_padded'] % 32 == 0
+    names = {op['name'] for op in ops}
+    assert 'NLPConcatHeadsDeviceOperation' not in names
+    sdpa_calls = [op for op in ops if op['call'].endswith('scaled_dot_product_attention')]
+    assert sdpa_calls and all(op['name'] == 'SDPAOperation' for op in sdpa_calls), \
+        {op['name'] for op in sdpa_calls}
+    for op in sdpa_calls:
+        s = op['settings']
+        q = op['inputs'][0]['shape'].strip('[]').split(', ')
+        units = int(q[0]) * int(q[1]) * (int(q[2]) // s['q_chunk'])
+        assert units % 64 == 0, (units, s)                      # whole rounds of 8x8
+        assert s['exp_approx'] is fast
+    linears = [op for op in ops if op['name'] == 'MatmulDeviceOperation'
+               and (op['settings'] or {}).get('grid') == [8, 8]]
+    assert len(linears) == 4 * 24                   # QKV, out, FF1, FF2 of 24 ViT-L layers
+    wide = [op for op in linears if op['outputs'][0]['shape'].endswith('3072]')
+            or op['outputs'][0]['shape'].endswith('4096]')]      # QKV and FF1
+    assert {op['outputs'][0]['dtype'] for op in wide} == \
+        {'BFLOAT8_B' if fast else 'BFLOAT16'}
+    assert {op['settings']['fidelity'] for op in linears} == {'LoFi' if fast else 'HiFi2'}
+    gelu = {op['settings'].get('activation') for op in linears} - {None}
+    assert gelu == {'gelu_approx' if fast else 'gelu'}
 
 
 def test_a_mocked_cluster_is_refused_unless_a_test_allows_it(monkeypatch):

@@ -255,3 +255,34 @@ def test_estimate_on_a_real_dry_run_op_list(tmp_path):
         f = est['boards'][board]['fps']
         assert all(math.isfinite(v) and v > 0 for v in f.values())
         assert f['low'] <= f['central'] <= f['high']
+
+
+def test_estimate_tt_refuses_a_dry_run_that_failed_part_way(tmp_path, monkeypatch):
+    """
+    Check bench/estimate_tt.py: a dry-run whose mode failed is refused, not estimated.
+
+    A program that fails validation half way still leaves the ops it got through: estimating
+    those would under-count the frame (it happened: two frames a chip at 512 clashed with L1
+    in fusion.3 and estimated 39 FPS on the ops before it).
+    """
+    import importlib.util
+    import json
+    import pathlib
+    import types
+    root = pathlib.Path(__file__).resolve().parents[1]
+    monkeypatch.syspath_prepend(str(root / 'bench'))
+    spec = importlib.util.spec_from_file_location('estimate_tt', root / 'bench' / 'estimate_tt.py')
+    est_tt = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(est_tt)
+
+    def dry_run(harness, path, *, device, args):
+        failed = args[:2] == ['--size', '512']
+        rep = {'ops': [], 'modes': {'eager': {'ok': not failed, 'error': 'clash (injected)'}}}
+        path.write_text(json.dumps(rep))
+        return rep, 'log tail'
+    fake = types.SimpleNamespace(prepare=lambda: 'harness', dry_run=dry_run)
+    monkeypatch.setattr(est_tt.bench_env, 'borrow', lambda name: fake)
+    reports = est_tt.dry_runs([384], 'wormhole_n150', tmp_path, reuse=False)
+    assert set(reports) == {'vit-b', 384}
+    with pytest.raises(SystemExit, match='clash'):
+        est_tt.dry_runs([384, 512], 'wormhole_n150', tmp_path, reuse=False)

@@ -15,7 +15,7 @@ import threading
 from doubles.tt_device_double import tt_device_double
 from dpt_ros.backends import BackendOptions
 from dpt_ros.tt.device import L1_SMALL_SIZE, open_devices, TRACE_REGION_SIZE
-from dpt_ros.tt.executor import ChipPipeline, CQ_COMPUTE, DataParallel
+from dpt_ros.tt.executor import ChipPipeline, CQ_COMPUTE, DataParallel, FrameGather
 from dpt_ros.tt.fallbacks import FallbackError
 import numpy as np
 import pytest
@@ -218,10 +218,13 @@ def test_the_checks_catch_an_event_recorded_too_early():
 
 # ---------------------------------------------------------------------------- data parallel
 
-def _dp(dd, device='wormhole_n300', n=2, mode='trace_2cq'):
+def _dp(dd, device='wormhole_n300', n=2, mode='trace_2cq', batch=1):
     devs = open_devices(device, n, execution_mode=mode)
-    pipes = [ChipPipeline(c, ToyProgram(), mode, S, chip_id=cid)
-             for c, cid in zip(devs.chips, devs.ids)]
+    pipes = []
+    for c, cid in zip(devs.chips, devs.ids):
+        program = ToyProgram()
+        program.batch = batch            # frames per chip per run (throughput mode: 2)
+        pipes.append(ChipPipeline(c, program, mode, S, chip_id=cid))
     dp = DataParallel(pipes)
     dp.compile(np.zeros((1, 3, S, S), np.float32))
     return devs, dp
@@ -280,6 +283,84 @@ def test_dp2_concurrent_callers_each_get_their_own_frames():
         assert sum(p.frames_run for p in dp.pipelines) == 6
         dp.release()
         devs.close()
+
+
+# ------------------------------------------------------------- throughput mode: 2 per chip
+
+@pytest.mark.parametrize('mode', ['eager', 'trace_2cq'])
+def test_two_frames_per_chip_each_frame_gets_its_own_output(mode):
+    """
+    Check chip_batch 2: groups of two consecutive frames per chip, order and counts kept.
+
+    4 frames on 2 chips: one run each; 5: chip 0 runs groups 0 and 2 (frames 0-1, 4 + a
+    filled copy whose output is dropped), chip 1 group 1; 1 frame: one filled run.
+    """
+    with tt_device_double():
+        devs, dp = _dp(None, mode=mode, batch=2)
+        assert dp.batch == 2 and [p.batch for p in dp.pipelines] == [2, 2]
+        for n, seed in ((4, 20), (5, 21), (1, 22), (3, 23)):
+            x = frames(n, seed=seed)
+            out = dp.infer(x)
+            assert out.shape == (n, S, S)
+            assert_own_output(out, x)
+        # runs: n=4 -> 1 + 1, n=5 -> 2 + 1, n=1 -> 1, n=3 -> 1 + 1; the frames served (the
+        # filled copies not counted) per chip, whichever chip the pool lent first
+        assert sum(p.frames_run for p in dp.pipelines) == 8
+        assert sum(st['frames'] for st in dp.chip_stats()) == 4 + 5 + 1 + 3
+        assert dp.frames == 13
+        dp.release()
+        devs.close()
+
+
+def _gather(size=2, wait_s=5.0, fail=False):
+    runs = []
+
+    def run(x):
+        runs.append(len(x))
+        if fail:
+            raise RuntimeError('device run failed (injected)')
+        return x * 10.0
+    return FrameGather(size, wait_s, run), runs
+
+
+def _concurrently(fn, args):
+    results, errors = {}, {}
+
+    def call(i):
+        try:
+            results[i] = fn(args[i])
+        except Exception as exc:  # surfaced by the callers' assertions
+            errors[i] = exc
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(args))]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=30)
+    return results, errors
+
+
+def test_concurrent_single_frame_calls_share_one_run():
+    """Two callers of one frame each (two cameras): one run of two, each its own output."""
+    gather, runs = _gather(wait_s=30.0)          # full before the wait ends: no waiting out
+    x = [np.full((1, 2), float(i + 1), np.float32) for i in range(2)]
+    results, errors = _concurrently(gather, x)
+    assert not errors and runs == [2] and (gather.groups, gather.frames) == (1, 2)
+    for i in range(2):
+        assert np.array_equal(results[i], x[i] * 10.0)
+
+
+def test_a_lone_call_runs_after_the_wait_and_a_full_call_at_once():
+    gather, runs = _gather(wait_s=0.05)
+    assert np.array_equal(gather(np.ones((1, 2), np.float32)), np.full((1, 2), 10.0))
+    assert np.array_equal(gather(np.ones((2, 2), np.float32)), np.full((2, 2), 10.0))
+    assert runs == [1, 2] and gather.groups == 1       # the full call bypasses the gather
+
+
+def test_a_failed_run_reaches_every_call_of_its_group():
+    gather, runs = _gather(wait_s=30.0, fail=True)
+    results, errors = _concurrently(gather, [np.ones((1, 2), np.float32)] * 2)
+    assert not results and len(errors) == 2 and runs == [2]
+    assert all('injected' in str(e) for e in errors.values())
 
 
 # ------------------------------------------------------------- data parallel over a T3000

@@ -51,6 +51,9 @@ class BackendOptions:
     streams: int = 1                 # openvino only: >1 = THROUGHPUT hint, frames at once
     trace_region_mb: int = 32        # tt only: trace region per chip, MiB
     dispatch_core: str = 'auto'      # tt only: vocabulary.TT_DISPATCH_CORES
+    precision: str = 'accurate'      # tt only: vocabulary.TT_PRECISIONS (encoder numerics)
+    chip_batch: int = 1              # tt only: frames per chip per device run (throughput: 2)
+    chip_batch_wait_ms: float = 10.0  # tt only: how long a run waits for its other frames
     selfcheck: bool = True           # tt only: prove each chip against torch fp32 first
     selfcheck_min_pcc: float = 0.99  # tt only: a chip below this PCC leaves the rotation
 

@@ -11,7 +11,10 @@ propagates.
 
 `infer` takes uint8 pixels (N,S,S,3) (`input_format` 'pixels': the normalisation is in the
 patch-embedding weights) or the normalised (N,3,S,S) tensor. It is thread-safe;
-`max_concurrency` = dp: each call takes free chips, one frame per chip in flight at once.
+`max_concurrency` = dp: each call takes free chips, one frame per chip in flight at once. In
+throughput mode (`chip_batch` 2) each chip runs two frames per program: `max_concurrency` is
+2 x dp and concurrent calls of one frame (a node's cameras) are paired, a call waiting up to
+`chip_batch_wait_ms` for its partner (alone, its run is filled with a copy of its frame).
 Device time (`trace_wall_ms`, to a synchronize_device barrier) and the host-side end-to-end
 time are kept in `info.extra` after every call; `chip_stats()` gives frames, device FPS,
 failures and rotation per chip. A chip that fails is taken out of the rotation and the others
@@ -31,9 +34,9 @@ from dpt_ros.backends.base import BackendInfo, batch_format
 from dpt_ros.errors import BackendError, BackendUnavailable
 from dpt_ros.tt.device import (check_dispatch, import_ttnn, open_devices,
                                trace_region_refusal, TtDevices)
-from dpt_ros.tt.executor import ChipPipeline, DataParallel
+from dpt_ros.tt.executor import ChipPipeline, DataParallel, FrameGather
 from dpt_ros.tt.fallbacks import FallbackCounter, HOST_FALLBACK_COUNT, HOST_STAGE_KEYS
-from dpt_ros.vocabulary import EXECUTION_MODES, TT_DEVICES
+from dpt_ros.vocabulary import EXECUTION_MODES, TT_CHIP_BATCHES, TT_DEVICES, TT_PRECISIONS
 import numpy as np
 
 log = logging.getLogger('dpt_ros.backends.tt')
@@ -58,6 +61,18 @@ def _check_options(opts: BackendOptions) -> None:
     if opts.trace_region_mb < 1:
         raise BackendError(f'trace_region_mb {opts.trace_region_mb} must be >= 1')
     check_dispatch(opts.dispatch_core, opts.execution_mode, opts.dp)
+    if opts.chip_batch not in TT_CHIP_BATCHES:
+        raise BackendError(f"tt chip_batch must be one of {', '.join(map(str, TT_CHIP_BATCHES))}"
+                           f', not {opts.chip_batch}')
+    if opts.chip_batch > 1 and opts.dispatch_core == 'worker':
+        raise BackendError(f'chip_batch {opts.chip_batch} needs the 8x8 grid of ethernet '
+                           'dispatch; dispatch_core worker gives an N300 chip 8x7, where the '
+                           "head's convs of two frames do not fit L1")
+    if opts.chip_batch_wait_ms < 0:
+        raise BackendError(f'chip_batch_wait_ms {opts.chip_batch_wait_ms} must be >= 0')
+    if opts.precision not in TT_PRECISIONS:
+        raise BackendError(f"tt precision must be one of {', '.join(TT_PRECISIONS)}, not "
+                           f"'{opts.precision}'")
 
 
 class TtBackend:
@@ -75,7 +90,11 @@ class TtBackend:
         self._active = 0
         self._idle = threading.Condition(self._lock)
         self.image_size = int(opts.image_size)
-        self.max_concurrency = dp.dp
+        # Throughput mode: calls of fewer frames than a chip runs are merged (FrameGather),
+        # so as many calls may run at once as the chips hold frames.
+        self.max_concurrency = dp.dp * dp.batch
+        self._gather = FrameGather(dp.batch, opts.chip_batch_wait_ms / 1e3, dp.infer) \
+            if dp.batch > 1 else None
         self.model_config = loaded.config      # for the perf header JSON
         model_name = ('dpt-tiny (same architecture, small config)'
                       if loaded.config_name == 'tiny' else 'Intel/dpt-large')
@@ -100,8 +119,9 @@ class TtBackend:
                    'trace_bytes': [p.trace_bytes for p in dp.pipelines],
                    'dispatch_core': devices.dispatch,
                    'chip_grids': devices.grids(),
-                   'per_chip_batch_size': 1,
+                   'per_chip_batch_size': dp.batch,
                    'strict': bool(opts.strict),
+                   'precision': opts.precision,
                    'weights_random': bool(loaded.is_random),
                    'config_name': loaded.config_name,
                    'compile_time_s': compile_s,
@@ -117,7 +137,7 @@ class TtBackend:
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """
-        Return the (N, S, S) float32 predicted_depth of a batch, one frame per chip.
+        Return the (N, S, S) float32 predicted_depth of a batch, chip_batch frames per chip.
 
         The batch is (N, S, S, 3) uint8 pixels (input_format 'pixels', the production model)
         or (N, 3, S, S) normalised float.
@@ -135,7 +155,7 @@ class TtBackend:
             self._active += 1
         try:
             t0 = time.perf_counter()
-            out = self._dp.infer(batch)
+            out = self._dp.infer(batch) if self._gather is None else self._gather(batch)
             e2e_ms = (time.perf_counter() - t0) * 1e3
             perf = self._dp.last_perf
             extra = self.info.extra
@@ -211,6 +231,7 @@ class _TtDPTProgram:
 
     def __init__(self, tt_dpt):
         self.tt = tt_dpt
+        self.batch = tt_dpt.cfg.batch       # frames per chip per run
         self.input_memory_config = tt_dpt.input_memory_config
         self.dtype_name = f'bf16 activations, {tt_dpt.cfg.weight_dtype_name} weights'
 
@@ -236,8 +257,8 @@ def _prepare_weights(loaded, opts: BackendOptions, chip):
     """
     Build the configs and the host-side weights, once for all chips.
 
-    The configs are for (device, size, B=1 per chip, the chip's grid); one chip's grid serves
-    all of them, as the chips of one board have the same grid.
+    The configs are for (device, size, chip_batch per chip, the chip's grid); one chip's grid
+    serves all of them, as the chips of one board have the same grid.
 
     tt.weights caches them on disk keyed by a fingerprint of the state dict, the prepared-
     weight config and the ttnn version, so a restart skips the preparation.
@@ -245,7 +266,8 @@ def _prepare_weights(loaded, opts: BackendOptions, chip):
     from dpt_ros.tt.configs import build_configs, device_grid
     from dpt_ros.tt.weights import prepare_weights
     configs = build_configs(loaded.config, device=opts.device, image_size=opts.image_size,
-                            batch=1, grid=device_grid(chip))
+                            batch=opts.chip_batch, grid=device_grid(chip),
+                            precision=opts.precision)
     weights = prepare_weights(loaded.model.state_dict(), configs,
                               cache_dir=opts.cache_dir or None)
     return configs, weights

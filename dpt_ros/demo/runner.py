@@ -49,7 +49,8 @@ from dpt_ros.perf.stats import PerfStats
 from dpt_ros.serving.pipeline import DepthPipeline
 from dpt_ros.serving.supervisor import BackendSupervisor
 from dpt_ros.vocabulary import (CPU_BACKEND_CHOICES, DEFAULT_DTYPE, DEVICES, DTYPES,
-                                EXECUTION_MODES, TT_DEVICES, TT_DISPATCH_CORES)
+                                EXECUTION_MODES, TT_CHIP_BATCHES, TT_DEVICES,
+                                TT_DISPATCH_CORES, TT_PRECISIONS)
 import numpy as np
 
 log = logging.getLogger('dpt_ros.demo.runner')
@@ -89,6 +90,14 @@ def build_parser(prog: str = 'dpt_ros.demo.runner',
     p.add_argument('--dispatch-core', default=_DEFAULTS.dispatch_core,
                    choices=TT_DISPATCH_CORES,
                    help='TT dispatch cores (default %(default)s: ethernet on an N300)')
+    p.add_argument('--tt-precision', dest='precision', default=_DEFAULTS.precision,
+                   choices=TT_PRECISIONS,
+                   help='TT encoder numerics: accurate, or fast (the per-op settings of the '
+                   'tt-metal ViT demo; unproven on a card) (default %(default)s)')
+    p.add_argument('--chip-batch', type=int, default=_DEFAULTS.chip_batch,
+                   choices=TT_CHIP_BATCHES,
+                   help='TT frames per chip per device run: 2 is the throughput mode (more '
+                   'frames a second, each frame later) (default %(default)s)')
     p.add_argument('--weights', default=_DEFAULTS.weights,
                    help='auto | Intel/dpt-large | <local dir> | random | tiny-random '
                    '(auto: hub/cache, else random weights, flagged loudly)')
@@ -142,13 +151,16 @@ def check_args(p: argparse.ArgumentParser, args) -> None:
     if args.dp > chips:
         multi = ', '.join(f'{d} ({n} chips)' for d, n in TT_DEVICES.items() if n > 1)
         p.error(f'--dp {args.dp} needs --tt-run on a board with that many chips: {multi}')
+    if args.chip_batch > 1 and not args.tt_run:
+        p.error('--chip-batch needs --tt-run')
+    per_call = args.dp * args.chip_batch
     if args.batch_size is None:
-        args.batch_size = args.dp
+        args.batch_size = per_call
     if args.batch_size < 1:
         p.error('--batch-size must be >= 1')
-    if args.dp > 1 and args.batch_size != args.dp:
-        p.error(f'--batch-size must equal --dp when dp > 1 (got {args.batch_size} vs '
-                f'{args.dp}): one image per chip')
+    if per_call > 1 and args.batch_size != per_call:
+        p.error(f'--batch-size must equal --dp x --chip-batch when that is > 1 (got '
+                f'{args.batch_size} vs {per_call}): {args.chip_batch} image(s) per chip')
     if args.image_size < 16 or args.image_size % 16:
         p.error('--image-size must be a positive multiple of the 16 px patch')
     if args.warmup < 0 or args.repeat < 1:

@@ -172,6 +172,21 @@ PARAMS: tuple[Param, ...] = (
           "tt dispatch cores: auto (ttnn's choice: ethernet on an N300 / T3000), eth, or worker "
           '(a row of Tensix cores: an N300 chip then computes on 8x7; not with trace_2cq on 2+ '
           'chips).', choices=vocabulary.TT_DISPATCH_CORES),
+    Param('precision', _BACKEND_DEFAULTS.precision,
+          'tt encoder numerics: accurate (matmuls HiFi2, bf16 activations, exact GELU and exp, '
+          'LayerNorm / SDPA HiFi3 + fp32) or fast (as the tt-metal ViT demo: LoFi matmuls, '
+          'bfloat8_b out of QKV / FF1, approximate GELU and exp, LayerNorm HiFi2). fast is '
+          'faster by the estimate and unproven on a card: keep the selfcheck on with it.',
+          choices=vocabulary.TT_PRECISIONS),
+    Param('chip_batch', _BACKEND_DEFAULTS.chip_batch,
+          'tt frames per chip per device run. 2 is the throughput mode for several cameras: '
+          'two frames share every device program (more frames a second; each frame waits for '
+          'its partner and takes the longer run: see docs/running_on_n300.md for the '
+          'estimate). A frame alone after chip_batch_wait_ms runs with a copy of itself.',
+          min=1, max=max(vocabulary.TT_CHIP_BATCHES)),
+    Param('chip_batch_wait_ms', _BACKEND_DEFAULTS.chip_batch_wait_ms,
+          'tt, chip_batch 2: how long a frame waits for a second one to share its run (ms).',
+          min=0.0, max=1000.0),
     Param('cache_dir', _BACKEND_DEFAULTS.cache_dir,
           'tt prepared-weight, tt selfcheck-reference and openvino converted-model cache '
           "directory ('' = $DPT_ROS_CACHE or ~/.cache/dpt_ros)."),

@@ -30,6 +30,12 @@ each get their own free chips (taken atomically, so two batch callers can never 
 chip whose device step raises is taken out of the rotation (counted, WARN once) and the call
 runs again on the others; per-chip frames, device FPS and failures are kept (`chip_stats`).
 
+Throughput mode: a model built for B frames per chip (`model.batch`, B = 2: the encoder then
+holds 2 x 640 tokens at 384 px instead of 768 padded ones, and each device program serves two
+frames) takes groups of B consecutive frames per chip; a short group is filled with copies of
+its last frame, whose outputs are dropped. `FrameGather` merges concurrent calls of fewer
+frames (a node serving several cameras calls with one frame each) into groups of B.
+
 Device time: `trace_wall_ms` runs from the first enqueue to a `ttnn.synchronize_device`
 barrier on every chip used, so device FPS = frames / trace_wall_ms; readback and host work
 are timed separately (e2e).
@@ -77,12 +83,19 @@ def _default_prepare_input(ttnn, frame: np.ndarray):
                            dtype=ttnn.bfloat16, layout=ttnn.ROW_MAJOR_LAYOUT)
 
 
-def _default_output_to_numpy(out, size: int) -> np.ndarray:
-    """Torch tensor holding S*S values (tile padding allowed on the last dims) -> (1,S,S)."""
+def _default_output_to_numpy(out, size: int, frames: int = 1) -> np.ndarray:
+    """Torch tensor of frames x S*S values (tile padding allowed) -> (frames,S,S)."""
     arr = np.asarray(out.float().numpy() if hasattr(out, 'numpy') else out, dtype=np.float32)
-    if arr.size != size * size:
+    if arr.size != frames * size * size:
         arr = arr.reshape(-1, *arr.shape[-2:])[..., :size, :size]
-    return arr.reshape(1, size, size)
+    return arr.reshape(frames, size, size)
+
+
+def _fill(frames: np.ndarray, n: int) -> np.ndarray:
+    """Return `frames` grown to n by repeating its last frame (a short group of a chip)."""
+    if len(frames) >= n:
+        return frames
+    return np.concatenate([frames] + [frames[-1:]] * (n - len(frames)))
 
 
 class ChipPipeline:
@@ -90,10 +103,11 @@ class ChipPipeline:
     One model on one chip, run eagerly or as replayed traces.
 
     `model(x: ttnn.Tensor) -> ttnn.Tensor` is the device program. Optional attributes:
-    `prepare_input(frame) -> host ttnn.Tensor` (frame (1,3,S,S) float32, or (1,S,S,3) uint8
-    for a model whose `input_format` is 'pixels'; default: bf16 row-major NCHW),
-    `input_memory_config` (where it reads its input; default DRAM interleaved) and
-    `output_to_numpy(torch.Tensor) -> array of S*S values`.
+    `batch` (frames per run, B; default 1), `prepare_input(frames) -> host ttnn.Tensor`
+    (frames (B,3,S,S) float32, or (B,S,S,3) uint8 for a model whose `input_format` is
+    'pixels'; default: bf16 row-major NCHW), `input_memory_config` (where it reads its input;
+    default DRAM interleaved) and `output_to_numpy(torch.Tensor) -> array of B*S*S values`.
+    A run takes up to B frames (a short group is filled) and reads back (B,S,S).
     """
 
     def __init__(self, chip, model, mode: str, image_size: int, *, chip_id: str = 'tt:0'):
@@ -106,6 +120,7 @@ class ChipPipeline:
         self.mode = mode
         self.image_size = int(image_size)
         self.chip_id = chip_id
+        self.batch = int(getattr(model, 'batch', 1))    # frames per device run
         self.trace_in = None         # trace ids (trace modes)
         self.trace_main = None
         self.staging = None          # persistent DRAM input the host writes
@@ -147,7 +162,7 @@ class ChipPipeline:
         conv: Callable | None = getattr(self.model, 'output_to_numpy', None)
         if conv is not None:
             t = conv(t)
-        return _default_output_to_numpy(t, self.image_size)
+        return _default_output_to_numpy(t, self.image_size, self.batch)
 
     # -- start-up ----------------------------------------------------------------------------
     def compile(self, sample: np.ndarray) -> float:  # noqa: A003 -- the backend's step name
@@ -224,11 +239,15 @@ class ChipPipeline:
     # -- per frame: prepare (host) -> write -> execute -> read ------------------------------
     def prepare(self, frame: np.ndarray):
         """
-        Convert a frame to the host ttnn tensor the chip takes (the host side of a frame).
+        Convert up to B frames to the host ttnn tensor the chip takes (the host side of a run).
 
-        The frame is (1,3,S,S) float32, or (1,S,S,3) uint8 pixels for a model whose
-        input_format is 'pixels'.
+        The frames are (n,3,S,S) float32, or (n,S,S,3) uint8 pixels for a model whose
+        input_format is 'pixels', n <= B (fewer are filled with copies of the last).
         """
+        if len(frame) > self.batch:
+            raise BackendError(f'{self.chip_id}: {len(frame)} frames for a chip that runs '
+                               f'{self.batch} at a time')
+        frame = _fill(frame, self.batch)
         prep: Callable | None = getattr(self.model, 'prepare_input', None)
         if prep is not None:
             return prep(frame)
@@ -286,7 +305,7 @@ class ChipPipeline:
         self.ttnn.synchronize_device(self.chip)
 
     def read(self) -> np.ndarray:
-        """Block until the executed frame's output is ready; return it as (1,S,S) float32."""
+        """Block until the executed run's output is ready; return it as (B,S,S) float32."""
         ttnn = self.ttnn
         if not self._unread:
             raise BackendError(f'{self.chip_id}: read() without execute()')
@@ -307,8 +326,8 @@ class ChipPipeline:
         return self._to_numpy(host)
 
     def run(self, frame: np.ndarray) -> tuple[np.ndarray, FramePerf]:
-        """One frame, synchronously, with its timings."""
-        perf = FramePerf(frames=1)
+        """One run of up to B frames, synchronously, with its timings: (n,S,S) outputs."""
+        perf = FramePerf(frames=len(frame))
         t0 = time.perf_counter()
         host = self.prepare(frame)
         perf.prepare_ms = (time.perf_counter() - t0) * 1e3
@@ -317,14 +336,14 @@ class ChipPipeline:
         self.barrier()
         perf.trace_wall_ms = (time.perf_counter() - t_exec) * 1e3
         t_rb = time.perf_counter()
-        out = self.read()
+        out = self.read()[:len(frame)]
         perf.readback_ms = (time.perf_counter() - t_rb) * 1e3
         perf.total_ms = (time.perf_counter() - t0) * 1e3
         return out, perf
 
     def stream(self, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         """
-        Yield one (1,S,S) output per (1,3,S,S) frame, overlapping input writes with traces.
+        Yield one (B,S,S) output per run of B frames, overlapping input writes with traces.
 
         Frame k+1's input write overlaps frame k's trace. Order per frame: write(k+1), read(k),
         execute(k+1) - the read comes before the next execute because both traces share one
@@ -459,6 +478,9 @@ class DataParallel:
         if not pipelines:
             raise BackendError('DataParallel needs at least one chip pipeline')
         self.pipelines = list(pipelines)
+        self.batch = self.pipelines[0].batch        # frames per chip per run
+        if any(p.batch != self.batch for p in self.pipelines):
+            raise BackendError('DataParallel needs the same frames per run on every chip')
         self.acquire_timeout_s = acquire_timeout_s
         self.retries = int(retries)
         self._pool = _ChipPool(len(pipelines), list(range(len(pipelines))))
@@ -486,13 +508,16 @@ class DataParallel:
 
         The batch is (N,3,S,S) float32 or (N,S,S,3) uint8 pixels. Thread-safe.
 
-        Takes min(N, chips in rotation) free chips at once; frame i goes to the i % k-th, so
-        with N == dp each chip holds one frame and all of them are in flight together. A chip
-        fault retires that chip and the batch is run again on the others (`retries` times).
+        Takes min(groups, chips in rotation) free chips at once, a group being B consecutive
+        frames (B = frames per chip per run, 1 but in throughput mode); group g goes to the
+        g % k-th, so with N == dp x B every chip holds a group and all are in flight together.
+        A chip fault retires that chip and the batch is run again on the others (`retries`
+        times).
         """
         n = int(batch.shape[0])
+        groups = -(-n // self.batch)
         for attempt in range(self.retries + 1):
-            chips = self._pool.take(min(n, self.dp), self.acquire_timeout_s)
+            chips = self._pool.take(min(groups, self.dp), self.acquire_timeout_s)
             healthy = chips
             try:
                 out, perf = self._run(batch, [self.pipelines[c] for c in chips])
@@ -537,12 +562,12 @@ class DataParallel:
                     st.chip_id, self._pool.active, self.dp, st.last_error)
 
     def _account(self, chips: list[int], perf: FramePerf, n: int) -> None:
-        k = len(chips)
+        k, b = len(chips), self.batch
         with self._perf_lock:
             self.last_perf = perf
             self.frames += n
             for slot, c in enumerate(chips):
-                frames = len(range(slot, n, k))
+                frames = sum(min(b, n - g * b) for g in range(slot, -(-n // b), k))
                 st = self.stats[c]
                 st.frames += frames
                 if frames and np.isfinite(perf.trace_wall_ms):
@@ -582,30 +607,35 @@ class DataParallel:
 
     @staticmethod
     def _run(batch: np.ndarray, pipes: list[ChipPipeline]) -> tuple[np.ndarray, FramePerf]:
-        n, k = int(batch.shape[0]), len(pipes)
+        n, k, b = int(batch.shape[0]), len(pipes), pipes[0].batch
         side = pipes[0].image_size         # the batch is NCHW floats or NHWC pixels
         out = np.empty((n, side, side), dtype=np.float32)
         perf = FramePerf(frames=n)
         t0 = time.perf_counter()
-        hosts = [pipes[i % k].prepare(batch[i:i + 1]) for i in range(n)]
+        spans = [(g * b, min(n, g * b + b)) for g in range(-(-n // b))]    # group -> frames
+        hosts = [pipes[g % k].prepare(batch[lo:hi]) for g, (lo, hi) in enumerate(spans)]
         perf.prepare_ms = (time.perf_counter() - t0) * 1e3
         t_exec = time.perf_counter()
-        unread: dict[int, int] = {}         # chip slot -> frame whose output it still holds
-        for start in range(0, n, k):
-            frames = [(i, i % k, pipes[i % k]) for i in range(start, min(n, start + k))]
-            for i, slot, pipe in frames:    # inputs go in while the previous traces run
-                _on_chip(slot, pipe.write, hosts[i])
-            for i, slot, pipe in frames:
+        unread: dict[int, int] = {}         # chip slot -> group whose output it still holds
+
+        def take(slot, g):                  # a group's outputs, less its filled frames
+            lo, hi = spans[g]
+            out[lo:hi] = _on_chip(slot, pipes[slot].read)[:hi - lo]
+        for start in range(0, len(spans), k):
+            groups = [(g, g % k, pipes[g % k]) for g in range(start, min(len(spans), start + k))]
+            for g, slot, pipe in groups:    # inputs go in while the previous traces run
+                _on_chip(slot, pipe.write, hosts[g])
+            for g, slot, pipe in groups:
                 if slot in unread:
-                    out[unread.pop(slot)] = _on_chip(slot, pipe.read)[0]
+                    take(slot, unread.pop(slot))
                 _on_chip(slot, pipe.execute)
-                unread[slot] = i
+                unread[slot] = g
         for slot, pipe in enumerate(pipes):     # the barrier device time is measured to
             _on_chip(slot, pipe.barrier)
         perf.trace_wall_ms = (time.perf_counter() - t_exec) * 1e3
         t_rb = time.perf_counter()
-        for slot, i in sorted(unread.items()):
-            out[i] = _on_chip(slot, pipes[slot].read)[0]
+        for slot, g in sorted(unread.items()):
+            take(slot, g)
         perf.readback_ms = (time.perf_counter() - t_rb) * 1e3
         perf.total_ms = (time.perf_counter() - t0) * 1e3
         return out, perf
@@ -618,3 +648,68 @@ class DataParallel:
 
 # Weight of the newest call in a chip's running device time per frame.
 _STATS_EWMA = 0.2
+
+
+class _Group:
+    """One run being gathered: the calls' frames, then the run's outputs or error."""
+
+    def __init__(self):
+        self.parts: list[np.ndarray] = []
+        self.count = 0
+        self.result: np.ndarray | None = None
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+
+
+class FrameGather:
+    """
+    Merge concurrent calls of fewer than `size` frames into runs of up to `size` frames.
+
+    The first call of a group leads: it waits up to `wait_s` for other calls to fill the group
+    (no longer once it is full), runs the group's frames with `run(frames) -> outputs` and
+    each call gets its own outputs back; a call of `size` frames or more runs alone at once.
+    An error of the run reaches every call of its group. Thread-safe; `groups` / `frames`
+    count the runs and the frames they carried.
+    """
+
+    def __init__(self, size: int, wait_s: float, run: Callable[[np.ndarray], np.ndarray]):
+        self.size, self.wait_s, self._run = int(size), float(wait_s), run
+        self._cond = threading.Condition()
+        self._open: _Group | None = None
+        self.groups = self.frames = 0
+
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        n = len(frames)
+        if n >= self.size:
+            return self._run(frames)
+        with self._cond:
+            group, lead = self._open, False
+            if group is None or group.count + n > self.size:
+                group, lead = _Group(), True
+                self._open = group
+            start = group.count
+            group.parts.append(frames)
+            group.count += n
+            if group.count >= self.size:        # full: nobody joins any more, the lead goes
+                self._open = None
+                self._cond.notify_all()
+            if lead:
+                deadline = time.monotonic() + self.wait_s
+                while self._open is group and deadline > time.monotonic():
+                    self._cond.wait(deadline - time.monotonic())
+                if self._open is group:
+                    self._open = None
+                self.groups += 1
+                self.frames += group.count
+        if lead:
+            try:
+                group.result = self._run(np.concatenate(group.parts))
+            except BaseException as exc:  # every call of the group hears of it
+                group.error = exc
+            finally:
+                group.done.set()
+        else:
+            group.done.wait()
+        if group.error is not None:
+            raise group.error
+        return group.result[start:start + n]

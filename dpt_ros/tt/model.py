@@ -145,7 +145,7 @@ def build_tt_model(hf_model, device, *, device_name: str = 'wormhole_n300',
                    weight_dtype: str = 'bfloat8_b', math_fidelity: str = 'HiFi2',
                    fallbacks: FallbackCounter | None = None, weights_id: str | None = None,
                    cache_dir: str | None = None, use_cache: bool = True,
-                   prepared=None) -> TtDPT:
+                   prepared=None, precision: str = 'accurate') -> TtDPT:
     """
     Configs + (cached) weight preparation + TtDPT for one device / submesh.
 
@@ -154,7 +154,7 @@ def build_tt_model(hf_model, device, *, device_name: str = 'wormhole_n300',
     from dpt_ros.tt.configs import build_configs, device_grid
     from dpt_ros.tt.weights import prepare_weights
     cfg = build_configs(hf_model.config, device_name, image_size, batch, weight_dtype,
-                        math_fidelity, grid=device_grid(device))
+                        math_fidelity, grid=device_grid(device), precision=precision)
     if prepared is None:
         prepared = prepare_weights(hf_model.state_dict(), cfg, weights_id=weights_id,
                                    cache_dir=cache_dir, use_cache=use_cache)

@@ -66,6 +66,9 @@ class TtConv2d:
     the weights ttnn.conv2d prepared on their first call, so later calls (and the trace) skip
     host-side preparation. Each path prepares from the original host weights: weights prepared
     for one conv config are wrong for another (tt-metal #35852: ~50% PCC, no error).
+    A conv's input is dead at every call site of the model: it is freed once the conv has
+    returned (any copy made for the conv too), never before, so a failed tuned conv leaves
+    its input to the counted fallback.
     """
 
     def __init__(self, name: str, weight, bias, *, kernel: int, stride: int, padding: int,
@@ -84,20 +87,27 @@ class TtConv2d:
         cfg = self.configs
         dram = cfg.conv_path[self.name] == 'dram'
 
+        sources = [x.tensor]
+
         def tuned():
             # dram: DRAM slices need a DRAM input; l1 (L1Full) shards from DRAM or L1 itself.
             src = ensure_memory(x.tensor, ttnn.DRAM_MEMORY_CONFIG) if dram else x.tensor
-            out_mem = ttnn.DRAM_MEMORY_CONFIG if cfg.conv_out_dram[self.name] \
-                else ttnn.L1_MEMORY_CONFIG
+            sources.append(src)
+            # sharded: the conv's own output sharding, read as it is by the next conv
+            out_mem = {'dram': ttnn.DRAM_MEMORY_CONFIG, 'l1': ttnn.L1_MEMORY_CONFIG,
+                       'sharded': None}[cfg.conv_out[self.name]]
             return self._conv('tuned', src, x, cfg.conv[self.name], cfg.conv_slice[self.name],
                               out_mem)
 
         def default():
-            return self._conv('default', ensure_memory(x.tensor, ttnn.DRAM_MEMORY_CONFIG), x,
-                              cfg.conv_default[self.name], cfg.conv_default_slice[self.name],
-                              ttnn.DRAM_MEMORY_CONFIG)
+            src = ensure_memory(x.tensor, ttnn.DRAM_MEMORY_CONFIG)
+            sources.append(src)
+            return self._conv('default', src, x, cfg.conv_default[self.name],
+                              cfg.conv_default_slice[self.name], ttnn.DRAM_MEMORY_CONFIG)
 
         out, (oh, ow) = self.fb.run_with_config(f'conv.{self.name}', tuned, default)
+        for t in {id(t): t for t in sources}.values():      # the dead input, and its copies
+            ttnn.deallocate(t)
         return Spatial(out, x.n, oh, ow, self.out_channels)
 
     def _conv(self, path: str, tensor, geometry: Spatial, conv_config, slice_config,
@@ -110,7 +120,8 @@ class TtConv2d:
             device=self.device, in_channels=self.in_channels, out_channels=self.out_channels,
             batch_size=geometry.n, input_height=geometry.h, input_width=geometry.w,
             kernel_size=(self.kernel, self.kernel), stride=(self.stride, self.stride),
-            padding=(self.padding, self.padding), dtype=cfg.act_dtype, conv_config=conv_config,
+            padding=(self.padding, self.padding), dtype=getattr(ttnn, cfg.conv_dtype[self.name]),
+            conv_config=conv_config,
             compute_config=cfg.compute['conv'], memory_config=memory_config,
             slice_config=slice_config, return_output_dim=True, return_weights_and_bias=True)
         return out, hw

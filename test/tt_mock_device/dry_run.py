@@ -246,7 +246,7 @@ def backbone_only(args, loaded, ttnn, report: dict, counter: OpCounter) -> None:
     try:
         chip = devices.chips[0]
         tt = build_tt_model(loaded.model, chip, device_name=args.device, image_size=args.size,
-                            batch=args.batch, use_cache=False)
+                            batch=args.batch, use_cache=False, precision=args.precision)
         x = ttnn.to_device(tt.preprocess_host(pixels(args.batch, args.size)), chip)
         report['configs'] = tt.cfg.describe()
         with captured_ops(ttnn, chip, report, counter):
@@ -263,7 +263,8 @@ def run_mode(args, loaded, mode: str, ttnn, report: dict) -> dict:
     # runs it on the mock on purpose.
     opts = BackendOptions(weights=args.weights, image_size=args.size, device=args.device,
                           dp=args.dp, execution_mode=mode, strict=args.strict, selfcheck=False,
-                          dispatch_core=args.dispatch)
+                          dispatch_core=args.dispatch, precision=args.precision,
+                          chip_batch=args.batch, batch_size=args.dp * args.batch)
     result = {'ok': False}
     t0 = time.perf_counter()
     try:
@@ -274,7 +275,7 @@ def run_mode(args, loaded, mode: str, ttnn, report: dict) -> dict:
     try:
         result['create_s'] = time.perf_counter() - t0
         result['compile_s'] = backend.info.extra['compile_time_s']
-        batch = pixels(args.dp, args.size)
+        batch = pixels(args.dp * args.batch, args.size)
         shapes = []
         for _ in range(args.frames):
             out = backend.infer(batch)
@@ -283,7 +284,7 @@ def run_mode(args, loaded, mode: str, ttnn, report: dict) -> dict:
                 raise AssertionError('non-finite output from the mock')
         grid = backend._models[0].tt.cfg.grid
         extra = backend.info.extra
-        result.update(frames=len(shapes) * args.dp, grid=list(grid),
+        result.update(frames=len(shapes) * args.dp * args.batch, grid=list(grid),
                       dispatch_core=extra['dispatch_core'], chip_grids=extra['chip_grids'],
                       trace_bytes=extra['trace_bytes'],
                       output_shapes=sorted(map(str, shapes)),
@@ -315,10 +316,12 @@ def main(argv=None) -> int:
     p.add_argument('--strict', action='store_true')
     p.add_argument('--force-defaults', action='store_true')
     p.add_argument('--dispatch', default='auto', help='dispatch_core: auto | eth | worker')
+    p.add_argument('--precision', default='accurate', help='encoder profile (tt/configs.py)')
     p.add_argument('--graph', action='store_true')
     p.add_argument('--backbone-only', action='store_true',
                    help='capture embeddings + encoder only (with --batch, --config vit-b)')
-    p.add_argument('--batch', type=int, default=1)
+    p.add_argument('--batch', type=int, default=1,
+                   help='frames per chip (--backbone-only: the backbone batch; else chip_batch)')
     p.add_argument('--config', choices=('model', 'vit-b'), default='model')
     p.add_argument('--out', required=True)
     args = p.parse_args(argv)
