@@ -290,8 +290,12 @@ def _check_encoder_and_attention(rep: dict, fast: bool) -> None:
         units = int(q[0]) * int(q[1]) * (int(q[2]) // s['q_chunk'])
         assert units % 64 == 0, (units, s)                      # whole rounds of 8x8
         assert s['exp_approx'] is fast
+    # The encoder's linears: on the 8x8 grid over every padded token (the readout's matmul
+    # runs over the patch tokens only).
     linears = [op for op in ops if op['name'] == 'MatmulDeviceOperation'
-               and (op['settings'] or {}).get('grid') == [8, 8]]
+               and (op['settings'] or {}).get('grid') == [8, 8]
+               and op['inputs'][0]['shape'].strip('[]').split(', ')[-2] ==
+               str(cfg['tokens_padded'])]
     assert len(linears) == 4 * 24                   # QKV, out, FF1, FF2 of 24 ViT-L layers
     wide = [op for op in linears if op['outputs'][0]['shape'].endswith('3072]')
             or op['outputs'][0]['shape'].endswith('4096]')]      # QKV and FF1
