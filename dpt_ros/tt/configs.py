@@ -519,14 +519,18 @@ def _plan_fusion(cfg: TtConfigs) -> None:
             fused_activation=None, mcast_in0=False)
 
 
+# Convs followed by the head's upsample (head.conv1) or by the depth output (head.conv2).
+_BF16_OUT_CONVS = ('head.conv1', 'head.conv2')
+
+
 def _plan_conv(cfg: TtConfigs, name: str, cin: int, cout: int, pixels: int, relu: bool) -> None:
     """Shard layout, conv config and an explicit path (l1 | dram + slice count) for one conv."""
     import ttnn
     gx, gy = cfg.grid
     slices = math.ceil(pixels * (cin + cout) * 2 / (_CONV_BYTES_PER_CORE * gx * gy))
-    # bfloat8_b out where the next op only reads it (golden PCC on the double); the head's
-    # last 3x3 conv feeds the depth output: bf16 there (bfloat8_b added two typecasts).
-    cfg.conv_dtype[name] = 'bfloat16' if name == 'head.conv2' else 'bfloat8_b'
+    # bfloat8_b out where the next op only reads it (golden PCC on the double); bf16 where a
+    # reshape, transpose or the depth output follows (bfloat8_b costs a typecast each way).
+    cfg.conv_dtype[name] = 'bfloat16' if name in _BF16_OUT_CONVS else 'bfloat8_b'
     kind = ttnn.Op2DSliceConfig.SliceTypeEnum
     if slices > 1:
         cfg.conv_path[name] = 'dram'

@@ -89,7 +89,8 @@ def _project(fb: FallbackCounter, cfg, layer: int, params: dict, x):
     """
     import ttnn
     w, b = params[f'fusion.{layer}.proj.weight'], params[f'fusion.{layer}.proj.bias']
-    kw = {'bias': b, 'memory_config': ttnn.DRAM_MEMORY_CONFIG,
+    # bf16 out: the upsample's reshapes and transposes would typecast bfloat8_b there and back.
+    kw = {'bias': b, 'memory_config': ttnn.DRAM_MEMORY_CONFIG, 'dtype': ttnn.bfloat16,
           'compute_kernel_config': cfg.compute['matmul']}
     return fb.run_with_config(
         'fusion.proj',
