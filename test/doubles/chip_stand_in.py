@@ -45,6 +45,8 @@ class StandInChip:
         self.device_s = device_ms / 1e3
         self.fail_at = int(fail_at)
         self.mode = mode
+        self.batch = 1                # frames per device run, as ChipPipeline.batch
+        self.trace_bytes = None       # a stand-in captures no trace
         self.frames_run = 0
         self.executes = 0
         self.failed = False
@@ -128,7 +130,11 @@ class _Devices:
         self.ids = [f'{kind}:{i}' for i in range(dp)]
         self.num_command_queues = 2
         self.trace_region_size = 0
+        self.dispatch = 'eth'
         self.closed = False
+
+    def grids(self) -> list[str]:
+        return ['8x8'] * len(self.ids)
 
     def close(self) -> None:
         self.closed = True
