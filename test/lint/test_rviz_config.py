@@ -2,9 +2,9 @@
 import os
 
 from dpt_ros import vocabulary
+from support.paths import ROOT
 import yaml
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RVIZ = os.path.join(ROOT, 'config', 'depth.rviz')
 
 

@@ -12,8 +12,8 @@ import warnings
 import xml.dom.minidom
 
 from catkin_pkg.package import parse_package
+from support.paths import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # ROS packages used where no ament prefix lists them: launch is not on PyPI (tests use a
 # double), ros2launch is optional in tests.
 NOT_INSTALLED_HERE = {'launch', 'launch_ros', 'ros2launch'}

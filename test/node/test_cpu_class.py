@@ -1,5 +1,5 @@
 """
-The CPU classes the suite can run as (test/cpu_class.py, DPT_ROS_CPU_CLASS).
+The CPU classes the suite can run as (test/support/cpu_class.py, DPT_ROS_CPU_CLASS).
 
 Each class is checked in a fresh process, through the same apply() that test/conftest.py runs
 before torch is imported: what torch then reports about its CPU kernels and about oneDNN's bf16
@@ -12,10 +12,10 @@ import platform
 import subprocess
 import sys
 
-import cpu_class
 import pytest
+from support import cpu_class
+from support.paths import ROOT, SUPPORT
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 PROBE = """
 import json, os, cpu_class
 cpu_class.apply()
@@ -42,7 +42,7 @@ def _probe(name: str | None, code: str = PROBE) -> dict:
         keys = set().union(*cpu_class.CLASSES.values()) | {cpu_class.VARIABLE}
         env = {k: v for k, v in env.items() if k not in keys}
         env[cpu_class.VARIABLE] = name
-    env['PYTHONPATH'] = HERE
+    env['PYTHONPATH'] = SUPPORT
     proc = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -67,14 +67,14 @@ def test_native_sets_nothing_and_an_unknown_class_is_one_clear_error():
     assert cpu_class.settings(None) == cpu_class.inherited(None) == {}
     with pytest.raises(ValueError, match="'zen9' is not a CPU class; choose one of native"):
         cpu_class.settings('zen9')
-    proc = subprocess.run([sys.executable, os.path.join(HERE, 'cpu_class.py'), 'zen9'],
+    proc = subprocess.run([sys.executable, os.path.join(SUPPORT, 'cpu_class.py'), 'zen9'],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and proc.stdout == ''
     assert proc.stderr.count('\n') == 1 and 'not a CPU class' in proc.stderr
 
 
 def test_shell_lines_export_what_children_inherit():
-    out = subprocess.run([sys.executable, os.path.join(HERE, 'cpu_class.py'), 'avx2'],
+    out = subprocess.run([sys.executable, os.path.join(SUPPORT, 'cpu_class.py'), 'avx2'],
                          capture_output=True, text=True, timeout=60, check=True).stdout
     assert out.splitlines() == ['export ATEN_CPU_CAPABILITY=avx2',
                                 'export MKL_ENABLE_INSTRUCTIONS=AVX2',
@@ -102,7 +102,7 @@ def test_the_avx2_class_resolves_the_products_dtypes_as_a_cpu_without_bf16():
     code = ('import json, cpu_class\ncpu_class.apply()\n'
             'from dpt_ros.backends import precision\n'
             'print(json.dumps([precision.for_torch(d).executed for d in ("auto", "bf16")]))\n')
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([HERE, os.path.dirname(HERE)]))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([SUPPORT, ROOT]))
     for key in set().union(*cpu_class.CLASSES.values()):
         env.pop(key, None)
     env[cpu_class.VARIABLE] = 'avx2'

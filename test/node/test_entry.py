@@ -11,18 +11,11 @@ import signal
 
 from dpt_ros.ros.lifecycle_client import LifecycleClient
 import pytest
-from ros_harness import Graph, NodeProcess
-from test_node import BASE
+from support.node_cases import BASE
+from support.ros_harness import NodeProcess
 
 # The bound: a stopped node must be gone from `ros2 node list` this soon after exit.
 GONE_WITHIN_S = 2.0
-
-
-@pytest.fixture
-def graph():
-    g = Graph('_dpt_entry_observer')
-    yield g
-    g.close()
 
 
 def listed(graph, name: str = 'depth_node') -> bool:

@@ -69,7 +69,7 @@ def test_write_report_json_is_strict_and_banner_follows_weights(tmp_path):
 
 
 def test_the_report_draws_its_charts_in_a_browser_without_network(tmp_path):
-    from view_support import browser_missing, chromium
+    from support.view import browser_missing, chromium
     missing = browser_missing()
     if missing and os.environ.get('DPT_ROS_BROWSER_REQUIRED') == '1':
         pytest.fail(f'the browser tests are required here: {missing}')

@@ -2,11 +2,12 @@
 launch/depth.launch.py: arguments, the actions it creates, and what it refuses.
 
 Also its consistency with setup.py, the params file and the node's topic names. Uses the real
-launch/launch_ros when importable, otherwise the test double in test/doubles/launch_ros_double.py
-(they are not on PyPI). The arguments are handled as `ros2 launch` handles them: given ones
-set first, then each DeclareLaunchArgument executed with a LaunchContext, then the
-OpaqueFunction. The package share directory is found through a real ament index built in a
-temp prefix (test/launch_cli.py). test/test_launch_cli.py runs the same file as a process.
+launch/launch_ros when importable, otherwise the test double in
+test/support/doubles/launch_ros_double.py (they are not on PyPI). The arguments are handled as
+`ros2 launch` handles them: given ones set first, then each DeclareLaunchArgument executed with a
+LaunchContext, then the OpaqueFunction. The package share directory is found through a real ament
+index built in a temp prefix (test/support/launch_cli.py). test/node/test_launch_cli.py runs the
+same file as a process.
 """
 import ast
 import fnmatch
@@ -15,16 +16,16 @@ import importlib.util
 import os
 import re
 
-from doubles import launch_ros_double
 from dpt_ros import vocabulary
 from dpt_ros.ros import entry as dpt_node
 from dpt_ros.ros import params
-from launch_cli import make_prefix
 import pytest
-from ros_harness import NodeProcess
+from support.doubles import launch_ros_double
+from support.launch_cli import make_prefix
+from support.paths import ROOT
+from support.ros_harness import NodeProcess
 import yaml
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCH_FILE = os.path.join(ROOT, 'launch', 'depth.launch.py')
 USING_DOUBLE = launch_ros_double.install()
 

@@ -1,8 +1,8 @@
 """
 `ros2 launch dpt_ros depth.launch.py` as a user meets it: real processes, exit codes, Ctrl-C.
 
-Runs test/launch_cli.py (what `ros2 launch` runs: the real launch packages when importable,
-else test/doubles/launch_ros_double.py) in its own process group from an ament prefix whose
+Runs test/support/launch_cli.py (what `ros2 launch` runs: the real launch packages when importable,
+else test/support/doubles/launch_ros_double.py) in its own process group from an ament prefix whose
 depth_node records each start. Ctrl-C is SIGINT to the whole group, as a terminal sends it.
 """
 from __future__ import annotations
@@ -17,13 +17,14 @@ import time
 
 from dpt_ros.ros.lifecycle_client import LifecycleClient
 from dpt_ros.ros.node_process import ChildProcess
-from launch_cli import HERE, make_prefix, ROOT, RVIZ_ARGS_ENV, STARTS_ENV
 import pytest
-from reliability_support import wait_until
-from ros_harness import Graph, STAND_INS
+from support.launch_cli import make_prefix, RVIZ_ARGS_ENV, STARTS_ENV
+from support.paths import pythonpath, ROOT, SUPPORT
+from support.reliability import wait_until
+from support.ros_harness import Graph, STAND_INS
 import yaml
 
-CLI = os.path.join(HERE, 'launch_cli.py')
+CLI = os.path.join(SUPPORT, 'launch_cli.py')
 
 
 class Launch(ChildProcess):
@@ -39,8 +40,7 @@ class Launch(ChildProcess):
         env.update({
             'AMENT_PREFIX_PATH': prefix, STARTS_ENV: str(self.starts),
             RVIZ_ARGS_ENV: str(self.rviz_args), 'DPT_ROS_EXTRA_BACKENDS': STAND_INS,
-            'PYTHONPATH': os.pathsep.join([HERE, ROOT] + [
-                p for p in env.get('PYTHONPATH', '').split(os.pathsep) if p]),
+            'PYTHONPATH': pythonpath(),
             'PYTHONUNBUFFERED': '1', 'RCUTILS_LOGGING_BUFFERED_STREAM': '0'})
         self._tty = None
         stdin = subprocess.DEVNULL

@@ -1,9 +1,9 @@
 """
 The depth node end to end: real rclpy + Fast DDS on loopback, node in a subprocess.
 
-Backends are the stand-ins of test/doubles/stand_in_backends.py (zero-cost, fixed delay, failing),
-except the fallback test, which asks for the real tt backend (no card here) and gets the real
-torch backend with tiny random weights. Every wait is a condition with a timeout.
+Backends are the stand-ins of test/support/doubles/stand_in_backends.py (zero-cost, fixed delay,
+failing), except the fallback test, which asks for the real tt backend (no card here) and gets the
+real torch backend with tiny random weights. Every wait is a condition with a timeout.
 """
 import signal
 
@@ -14,47 +14,15 @@ import numpy as np
 import pytest
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import GetParameters, SetParameters
-from ros_harness import diag_values, Graph, level_of, NodeProcess, rgb_image
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
-
-H, W = 48, 64
-BASE = {'backend': 'standin_zero', 'image_size': 64, 'diagnostics_rate': 20.0}
-
-
-@pytest.fixture
-def graph():
-    g = Graph()
-    yield g
-    g.close()
-
-
-def stamp(msg, sec, nsec=0, frame_id='cam'):
-    msg.header.stamp.sec = sec
-    msg.header.stamp.nanosec = nsec
-    msg.header.frame_id = frame_id
-    return msg
+from support.node_cases import BASE, H, latest_status, raw_msg, stamp, W
+from support.ros_harness import diag_values, level_of, NodeProcess, rgb_image
 
 
 def now_stamp(graph, msg, frame_id='cam'):
     msg.header.stamp = graph.node.get_clock().now().to_msg()
     msg.header.frame_id = frame_id
     return msg
-
-
-def raw_msg(encoding, arr, step=None):
-    arr = np.ascontiguousarray(arr)
-    h, w = arr.shape[:2]
-    row = arr.nbytes // h
-    return Image(encoding=encoding, height=h, width=w, step=step or row, is_bigendian=0,
-                 data=arr.tobytes())
-
-
-def latest_status(diags, name_part):
-    for arr in reversed(diags):
-        for s in arr.status:
-            if name_part in s.name:
-                return s
-    return None
 
 
 def encodings_cases():

@@ -1,9 +1,9 @@
 """
 Backend faults through the real node (rclpy + Fast DDS on loopback, node subprocess).
 
-The backends are the fault doubles of test/doubles/fault_backends.py: one raises on every Nth call,
-one is switched by a control file (raise / hang past the watchdog / NaN output / wrong shape /
-die), one dies for good after a few calls. Frames go in lock step, so each frame's fate is
+The backends are the fault doubles of test/support/doubles/fault_backends.py: one raises on every
+Nth call, one is switched by a control file (raise / hang past the watchdog / NaN output / wrong
+shape / die), one dies for good after a few calls. Frames go in lock step, so each frame's fate is
 known: processed, or failed with a reason. What must hold:
 
   - a failing call costs exactly that frame (counted failed, with its reason), never the node;
@@ -17,20 +17,12 @@ from __future__ import annotations
 import time
 
 from dpt_ros.ros import image_codec
-import pytest
-from reliability_support import (Diagnostics, ERROR, no_crash_signs, NodeLines, OK, Pacer,
-                                 reconciles, send_lock_step, start_node, wait_until, WARN)
-from ros_harness import Graph, level_of, rgb_image
 from sensor_msgs.msg import Image
+from support.reliability import (Diagnostics, ERROR, no_crash_signs, NodeLines, OK, Pacer,
+                                 reconciles, send_lock_step, start_node, wait_until, WARN)
+from support.ros_harness import level_of, rgb_image
 
 BASE = {'image_size': 32, 'diagnostics_rate': 20.0}
-
-
-@pytest.fixture
-def graph():
-    g = Graph('dpt_faults_graph')
-    yield g
-    g.close()
 
 
 class Rig:

@@ -24,10 +24,10 @@ import cv2
 from dpt_ros.ros import image_codec
 import numpy as np
 import pytest
-from reliability_support import (Diagnostics, line_outcome, no_crash_signs, NodeLines, reconciles,
-                                 send_lock_step, start_node)
-from ros_harness import Graph, rgb_image
 from sensor_msgs.msg import CompressedImage, Image
+from support.reliability import (Diagnostics, line_outcome, no_crash_signs, NodeLines, reconciles,
+                                 send_lock_step, start_node)
+from support.ros_harness import Graph, rgb_image
 
 SEED = 20240607
 N_RAW = 1450

@@ -15,20 +15,13 @@ from lifecycle_msgs.srv import ChangeState, GetState
 import pytest
 from rcl_interfaces.srv import SetParameters
 from rclpy.parameter import Parameter as RclpyParameter
-from ros_harness import diag_values, Graph, NodeProcess, rgb_image, STAND_INS
 from sensor_msgs.msg import Image
-from test_node import BASE, H, raw_msg, W
+from support.node_cases import BASE, H, raw_msg, W
+from support.ros_harness import diag_values, Graph, NodeProcess, rgb_image, STAND_INS
 
 MANAGED = dict(BASE, autostart=False)
-GATED = STAND_INS + ',standin_gated=doubles.gated_backend:create_gated'
+GATED = STAND_INS + ',standin_gated=support.doubles.gated_backend:create_gated'
 T = Transition
-
-
-@pytest.fixture
-def graph():
-    g = Graph('dpt_lifecycle_manager')
-    yield g
-    g.close()
 
 
 class Manager:

@@ -18,8 +18,8 @@ time; RSS, threads and open fds must not grow after warm-up (bench: 10,000 frame
 from __future__ import annotations
 
 import pytest
-from reliability_support import ERROR, no_crash_signs, reconciles, run_load, run_soak, start_node
-from ros_harness import Graph
+from support.reliability import ERROR, no_crash_signs, reconciles, run_load, run_soak, start_node
+from support.ros_harness import Graph
 
 DELAY_MS = 300.0
 LOAD_S = 12.0

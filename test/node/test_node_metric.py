@@ -1,32 +1,18 @@
 """
 The node's REP 118 `depth` topic end to end: real rclpy + Fast DDS on loopback.
 
-The node runs in a subprocess with stand-in backends (test/doubles/stand_in_backends.py, and
-test/doubles/metric_stand_ins.py for non-finite model output). The expected metres come from the
-node's own `depth_relative` output for the same frame (matched by header stamp), so the tests
-check the metric stage, not the model. Every wait is a condition with a timeout.
+The node runs in a subprocess with stand-in backends (test/support/doubles/stand_in_backends.py,
+and test/support/doubles/metric_stand_ins.py for non-finite model output). The expected metres come
+from the node's own `depth_relative` output for the same frame (matched by header stamp), so the
+tests check the metric stage, not the model. Every wait is a condition with a timeout.
 """
 from diagnostic_msgs.msg import DiagnosticArray
 from dpt_ros.ros import image_codec
 import numpy as np
 import pytest
-from ros_harness import diag_values, Graph, NodeProcess, rgb_image, STAND_INS
 from sensor_msgs.msg import CameraInfo, Image
-from test_node import BASE, H, latest_status, raw_msg, stamp, W
-
-HOLES_ENV = {'DPT_ROS_EXTRA_BACKENDS':
-             STAND_INS + ',standin_holes=doubles.metric_stand_ins:create_holes'}
-
-
-@pytest.fixture
-def graph():
-    g = Graph('dpt_metric_test_graph')
-    yield g
-    g.close()
-
-
-def by_stamp(msgs, sec):
-    return next((m for m in msgs if m.header.stamp.sec == sec), None)
+from support.node_cases import BASE, by_stamp, H, HOLES_ENV, latest_status, raw_msg, stamp, W
+from support.ros_harness import diag_values, NodeProcess, rgb_image
 
 
 def as_array(msg):

@@ -6,8 +6,8 @@ pair, unreadable params file, unknown weights) must stop the node with exit code
 clear error line naming the parameter, never a traceback. The cases only reach parameter
 parsing, so they run a few at a time.
 
-Missing pieces: weights not found offline, ttnn absent (test/doubles/no_ttnn hides it), no TT
-device (the real "No chips detected"), no CUDA: a clear message and the documented fallback
+Missing pieces: weights not found offline, ttnn absent (test/support/doubles/no_ttnn hides it),
+no TT device (the real "No chips detected"), no CUDA: a clear message and the documented fallback
 (torch on cpu, counted, diagnostics WARN), or exit 2 with one line when fallback is off.
 
 Runtime: every runtime-changeable parameter rejects bad values with a reason and keeps its old
@@ -25,12 +25,13 @@ import numpy as np
 import pytest
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import GetParameters, SetParameters, SetParametersAtomically
-from reliability_support import Diagnostics, no_crash_signs, start_node, WARN
-from ros_harness import Graph, HERE, rgb_image, ROOT
 from sensor_msgs.msg import Image
+from support.paths import DOUBLES, pythonpath
+from support.reliability import Diagnostics, no_crash_signs, start_node, WARN
+from support.ros_harness import rgb_image
 
 BASE = {'backend': 'fault_ok', 'image_size': 32, 'diagnostics_rate': 10.0}
-NO_TTNN_PATH = os.pathsep.join([os.path.join(HERE, 'doubles', 'no_ttnn'), HERE, ROOT])
+NO_TTNN_PATH = pythonpath(os.path.join(DOUBLES, 'no_ttnn'))
 _TMP = tempfile.mkdtemp(prefix='dpt_rel_params_')
 _EMPTY_HF = os.path.join(_TMP, 'empty_hf_home')
 _NOT_A_MODEL = os.path.join(_TMP, 'not_a_model')
@@ -144,13 +145,6 @@ def test_invalid_startup_value_one_clear_line_and_exit_2(startup_results, case):
 
 # ----- missing pieces with the documented fallback -----
 
-@pytest.fixture
-def graph():
-    g = Graph('dpt_params_graph')
-    yield g
-    g.close()
-
-
 def _serve_one_frame(graph, node):
     depth = graph.collect(Image, 'depth_relative')
     pub = graph.node.create_publisher(Image, 'image', 10)
@@ -162,7 +156,7 @@ def _serve_one_frame(graph, node):
 
 
 @pytest.mark.parametrize('env, why', [
-    ({'PYTHONPATH': NO_TTNN_PATH}, 'ttnn is not installed'),   # test/doubles/no_ttnn
+    ({'PYTHONPATH': NO_TTNN_PATH}, 'ttnn is not installed'),   # test/support/doubles/no_ttnn
     ({}, 'No chips detected'),                                 # the real ttnn, no card here
 ], ids=['ttnn_absent', 'device_absent'])
 def test_tt_missing_falls_back_to_torch_cpu_counted_and_warns(graph, env, why):

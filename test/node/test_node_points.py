@@ -1,30 +1,22 @@
 """
 The node's `points` topic end to end: real rclpy + Fast DDS on loopback, node in a subprocess.
 
-The stand-in backend's output is the red channel (test/doubles/backend_base.py), so an image of
-uniform red 255 is a constant inverse depth of 2 and metric.mode fixed with scale 0.2 makes
-the metric depth the plane z = 2.5 m; green and blue vary, so the colour of every point can
+The stand-in backend's output is the red channel (test/support/doubles/backend_base.py), so an
+image of uniform red 255 is a constant inverse depth of 2 and metric.mode fixed with scale 0.2
+makes the metric depth the plane z = 2.5 m; green and blue vary, so the colour of every point can
 be checked against its pixel. Every wait is a condition with a timeout.
 """
 from diagnostic_msgs.msg import DiagnosticArray
 from dpt_ros.ros import image_codec
 import numpy as np
 import pytest
-from ros_harness import diag_values, Graph, NodeProcess
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
-from test_node import BASE, H, latest_status, raw_msg, stamp, W
-from test_node_metric import by_stamp, HOLES_ENV
+from support.node_cases import BASE, by_stamp, H, HOLES_ENV, latest_status, raw_msg, stamp, W
+from support.ros_harness import diag_values, NodeProcess
 
 PLANE_Z = 2.5
 METRIC = {'metric.mode': 'fixed', 'metric.scale': 0.2, 'metric.shift': 0.0}
 FX, FY, CX, CY = 70.0, 65.0, 31.5, 23.25
-
-
-@pytest.fixture
-def graph():
-    g = Graph('dpt_points_test_graph')
-    yield g
-    g.close()
 
 
 def red_image(h, w):

@@ -1,11 +1,11 @@
 """dpt_ros.ros.node_process: the node's command line, readiness, and stopping by signal."""
-import os
 import signal
 import sys
 
 from dpt_ros.ros.node_process import ChildProcess, node_command, node_fqn, NodeProcess
 import pytest
-from ros_harness import HERE, ROOT, STAND_INS, write_params
+from support.paths import pythonpath, ROOT
+from support.ros_harness import STAND_INS, write_params
 
 # Ignores SIGINT, so only the escalation to SIGTERM stops it.
 STUBBORN = ('import signal, sys, time\n'
@@ -41,7 +41,7 @@ def test_node_starts_ready_and_stops_with_exit_code_0(tmp_path):
     pytest.importorskip('rclpy')
     path = write_params({'backend': 'standin_zero', 'image_size': 64},
                         str(tmp_path / 'p.yaml'), node_name='/**')
-    env = {'PYTHONPATH': os.pathsep.join([HERE, ROOT, os.environ.get('PYTHONPATH', '')]),
+    env = {'PYTHONPATH': pythonpath(),
            'DPT_ROS_EXTRA_BACKENDS': STAND_INS, 'TT_METAL_MOCK_CLUSTER_DESC_PATH': None}
     node = NodeProcess(path, remaps=[('__ns', '/np_test')], env=env, cwd=ROOT)
     try:
@@ -60,7 +60,7 @@ def test_a_node_with_a_bad_parameter_exits_2(tmp_path):
 
 
 def _env():
-    return {'PYTHONPATH': os.pathsep.join([HERE, ROOT, os.environ.get('PYTHONPATH', '')]),
+    return {'PYTHONPATH': pythonpath(),
             'DPT_ROS_EXTRA_BACKENDS': STAND_INS, 'TT_METAL_MOCK_CLUSTER_DESC_PATH': None}
 
 

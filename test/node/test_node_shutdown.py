@@ -14,18 +14,11 @@ import signal
 
 from dpt_ros.ros import image_codec
 import pytest
-from reliability_support import no_crash_signs, start_node, timed_stop, wait_until
-from ros_harness import CpuLoad, Graph, rgb_image
 from sensor_msgs.msg import Image
+from support.reliability import no_crash_signs, start_node, timed_stop, wait_until
+from support.ros_harness import CpuLoad, rgb_image
 
 VALUES = {'backend': 'fault_ctl', 'image_size': 32, 'diagnostics_rate': 5.0}
-
-
-@pytest.fixture
-def graph():
-    g = Graph('dpt_shutdown_graph')
-    yield g
-    g.close()
 
 
 class Files:

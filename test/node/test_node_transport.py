@@ -2,32 +2,20 @@
 The node's compressed outputs and output QoS over real rclpy + Fast DDS on loopback.
 
 `depth_relative/color/compressed` (JPEG) and `depth/compressedDepth` are checked against the
-raw topics of the same frame with decoders written from the formats (test_transport_codec's),
+raw topics of the same frame with decoders written from the formats (support/decoders.py),
 and the node's own counters show that nothing is encoded while no one subscribes.
 """
 from diagnostic_msgs.msg import DiagnosticArray
 from dpt_ros.ros import image_codec
 import numpy as np
-import pytest
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from ros_harness import diag_values, Graph, NodeProcess, rgb_image
 from sensor_msgs.msg import CompressedImage, Image
-from test_node import BASE, H, latest_status, raw_msg, stamp, W
-from test_transport_codec import decode_compressed_depth
+from support.decoders import decode_compressed_depth
+from support.node_cases import BASE, by_stamp, H, latest_status, raw_msg, stamp, W
+from support.ros_harness import diag_values, NodeProcess, rgb_image
 
 METRIC = dict(BASE, **{'metric.mode': 'fixed', 'metric.scale': 2.0, 'metric.shift': 0.05,
                        'metric.max_depth': 50.0, 'compressed.depth_max': 40.0})
-
-
-@pytest.fixture
-def graph():
-    g = Graph('dpt_transport_test_graph')
-    yield g
-    g.close()
-
-
-def by_stamp(msgs, sec):
-    return next((m for m in msgs if m.header.stamp.sec == sec), None)
 
 
 def camera_values(graph, diags, processed: int) -> dict:

@@ -27,12 +27,11 @@ from dpt_ros.serving.pipeline import DepthPipeline
 from dpt_ros.serving.supervisor import BackendSupervisor
 import numpy as np
 import pytest
+from support.paths import DOUBLES, pythonpath, ROOT
 
 pytest.importorskip('openvino')
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-NO_OPENVINO_PATH = os.pathsep.join([os.path.join(HERE, 'doubles', 'no_openvino'), HERE, ROOT])
+NO_OPENVINO_PATH = pythonpath(os.path.join(DOUBLES, 'no_openvino'))
 SIZE = 64                      # the tiny config at 64 px converts in about a second
 SMALL = {'weights': 'tiny-random', 'image_size': SIZE}
 
@@ -540,19 +539,10 @@ def _pipeline_status(graph, diags, processed=1):
     return status()
 
 
-@pytest.fixture
-def graph():
-    pytest.importorskip('rclpy')
-    from ros_harness import Graph
-    g = Graph('dpt_openvino_graph')
-    yield g
-    g.close()
-
-
 def test_node_serves_openvino_with_the_pipeline_output(graph):
     from diagnostic_msgs.msg import DiagnosticArray
 
-    from ros_harness import NodeProcess, diag_values, level_of
+    from support.ros_harness import NodeProcess, diag_values, level_of
     rgb = _rgb()
     expected = _expected_depth(rgb)       # also puts the converted model in the session cache
     values = {'backend': 'openvino', 'weights': 'tiny-random', 'image_size': SIZE,
@@ -573,7 +563,7 @@ def test_node_serves_openvino_with_the_pipeline_output(graph):
 def test_node_on_a_cpu_without_bf16_names_requested_and_executed_dtype(graph):
     from diagnostic_msgs.msg import DiagnosticArray
 
-    from ros_harness import NodeProcess, diag_values
+    from support.ros_harness import NodeProcess, diag_values
     values = {'backend': 'openvino', 'weights': 'tiny-random', 'image_size': SIZE,
               'dtype': 'bf16', 'diagnostics_rate': 10.0}
     with NodeProcess(values, env={precision.NO_BF16_ENV: '1'}, wait_ready=120) as node:
@@ -590,7 +580,7 @@ def test_node_on_a_cpu_without_bf16_names_requested_and_executed_dtype(graph):
 def test_node_without_openvino_falls_back_to_torch_cpu_counted(graph):
     from diagnostic_msgs.msg import DiagnosticArray
 
-    from ros_harness import NodeProcess, diag_values, level_of
+    from support.ros_harness import NodeProcess, diag_values, level_of
     values = {'backend': 'openvino', 'weights': 'tiny-random', 'image_size': 32,
               'threads': 1, 'diagnostics_rate': 10.0}
     with NodeProcess(values, env={'PYTHONPATH': NO_OPENVINO_PATH}, wait_ready=120) as node:
@@ -607,7 +597,7 @@ def test_node_without_openvino_falls_back_to_torch_cpu_counted(graph):
 
 def test_node_rejects_openvino_on_cuda_with_one_line():
     pytest.importorskip('rclpy')
-    from ros_harness import NodeProcess
+    from support.ros_harness import NodeProcess
     values = {'backend': 'openvino', 'device': 'cuda', 'weights': 'tiny-random'}
     with NodeProcess(values, wait_ready=0) as node:
         assert node.wait(60) == 2, node.output()

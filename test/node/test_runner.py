@@ -10,8 +10,8 @@ from dpt_ros.demo.image_files import SUPPORTED_EXTENSIONS
 import numpy as np
 from PIL import Image
 import pytest
+from support.paths import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST = ['--weights', 'tiny-random', '--warmup', '1', '--repeat', '2']
 
 PERF_KEYS = (

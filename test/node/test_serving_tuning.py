@@ -9,8 +9,8 @@ import subprocess
 import sys
 
 import pytest
+from support.paths import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Three frame-sized buffers per "frame", as the node allocates (depth, colour, model input).
 SCRIPT = r"""

@@ -16,10 +16,10 @@ import time
 from dpt_ros.ros import image_codec
 import numpy as np
 import pytest
-from ros_harness import NodeProcess
 from sensor_msgs.msg import Image
-from view_support import browser_missing, chromium, FakeCamera, pattern, RANDOM_WEIGHTS
-from view_support import ViewProcess
+from support.ros_harness import NodeProcess
+from support.view import browser_missing, chromium, FakeCamera, pattern, RANDOM_WEIGHTS
+from support.view import ViewProcess
 
 H, W = 48, 64
 # A name that resolves to this machine, as a DNS-rebinding attacker's name does after the flip.

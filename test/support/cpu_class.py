@@ -22,8 +22,8 @@ Not reached: OpenVINO's kernels (they run as on this machine), and the oneDNN ca
 processes (nodes, dry-runs), which inherit the other variables only.
 
 Use: ``DPT_ROS_CPU_CLASS=avx2 scripts/test.sh``; test/conftest.py calls apply() before
-anything imports torch. ``python test/cpu_class.py avx2`` prints the ``export`` lines of the
-inherited variables.
+anything imports torch. ``python test/support/cpu_class.py avx2`` prints the ``export`` lines of
+the inherited variables.
 """
 import os
 import sys

@@ -1,11 +1,12 @@
 """
 `ros2 launch PACKAGE FILE [name:=value ...]` for tests, and the ament prefix it launches from.
 
-    python test/launch_cli.py dpt_ros depth.launch.py image:=/camera/image_raw
+    python test/support/launch_cli.py dpt_ros depth.launch.py image:=/camera/image_raw
 
 Runs what `ros2 launch` runs (ros2launch.api.launch_a_launch_file, non-interactive when stdin
 is not a terminal, as ros2launch decides) with the real launch packages when they are
-importable, and with test/doubles/launch_ros_double.py otherwise. Exits with the launch's code.
+importable, and with test/support/doubles/launch_ros_double.py otherwise. Exits with the
+launch's code.
 
 `make_prefix()` builds an ament prefix in a temp folder: share/dpt_ros is this checkout, and
 lib/dpt_ros/depth_node starts `python -m dpt_ros.node` after appending its pid to the file
@@ -19,17 +20,18 @@ import os
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
+TEST = os.path.dirname(HERE)
+ROOT = os.path.dirname(TEST)
 STARTS_ENV = 'DPT_TEST_NODE_STARTS'
 RVIZ_ARGS_ENV = 'DPT_TEST_RVIZ_ARGS'
 
 _NODE_SCRIPT = """#!/bin/sh
-# Stand-in install of the depth_node console script (test/launch_cli.py).
+# Stand-in install of the depth_node console script (test/support/launch_cli.py).
 [ -n "${DPT_TEST_NODE_STARTS}" ] && echo $$ >> "${DPT_TEST_NODE_STARTS}"
 exec "%(python)s" -m dpt_ros.node "$@"
 """
 _RVIZ_SCRIPT = """#!%(python)s
-# Stand-in for rviz2 (test/launch_cli.py): records its arguments, exits 0 when signalled.
+# Stand-in for rviz2 (test/support/launch_cli.py): records its arguments, exits 0 when signalled.
 import os, signal, sys
 path = os.environ.get('DPT_TEST_RVIZ_ARGS')
 if path:
@@ -91,8 +93,8 @@ def main(argv: list[str]) -> int:
     if real_launch_available():
         from ros2launch.api import launch_a_launch_file
     else:
-        sys.path.insert(0, HERE)
-        from doubles import launch_ros_double
+        sys.path.insert(0, TEST)   # run as a script: `support` imports from test/
+        from support.doubles import launch_ros_double
         launch_ros_double.install()
         launch_a_launch_file = launch_ros_double.launch_a_launch_file
     return launch_a_launch_file(launch_file_path=path, launch_file_arguments=arguments,

@@ -12,8 +12,8 @@ import re
 import threading
 import time
 
-from doubles.fault_backends import FAULTS
-from ros_harness import diag_values, level_of, NodeProcess, STAND_INS
+from support.doubles.fault_backends import FAULTS
+from support.ros_harness import diag_values, level_of, NodeProcess, STAND_INS
 
 COUNT_KEYS = ('frames_received', 'frames_processed', 'frames_dropped', 'frames_rejected',
               'frames_failed')
@@ -224,7 +224,7 @@ class PacedPublisher:
     """
 
     def __init__(self, topic: str, image_fields: dict, hz: float, name: str = 'dpt_load_pub'):
-        from ros_harness import Graph
+        from support.ros_harness import Graph
         from sensor_msgs.msg import Image
         self.graph = Graph(name)
         self.pub = self.graph.node.create_publisher(Image, topic, 10)
@@ -270,7 +270,7 @@ def run_load(graph, node, *, hz: float, duration_s: float, warmup_s: float,
     -> publish, and receive -> publish) and measured here (stamp -> arrival, after warm-up).
     """
     from dpt_ros.ros import image_codec
-    from ros_harness import rgb_image
+    from support.ros_harness import rgb_image
     from sensor_msgs.msg import Image
     diags = Diagnostics(graph)
     seen: list[tuple[int, int]] = []    # (stamp ns, arrival ns): outputs are not kept
@@ -351,7 +351,7 @@ def run_soak(graph, node, *, frames: int, warmup_frames: int, size=(120, 160),
     every `sample_every`.
     """
     from dpt_ros.ros import image_codec
-    from ros_harness import rgb_image
+    from support.ros_harness import rgb_image
     from sensor_msgs.msg import Image
     diags = Diagnostics(graph)
     arrivals: list[int] = []
@@ -431,7 +431,7 @@ def timed_stop(case: str, sig, load, graph, frames: int = 5, size=(240, 320),
     import signal as _signal
 
     from dpt_ros.ros import image_codec
-    from ros_harness import rgb_image
+    from support.ros_harness import rgb_image
     from sensor_msgs.msg import Image
     fields = image_codec.rgb_to_image_fields(rgb_image(*size))
     got: list[int] = []

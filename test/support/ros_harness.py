@@ -18,11 +18,10 @@ import time
 
 from dpt_ros.ros import node_process
 import numpy as np
+from support.paths import pythonpath, ROOT
 import yaml
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-STAND_INS = ','.join(f'standin_{n}=doubles.stand_in_backends:create_{n}'
+STAND_INS = ','.join(f'standin_{n}=support.doubles.stand_in_backends:create_{n}'
                      for n in ('zero', 'delay', 'flaky', 'failing', 'unavailable', 'busy'))
 
 
@@ -53,9 +52,7 @@ class NodeProcess(node_process.NodeProcess):
             # The device double (imported in-process by other test modules) mocks the TT
             # cluster for this process only; a node subprocess must see the real machine.
             'TT_METAL_MOCK_CLUSTER_DESC_PATH': None,
-            'PYTHONPATH': os.pathsep.join(
-                [HERE, ROOT] + [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep)
-                                if p]),
+            'PYTHONPATH': pythonpath(),
             'DPT_ROS_EXTRA_BACKENDS': STAND_INS}
         full_env.update(env or {})
         super().__init__(self.params_file, extra_args=extra_args, env=full_env, cwd=ROOT)

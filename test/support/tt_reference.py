@@ -2,12 +2,13 @@
 Helpers shared by the TT tests.
 
 Seeded HF reference models, PCC, and converters between HF tensors and the TT model's device
-layouts (used with the device double and on a card).
+layouts (used with the device double and on a card); the tiny model's inputs and torch output.
 """
 # The converters live with the per-stage PCC (dpt_ros/demo/stage_pcc.py); tests import them here.
 from dpt_ros.demo.stage_pcc import (spatial_from_tt, spatial_to_tt,  # noqa: F401
                                     tokens_from_tt, tokens_to_tt)
 from dpt_ros.inference.hf_model import random_model
+import numpy as np
 import torch
 import ttnn
 
@@ -49,3 +50,20 @@ def run_model(model, x, device):
     """Eager TtDPT forward on pixel values (N, 3, S, S) -> (N, S, S) torch float32."""
     out = model.forward(ttnn.to_device(model.preprocess_host(x.numpy()), device))
     return torch.from_numpy(model.postprocess_host(out))
+
+
+def tiny_inputs_and_torch(images, size: int = 64):
+    """Return (normalized batch, uint8 pixels, torch fp32 CPU output) for the tiny model."""
+    from dpt_ros.backends import BackendOptions, torch_backend
+    from dpt_ros.inference.hf_model import load_model
+    from dpt_ros.inference.preprocess import preprocess, resize_pixels
+
+    loaded = load_model('tiny-random', image_size=size)
+    x = np.stack([preprocess(im, size) for im in images])
+    pixels = np.stack([resize_pixels(im, size) for im in images])
+    cpu = torch_backend.create(BackendOptions(weights='tiny-random', image_size=size),
+                               loaded=loaded)
+    try:
+        return x, pixels, cpu.infer(x)
+    finally:
+        cpu.close()

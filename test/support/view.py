@@ -5,7 +5,8 @@ Helpers for the depth view's tests: a fake camera + depth node, the view process
 rclpy node (no depth node needed). `ViewProcess` runs `python -m dpt_ros.depth_view` on a free
 port.
 `chromium()` starts Debian's chromium through playwright (never a downloaded browser) or says
-why it cannot. Run as a script it writes the screenshot docs/view.png.
+why it cannot. Run as a module (`python -m support.view`, test/ and the checkout on
+PYTHONPATH) it writes the screenshot docs/view.png.
 """
 from __future__ import annotations
 
@@ -23,8 +24,9 @@ import urllib.request
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from dpt_ros.ros import image_codec
 import numpy as np
-from ros_harness import Graph, ROOT
 from sensor_msgs.msg import Image
+from support.paths import ROOT
+from support.ros_harness import Graph
 
 CHROMIUM = os.environ.get('DPT_ROS_CHROMIUM', '/usr/bin/chromium')
 CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic',
@@ -203,7 +205,7 @@ def screenshot(path: str, points: int = 40) -> None:
     """Write a screenshot of the page: astronaut, stand-in depth, fake diagnostics."""
     from dpt_ros.inference.colorize import colorize
     from skimage import data
-    from doubles.backend_base import brightness
+    from support.doubles.backend_base import brightness
     rgb = data.astronaut()
     color = colorize(brightness(rgb[None])[0])   # the stand-in backend's 'depth': no model
     with FakeCamera(rgb, color), ViewProcess('jpeg') as view, chromium() as context:
@@ -218,7 +220,7 @@ def screenshot(path: str, points: int = 40) -> None:
 
 
 if __name__ == '__main__':
-    # PYTHONPATH=. .venv/bin/python test/view_support.py docs/view.png
+    # PYTHONPATH=.:test .venv/bin/python -m support.view docs/view.png
     os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
     os.environ.setdefault('ROS_DOMAIN_ID', str(1 + os.getpid() % 100))
     screenshot(sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, 'docs', 'view.png'))

@@ -18,8 +18,9 @@ import threading
 from dpt_ros.demo.stage_pcc import stage_names
 import numpy as np
 import pytest
+from support import paths
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(paths.ROOT)
 # One size, two modes (trace and trace_2cq take the same path here), one timed call each.
 SMALL = ['--sizes', '128', '--weights', 'tiny-random', '--modes', 'eager,trace_2cq',
          '--warmup', '1', '--repeat', '1']
@@ -112,8 +113,7 @@ def test_the_whole_run_on_the_device_double(tmp_path):
 def test_the_whole_run_on_a_mock_board(tmp_path):
     """Host checks on a mock N150 in its own process; speed and PCC skipped, with reasons."""
     pytest.importorskip('ttnn')
-    sys.path.insert(0, str(ROOT / 'test'))
-    import tt_mock_device
+    from support import tt_mock_device
     try:
         tt_mock_device.prepare()
     except tt_mock_device.Unavailable as exc:
@@ -149,5 +149,5 @@ def test_the_whole_run_on_a_mock_board(tmp_path):
 def _calibration():
     """Return a calibration from a small synthetic ViT op list (any one serves here)."""
     from dpt_ros.perf import tt_estimate
-    from test_tt_estimate import _vit_like
-    return tt_estimate.calibrate(_vit_like())
+    from support.tt_op_lists import vit_like
+    return tt_estimate.calibrate(vit_like())

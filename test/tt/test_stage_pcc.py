@@ -5,12 +5,12 @@ The tiny config at 128 px, strict: every stage correlates with HF fp32, and a fa
 one stage shows in that stage (and the whole forward) while the stages fed HF's inputs after
 it stay clean, so a per-stage report names the broken stage.
 """
-from doubles.tt_device_double import tt_device_double
 from dpt_ros.demo import stage_pcc
 from dpt_ros.tt.fallbacks import FallbackCounter
 from dpt_ros.tt.model import build_tt_model
 import pytest
-from tt_reference import pixels, reference_model
+from support.doubles.tt_device_double import tt_device_double
+from support.tt_reference import pixels, reference_model
 
 ttnn = pytest.importorskip('ttnn')
 SIZE = 128

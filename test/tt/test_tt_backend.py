@@ -6,7 +6,7 @@ torch reference.
 
 No Tenstorrent card exists here, so `create` meets the real ttnn 0.81.1 and its real
 'No chips detected' error; the full-backend test runs the same code under
-`test/doubles/tt_device_double.py` (golden-function ops on an emulated device).
+`test/support/doubles/tt_device_double.py` (golden-function ops on an emulated device).
 """
 import sys
 
@@ -56,7 +56,7 @@ def no_device_run():
     import json
     import os
     import subprocess
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    from support.paths import ROOT as root
     env = {k: v for k, v in os.environ.items() if k != 'TT_METAL_MOCK_CLUSTER_DESC_PATH'}
     env['PYTHONPATH'] = root + os.pathsep + env.get('PYTHONPATH', '')
     proc = subprocess.run([sys.executable, '-c', _NO_DEVICE_SCRIPT], cwd=root, env=env,
@@ -122,23 +122,6 @@ def test_registry_without_fallback_raises(no_device_run):
     assert 'No chips detected' in r['message']
 
 
-def _tiny_inputs_and_torch(images, size: int = 64):
-    """Return (normalized batch, uint8 pixels, torch fp32 CPU output) for the tiny model."""
-    from dpt_ros.backends import torch_backend
-    from dpt_ros.inference.hf_model import load_model
-    from dpt_ros.inference.preprocess import preprocess, resize_pixels
-
-    loaded = load_model('tiny-random', image_size=size)
-    x = np.stack([preprocess(im, size) for im in images])
-    pixels = np.stack([resize_pixels(im, size) for im in images])
-    cpu = torch_backend.create(BackendOptions(weights='tiny-random', image_size=size),
-                               loaded=loaded)
-    try:
-        return x, pixels, cpu.infer(x)
-    finally:
-        cpu.close()
-
-
 @pytest.mark.parametrize('mode, dp', [('trace_2cq', 2), ('trace', 1), ('eager', 1)])
 def test_whole_backend_under_the_device_double_matches_torch(mode, dp, tmp_path):
     """
@@ -152,10 +135,11 @@ def test_whole_backend_under_the_device_double_matches_torch(mode, dp, tmp_path)
     from skimage import data
 
     from dpt_ros.depth.pcc import pcc
-    from doubles.tt_device_double import tt_device_double
+    from support.doubles.tt_device_double import tt_device_double
+    from support.tt_reference import tiny_inputs_and_torch
 
     size = 64
-    x, pixels, expected = _tiny_inputs_and_torch((data.astronaut(), data.coffee()), size)
+    x, pixels, expected = tiny_inputs_and_torch((data.astronaut(), data.coffee()), size)
     opts = _opts(image_size=size, dp=dp, execution_mode=mode, cache_dir=str(tmp_path))
     with tt_device_double():
         started = create_backend('tt', opts, allow_fallback=False)
@@ -195,13 +179,14 @@ def test_dp8_on_a_t3000_under_the_device_double_matches_torch_on_every_chip(tmp_
     from skimage import data
 
     from dpt_ros.depth.pcc import pcc
-    from doubles.tt_device_double import tt_device_double
+    from support.doubles.tt_device_double import tt_device_double
+    from support.tt_reference import tiny_inputs_and_torch
 
     size = 64
     images = [data.astronaut(), data.coffee(), data.chelsea(), data.rocket()]
     images += [im[:, ::-1] for im in images]       # eight different frames
     images = [np.ascontiguousarray(im) for im in images]
-    _, pixels, expected = _tiny_inputs_and_torch(images, size)
+    _, pixels, expected = tiny_inputs_and_torch(images, size)
     opts = _opts(image_size=size, device='wormhole_t3000', dp=8, cache_dir=str(tmp_path))
     with tt_device_double(num_devices=8):
         started = create_backend('tt', opts, allow_fallback=False)
@@ -235,7 +220,7 @@ def test_a_frame_reads_back_its_depth_not_tile_padding(mode, tmp_path):
     The head's last linear leaves (1, 1, N*S*S, 1) in TILE layout, 32x padded; the model
     reshapes and untilizes it on the device, so only the depth values cross to the host.
     """
-    from doubles.tt_device_double import tt_device_double
+    from support.doubles.tt_device_double import tt_device_double
     size = 64
     batch = np.zeros((2, size, size, 3), np.uint8)
     with tt_device_double() as double:
@@ -263,7 +248,7 @@ def test_a_trace_larger_than_its_region_stops_start_up_in_one_line(tmp_path, cap
     """
     import logging
 
-    from doubles.tt_device_double import tt_device_double
+    from support.doubles.tt_device_double import tt_device_double
     from dpt_ros.tt.device import TRACE_REGION_SIZE
     assert TRACE_REGION_SIZE == BackendOptions().trace_region_mb << 20 == 32 << 20
     opts = _opts(image_size=64, dp=2, execution_mode='trace', cache_dir=str(tmp_path))
@@ -291,7 +276,7 @@ def test_worker_dispatch_runs_8x7_and_says_so_in_diagnostics_and_perf_json(tmp_p
     The default (auto) opens ethernet dispatch, 8x8. trace_2cq on two chips with WORKER
     dispatch cannot open (too few dispatch cores): refused in one line before opening.
     """
-    from doubles.tt_device_double import tt_device_double
+    from support.doubles.tt_device_double import tt_device_double
     from dpt_ros.perf.report import build_perf, RunTimings
     from dpt_ros.perf.stats import PerfStats
     size = 64
@@ -346,7 +331,7 @@ def test_precision_profile_reaches_the_model_from_runner_and_node(tmp_path):
     profile stops start-up in one line, not a fallback.
     """
     ttnn = pytest.importorskip('ttnn')
-    from doubles.tt_device_double import tt_device_double
+    from support.doubles.tt_device_double import tt_device_double
     from dpt_ros.demo.runner import backend_options, build_parser
     from dpt_ros.ros import params
     assert BackendOptions().precision == 'accurate'
@@ -387,7 +372,7 @@ def test_throughput_mode_runs_two_frames_per_chip_and_pairs_single_frame_calls(t
     """
     import threading
 
-    from doubles.tt_device_double import tt_device_double
+    from support.doubles.tt_device_double import tt_device_double
     from dpt_ros.demo.runner import backend_options, build_parser, check_args
     from dpt_ros.ros import params
     parser = build_parser()

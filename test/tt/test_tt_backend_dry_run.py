@@ -1,10 +1,10 @@
 """
 The TT backend through ttnn's own host-side checks on a mock N150 / N300 / T3000 (dry-run).
 
-Each run builds the backend as the node does (test/tt_mock_device/dry_run.py) in a process
+Each run builds the backend as the node does (test/support/tt_mock_device/dry_run.py) in a process
 where the real ttnn 0.81.1 validates every op, allocates every buffer against the real L1 /
 DRAM banks, checks circular buffers against L1 buffers and creates every program; only the
-kernel compiler and device execution are stood in for (test/tt_mock_device: TEST DOUBLE).
+kernel compiler and device execution are stood in for (test/support/tt_mock_device: TEST DOUBLE).
 What a mock cannot show: kernel compilation, numerics (readbacks are zeros), hangs, the fit of
 the trace region, speed. The numerics are test_tt_model_golden's. The WORKER-dispatch runs use
 ttnn's own core descriptors (8x7 per N300 chip), not the harness's widened one.
@@ -21,9 +21,9 @@ import pytest
 
 pytest.importorskip('ttnn')
 
-import tt_mock_device  # noqa: E402
+from support import paths, tt_mock_device  # noqa: E402
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(paths.ROOT)
 OPS_JSON = ROOT / 'generated' / 'tt_dry_run_ops.json'
 FRAMES = 3
 STRICT = ['--strict']
@@ -47,7 +47,7 @@ RUNS = {
                     STRICT + ['--batch', '2']),
     'n150-512-b2': ('wormhole_n150', 1, 512, 'random', 'eager', STRICT + ['--batch', '2']),
     'n150-tiny': ('wormhole_n150', 1, 384, 'tiny-random', 'eager,trace_2cq', STRICT),
-    # Eight chips (test/data/wormhole_t3000_cluster.yaml): 35-60 s on 2 cores.
+    # Eight chips (test/support/data/wormhole_t3000_cluster.yaml): 35-60 s on 2 cores.
     't3000-384': ('wormhole_t3000', 8, 384, 'random', 'eager,trace_2cq', STRICT),
     # WORKER dispatch on ttnn's own (unpatched) N300 core descriptor: 8x7 per chip. Two chips
     # with 2 CQs each have too few dispatch cores (refused before opening), so eager + trace.
@@ -233,7 +233,7 @@ def test_op_list_with_l1_headroom_is_written(report):
     buffers of matmuls, SDPA and LayerNorm: for those ttnn's own clash check at program
     creation is the evidence.)
     """
-    from tt_mock_device import oplist
+    from support.tt_mock_device import oplist
     _, rep, _ = report
     ops = rep['ops']
     names = {op['name'] for op in ops}

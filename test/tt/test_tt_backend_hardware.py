@@ -4,8 +4,8 @@ Hardware tests for the TT backend: run them on a machine with a Wormhole N150/N3
 Without a Tenstorrent device they are skipped with the reason ttnn gives (here: 'No chips
 detected in the cluster'). On a card:
 
-    DPT_TT_DEVICE=wormhole_n300 .venv/bin/python -m pytest test/test_tt_hardware.py -v
-    DPT_MIN_FPS=40 .venv/bin/python -m pytest test/test_tt_hardware.py -k perf -v
+    DPT_TT_DEVICE=wormhole_n300 .venv/bin/python -m pytest test/tt/test_tt_backend_hardware.py -v
+    DPT_MIN_FPS=40 .venv/bin/python -m pytest test/tt/test_tt_backend_hardware.py -k perf -v
 
 Weights: `DPT_TT_WEIGHTS` (default 'auto': Intel/dpt-large from the HF cache, else random
 weights with the exact DPT-Large config — PCC is meaningful either way, depth is not).
@@ -18,12 +18,13 @@ from dpt_ros import vocabulary
 from dpt_ros.tt import device as tt_device
 import numpy as np
 import pytest
+from support import paths
 
 HAVE_DEVICE, NO_DEVICE_REASON = tt_device.detect()
 pytestmark = pytest.mark.skipif(
     not HAVE_DEVICE, reason=f'TT hardware test: {NO_DEVICE_REASON or "no device"}')
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(paths.ROOT)
 PCC_MIN = 0.99
 WEIGHTS = os.environ.get('DPT_TT_WEIGHTS', 'auto')
 IMAGES = ('astronaut', 'coffee', 'chelsea')

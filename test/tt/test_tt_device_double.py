@@ -1,14 +1,13 @@
 """
-Tests of the device TEST DOUBLE itself (test/doubles/tt_device_double.py).
+Tests of the device TEST DOUBLE itself (test/support/doubles/tt_device_double.py).
 
 If the double were wrong, every TT model/runtime test built on it would be meaningless, so its
 numerics, its strictness about ttnn names/types and its trace/CQ semantics are checked here.
 """
 import pytest
+from support.doubles.tt_device_double import (DeviceDouble, DoubleError, real_card_present,
+                                              tt_device_double)
 import torch
-
-from doubles.tt_device_double import (DeviceDouble, DoubleError,  # noqa: I100
-                                      real_card_present, tt_device_double)
 
 ttnn = pytest.importorskip('ttnn')
 
@@ -281,7 +280,7 @@ def test_conv_transpose2d_torch_reference(double):
 
 def test_compute_configs_reaching_ops_are_recorded_with_ttnn_defaults(double):
     """Each compute config a device op gets is recorded; None resolves to ttnn's default."""
-    from doubles.tt_device_double import resolved_compute
+    from support.doubles.tt_device_double import resolved_compute
     dev = _dev(double)
     x = ttnn.from_torch(torch.randn(64, 64), ttnn.bfloat16, layout=ttnn.TILE_LAYOUT, device=dev)
     hifi3 = ttnn.WormholeComputeKernelConfig(math_fidelity=ttnn.MathFidelity.HiFi3,
@@ -311,7 +310,7 @@ def test_readback_bytes_count_whole_tiles(double):
 
 def test_a_trace_larger_than_the_region_is_refused_with_tt_metals_error(double):
     """end_trace_capture sizes the commands; the live traces must fit the region."""
-    from doubles.tt_device_double import TRACE_BYTES_PER_PROGRAM
+    from support.doubles.tt_device_double import TRACE_BYTES_PER_PROGRAM
     dev = _dev(double, trace_region_size=256 << 10)
     x = ttnn.from_torch(torch.randn(64, 64), ttnn.bfloat16, layout=ttnn.TILE_LAYOUT, device=dev)
 
@@ -410,7 +409,7 @@ def test_goldens_reach_torch_with_fp32_matmuls_only(double):
     """
     from dpt_ros.tt.fallbacks import FallbackCounter
     from dpt_ros.tt.model import build_tt_model
-    from tt_reference import pixels, reference_model, run_model
+    from support.tt_reference import pixels, reference_model, run_model
     dev = _dev(double, l1_small_size=24576, num_command_queues=2)
     model = build_tt_model(reference_model('tiny', seed=0), dev, use_cache=False,
                            fallbacks=FallbackCounter(strict=True))

@@ -13,35 +13,8 @@ import os
 
 from dpt_ros.perf import tt_estimate as te
 import pytest
-
-CONFIGS = {'grid': [8, 8], 'encoder_grid': [8, 5], 'attention_grid': [8, 8], 'batch': 1,
-           'tokens_padded': 640}
-
-
-def t(shape, memory='L1/BLOCK_SHARDED', dtype='BFLOAT16', layout='TILE'):
-    return {'shape': str(list(shape)), 'dtype': dtype, 'layout': layout, 'memory': memory}
-
-
-def op(name, inputs, outputs, python_index=0, call='ttnn.linear', **settings):
-    return {'name': name, 'call': call, 'python_index': python_index, 'inputs': inputs,
-            'outputs': outputs, 'cb_cores': 0, 'settings': settings,
-            'fidelity': settings.get('fidelity')}
-
-
-def matmul(m=640, k=1024, n=1024, act=None, fidelity='HiFi2', grid=(8, 5), index=0):
-    extra = {'activation': act} if act else {}
-    weight = t([k, n], 'DRAM/INTERLEAVED', 'BFLOAT8_B')
-    return op('MatmulDeviceOperation', [t([1, m, k]), weight], [t([1, m, n])], index,
-              fidelity=fidelity, grid=list(grid), **extra)
-
-
-def sdpa(tokens=640, heads=16, chunk=128, exp_approx=False, mask=True):
-    ins = [t([1, heads, tokens, 64], 'L1/INTERLEAVED') for _ in range(3)]
-    if mask:
-        ins.append(t([1, 1, tokens, tokens], 'DRAM/INTERLEAVED'))
-    return op('SDPAOperation', ins, [t([1, heads, tokens, 64], 'L1/INTERLEAVED')],
-              call='ttnn.transformer.scaled_dot_product_attention', fidelity='HiFi4',
-              grid=[8, 8], q_chunk=chunk, k_chunk=chunk, exp_approx=exp_approx)
+from support import paths
+from support.tt_op_lists import CONFIGS, matmul, op, sdpa, t, vit_like
 
 
 def central():
@@ -163,21 +136,9 @@ def test_dispatch_gap_is_the_wall_time_left_over_kernels_per_demo_op():
     assert 1.0e-6 < gap150 < 1.2e-6 and 3.8e-6 < gap300 < 4.0e-6    # ~1.1 and ~3.9 us/op
 
 
-def _vit_like():
-    """Return a small stand-in of a ViT batch: 8 images, a few layers of real-sized ops."""
-    cfg = dict(CONFIGS, batch=8, tokens_padded=256, encoder_grid=[8, 8])
-    ops = []
-    for i in range(4):
-        ops += [matmul(m=2048, k=768, n=2304, grid=(8, 8), index=i),
-                sdpa(tokens=256, heads=12 * 8, chunk=256),
-                matmul(m=2048, k=768, n=3072, act='gelu', grid=(8, 8), index=i),
-                matmul(m=2048, k=3072, n=768, grid=(8, 8), index=i)]
-    return {'configs': cfg, 'stage_starts': {'backbone': 0}, 'ops': ops}
-
-
 def test_calibration_matches_each_published_kernel_time_exactly():
-    cal = te.calibrate(_vit_like())
-    demo_ws = te.works(te.with_settings(_vit_like(), **te.VIT_DEMO_SETTINGS))
+    cal = te.calibrate(vit_like())
+    demo_ws = te.works(te.with_settings(vit_like(), **te.VIT_DEMO_SETTINGS))
     for row in cal['rows']:
         for level in te.LEVELS:
             a = te.assumptions(level)
@@ -186,7 +147,7 @@ def test_calibration_matches_each_published_kernel_time_exactly():
 
 
 def test_estimate_gives_ordered_ranges_per_board_and_the_op_count():
-    cal = te.calibrate(_vit_like())
+    cal = te.calibrate(vit_like())
     rep = {'configs': CONFIGS, 'stage_starts': {'backbone': 0, 'fusion_head': 3}, 'ops': [
         matmul(index=0), matmul(n=4096, act='gelu', index=1), sdpa(), matmul(index=3),
         op('ReshapeViewDeviceOperation', [t([9216, 64], 'DRAM/INTERLEAVED', layout='ROW')],
@@ -199,7 +160,7 @@ def test_estimate_gives_ordered_ranges_per_board_and_the_op_count():
         assert 0 < f['low'] <= f['central'] <= f['high'], (board, f)
     n150 = est['boards']['n150']
     # With one published row, one N300 chip differs from an N150 only by its per-op gap.
-    one = te.estimate(rep, te.calibrate(_vit_like(), published=te.VIT_PUBLISHED[:1]))
+    one = te.estimate(rep, te.calibrate(vit_like(), published=te.VIT_PUBLISHED[:1]))
     row = te.dispatch_gaps(te.VIT_PUBLISHED[:1])[0]
     for level in te.LEVELS:
         assert one['boards']['n300_chip']['ms'][level] - one['boards']['n150']['ms'][level] \
@@ -213,7 +174,7 @@ def test_estimate_gives_ordered_ranges_per_board_and_the_op_count():
 
 
 def test_more_ops_and_slower_settings_lower_the_estimate():
-    cal = te.calibrate(_vit_like())
+    cal = te.calibrate(vit_like())
     base = {'configs': CONFIGS, 'ops': [matmul(index=i) for i in range(4)]}
     more = {'configs': CONFIGS, 'ops': base['ops'] + [
         op('ReshapeViewDeviceOperation', [t([64, 64], 'DRAM/INTERLEAVED')],
@@ -228,7 +189,7 @@ def test_more_ops_and_slower_settings_lower_the_estimate():
 def test_estimate_on_a_real_dry_run_op_list(tmp_path):
     """Estimate the tiny config's dry-run on a mock N150: settings recorded, figures sane."""
     pytest.importorskip('ttnn')
-    import tt_mock_device
+    from support import tt_mock_device
     try:
         harness = tt_mock_device.prepare()
     except tt_mock_device.Unavailable as exc:
@@ -246,7 +207,7 @@ def test_estimate_on_a_real_dry_run_op_list(tmp_path):
                          for o in sdpas)
     assert {o['settings'].get('activation') for o in ops
             if o['name'] == 'MatmulDeviceOperation'} >= {'gelu', 'relu'}
-    cal = te.calibrate(_vit_like())
+    cal = te.calibrate(vit_like())
     est = te.estimate(rep, cal)
     assert est['op_count'] == len(ops)
     assert sum(s['ops'] for s in est['stages'].values()) == len(ops)
@@ -269,7 +230,7 @@ def test_estimate_tt_refuses_a_dry_run_that_failed_part_way(tmp_path, monkeypatc
     import json
     import pathlib
     import types
-    root = pathlib.Path(__file__).resolve().parents[1]
+    root = pathlib.Path(paths.ROOT)
     monkeypatch.syspath_prepend(str(root / 'bench'))
     spec = importlib.util.spec_from_file_location('estimate_tt', root / 'bench' / 'estimate_tt.py')
     est_tt = importlib.util.module_from_spec(spec)
@@ -281,7 +242,7 @@ def test_estimate_tt_refuses_a_dry_run_that_failed_part_way(tmp_path, monkeypatc
         path.write_text(json.dumps(rep))
         return rep, 'log tail'
     fake = types.SimpleNamespace(prepare=lambda: 'harness', dry_run=dry_run)
-    monkeypatch.setattr(est_tt.bench_env, 'borrow', lambda name: fake)
+    monkeypatch.setattr(est_tt, 'tt_mock_device', fake)
     reports = est_tt.dry_runs([384], 'wormhole_n150', tmp_path, reuse=False)
     assert set(reports) == {'vit-b', 384}
     with pytest.raises(SystemExit, match='clash'):

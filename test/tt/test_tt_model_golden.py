@@ -10,8 +10,6 @@ different inputs.
 """
 import logging
 
-from doubles.tt_device_double import (_programs, resolved_compute, TRACE_BYTES_PER_PROGRAM,
-                                      tt_device_double)
 from dpt_ros.tt.configs import build_configs, conv_plan, MATH_FIDELITIES
 from dpt_ros.tt.device import TRACE_REGION_SIZE
 from dpt_ros.tt.fallbacks import FallbackCounter, FallbackError
@@ -20,9 +18,11 @@ from dpt_ros.tt.ops import TtConv2d
 from dpt_ros.tt.weights import prepare_weights
 import numpy as np
 import pytest
+from support.doubles.tt_device_double import (_programs, resolved_compute,
+                                              TRACE_BYTES_PER_PROGRAM, tt_device_double)
+from support.tt_reference import (pcc, pixels, reference_model, run_model, spatial_from_tt,
+                                  spatial_to_tt, tokens_from_tt, tokens_to_tt)
 import torch
-from tt_reference import (pcc, pixels, reference_model, run_model, spatial_from_tt,
-                          spatial_to_tt, tokens_from_tt, tokens_to_tt)
 
 ttnn = pytest.importorskip('ttnn')
 

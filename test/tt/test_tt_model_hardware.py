@@ -3,10 +3,10 @@ Per-stage PCC of TtDPT ON A CARD (Wormhole N150/N300), strict: every tuned confi
 
 The golden tests (test_tt_model_golden.py) prove the op sequence on CPU goldens; what only a
 card shows is whether every kernel compiles, fits L1 and accepts its program config. When the
-whole-model hardware PCC (test_tt_hardware.py) fails, this file says which stage broke.
+whole-model hardware PCC (test_tt_backend_hardware.py) fails, this file says which stage broke.
 Skipped without a device, with the reason ttnn gives.
 
-    .venv/bin/python -m pytest test/test_tt_model_hardware.py -v
+    .venv/bin/python -m pytest test/tt/test_tt_model_hardware.py -v
 """
 import logging
 import os
@@ -31,7 +31,7 @@ def setup(request):
     from dpt_ros.inference.hf_model import load_model
     from dpt_ros.tt.fallbacks import FallbackCounter
     from dpt_ros.tt.model import build_tt_model
-    from tt_reference import pixels
+    from support.tt_reference import pixels
     size = request.param
     loaded = load_model(WEIGHTS, image_size=size)
     hf = loaded.model
@@ -56,7 +56,7 @@ def setup(request):
 def test_embeddings_on_card(setup):
     import ttnn
 
-    from tt_reference import pcc, tokens_from_tt
+    from support.tt_reference import pcc, tokens_from_tt
     model, ref, device = setup
     out = model.embeddings.forward(ttnn.to_device(model.preprocess_host(ref['x'].numpy()),
                                                   device))
@@ -64,7 +64,7 @@ def test_embeddings_on_card(setup):
 
 
 def test_encoder_on_card(setup):
-    from tt_reference import pcc, tokens_from_tt, tokens_to_tt
+    from support.tt_reference import pcc, tokens_from_tt, tokens_to_tt
     model, ref, device = setup
     taps = model.encoder.forward(tokens_to_tt(ref['emb'], model.cfg, device))
     for i, (tap, hf) in enumerate(zip(taps, ref['hidden'])):
@@ -74,7 +74,7 @@ def test_encoder_on_card(setup):
 
 
 def test_reassembly_on_card(setup):
-    from tt_reference import pcc, spatial_from_tt, tokens_to_tt
+    from support.tt_reference import pcc, spatial_from_tt, tokens_to_tt
     model, ref, device = setup
     feats = model.reassembly([tokens_to_tt(h, model.cfg, device) for h in ref['hidden']])
     for i, (sp, hf) in enumerate(zip(feats, ref['feats'])):
@@ -82,7 +82,7 @@ def test_reassembly_on_card(setup):
 
 
 def test_fusion_and_head_on_card(setup):
-    from tt_reference import pcc, spatial_from_tt, spatial_to_tt
+    from support.tt_reference import pcc, spatial_from_tt, spatial_to_tt
     model, ref, device = setup
     fused = model.fusion.forward([spatial_to_tt(f, device) for f in ref['feats']])
     assert pcc(spatial_from_tt(fused), ref['fused']) >= STAGE_PCC
@@ -94,7 +94,7 @@ def test_fusion_and_head_on_card(setup):
 
 
 def test_whole_model_on_card_without_fallbacks(setup):
-    from tt_reference import pcc, run_model
+    from support.tt_reference import pcc, run_model
     model, ref, device = setup
     value = pcc(run_model(model, ref['x'], device), ref['depth'])
     log.info('card whole-model PCC %.5f at %d', value, model.cfg.image_size)

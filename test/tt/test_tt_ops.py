@@ -10,12 +10,12 @@ small, two 1-D matmuls between two tile transposes elsewhere. What the double ca
 the matmuls' math fidelity, tile padding contents (its goldens see only the logical values),
 L1.
 """
-from doubles.tt_device_double import tt_device_double
 from dpt_ros.tt.fallbacks import FallbackCounter
 from dpt_ros.tt.ops import KRON_MAX_BYTES, Spatial, Upsample2x
 import pytest
+from support.doubles.tt_device_double import tt_device_double
+from support.tt_reference import pcc
 import torch
-from tt_reference import pcc
 
 ttnn = pytest.importorskip('ttnn')
 

@@ -8,14 +8,14 @@ permutation matmul (no row-major round trip). Two images per chip (a broadcast a
 image's CLS term): test_tt_model_golden's batch test. What the double cannot judge: the fused
 GELU's and the matmuls' fidelity on silicon, L1.
 """
-from doubles.tt_device_double import tt_device_double
 from dpt_ros.tt.fallbacks import FallbackCounter
 from dpt_ros.tt.model import build_tt_model
 from dpt_ros.tt.reassemble import depth_to_space_matrix
 import numpy as np
 import pytest
+from support.doubles.tt_device_double import tt_device_double
+from support.tt_reference import pcc, pixels, reference_model, spatial_from_tt, tokens_to_tt
 import torch
-from tt_reference import pcc, pixels, reference_model, spatial_from_tt, tokens_to_tt
 
 ttnn = pytest.importorskip('ttnn')
 

@@ -5,19 +5,19 @@ Each chip runs the bundled picture by its served path and is compared with torch
 CPU before the backend serves. On the device double (the real tiny DPT): a fault injected into
 one chip's output takes that chip out with the figure, the other serves, the traces stay as
 captured; the reference is cached on disk by the weights' content. With a stand-in program:
-strict, all-out and off. On the mock card (readbacks are zeros, test/tt_mock_device): the real
-node falls back to the CPU naming the figure, and the strict runner fails.
+strict, all-out and off. On the mock card (readbacks are zeros, test/support/tt_mock_device): the
+real node falls back to the CPU naming the figure, and the strict runner fails.
 """
 import os
 import pathlib
 import sys
 
-from doubles.tt_device_double import tt_device_double
 from dpt_ros.backends import BackendOptions, create_backend, tt_selfcheck
 from dpt_ros.errors import BackendUnavailable, SelfCheckFailed
 from dpt_ros.tt.executor import ChipPipeline
 import numpy as np
 import pytest
+from support.doubles.tt_device_double import tt_device_double
 
 SIZE = 64     # the tiny DPT's side on the double (as test_tt_backend)
 
@@ -111,16 +111,16 @@ def test_a_fault_in_one_chips_output_takes_it_out_and_the_other_serves(
     Check that chip 1, whose readback has powers-of-two errors, leaves at start-up.
 
     The check runs through the captured traces (trace_2cq, dp 2) after capture: no trace is
-    captured again, every input copy after capture waits for its event (test_tt_runtime's
+    captured again, every input copy after capture waits for its event (support/toy_program's
     check), the persistent tensors stay the ones captured. Chip 0 then serves every frame,
     each matching torch; chip_stats say why chip 1 is out.
     """
     from skimage import data
 
     from dpt_ros.depth.pcc import pcc
-    from test_tt_backend import _tiny_inputs_and_torch
-    from test_tt_runtime import check_2cq_order, post_capture
-    _, pixels, expected = _tiny_inputs_and_torch((data.coffee(), data.chelsea()), SIZE)
+    from support.toy_program import check_2cq_order, post_capture
+    from support.tt_reference import tiny_inputs_and_torch
+    _, pixels, expected = tiny_inputs_and_torch((data.coffee(), data.chelsea()), SIZE)
     _corrupt_reads(monkeypatch, {'wormhole_n300:1'})
     held = []
     real_run = tt_selfcheck.run
@@ -185,7 +185,7 @@ def test_a_second_start_reuses_the_reference_and_other_weights_do_not(tmp_path, 
 
 def _toy(strict=False, selfcheck=True, reference=None, chips=2):
     from dpt_ros.backends import tt_backend
-    from test_tt_runtime import reference as toy_reference, S, toy_factory
+    from support.toy_program import reference as toy_reference, S, toy_factory
     opts = BackendOptions(weights='tiny-random', image_size=S, device='wormhole_n300',
                           dp=chips, execution_mode='trace_2cq', strict=strict,
                           selfcheck=selfcheck)
@@ -238,7 +238,7 @@ def test_off_runs_no_frame(monkeypatch):
 @pytest.fixture(scope='module')
 def harness():
     pytest.importorskip('ttnn')
-    import tt_mock_device
+    from support import tt_mock_device
     try:
         return tt_mock_device.prepare()
     except tt_mock_device.Unavailable as exc:
@@ -249,7 +249,7 @@ def harness():
 
 def _on_mock(harness, module, args, env=None):
     """Return a ChildProcess running `python -m module args` on a mock N150."""
-    import tt_mock_device
+    from support import tt_mock_device
 
     from dpt_ros.ros.node_process import ChildProcess
     full = harness.env('wormhole_n150')
@@ -268,7 +268,7 @@ def test_on_the_mock_the_node_falls_back_naming_the_figure_and_strict_runner_fai
     line naming the figure.
     """
     from diagnostic_msgs.msg import DiagnosticArray
-    from ros_harness import diag_values, Graph, write_params
+    from support.ros_harness import diag_values, Graph, write_params
     reason = 'selfcheck pcc 0.00 on chip 0 (wormhole_n150:0; needs pcc >= 0.99)'
     common = {'weights': 'tiny-random', 'image_size': SIZE, 'cache_dir': str(tmp_path)}
     params = write_params(dict(common, backend='tt', device='wormhole_n150', dp=1,

@@ -10,15 +10,16 @@ double module installs); no device ops.
 import json
 import os
 
-import doubles.tt_device_double  # noqa: F401  (sets TT_METAL_MOCK_CLUSTER_DESC_PATH for bfloat8_b)
 from dpt_ros.inference.hf_model import random_model
 from dpt_ros.inference.preprocess import normalize
 from dpt_ros.tt.configs import build_configs
 from dpt_ros.tt.weights import (bilinear_matrix, cache_key, prepare_weights,
                                 resize_position_embeddings, weights_fingerprint)
 import pytest
+# The device double's module sets TT_METAL_MOCK_CLUSTER_DESC_PATH (bfloat8_b needs a cluster).
+import support.doubles.tt_device_double  # noqa: F401
+from support.tt_reference import pcc, randomize_embeddings
 import torch
-from tt_reference import pcc, randomize_embeddings
 
 ttnn = pytest.importorskip('ttnn')
 

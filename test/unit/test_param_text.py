@@ -3,9 +3,9 @@ import os
 
 from dpt_ros.ros import param_text, params
 import pytest
+from support.paths import ROOT
 import yaml
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 YAML_PATH = os.path.join(ROOT, 'config', 'dpt.yaml')
 
 

@@ -4,9 +4,9 @@ import os
 from dpt_ros.backends import BackendOptions
 from dpt_ros.ros import params
 import pytest
+from support.paths import ROOT
 import yaml
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 YAML_PATH = os.path.join(ROOT, 'config', 'dpt.yaml')
 
 

@@ -1,18 +1,7 @@
-"""
-The evaluation package's small units: the result dataclass and its JSON, flags -> options.
-
-Pure: no ROS graph, no model.
-"""
+"""evaluation/results.py: the evaluation result, its JSON (the report's keys) and its files."""
 import json
 
-from dpt_ros.backends import BackendOptions
-from dpt_ros.backends.cli_options import options_from_args, options_from_values
-from dpt_ros.backends.reference import reference_options
-from dpt_ros.demo import runner
-from dpt_ros.evaluation import cli
-from dpt_ros.evaluation.replay import ReplayTopics, ros_environment
 from dpt_ros.evaluation.results import EvalResult
-from dpt_ros.ros import params
 import numpy as np
 
 OFFLINE_KEYS = ['mode', 'evaluated', 'weights_random', 'throughput', 'pcc', 'backend',
@@ -61,68 +50,3 @@ def test_write_report_adds_only_report_files(tmp_path):
     doc = json.loads((tmp_path / 'report.json').read_text())
     assert list(doc) == OFFLINE_KEYS + ['report_files']
     assert len(paths['strips']) == 1 and doc['report_files']['strips'] == ['strips/frame_000.png']
-
-
-def test_runner_flags_become_options():
-    p = runner.build_parser()
-    runner.add_output_args(p)
-    args = p.parse_args(['--tt-run', '--device', 'wormhole_n300', '--dp', '2', '--weights',
-                         'random', '--tt-execution-mode', 'trace', '--seed', '5'])
-    runner.check_args(p, args)
-    assert options_from_args(args) == BackendOptions(
-        weights='random', device='wormhole_n300', dp=2, batch_size=2, strict=True,
-        execution_mode='trace', seed=5, dtype='auto')
-    args = p.parse_args(['--no-strict', '--compile', '--threads', '3'])
-    runner.check_args(p, args)
-    assert options_from_args(args) == BackendOptions(compile=True, threads=3, dtype='auto')
-
-
-def test_bag_eval_flags_become_options():
-    p = cli.build_parser()
-    assert options_from_args(p.parse_args(['offline', 'bag'])) == BackendOptions(dtype='auto')
-    args = p.parse_args(['offline', 'bag', '--execution-mode', 'eager', '--dtype', 'bf16',
-                         '--image-size', '64', '--dp', '2'])
-    assert options_from_args(args) == BackendOptions(execution_mode='eager', dtype='bf16',
-                                                     image_size=64, dp=2)
-    assert options_from_args(args, dp=1).dp == 1     # overrides win
-
-
-def test_node_parameters_give_the_same_options_as_params_py():
-    values = params.defaults()
-    assert options_from_values(values, batch_size=1) == params.backend_options(values)
-
-
-def test_reference_options_are_cpu_fp32_with_the_same_weights():
-    opts = BackendOptions(weights='random', device='wormhole_n300', dtype='bf16', dp=2,
-                          batch_size=2, strict=True, compile=True, seed=3, image_size=64)
-    ref = reference_options(opts)
-    assert (ref.device, ref.dtype, ref.dp, ref.batch_size, ref.strict, ref.compile) == \
-        ('cpu', 'fp32', 1, 1, False, False)
-    assert (ref.weights, ref.seed, ref.image_size) == ('random', 3, 64)
-
-
-def test_ros_environment_leaves_the_callers_environment_alone():
-    environ = {'PATH': '/bin'}
-    env = ros_environment(start_node=True, environ=environ)
-    assert env['ROS_AUTOMATIC_DISCOVERY_RANGE'] == 'LOCALHOST'
-    assert 1 <= int(env['ROS_DOMAIN_ID']) <= 100
-    assert environ == {'PATH': '/bin'}
-    given = {'ROS_DOMAIN_ID': '42', 'ROS_AUTOMATIC_DISCOVERY_RANGE': 'SUBNET'}
-    assert ros_environment(start_node=True, environ=given) == given
-    assert 'ROS_DOMAIN_ID' not in ros_environment(start_node=False, environ={})
-
-
-class _Src:
-    image_topic = '/front/image_raw/compressed'
-    image_type = 'sensor_msgs/msg/CompressedImage'
-    camera_info_topic = '/front/camera_info'
-
-
-def test_replay_topics_and_node_remaps():
-    args = cli.build_parser().parse_args(['replay', 'bag'])
-    t = ReplayTopics.plan(args, _Src())
-    assert (t.publish, t.image_base, t.ns, t.info) == (
-        '/front/image_raw/compressed', '/front/image_raw', '/front', '/front/camera_info')
-    assert t.depth == '/front/depth_relative' and t.compressed
-    assert t.remaps() == [('__ns', '/front'), ('image/compressed', '/front/image_raw/compressed')]
-    assert t.outputs(color=False) == ['/front/depth_relative', '/front/depth']

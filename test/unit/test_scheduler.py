@@ -536,7 +536,7 @@ def test_eight_workers_keep_camera_order_and_exact_accounting(fail_at, caplog):
     received frame is in exactly one counter. With chip 2 failing at its 3rd frame, it leaves
     the rotation (one WARN), its frame is retried on another chip, the others keep serving.
     """
-    from doubles.chip_stand_in import stand_in_backend
+    from support.doubles.chip_stand_in import stand_in_backend
     cameras = ['front', 'rear', 'left', 'right']
     backend = stand_in_backend(8, 5.0, image_size=32, fail_at=fail_at)
     prepare, infer, finish, published, wrong = _dp_stages(backend, cameras)
@@ -575,7 +575,7 @@ def test_eight_workers_keep_camera_order_and_exact_accounting(fail_at, caplog):
 
 def test_eight_workers_run_eight_chips_at_once():
     """Eight cameras, one frame each, 200 ms per frame: together well under 8 x 200 ms."""
-    from doubles.chip_stand_in import stand_in_backend
+    from support.doubles.chip_stand_in import stand_in_backend
     cameras = [f'cam{i}' for i in range(8)]
     backend = stand_in_backend(8, 200.0, image_size=32)
     prepare, infer, finish, published, wrong = _dp_stages(backend, cameras)
@@ -596,7 +596,7 @@ def test_eight_workers_run_eight_chips_at_once():
 
 def test_with_every_chip_failed_each_frame_fails_counted_for_the_fallback():
     """All chips out: each call fails at once, counted, so the node's fallback can act."""
-    from doubles.chip_stand_in import stand_in_backend
+    from support.doubles.chip_stand_in import stand_in_backend
     backend = stand_in_backend(2, 1.0, image_size=32, fail_at={0: 1, 1: 1})
     prepare, infer, finish, published, _ = _dp_stages(backend, ['cam'])
     s = FrameScheduler(['cam'], prepare, infer, finish, concurrency=2)

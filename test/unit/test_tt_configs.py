@@ -13,11 +13,11 @@ from dpt_ros.tt.configs import (build_configs, conv_plan, MATH_FIDELITIES, pad_t
                                 PRECISION_PROFILES, sdpa_q_chunk, TILE)
 from dpt_ros.vocabulary import TT_PRECISIONS
 import pytest
+from support.paths import ROOT
 
 ttnn = pytest.importorskip('ttnn')
 
-TT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                      'dpt_ros', 'tt')
+TT_DIR = os.path.join(ROOT, 'dpt_ros', 'tt')
 CASES = [(dev, size, name) for dev in ('wormhole_n150', 'wormhole_n300')
          for size in (384, 512) for name in ('dpt-large', 'tiny')]
 

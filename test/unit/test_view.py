@@ -1,25 +1,21 @@
 """
 The depth view's pure parts (no browser): history, frame slots, the server and its websocket.
 
-The server is driven by aiohttp's own websocket client; `depth_view` itself is started once to
-check its exit on a port in use.
+The server is driven by aiohttp's own websocket client, in this process; `depth_view` as a
+process is test_view_node.py's.
 """
 import asyncio
 import json
-import socket
-import subprocess
-import sys
 import threading
 from types import SimpleNamespace as NS
 
 import cv2
-from dpt_ros.errors import ViewError
 from dpt_ros.view.frames import encode_rgb, FrameSlot
 from dpt_ros.view.history import StatsHistory, weights_random
 from dpt_ros.view.server import ViewServer
 import numpy as np
 import pytest
-from ros_harness import rgb_image, ROOT
+from support.ros_harness import rgb_image
 
 
 def _status(name='depth_node: depth pipeline', level=b'\x00', **values):
@@ -165,38 +161,3 @@ def test_stats_are_pushed_when_diagnostics_arrive():
         assert msg['latest']['weights_random'] and msg['series']['output_fps'] == [10.0]
     finally:
         s.server.stop()
-
-
-def test_depth_view_serves_and_stops_cleanly_on_sigint():
-    from view_support import ViewProcess
-    view = ViewProcess('jpeg')
-    state = view.state()
-    assert view.url.startswith('http://127.0.0.1:') and state['clients'] == 0
-    assert set(state['streams']) == {'image', 'depth_relative/color'}
-    assert view.close() == 0
-    assert not any('Traceback' in line for line in view.lines), view.lines
-
-
-def test_a_port_in_use_is_a_clear_error():
-    with socket.socket() as busy:
-        busy.bind(('127.0.0.1', 0))
-        busy.listen()
-        port = busy.getsockname()[1]
-        with pytest.raises(ViewError, match=f'port {port} on 127.0.0.1 is in use'):
-            ViewServer([], StatsHistory(), port=port).start()
-        out = subprocess.run([sys.executable, '-m', 'dpt_ros.depth_view', '--ros-args', '-p',
-                              f'port:={port}'], cwd=ROOT, capture_output=True, text=True,
-                             timeout=60)
-    assert out.returncode == 2
-    assert f'depth_view: port {port} on 127.0.0.1 is in use' in out.stderr
-
-
-@pytest.mark.parametrize('arg, words', [('port:=70000', 'port'), ('image_format:=gif', 'jpeg'),
-                                        ('jpeg_quality:=high', 'jpeg_quality')])
-def test_a_bad_parameter_is_one_line_and_exit_2(arg, words):
-    out = subprocess.run([sys.executable, '-m', 'dpt_ros.depth_view', '--ros-args', '-p', arg],
-                         cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert out.returncode == 2, out.stderr
-    assert 'Traceback' not in out.stderr
-    lines = [x for x in out.stderr.splitlines() if x.startswith('depth_view: ')]
-    assert len(lines) == 1 and words in lines[0], out.stderr

@@ -14,7 +14,7 @@ from dpt_ros.view.frames import FrameSlot
 from dpt_ros.view.history import StatsHistory
 from dpt_ros.view.server import ViewServer
 import pytest
-from ros_harness import rgb_image
+from support.ros_harness import rgb_image
 
 
 def test_loopback_and_generated_tokens():

@@ -5,7 +5,8 @@ They derive from `backend_base.DoubleBackend` (no model; output = brightness, li
 stand_in_backends) and exist only because a backend fault cannot be produced on demand with a
 real device. They are registered in a node subprocess through the node's documented mechanism:
 
-    DPT_ROS_EXTRA_BACKENDS='fault_ctl=doubles.fault_backends:create_controlled,...'   (see FAULTS)
+    DPT_ROS_EXTRA_BACKENDS='fault_ctl=support.doubles.fault_backends:create_controlled,...'
+    (see FAULTS)
 
 with `test/` on PYTHONPATH. Behaviour comes from environment variables:
 
@@ -40,7 +41,7 @@ import numpy as np
 
 from .backend_base import brightness, DoubleBackend
 
-FAULTS = ','.join(f'fault_{n}=doubles.fault_backends:create_{f}' for n, f in (
+FAULTS = ','.join(f'fault_{n}=support.doubles.fault_backends:create_{f}' for n, f in (
     ('ok', 'ok'), ('every', 'every_nth'), ('dying', 'dying'), ('ctl', 'controlled')))
 
 

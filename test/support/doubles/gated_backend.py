@@ -1,15 +1,16 @@
 """
 A stand-in backend whose calls wait at a gate the test opens: "a frame in flight" on demand.
 
-Registered like the other stand-ins (DPT_ROS_EXTRA_BACKENDS='standin_gated=doubles.gated_backend:
-create_gated'). Every call after the warm-up appends 'start <n>' to DPT_ROS_STANDIN_EVENTS,
-then blocks reading one byte from the FIFO DPT_ROS_STANDIN_GATE until the test writes it.
+Registered like the other stand-ins
+(DPT_ROS_EXTRA_BACKENDS='standin_gated=support.doubles.gated_backend:create_gated'). Every call
+after the warm-up appends 'start <n>' to DPT_ROS_STANDIN_EVENTS, then blocks reading one byte
+from the FIFO DPT_ROS_STANDIN_GATE until the test writes it.
 """
 from __future__ import annotations
 
 import os
 
-from doubles.stand_in_backends import StandInBackend
+from .stand_in_backends import StandInBackend
 
 
 class GatedBackend(StandInBackend):

@@ -23,7 +23,7 @@ issue 16 found the launch file wrong (launch 3.7 / launch_ros 0.28, rolling of D
   escalates to SIGTERM after `sigterm_timeout` and SIGKILL after `sigkill_timeout` more;
 - arguments given as name:=value that the file does not declare are set and ignored.
 
-`launch_a_launch_file` is the `ros2 launch` stand-in used by test/launch_cli.py.
+`launch_a_launch_file` is the `ros2 launch` stand-in used by test/support/launch_cli.py.
 """
 from __future__ import annotations
 
@@ -467,7 +467,7 @@ def install() -> bool:
     if _real_available():
         return False
     launch = types.ModuleType('launch')
-    launch.__doc__ = 'test double of launch (test/doubles/launch_ros_double.py)'
+    launch.__doc__ = 'test double of launch (test/support/doubles/launch_ros_double.py)'
     launch.LaunchDescription = LaunchDescription
     launch.LaunchContext = LaunchContext
     launch.LaunchService = LaunchService
@@ -486,7 +486,7 @@ def install() -> bool:
     utilities.normalize_to_list_of_substitutions = normalize_to_list_of_substitutions
     launch.actions, launch.substitutions, launch.utilities = actions, substitutions, utilities
     launch_ros = types.ModuleType('launch_ros')
-    launch_ros.__doc__ = 'test double of launch_ros (test/doubles/launch_ros_double.py)'
+    launch_ros.__doc__ = 'test double of launch_ros (test/support/doubles/launch_ros_double.py)'
     ros_actions = types.ModuleType('launch_ros.actions')
     ros_actions.Node = Node
     launch_ros.actions = ros_actions

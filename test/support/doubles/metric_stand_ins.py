@@ -6,7 +6,7 @@ metric output must then say "invalid" (NaN), not a distance. This stand-in retur
 brightness-as-inverse-depth as `stand_in_backends.StandInBackend`, with a NaN block and a +inf
 block at fixed places of the S x S output. Registered in a node subprocess with
 
-    DPT_ROS_EXTRA_BACKENDS='...,standin_holes=doubles.metric_stand_ins:create_holes'
+    DPT_ROS_EXTRA_BACKENDS='...,standin_holes=support.doubles.metric_stand_ins:create_holes'
 """
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ They implement the real `DepthBackend` interface with no model, so node tests an
 benchmark can measure the node itself. Registered in a node subprocess through the documented
 mechanism (see dpt_ros/ros/node.py):
 
-    DPT_ROS_EXTRA_BACKENDS='standin_zero=doubles.stand_in_backends:create_zero,...'
+    DPT_ROS_EXTRA_BACKENDS='standin_zero=support.doubles.stand_in_backends:create_zero,...'
 
 with `test/` on PYTHONPATH. Behaviour is tuned with environment variables so one registry
 name serves several tests:

@@ -45,10 +45,11 @@ the device while everything else stays real ttnn 0.81.1:
   ordering.
 
 Use: ``with tt_device_double() as double: ...`` (``num_devices=1`` for an N150), or import the
-fixture into a test module: ``from doubles.tt_device_double import tt_double  # noqa: F401``.
+fixture into a test module:
+``from support.doubles.tt_device_double import tt_double  # noqa: F401``.
 Importing this module on a machine without a card (no /dev/tenstorrent) sets
-TT_METAL_MOCK_CLUSTER_DESC_PATH (test/data/wormhole_n300_cluster.yaml) for the rest of the
-process; outside the double a real ``ttnn.open_mesh_device`` then fails
+TT_METAL_MOCK_CLUSTER_DESC_PATH (test/support/data/wormhole_n300_cluster.yaml) for the rest of
+the process; outside the double a real ``ttnn.open_mesh_device`` then fails
 with a RuntimeError about the missing kernel toolchain instead of "No chips detected" —
 code under test must treat any RuntimeError from opening the device as "no device".
 
@@ -151,8 +152,8 @@ _IN_PLACE = {'transformer.attention_softmax_'}
 
 # ttnn 0.81.1's compute kernel config on Wormhole for an op given none, bf16 inputs:
 # (math fidelity, fp32_dest_acc_en), read from the config each device operation records in a
-# graph capture on the mock N150 (test/tt_mock_device). LayerNorm's default is the pair that
-# tt-metal #38306 shows gives wrong outputs.
+# graph capture on the mock N150 (test/support/tt_mock_device). LayerNorm's default is the pair
+# that tt-metal #38306 shows gives wrong outputs.
 TTNN_DEFAULT_COMPUTE = {
     'linear': ('HiFi2', False), 'matmul': ('HiFi2', False), 'layer_norm': ('HiFi4', True),
     'transformer.scaled_dot_product_attention': ('HiFi2', False), 'conv2d': ('HiFi4', False),

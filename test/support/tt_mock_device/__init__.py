@@ -36,7 +36,7 @@ import subprocess
 import sys
 
 HERE = pathlib.Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
+ROOT = HERE.parents[2]
 DATA = HERE.parent / 'data'
 SETUP_COMMAND = 'apt-get install -y binutils-riscv64-unknown-elf gcc g++'
 TOOLS = {'riscv64-unknown-elf-as': 'binutils-riscv64-unknown-elf',

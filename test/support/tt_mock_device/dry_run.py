@@ -1,5 +1,5 @@
 """
-Dry-run the TT backend on a MOCK card (TEST DOUBLE; see test/tt_mock_device/__init__.py).
+Dry-run the TT backend on a MOCK card (TEST DOUBLE; see test/support/tt_mock_device/__init__.py).
 
 Run by tt_mock_device.dry_run() in a process with the mock's environment. It builds the
 backend exactly as the node does (dpt_ros.backends.tt_backend.create: open the device, prepare
@@ -26,7 +26,8 @@ import numpy as np  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
+sys.path.insert(0, ROOT)
 
 import oplist  # noqa: E402
 
