@@ -3,7 +3,7 @@ bf16 and fp32 matmul speed per CPU class: DPT_ROS_CPU_CLASS against a CPU withou
 
 On an AMD Zen 3 (AVX2 only, no bf16 units) torch's bf16 ``a @ b`` ran at 0.3 GFLOPS against
 63-74 for fp32, bf16 ``F.linear`` at 13 (2 threads, 640x1024 @ 1024x4096; issue 25). This
-measures the same products on this machine, once per CPU class (test/cpu_class.py), each in
+measures the same products on this machine, once per CPU class (test/support/cpu_class.py), each in
 a subprocess made that class as the tests' processes are, all in one run, rounds interleaved so
 that load from other jobs falls on every class alike. It also records what each class makes
 torch (CPU capability, oneDNN bf16 support) and OpenVINO (optimisation capabilities) report.
@@ -26,6 +26,9 @@ import time
 import bench_env  # noqa: I100  (first: sets up sys.path)
 
 ROOT = bench_env.setup()
+
+from support import cpu_class  # noqa: E402  (test/support/cpu_class.py)
+
 M, K, N = 640, 1024, 4096
 PRODUCTS = ('bf16_matmul', 'fp32_matmul', 'bf16_linear', 'fp32_linear')
 
@@ -73,7 +76,7 @@ def capabilities() -> dict:
 
 def child(args) -> int:
     """Measure in this process, made its class first (as test/conftest.py does); JSON out."""
-    bench_env.borrow('cpu_class').apply()
+    cpu_class.apply()
     result = {'gflops': measure(args.threads, args.seconds)}
     if args.capabilities:
         result.update(capabilities())
@@ -82,7 +85,6 @@ def child(args) -> int:
 
 
 def run_class(name: str, args, capabilities_too: bool) -> dict:
-    cpu_class = bench_env.borrow('cpu_class')
     env = {k: v for k, v in os.environ.items()        # from native, whatever the shell had
            if k not in set().union(*cpu_class.CLASSES.values())}
     env[cpu_class.VARIABLE] = name
@@ -130,7 +132,7 @@ def main(argv=None) -> int:
         'benchmark': 'bench_cpu_class', 'shape': [M, K, N], 'threads': args.threads,
         'rounds': args.rounds, 'host': host(), 'versions': versions(),
         'load_average_before': load_before, 'load_average_after': os.getloadavg(),
-        'classes': {c: {'settings': bench_env.borrow('cpu_class').settings(c),
+        'classes': {c: {'settings': cpu_class.settings(c),
                         'gflops_median': median[c], 'gflops_rounds': rounds[c], **info[c]}
                     for c in classes}})
     print(f'wrote {args.out}')

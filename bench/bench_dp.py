@@ -4,9 +4,9 @@ Data-parallel scaling of the serving path: dp 1 vs dp 8 chips with a fixed devic
     .venv/bin/python bench/bench_dp.py [--dps 1,8] [--device-ms 40] [--cameras 4] [--rate 60]
         [--seconds 6] [--width 320 --height 240] [--color] [--out generated/bench_dp.json]
 
-No card exists here, so each chip is a stand-in (test/doubles/chip_stand_in.py: the ChipPipeline
-interface, `--device-ms` per frame on the chip's own clock, a timed wait on a condition
-standing for device time). Everything above it is the real code: the TT backend
+No card exists here, so each chip is a stand-in (test/support/doubles/chip_stand_in.py: the
+ChipPipeline interface, `--device-ms` per frame on the chip's own clock, a timed wait on a
+condition standing for device time). Everything above it is the real code: the TT backend
 (`TtBackend`, `DataParallel` rotation over the chips), the `DepthPipeline` (resize to
 384x384 uint8 pixels; the output resized back to the frame size, colourised with --color)
 and the `FrameScheduler` with one inference worker per chip. Cameras offer WxH RGB frames
@@ -38,8 +38,8 @@ from dpt_ros.serving.pipeline import DepthPipeline  # noqa: E402
 from dpt_ros.serving.scheduler import FrameScheduler, OUTCOMES  # noqa: E402
 from dpt_ros.serving.supervisor import BackendSupervisor  # noqa: E402
 import numpy as np  # noqa: E402
+from support.doubles.chip_stand_in import stand_in_backend  # noqa: E402
 
-stand_in_backend = bench_env.borrow_module('doubles.chip_stand_in').stand_in_backend
 
 TARGET_RATIO = 7.5
 

@@ -85,8 +85,8 @@ def run_publisher(rate: float, duration: float, height: int, width: int,
     from dpt_ros.ros.image_codec import rgb_to_image_fields
     import rclpy
     from rclpy.duration import Duration
-    rgb_image = bench_env.borrow('ros_harness').rgb_image
     from sensor_msgs.msg import Image
+    from support.ros_harness import rgb_image
     rclpy.init()
     node = rclpy.create_node('bench_camera')
     pubs = [node.create_publisher(Image, in_namespace(ns, 'image'), 10) for ns in cameras]
@@ -139,10 +139,9 @@ def _stamp_ns(msg) -> int:
 def run_case(name: str, values: dict, env: dict, rate: float, duration: float,
              height: int, width: int, cameras: tuple = ('',)) -> dict:
     from diagnostic_msgs.msg import DiagnosticArray
-    harness = bench_env.borrow('ros_harness')
-    diag_values, Graph, NodeProcess = harness.diag_values, harness.Graph, harness.NodeProcess
     from dpt_ros.vocabulary import in_namespace
     from sensor_msgs.msg import Image
+    from support.ros_harness import diag_values, Graph, NodeProcess
     graph = Graph(f'bench_sink_{name}')
     arrivals = {ns: [] for ns in cameras}
     depth = {ns: graph.collect(Image, in_namespace(ns, 'depth_relative'), timed=arrivals[ns])

@@ -26,8 +26,8 @@ import bench_env  # noqa: I100  (first: sets up sys.path and DDS)
 
 ROOT = bench_env.setup()
 
-_harness = bench_env.borrow('ros_harness')
-Graph, NodeProcess = _harness.Graph, _harness.NodeProcess
+from support.ros_harness import Graph, NodeProcess  # noqa: E402
+
 VALUES = {'backend': 'standin_zero', 'image_size': 64}
 
 

@@ -15,7 +15,7 @@ leak or crash lines in the node's output. Cases, taken in turn:
                cpu (tiny-random weights) after importing ttnn; nanobind's leak report at
                interpreter exit is what this case watches for
   torch        torch on cpu, tiny-random weights
-  zero         the zero-cost stand-in backend (test/doubles/stand_in_backends.py)
+  zero         the zero-cost stand-in backend (test/support/doubles/stand_in_backends.py)
 
 Prints one line per stop and a summary per signal (count, clean, max / median seconds, how
 many took 1 s or more) and writes generated/bench_shutdown.json.
@@ -36,9 +36,8 @@ import bench_env  # noqa: I100  (first: sets up sys.path and DDS)
 
 ROOT = bench_env.setup()
 
-_reliability, _harness = bench_env.borrow('reliability_support'), bench_env.borrow('ros_harness')
-STOP_CASES, STOP_LOAD_LEAD_S = _reliability.STOP_CASES, _reliability.STOP_LOAD_LEAD_S
-timed_stop, CpuLoad, Graph = _reliability.timed_stop, _harness.CpuLoad, _harness.Graph
+from support.reliability import STOP_CASES, STOP_LOAD_LEAD_S, timed_stop  # noqa: E402
+from support.ros_harness import CpuLoad, Graph  # noqa: E402
 
 
 def main() -> int:

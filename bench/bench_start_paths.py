@@ -35,9 +35,8 @@ ROOT = bench_env.setup()
 
 from bench_node import process_cpu_s  # noqa: E402
 from dpt_ros.ros.lifecycle_client import LifecycleClient  # noqa: E402
+from support.ros_harness import diag_values, Graph, NodeProcess, rgb_image  # noqa: E402
 
-_harness = bench_env.borrow('ros_harness')
-Graph, NodeProcess, diag_values = _harness.Graph, _harness.NodeProcess, _harness.diag_values
 VALUES = {'backend': 'torch', 'device': 'cpu', 'weights': 'tiny-random', 'image_size': 384,
           'diagnostics_rate': 2.0}
 OPENMP = {'libgomp_default': {'GOMP_SPINCOUNT': '300000', 'OMP_WAIT_POLICY': None},
@@ -72,7 +71,7 @@ def run_case(graph, pub, depth, diags, path: str, openmp: str, frames: int) -> d
     """One node start: warm-up frames, then `frames` in lock step; return the figures."""
     from sensor_msgs.msg import Image
     from dpt_ros.ros.image_codec import rgb_to_image_fields
-    msg = Image(**rgb_to_image_fields(_harness.rgb_image(480, 640)))
+    msg = Image(**rgb_to_image_fields(rgb_image(480, 640)))
     node = start(path, openmp)
     try:
         if not graph.wait_for_subscriber(pub, 30) or not graph.wait_matched('depth_relative'):

@@ -26,13 +26,13 @@ import platform
 import sys
 import time
 
-import bench_env  # noqa: I100  (first: sets up sys.path and DDS; borrows from test/)
+import bench_env  # noqa: I100  (first: sets up sys.path and DDS)
 
 ROOT = bench_env.setup(140, 90)
 
 
 def _criteria_load(run: dict) -> dict:
-    reconciles = bench_env.borrow('reliability_support').reconciles
+    from support.reliability import reconciles
     c = run['counts']
     bound = 2 * run['inference_ms'] + 20.0
     return {
@@ -76,9 +76,7 @@ def main(argv=None) -> int:
     ap.add_argument('--out', default=os.path.join(ROOT, 'generated', 'bench_stress.json'))
     args = ap.parse_args(argv)
 
-    rel = bench_env.borrow('reliability_support')
-    no_crash_signs, run_load, run_soak, start_node = (
-        rel.no_crash_signs, rel.run_load, rel.run_soak, rel.start_node)
+    from support.reliability import no_crash_signs, run_load, run_soak, start_node
 
     cases = set(args.cases.split(','))
     width, height = (int(x) for x in args.image.lower().split('x'))
@@ -86,7 +84,8 @@ def main(argv=None) -> int:
     result = {'host': {'machine': platform.machine(), 'cpus': os.cpu_count(),
                        'python': platform.python_version()},
               'started': time.strftime('%Y-%m-%dT%H:%M:%S%z'), 'load': {}, 'soak': None}
-    graph = bench_env.borrow('ros_harness').Graph('bench_stress')
+    from support.ros_harness import Graph
+    graph = Graph('bench_stress')
     try:
         if 'load' in cases:
             for ratio in (float(r) for r in args.ratios.split(',')):

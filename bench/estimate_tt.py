@@ -3,9 +3,9 @@ Estimate DPT-Large's device FPS on Wormhole boards from the mock dry-run's op li
 
 An ESTIMATE, not a measurement (no card here): dpt_ros/perf/tt_estimate.py holds the model,
 its published sources and its named assumptions. This script dry-runs the program on a mock
-chip (test/tt_mock_device, borrowed through bench_env) to get the device-op list of one forward
-at each size, and ViT-B/16 224 batch 8 (our encoder with ViT-B dims) to calibrate on the
-tt-metal ViT demo's published figures; then prints per stage and per board (N150, one N300
+chip (test/support/tt_mock_device) to get the device-op list of one forward at each size,
+and ViT-B/16 224 batch 8 (our encoder with ViT-B dims) to calibrate on the tt-metal ViT
+demo's published figures; then prints per stage and per board (N150, one N300
 chip, N300 dp 2, T3000 dp 8) the low / central / high FPS and the op count, and writes JSON.
 
     .venv/bin/python bench/estimate_tt.py [--sizes 384,512] [--json generated/tt_estimate.json]
@@ -28,9 +28,13 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import bench_env  # noqa: E402  (borrows the mock-device dry-run from test/)
+import bench_env  # noqa: E402
+
+bench_env.import_paths()
+
 from dpt_ros import vocabulary  # noqa: E402
 from dpt_ros.perf import tt_estimate  # noqa: E402
+from support import tt_mock_device  # noqa: E402  (the mock-device dry-run, test/support)
 
 TARGET_FPS = 40.0                 # DPT-Large at 384, N300 dp 2 (the bounty's stage 3)
 BOARD_NAMES = {'n150': 'N150', 'n300_chip': 'one N300 chip', 'n300_dp2': 'N300 dp 2',
@@ -55,9 +59,8 @@ def dry_runs(sizes: list[int], device: str, folder: pathlib.Path, reuse: bool,
         path = folder / f'{"vit-b" if key == "vit-b" else f"dpt-{key}"}.json'
         if not reuse:
             if harness is None:
-                harness = bench_env.borrow('tt_mock_device').prepare()
-            rep, tail = bench_env.borrow('tt_mock_device').dry_run(harness, path, device=device,
-                                                                   args=args)
+                harness = tt_mock_device.prepare()
+            rep, tail = tt_mock_device.dry_run(harness, path, device=device, args=args)
             failed = {m: r.get('error') for m, r in rep.get('modes', {}).items()
                       if not r.get('ok')}
             if 'ops' not in rep or failed:     # a partial op list would under-count the frame
@@ -136,7 +139,7 @@ def main(argv=None) -> int:
     try:
         result = run(sizes, args.device, args.reports, args.keep_reports, args.precision,
                      args.batch)
-    except bench_env.borrow('tt_mock_device').Unavailable as exc:
+    except tt_mock_device.Unavailable as exc:
         print(f'estimate_tt: {exc}', file=sys.stderr)
         return 2
     print_table(result)

@@ -17,9 +17,9 @@ N-frame soak on all chips with a hang watchdog: a frame not back within --hang-t
 reported as a hang (the report is written, the process exits 3) instead of waited for.
 
 Without a card it exits 2 and writes nothing. `--double` runs the same plan on the device
-double (test/doubles; its numbers are a CPU stand-in's), `--mock` on a mock board
-(test/tt_mock_device: ttnn's host-side checks; no numerics, no speed); both say in the report
-which parts only a card can answer, and why they were skipped.
+double (test/support/doubles; its numbers are a CPU stand-in's), `--mock` on a mock board
+(test/support/tt_mock_device: ttnn's host-side checks; no numerics, no speed); both say in the
+report which parts only a card can answer, and why they were skipped.
 """
 from __future__ import annotations
 
@@ -39,7 +39,10 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / 'bench'))
 
-import bench_env  # noqa: E402  (borrows the device double and the mock from test/)
+import bench_env  # noqa: E402
+
+bench_env.import_paths()   # the device double and the mock: `support` (test/support)
+
 from dpt_ros import vocabulary  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -234,7 +237,7 @@ def capture_op_list(kind: str, size: int, weights: str, precision: str = 'accura
     from dpt_ros.inference.hf_model import load_model
     from dpt_ros.tt.device import open_devices
     from dpt_ros.tt.model import build_tt_model
-    dry = bench_env.borrow_module('tt_mock_device.dry_run')
+    from support.tt_mock_device import dry_run as dry
     wrapped = {name: getattr(ttnn, name) for name in dry._COUNTED}
     wrapped_tf = {name: getattr(ttnn.transformer, name) for name in dry._COUNTED_TRANSFORMER}
     loaded = load_model(weights, image_size=size)
@@ -478,8 +481,8 @@ def main(argv=None) -> int:
         return _in_mock(args, argv if argv is not None else sys.argv[1:])
     if args.double:
         target = 'double'
-        double = bench_env.borrow_module('doubles.tt_device_double')
-        with double.tt_device_double(num_devices=vocabulary.TT_DEVICES[args.device]):
+        from support.doubles.tt_device_double import tt_device_double
+        with tt_device_double(num_devices=vocabulary.TT_DEVICES[args.device]):
             report = run(args, target)
     elif args.in_mock:
         from dpt_ros.tt import device as tt_device
@@ -505,7 +508,7 @@ def main(argv=None) -> int:
 
 def _in_mock(args, argv: list[str]) -> int:
     """Re-run this script on a mock board (the dry-run harness's environment)."""
-    mock = bench_env.borrow('tt_mock_device')
+    from support import tt_mock_device as mock
     try:
         harness = mock.prepare()
     except mock.Unavailable as exc:

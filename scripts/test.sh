@@ -3,7 +3,7 @@
 # then print every result (colcon test-result --verbose), failing if any test failed.
 # Usage: scripts/test.sh [extra pytest args, e.g. -k node]
 #        DPT_ROS_CPU_CLASS=avx2 scripts/test.sh   (as on a CPU without AVX-512 / bf16 units,
-#        e.g. an AMD Zen 3; classes and what they set: test/cpu_class.py)
+#        e.g. an AMD Zen 3; classes and what they set: test/support/cpu_class.py)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -11,13 +11,13 @@ venv=$(scripts/setup_env.sh | tail -n 1)
 export PATH="$venv/bin:$PATH"
 if [ -n "${DPT_ROS_CPU_CLASS:-}" ]; then
   # Exported here so that every process of the run starts with them; test/conftest.py caps
-  # torch's oneDNN in the test process itself (see test/cpu_class.py).
-  exports=$(python test/cpu_class.py "$DPT_ROS_CPU_CLASS")
+  # torch's oneDNN in the test process itself (see test/support/cpu_class.py).
+  exports=$(python test/support/cpu_class.py "$DPT_ROS_CPU_CLASS")
   eval "$exports"
   export DPT_ROS_CPU_CLASS
-  echo "cpu class $DPT_ROS_CPU_CLASS (test/cpu_class.py):" ${exports//export /}
+  echo "cpu class $DPT_ROS_CPU_CLASS (test/support/cpu_class.py):" ${exports//export /}
 fi
-# The mock-device dry-run (test/tt_mock_device) needs binutils for RISC-V and a C/C++
+# The mock-device dry-run (test/support/tt_mock_device) needs binutils for RISC-V and a C/C++
 # compiler, the view's browser tests chromium. As root: install what is missing and require
 # both (they must run, not skip).
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -3,18 +3,20 @@ Test-wide environment.
 
 DDS on loopback with a session-unique domain, temp logs/caches, and no model-hub access (nothing
 can be downloaded here; an attempt would only add timeouts). DPT_ROS_CPU_CLASS=avx2 runs the
-tests as a CPU without AVX-512 / bf16 units would (test/cpu_class.py).
+tests as a CPU without AVX-512 / bf16 units would (test/support/cpu_class.py). The checkout and
+test/ go on sys.path: `dpt_ros` and `support` (test/support) import from every test.
 """
 import os
 import sys
 import tempfile
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
+_TEST = os.path.dirname(os.path.abspath(__file__))
+for _path in (os.path.dirname(_TEST), _TEST):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
 _TMP = tempfile.mkdtemp(prefix='dpt_ros_test_')
 # Before anything imports torch (they are read once), and inherited by every subprocess.
-import cpu_class  # noqa: E402,I100  (test/ is on sys.path: pytest's rootdir conftest)
+from support import cpu_class  # noqa: E402,I100
 cpu_class.apply()
 
 os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'

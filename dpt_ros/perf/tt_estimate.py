@@ -1,12 +1,12 @@
 """
 An ESTIMATE of a TTNN program's device time on Wormhole boards, from its device-op list.
 
-No card exists where this was built, so nothing here is a measurement. The input is the op
-list of one forward (test/tt_mock_device's dry-run with --graph, or a graph capture on a card):
-per device program its name, the Python call it came from, that call's settings (math fidelity,
-fp32 accumulation, program grid, SDPA chunks and exp mode, fused activation), and its input and
-output tensors (shape, dtype, layout, memory). Nothing about today's model choices is assumed:
-change a fidelity, a dtype, a chunk size or the number of ops, and the estimate follows.
+No card exists where this was built, so nothing here is a measurement. The input is the op list of
+one forward (test/support/tt_mock_device's dry-run with --graph, or a graph capture on a card): per
+device program its name, the Python call it came from, that call's settings (math fidelity, fp32
+accumulation, program grid, SDPA chunks and exp mode, fused activation), and its input and output
+tensors (shape, dtype, layout, memory). Nothing about today's model choices is assumed: change a
+fidelity, a dtype, a chunk size or the number of ops, and the estimate follows.
 
 Per op, a roofline time at 1 GHz is the larger of
   compute  FPU work (tile-padded matmul / conv / SDPA FLOPs at the op's fidelity: LoFi 4096

@@ -3,13 +3,16 @@ A lifecycle manager's view of one node: its state and its transitions, over ROS 
 
 `LifecycleClient` asks <node>/get_state and calls <node>/change_state from an rclpy context of
 its own (the caller's global context stays untouched), as `ros2 lifecycle get/set` does.
-Readiness of a node process (node_process.py) and the start-path benchmark use it.
+Readiness of a node process (node_process.py), the start-path benchmark and the lifecycle
+tests use it.
 """
 from __future__ import annotations
 
 import time
 
-LABELS = {'configure': 1, 'cleanup': 2, 'activate': 3, 'deactivate': 4}
+# lifecycle_msgs/Transition ids by label; shutdown has one per state it leaves.
+LABELS = {'configure': 1, 'cleanup': 2, 'activate': 3, 'deactivate': 4,
+          'unconfigured_shutdown': 5, 'inactive_shutdown': 6, 'active_shutdown': 7}
 
 
 class LifecycleClient:
@@ -42,15 +45,23 @@ class LifecycleClient:
             self.executor.spin_once(timeout_sec=min(left, 0.05))
         return True
 
-    def _call(self, client, request, timeout: float):
-        deadline = time.monotonic() + timeout
+    def _send(self, client, request, timeout: float):
         if not self._spin_until(client.service_is_ready, timeout):
             return None
-        future = client.call_async(request)
-        if not self._spin_until(future.done, max(0.0, deadline - time.monotonic())):
+        return client.call_async(request)
+
+    def _reply(self, client, future, timeout: float):
+        if future is None:
+            return None
+        if not self._spin_until(future.done, timeout):
             client.remove_pending_request(future)
             return None
         return future.result()
+
+    def _call(self, client, request, timeout: float):
+        deadline = time.monotonic() + timeout
+        future = self._send(client, request, timeout)
+        return self._reply(client, future, max(0.0, deadline - time.monotonic()))
 
     def state(self, timeout: float = 5.0) -> str | None:
         """Return the node's state label ('unconfigured', 'active', ...), None if no answer."""
@@ -59,11 +70,17 @@ class LifecycleClient:
         return reply.current_state.label if reply is not None else None
 
     def transition(self, label: str, timeout: float = 60.0) -> bool:
-        """Trigger 'configure', 'activate', 'deactivate' or 'cleanup'; True on success."""
-        from lifecycle_msgs.msg import Transition
-        from lifecycle_msgs.srv import ChangeState
-        request = ChangeState.Request(transition=Transition(id=LABELS[label]))
-        reply = self._call(self._change, request, timeout)
+        """Trigger a transition of LABELS ('configure', 'activate', ...); True on success."""
+        reply = self._call(self._change, _change_request(label), timeout)
+        return bool(reply is not None and reply.success)
+
+    def send(self, label: str, timeout: float = 60.0):
+        """Ask for transition `label` without waiting; return its future (None: no service)."""
+        return self._send(self._change, _change_request(label), timeout)
+
+    def result(self, future, timeout: float = 60.0) -> bool:
+        """Wait for the answer to a transition sent by send(); True if the node made it."""
+        reply = self._reply(self._change, future, timeout)
         return bool(reply is not None and reply.success)
 
     def close(self) -> None:
@@ -77,3 +94,9 @@ class LifecycleClient:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _change_request(label: str):
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+    return ChangeState.Request(transition=Transition(id=LABELS[label]))

@@ -3,7 +3,7 @@ Process-wide settings for a process that serves frames (the node), applied after
 
 Pure Python (ctypes + gc); no rclpy. The node's entry point calls quiet_openmp_waits() before
 anything loads torch, and tune_process_for_serving() once the model is loaded and warmed up;
-test/test_serving_tuning.py measures its effect.
+test/node/test_serving_tuning.py measures its effect.
 """
 from __future__ import annotations
 

@@ -37,7 +37,7 @@ TRACE_REGION_SIZE = TRACE_REGION_MB << 20
 # Dispatch cores (vocabulary.TT_DISPATCH_CORES): auto = ttnn's choice for the board (ETH on an
 # N300 / T3000: an 8x8 grid per chip; WORKER on an N150: 8x8), worker = a row of Tensix cores
 # dispatches (an N300 chip then computes on 8x7), eth = ethernet cores dispatch.
-# Set only by the tests' mock-device dry-run (test/tt_mock_device), never by users.
+# Set only by the tests' mock-device dry-run (test/support/tt_mock_device), never by users.
 _mock_cluster_allowed = False
 
 
