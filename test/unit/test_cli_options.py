@@ -32,4 +32,10 @@ def test_bag_eval_flags_become_options():
 
 def test_node_parameters_give_the_same_options_as_params_py():
     values = params.defaults()
-    assert options_from_values(values, batch_size=1) == params.backend_options(values)
+    assert values['streams'] == 0       # auto: the streams follow the number of cameras
+    for cameras, streams in ((['front'], 1), (['front', 'rear'], 2)):
+        values['cameras'] = cameras
+        assert options_from_values(values, batch_size=1, streams=streams) == \
+            params.backend_options(values)
+    values['streams'] = 3
+    assert params.backend_options(values).streams == 3
