@@ -237,7 +237,7 @@ def capture_op_list(kind: str, size: int, weights: str, precision: str = 'accura
     from dpt_ros.inference.hf_model import load_model
     from dpt_ros.tt.device import open_devices
     from dpt_ros.tt.model import build_tt_model
-    from support.tt_mock_device import dry_run as dry
+    from support.tt_mock_device import dry_run_process as dry
     wrapped = {name: getattr(ttnn, name) for name in dry._COUNTED}
     wrapped_tf = {name: getattr(ttnn.transformer, name) for name in dry._COUNTED_TRANSFORMER}
     loaded = load_model(weights, image_size=size)

@@ -1,10 +1,10 @@
 """
 The TT backend through ttnn's own host-side checks on a mock N150 / N300 / T3000 (dry-run).
 
-Each run builds the backend as the node does (test/support/tt_mock_device/dry_run.py) in a process
-where the real ttnn 0.81.1 validates every op, allocates every buffer against the real L1 /
-DRAM banks, checks circular buffers against L1 buffers and creates every program; only the
-kernel compiler and device execution are stood in for (test/support/tt_mock_device: TEST DOUBLE).
+Each run builds the backend as the node does (test/support/tt_mock_device/dry_run_process.py)
+in a process where the real ttnn 0.81.1 validates every op, allocates every buffer against the
+real L1 / DRAM banks, checks circular buffers against L1 buffers and creates every program; only
+the kernel compiler and device execution are stood in for (support/tt_mock_device: TEST DOUBLE).
 What a mock cannot show: kernel compilation, numerics (readbacks are zeros), hangs, the fit of
 the trace region, speed. The numerics are test_tt_model_golden's. The WORKER-dispatch runs use
 ttnn's own core descriptors (8x7 per N300 chip), not the harness's widened one.

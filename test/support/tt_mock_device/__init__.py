@@ -20,7 +20,7 @@ A second overlay keeps ttnn's own descriptor (`Harness.env(..., widened=False)`)
 dispatch the device really opens 8x7 and the check is the real one (no patch at all).
 
 `prepare()` builds all of it once into a folder of its own (a stamp says when it is current);
-`DryRun` runs `dry_run.py` in a subprocess with the mock's environment. Needs binutils for
+`DryRun` runs `dry_run_process.py` in a subprocess with the mock's environment. Needs binutils for
 RISC-V and a C/C++ compiler (`SETUP_COMMAND`); scripts/test.sh installs them where it runs as
 root. Nothing outside that folder, the test's temp dirs and apt is touched.
 """
@@ -197,9 +197,9 @@ def prepare(folder: pathlib.Path | None = None) -> Harness:
 
 def dry_run(harness: Harness, out_json: pathlib.Path, *, device: str, args: list[str],
             timeout: float = 600.0, widened: bool = True) -> tuple[dict, str]:
-    """Run dry_run.py on a mock `device` in a subprocess -> (its JSON report, its log tail)."""
-    cmd = [sys.executable, str(HERE / 'dry_run.py'), '--device', device, '--out', str(out_json),
-           *args]
+    """Run dry_run_process.py on a mock `device` in a subprocess -> (JSON report, log tail)."""
+    cmd = [sys.executable, str(HERE / 'dry_run_process.py'), '--device', device,
+           '--out', str(out_json), *args]
     proc = subprocess.run(cmd, env=harness.env(device, widened=widened), capture_output=True,
                           text=True,
                           timeout=timeout, cwd=str(ROOT))
