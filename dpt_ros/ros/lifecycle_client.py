@@ -15,6 +15,9 @@ LABELS = {'configure': 1, 'cleanup': 2, 'activate': 3, 'deactivate': 4,
           'unconfigured_shutdown': 5, 'inactive_shutdown': 6, 'active_shutdown': 7}
 
 
+STATE_RETRY_S = 2.0
+
+
 class LifecycleClient:
     """Client of <node_fqn>/get_state and /change_state in a private context."""
 
@@ -66,8 +69,16 @@ class LifecycleClient:
     def state(self, timeout: float = 5.0) -> str | None:
         """Return the node's state label ('unconfigured', 'active', ...), None if no answer."""
         from lifecycle_msgs.srv import GetState
-        reply = self._call(self._get, GetState.Request(), timeout)
-        return reply.current_state.label if reply is not None else None
+        deadline = time.monotonic() + timeout
+        while True:
+            # Asked again every STATE_RETRY_S: a reply sent before the node's DDS matched our
+            # reply reader is lost, and get_state is safe to repeat.
+            left = deadline - time.monotonic()
+            reply = self._call(self._get, GetState.Request(), min(left, STATE_RETRY_S))
+            if reply is not None:
+                return reply.current_state.label
+            if deadline - time.monotonic() <= 0:
+                return None
 
     def transition(self, label: str, timeout: float = 60.0) -> bool:
         """Trigger a transition of LABELS ('configure', 'activate', ...); True on success."""
