@@ -307,12 +307,9 @@ class DepthNode(LifecycleNode):
     # ----- runtime parameters -----
     def _on_set_parameters(self, changes) -> SetParametersResult:
         new = {p.name: p.value for p in changes}
-        startup = {k: x for k, x in new.items() if k in params.BY_NAME and
-                   params.BY_NAME[k].read_only}
-        reason = self._startup_change_refused(startup) if startup else None
-        runtime = {k: x for k, x in new.items() if k not in startup}
-        if runtime and not reason:
-            reason = params.check_runtime_change(runtime, self.values)
+        reason = params.check_runtime_change(new, self.values,
+                                             self._state_machine.current_state[1],
+                                             self.get_fully_qualified_name())
         if reason:
             self.get_logger().warning(f'rejected parameter change: {reason}')
             return SetParametersResult(successful=False, reason=reason)
@@ -330,22 +327,11 @@ class DepthNode(LifecycleNode):
             self._start_diag_timer(merged['diagnostics_rate'])
         if self.report is not None:
             self.report.min_fps = merged['min_fps']
-        for name in startup:
+        for name in new:              # a start-up value put right while unconfigured
             self._bad_values.pop(name, None)
         self.values = merged
         self.get_logger().info(f'parameters changed: {new}')
         return SetParametersResult(successful=True)
-
-    def _startup_change_refused(self, changes: dict) -> str | None:
-        """Why start-up parameters cannot be set now: only while unconfigured, and valid."""
-        state = self._state_machine.current_state[1]
-        if state != 'unconfigured':
-            steps = {'active': 'deactivate, then cleanup', 'inactive': 'cleanup'}.get(
-                state, 'wait for the transition to end')
-            return (f"{', '.join(sorted(changes))}: start-up parameter(s), read-only unless "
-                    f'the node is unconfigured (it is {state}): ros2 lifecycle set '
-                    f'{self.get_fully_qualified_name()} {steps}')
-        return next(filter(None, (params.check_value(k, x) for k, x in changes.items())), None)
 
     # ----- diagnostics -----
     def _start_diag_timer(self, rate: float) -> None:

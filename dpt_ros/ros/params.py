@@ -410,18 +410,28 @@ def check_colorization(colormap: str, norm: str, low: float, high: float) -> str
     return range_problem(norm, float(low), float(high))
 
 
-def check_runtime_change(changes: Mapping[str, object],
-                         current: Mapping[str, object]) -> str | None:
-    """Why a runtime parameter change must be rejected (old values are then kept), or None."""
+def check_runtime_change(changes: Mapping[str, object], current: Mapping[str, object],
+                         state: str = 'active', node: str = '<node>') -> str | None:
+    """
+    Why a parameter change must be rejected (old values are then kept), or None.
+
+    Start-up parameters may change only while the lifecycle `state` is 'unconfigured' (a
+    failed configure is put right in place); runtime ones in any state.
+    """
+    startup = sorted(k for k in changes if k in BY_NAME and BY_NAME[k].read_only)
+    if startup and state != 'unconfigured':
+        steps = {'active': 'deactivate, then cleanup', 'inactive': 'cleanup'}.get(
+            state, 'wait for the transition to end')
+        return (f"{', '.join(startup)}: start-up parameter(s), read-only unless the node is "
+                f'unconfigured (it is {state}): ros2 lifecycle set {node} {steps}')
     for name, value in changes.items():
-        p = BY_NAME.get(name)
-        if p is None:
+        if name not in BY_NAME:
             return f"unknown parameter '{name}'"
-        if p.read_only:
-            return f"parameter '{name}' is read-only; it takes effect only at start-up"
         msg = check_value(name, value)
         if msg:
             return msg
+    if len(startup) == len(changes):
+        return None
     merged = dict(current)
     merged.update(changes)
     return check_colorization(merged['colormap'], merged['norm'], merged['norm_low'],

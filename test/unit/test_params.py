@@ -147,6 +147,24 @@ def test_runtime_changes():
         {'norm': 'fixed', 'norm_low': 0.0, 'norm_high': 1000.0}, cur) is None
 
 
+def test_startup_parameters_change_only_while_unconfigured():
+    cur = params.defaults()
+    for state, step in (('active', 'deactivate, then cleanup'), ('inactive', 'cleanup'),
+                        ('configuring', 'wait for the transition to end')):
+        why = params.check_runtime_change({'image_size': 512, 'backend': 'tt'}, cur, state,
+                                          '/cam/depth_node')
+        assert why.startswith('backend, image_size: start-up parameter(s), read-only')
+        assert f'(it is {state}): ros2 lifecycle set /cam/depth_node {step}' in why
+    assert params.check_runtime_change({'image_size': 512}, cur, 'unconfigured') is None
+    assert "'image_size'" in params.check_runtime_change({'image_size': 50}, cur,
+                                                         'unconfigured')
+    # start-up and runtime together: each judged, the colourisation on the combined result
+    assert 'below norm_high' in params.check_runtime_change(
+        {'image_size': 512, 'norm_low': 99.0}, cur, 'unconfigured')
+    assert "unknown parameter 'nope'" == params.check_runtime_change({'nope': 1}, cur,
+                                                                     'unconfigured')
+
+
 def test_metric_range_words_match_what_metric_depth_does():
     """
     The parameters promise clamping to [min_depth, max_depth] (NaN only where no depth exists).
