@@ -25,6 +25,7 @@ import tempfile
 import time
 from typing import Callable
 
+from dpt_ros import vocabulary
 from dpt_ros.errors import SelfCheckFailed
 import numpy as np
 
@@ -84,13 +85,6 @@ def reference_key(loaded, size: int, normalized: np.ndarray) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-def cache_folder(cache_dir: str | None = None) -> str:
-    """`<base>/selfcheck_reference`, base = cache_dir, $DPT_ROS_CACHE or ~/.cache/dpt_ros."""
-    base = cache_dir or os.environ.get('DPT_ROS_CACHE') or os.path.join(
-        os.path.expanduser('~'), '.cache', 'dpt_ros')
-    return os.path.join(base, 'selfcheck_reference')
-
-
 def compute_reference(opts, loaded, normalized: np.ndarray) -> np.ndarray:
     """Run the CPU forward: torch fp32 of `loaded` on the (3,S,S) input -> (S,S) depth."""
     from dpt_ros.backends.reference import run_reference, start_reference
@@ -105,7 +99,8 @@ def compute_reference(opts, loaded, normalized: np.ndarray) -> np.ndarray:
 def reference_depth(opts, loaded, normalized: np.ndarray) -> tuple[np.ndarray, bool]:
     """Return (the reference depth, whether it came from the disk cache)."""
     key = reference_key(loaded, opts.image_size, normalized)
-    path = os.path.join(cache_folder(opts.cache_dir or None), f'{key}.npz')
+    path = os.path.join(vocabulary.cache_folder('selfcheck_reference', opts.cache_dir or None),
+                        f'{key}.npz')
     if os.path.isfile(path):
         try:
             with np.load(path, allow_pickle=False) as f:

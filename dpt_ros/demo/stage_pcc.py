@@ -83,12 +83,6 @@ def compare(ref: dict, got: dict) -> dict:
             if name in got and name in ref}
 
 
-def stage_pcc(tt, device, model, pixel_values) -> dict:
-    """Return {stage: PCC} of a TtDPT on `device` against `model` for the given input."""
-    ref = reference_stages(model, pixel_values)
-    return compare(ref, tt_stages(tt, device, ref))
-
-
 # ---- converters between HF tensors and the TT model's device layouts ----------------------
 
 def tokens_to_tt(hs, cfg, device):

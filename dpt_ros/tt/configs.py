@@ -246,11 +246,6 @@ class TtConfigs:
         import ttnn
         return getattr(ttnn, self.weight_dtype_name)
 
-    @property
-    def act_dtype(self):
-        import ttnn
-        return ttnn.bfloat16
-
     def dram_slices(self, name: str) -> int:
         """Return the DRAM slice count of conv `name` (1 for a conv on the L1 path)."""
         return self.conv_slice[name].num_slices if self.conv_path[name] == 'dram' else 1
@@ -492,10 +487,8 @@ def _plan_reassemble(cfg: TtConfigs) -> None:
         in0_block_w=_largest_divisor(k_t, 8), out_subblock_h=1,
         out_subblock_w=subblock_w(n_t // x), per_core_M=per_core_m, per_core_N=n_t // x,
         transpose_mcast=False, fused_activation=cfg.activation['gelu'])
-    fidelity = max(cfg.math_fidelity_name, 'HiFi2', key=MATH_FIDELITIES.index)
-    cfg.compute['permute'] = ttnn.WormholeComputeKernelConfig(
-        math_fidelity=getattr(ttnn.MathFidelity, fidelity), math_approx_mode=False,
-        fp32_dest_acc_en=False, packer_l1_acc=True)
+    # The 0/1 permutation is exact for the reason the upsample's matrices are: >= HiFi2.
+    cfg.compute['permute'] = cfg.compute['upsample']
 
 
 def _plan_fusion(cfg: TtConfigs) -> None:

@@ -21,6 +21,7 @@ import re
 import threading
 
 from dpt_ros.errors import BackendError, BackendUnavailable
+from dpt_ros.tt.configs import device_grid
 from dpt_ros.vocabulary import EXECUTION_MODES, TT_DEVICES, TT_DISPATCH_CORES
 
 log = logging.getLogger('dpt_ros.tt.device')
@@ -104,11 +105,7 @@ class TtDevices:
 
     def grids(self) -> list[str]:
         """Each chip's compute-with-storage grid as 'XxY' (8x8, or 8x7 under WORKER)."""
-        out = []
-        for chip in self.chips:
-            g = chip.compute_with_storage_grid_size()
-            out.append(f'{int(g.x)}x{int(g.y)}')
-        return out
+        return ['%dx%d' % device_grid(chip) for chip in self.chips]
     _closed: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
