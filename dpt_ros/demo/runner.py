@@ -445,9 +445,7 @@ def _write_perf(args, started, pipe, perf, timings, prepared0, images: dict,
     perf_json = build_perf(timings, info, perf, requested_backend=started.requested,
                            fallback_reason=started.fallback_reason, device_arg=args.device,
                            strict=bool(args.strict), images=images,
-                           extra={'outputs': written,   # + the TT self-check's figures
-                                  **{k: v for k, v in info.extra.items()
-                                     if k.startswith('selfcheck')}})
+                           extra={'outputs': written})
     header = build_header(perf_json, info, _model_config(backend))
     write_perf(args.dump_perf, perf_json, header)
     log.info('perf: %s (+ %s)', args.dump_perf, header_path(args.dump_perf))

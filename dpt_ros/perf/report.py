@@ -223,6 +223,8 @@ def _our_keys(timings: RunTimings, info, snap: dict, r: dict, counts: dict,
         'chip_grids': info.extra.get('chip_grids'),
         'trace_region_size': info.extra.get('trace_region_size'),
         'trace_bytes': info.extra.get('trace_bytes'),
+        # TT: each chip's start-up self-check (bench_tt's JSON carries it as the runner's)
+        **{k: v for k, v in info.extra.items() if k.startswith('selfcheck')},
         'stage_ms': {s: snap.get(f'{s}_ms') for s in STAGES if s != 'publish'},
         'latency_ms_p50': snap.get('latency_ms_p50'),
         'latency_ms_p95': snap.get('latency_ms_p95'),
