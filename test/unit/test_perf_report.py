@@ -38,7 +38,8 @@ def _tt_run():
                        execution_mode='trace_2cq', dp=2, batch_size=2,
                        extra={'tt_execution_mode': 'trace_2cq', 'compile_time_s': 41.5,
                               'device_fps': 60.0, 'per_chip_batch_size': 1,
-                              'dispatch_core': 'eth', 'chip_grids': ['8x8', '8x8']})
+                              'dispatch_core': 'eth', 'chip_grids': ['8x8', '8x8'],
+                              'selfcheck': 'passed', 'selfcheck_pcc': [0.999, 0.998]})
     timings = RunTimings(iter_ms=[40.0, 42.0, 38.0], iter_images=[2, 2, 2],
                          e2e_ms=[45.0, 47.0, 43.0], e2e_images=[2, 2, 2], total_ms=120.0,
                          first_run_s=43.0, warmup=1, repeat=3)
@@ -68,3 +69,4 @@ def test_header_carries_every_key_of_the_reference_header(tmp_path):
 def test_perf_json_says_how_each_chip_was_opened():
     perf, _ = _tt_run()
     assert perf['dispatch_core'] == 'eth' and perf['chip_grids'] == ['8x8', '8x8']
+    assert perf['selfcheck'] == 'passed' and perf['selfcheck_pcc'] == [0.999, 0.998]
