@@ -49,21 +49,32 @@ def _tune_malloc() -> bool:
         return False
 
 
+_openmp_waits: str | None = None     # what quiet_openmp_waits() put in force, for the log
+
+
+def _waits_in(env) -> str:
+    """Return the OpenMP wait settings `env` holds, as 'K=V, ...' ('' for none)."""
+    return ', '.join(f'{k}={env[k]}' for k in OPENMP_WAIT_ENV if env.get(k))
+
+
 def quiet_openmp_waits(environ: MutableMapping[str, str] | None = None) -> str:
     """
     Have OpenMP threads sleep while they wait, unless the environment already says how.
 
     Takes effect only when called before torch (and so libgomp) is loaded, which reads it
-    once. Returns what is in force, for the log.
+    once. Returns what is in force, for the log (tune_process_for_serving reports it).
     """
+    global _openmp_waits
     env = os.environ if environ is None else environ
-    chosen = [f'{k}={env[k]}' for k in OPENMP_WAIT_ENV if env.get(k)]
+    chosen = _waits_in(env)
     if chosen:
-        return ', '.join(chosen) + ' (from the environment)'
-    if 'torch' in sys.modules:
-        return 'the OpenMP default (torch was loaded before the node could choose)'
-    env['OMP_WAIT_POLICY'] = OPENMP_WAIT_POLICY
-    return f'OMP_WAIT_POLICY={OPENMP_WAIT_POLICY}'
+        _openmp_waits = chosen + ' (from the environment)'
+    elif 'torch' in sys.modules:
+        _openmp_waits = 'the OpenMP default (torch was loaded before the node could choose)'
+    else:
+        env['OMP_WAIT_POLICY'] = OPENMP_WAIT_POLICY
+        _openmp_waits = f'OMP_WAIT_POLICY={OPENMP_WAIT_POLICY}'
+    return _openmp_waits
 
 
 def tune_process_for_serving() -> dict:
@@ -78,6 +89,5 @@ def tune_process_for_serving() -> dict:
     """
     gc.collect()
     gc.freeze()
-    waits = ', '.join(f'{k}={os.environ[k]}' for k in OPENMP_WAIT_ENV if os.environ.get(k))
     return {'gc_frozen_objects': gc.get_freeze_count(), 'malloc_tuned': _tune_malloc(),
-            'openmp_waits': waits or 'libgomp default'}
+            'openmp_waits': _openmp_waits or _waits_in(os.environ) or 'libgomp default'}
