@@ -33,6 +33,8 @@ DEFAULT_DTYPE = 'auto'
 INPUT_FORMATS = ('normalized', 'pixels')
 
 # Topic names, relative to each camera namespace (so `image:=...` remappings apply).
+# The node's name (launch file, console script, readiness and log lines all use this one).
+NODE_NAME = 'depth_node'
 TOPIC_IMAGE = 'image'                     # sensor_msgs/Image (transport raw)
 COMPRESSED_SUFFIX = 'compressed'          # <image>/compressed: sensor_msgs/CompressedImage
 TOPIC_CAMERA_INFO = 'camera_info'         # input camera_info beside the image

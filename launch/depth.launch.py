@@ -27,6 +27,7 @@ import sys
 
 from ament_index_python.packages import (get_package_prefix, get_package_share_directory,
                                          PackageNotFoundError)
+from dpt_ros import vocabulary
 from dpt_ros.ros import param_text, params
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction, Shutdown
@@ -35,7 +36,7 @@ from launch_ros.actions import Node
 
 PACKAGE = 'dpt_ros'
 EXECUTABLE = 'depth_node'
-NODE_NAME = 'depth_node'
+NODE_NAME = vocabulary.NODE_NAME
 RVIZ_PACKAGE = RVIZ_EXECUTABLE = 'rviz2'
 VIEW_EXECUTABLE = 'depth_view'
 

@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 
+from dpt_ros import vocabulary
 from dpt_ros.backends import register_backend
 from dpt_ros.errors import StartAborted, StartupError
 from dpt_ros.ros.node import DepthNode, WORKER_STOP_TIMEOUT_S  # noqa: F401 (the stop bound)
@@ -117,12 +118,12 @@ def run(args=None) -> tuple[int, list[str]]:
         if code == EXIT_OK and not sigs.stop.is_set():
             _spin(node, sigs.stop)
     except StartupError as exc:
-        rclpy.logging.get_logger('depth_node').error(f'invalid configuration: {exc}')
+        rclpy.logging.get_logger(vocabulary.NODE_NAME).error(f'invalid configuration: {exc}')
         code = EXIT_CONFIG
     except (KeyboardInterrupt, ExternalShutdownException, StartAborted):
         pass
     except Exception as exc:  # a bug: say what, exit non-zero, still release the device
-        rclpy.logging.get_logger('depth_node').error(
+        rclpy.logging.get_logger(vocabulary.NODE_NAME).error(
             f'unexpected error: {type(exc).__name__}: {exc}')
         code = EXIT_ERROR
     finally:
@@ -234,7 +235,7 @@ def _exit_now(code: int, stuck: list[str]) -> None:
     while daemon threads still run), flush the streams, leave.
     """
     if stuck:
-        rclpy.logging.get_logger('depth_node').warning(
+        rclpy.logging.get_logger(vocabulary.NODE_NAME).warning(
             f"exiting while {', '.join(stuck)} is still inside a backend call")
     try:
         atexit._run_exitfuncs()

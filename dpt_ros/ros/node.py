@@ -49,7 +49,7 @@ _ERROR = TransitionCallbackReturn.ERROR
 class DepthNode(LifecycleNode):
     """Subscribes to camera images while active, runs the pipeline off the executor."""
 
-    def __init__(self, node_name: str = 'depth_node', **kwargs):
+    def __init__(self, node_name: str = vocabulary.NODE_NAME, **kwargs):
         # Every override becomes readable through the public API (descriptors.py).
         kwargs.setdefault('automatically_declare_parameters_from_overrides', True)
         super().__init__(node_name, **kwargs)

@@ -20,11 +20,13 @@ import threading
 import time
 from typing import Iterable, Mapping
 
+from dpt_ros import vocabulary
+
 log = logging.getLogger('dpt_ros.ros.node_process')
 
 # The lifecycle state of a node that subscribes and serves (see ros/node.py).
 READY_STATE = 'active'
-NODE_NAME = 'depth_node'
+NODE_NAME = vocabulary.NODE_NAME
 # A remapping of the node's name or namespace on its command line (`-r [node:]__ns:=/x`).
 _NAME_REMAP = re.compile(r'^(?:[^:=]+:)?(__ns|__node):=(.*)$')
 
