@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -115,14 +114,6 @@ def run_case(dp: int, args, images: list[np.ndarray]) -> dict:
     }
 
 
-def _commit() -> str | None:
-    try:
-        return subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=_ROOT, text=True,
-                              capture_output=True, timeout=10).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     ap.add_argument('--dps', default='1,8', help='comma-separated dp values (default 1,8)')
@@ -156,7 +147,7 @@ def main(argv=None) -> int:
         print(f'dp {max(dps)} / dp {min(dps)}: {ratio:.2f}x ({verdict} the target '
               f'{TARGET_RATIO:g}x for dp 8 / dp 1)')
     write_json(args.out, {'args': vars(args), 'cases': cases, 'ratio': ratio,
-                          'target_ratio': TARGET_RATIO, 'commit': _commit(),
+                          'target_ratio': TARGET_RATIO, 'commit': bench_env.commit(),
                           'versions': versions(), 'host': host()})
     print(f'wrote {args.out}')
     return 0

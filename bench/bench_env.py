@@ -8,6 +8,7 @@ domain of its own, no model-hub access, ROS logs under /tmp (setup). Import it f
 rclpy; a benchmark without DDS calls import_paths() only.
 """
 import os
+import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -30,3 +31,12 @@ def setup(domain_base: int = 120, domains: int = 100) -> str:
     os.environ.setdefault('HF_HUB_OFFLINE', '1')
     os.environ.setdefault('ROS_LOG_DIR', '/tmp/dpt_ros_bench_logs')
     return ROOT
+
+
+def commit() -> str | None:
+    """Return the checkout's short commit, None where git cannot tell."""
+    try:
+        return subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=ROOT, text=True,
+                              capture_output=True, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None

@@ -14,11 +14,9 @@ Prints one line per stop and a summary per case; writes generated/bench_node_exi
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import statistics
-import subprocess
 import sys
 import time
 
@@ -48,14 +46,6 @@ def one_stop(graph, autostart: bool, limit_s: float) -> dict:
         listed_s = time.monotonic() - t0
     return {'autostart': autostart, 'exit_code': rc, 'stop_s': round(stop_s, 3),
             'listed_after_exit_s': round(listed_s, 3), 'gone': gone}
-
-
-def _commit() -> str:
-    try:
-        return subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=ROOT, text=True,
-                              capture_output=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return 'unknown'
 
 
 def main() -> int:
@@ -88,10 +78,9 @@ def main() -> int:
     for name, s in summary.items():
         print(f"{name}: listed after exit median {s['listed_after_exit_s_median']:.2f} s, max "
               f"{s['listed_after_exit_s_max']:.2f} s over {s['stops']} stops")
-    os.makedirs(os.path.dirname(args.json), exist_ok=True)
-    with open(args.json, 'w') as f:
-        json.dump({'commit': _commit(), 'load_avg': os.getloadavg(), 'summary': summary,
-                   'runs': runs}, f, indent=2)
+    from dpt_ros.perf import report
+    report.write_json(args.json, {'commit': bench_env.commit(), 'load_avg': os.getloadavg(),
+                                  'summary': summary, 'runs': runs})
     print(f'wrote {args.json}')
     return 0
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import time
 
@@ -123,14 +122,6 @@ def run(frames: int, period_ms: float, use_jit: bool | None = None) -> dict:
     return {'times_ms': times, 'cpu_ms': cpu, 'clouds': facts}
 
 
-def _commit() -> str:
-    try:
-        return subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=ROOT, text=True,
-                              capture_output=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return ''
-
-
 def main(argv=None) -> int:
     """Run the benchmark, print a table, write JSON; exit 1 when the target is missed."""
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
@@ -165,7 +156,7 @@ def main(argv=None) -> int:
         'fill': 'numpy' if args.numpy else 'numba (where importable)',
         'size': [W, H], 'stride': 1, 'target_ms': TARGET_MS, 'target_met': met,
         'target_met_cpu_time': met_cpu, 'load_average_1min': load,
-        'summary': summary, 'clouds': res['clouds'], 'tuning': tuned, 'commit': _commit(),
+        'summary': summary, 'clouds': res['clouds'], 'tuning': tuned, 'commit': bench_env.commit(),
         'host': host(),
         'versions': versions(), 'argv': sys.argv[1:]})
     print(f'wrote {args.out}')

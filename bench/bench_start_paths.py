@@ -22,10 +22,8 @@ generated/bench_start_paths.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 
@@ -118,13 +116,8 @@ def summarize(runs: list[dict]) -> dict:
 
 
 def _machine() -> dict:
-    flags = open('/proc/cpuinfo').read()
-    model = next((line.split(':', 1)[1].strip() for line in flags.splitlines()
-                  if line.startswith('model name')), '?')
-    commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=ROOT, text=True,
-                            capture_output=True).stdout.strip()
-    return {'cpu': model, 'cores': os.cpu_count(), 'avx512_bf16': 'avx512_bf16' in flags,
-            'amx': 'amx_tile' in flags, 'load_avg_start': os.getloadavg(), 'commit': commit}
+    from dpt_ros.perf import report
+    return {**report.host(), 'load_avg_start': os.getloadavg(), 'commit': bench_env.commit()}
 
 
 def main() -> int:
@@ -161,10 +154,9 @@ def main() -> int:
               f"{row['lifecycle']['inference_ms']:.0f} ms inference "
               f"({ratio['inference_ms']:.2f}x; round trip {ratio['rtt_ms_median']:.2f}x)")
     machine['load_avg_end'] = os.getloadavg()
-    os.makedirs(os.path.dirname(args.json), exist_ok=True)
-    with open(args.json, 'w') as f:
-        json.dump({'machine': machine, 'values': VALUES, 'summary': summary, 'runs': runs},
-                  f, indent=2)
+    from dpt_ros.perf import report
+    report.write_json(args.json, {'machine': machine, 'values': VALUES, 'summary': summary,
+                                  'runs': runs})
     print(f'wrote {args.json}')
     return 0
 
