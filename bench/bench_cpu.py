@@ -32,7 +32,7 @@ fresh processes, one after another: OpenVINO cold (empty cache: load, convert, s
 and cached, torch.compile cold (empty inductor cache) and cached, torch eager. The CPU's
 matmul features and a fp32/bf16 GEMM probe are recorded, because they decide the ratios.
 `auto` is the product's default dtype: bf16 where the CPU has bf16 units, fp32 elsewhere (an
-explicit bf16 there is emulated by torch, several times slower, and run as fp32 by OpenVINO);
+explicit bf16 there runs fp32 in torch and OpenVINO alike, with a warning);
 each mode records the dtype it asked for and the one that executed.
 Prints a table and writes JSON.
 """

@@ -66,9 +66,8 @@ def capabilities() -> dict:
     info = {'torch_cpu_capability': torch.backends.cpu.get_cpu_capability(),
             'torch_mkldnn_bf16_supported': bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())}
     try:
-        import openvino
-        info['openvino_capabilities'] = openvino.Core().get_property(
-            'CPU', 'OPTIMIZATION_CAPABILITIES')
+        from dpt_ros.backends.precision import openvino_capabilities
+        info['openvino_capabilities'] = list(openvino_capabilities())
     except Exception as exc:    # OpenVINO absent or broken: say so, the torch figures stand
         info['openvino_capabilities'] = f'unavailable: {exc}'
     return info
