@@ -66,7 +66,7 @@ def dry_runs(sizes: list[int], device: str, folder: pathlib.Path, reuse: bool,
             if 'ops' not in rep or failed:     # a partial op list would under-count the frame
                 raise SystemExit(f'dry-run {args} failed ({failed or "no ops"}):\n'
                                  f'{tail[-2000:]}')
-        reports[key] = json.loads(path.read_text())
+        reports[key] = rep if not reuse else json.loads(path.read_text())
     return reports
 
 
