@@ -15,7 +15,7 @@ import pytest
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import GetParameters, SetParameters
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
-from support.node_cases import BASE, H, latest_status, raw_msg, stamp, W
+from support.node_cases import BASE, H, latest_status, raw_msg, stamp, subscribed_publisher, W
 from support.ros_harness import diag_values, level_of, NodeProcess, rgb_image
 
 
@@ -46,9 +46,8 @@ def test_every_raw_encoding_gives_outputs_with_input_header(graph):
         depth = graph.collect(Image, 'depth_relative')
         color = graph.collect(Image, 'depth_relative/color')
         infos = graph.collect(CameraInfo, 'depth_relative/camera_info')
-        pub = graph.node.create_publisher(Image, 'image', 10)
+        pub = subscribed_publisher(graph, node)
         info_pub = graph.node.create_publisher(CameraInfo, 'camera_info', 10)
-        assert graph.wait_for_subscriber(pub), node.output()
         # The colour output is computed only while someone subscribes: we do.
         assert graph.spin_until(lambda: info_pub.get_subscription_count() > 0, 10)
         for i, (enc, arr) in enumerate(encodings_cases()):
@@ -84,8 +83,7 @@ def test_every_raw_encoding_gives_outputs_with_input_header(graph):
 def test_compressed_transport_jpeg_and_png(graph):
     with NodeProcess(dict(BASE, transport='compressed')) as node:
         depth = graph.collect(Image, 'depth_relative')
-        pub = graph.node.create_publisher(CompressedImage, 'image/compressed', 10)
-        assert graph.wait_for_subscriber(pub), node.output()
+        pub = subscribed_publisher(graph, node, 'image/compressed', msg_type=CompressedImage)
         bgr = rgb_image(H, W)[:, :, ::-1]
         for i, ext in enumerate(('.jpg', '.png')):
             ok, buf = cv2.imencode(ext, bgr)
@@ -125,8 +123,7 @@ def test_slow_backend_drops_stale_frames_bounded_latency_and_counts_reconcile(gr
         arrivals = []
         depth = graph.collect(Image, 'depth_relative', timed=arrivals)
         diags = graph.collect(DiagnosticArray, '/diagnostics')
-        pub = graph.node.create_publisher(Image, 'image', 10)
-        assert graph.wait_for_subscriber(pub), node.output()
+        pub = subscribed_publisher(graph, node)
         assert graph.wait_matched('depth_relative'), node.output()
         rgb = rgb_image(H, W)
         sent = 75
@@ -182,8 +179,7 @@ def test_diagnostics_every_key_and_warn_when_tt_fell_back(graph):
     with NodeProcess(values, wait_ready=120) as node:
         diags = graph.collect(DiagnosticArray, '/diagnostics')
         depth = graph.collect(Image, 'depth_relative')
-        pub = graph.node.create_publisher(Image, 'image', 10)
-        assert graph.wait_for_subscriber(pub), node.output()
+        pub = subscribed_publisher(graph, node)
         pub.publish(stamp(raw_msg('rgb8', rgb_image(H, W)), 5, 0))
         assert graph.spin_until(lambda: depth, 30), node.output()
         assert graph.spin_until(
@@ -242,8 +238,7 @@ def test_bad_messages_rejected_with_reason_and_next_good_frame_served(graph):
     with NodeProcess(BASE) as node:
         depth = graph.collect(Image, 'depth_relative')
         diags = graph.collect(DiagnosticArray, '/diagnostics')
-        pub = graph.node.create_publisher(Image, 'image', 10)
-        assert graph.wait_for_subscriber(pub), node.output()
+        pub = subscribed_publisher(graph, node)
         for n, (reason, make) in enumerate(BAD, start=1):
             pub.publish(stamp(make(), 300 + n))
 
@@ -386,8 +381,7 @@ def test_backend_faults_counted_error_then_back_to_ok(graph):
     with NodeProcess(dict(BASE, backend='standin_flaky'), env=env) as node:
         depth = graph.collect(Image, 'depth_relative')
         diags = graph.collect(DiagnosticArray, '/diagnostics')
-        pub = graph.node.create_publisher(Image, 'image', 10)
-        assert graph.wait_for_subscriber(pub), node.output()
+        pub = subscribed_publisher(graph, node)
         levels = []
         for i in range(1, 7):     # the warm-up was call 1: calls 3 and 6 fail (frames 2, 5)
             pub.publish(stamp(raw_msg('rgb8', rgb_image(H, W)), 500 + i))
@@ -425,8 +419,7 @@ def test_sigint_during_a_long_native_inference_exits_0_within_2s_without_abort(g
            'DPT_ROS_STANDIN_CLOSED_FILE': str(marker)}
     node = NodeProcess(dict(BASE, backend='standin_busy'), env=env)
     try:
-        pub = graph.node.create_publisher(Image, 'image', 10)
-        assert graph.wait_for_subscriber(pub), node.output()
+        pub = subscribed_publisher(graph, node)
         pub.publish(stamp(raw_msg('rgb8', rgb_image(H, W)), 1))
         # Call 1 was the warm-up; call 2 is the long one.
         assert graph.spin_until(lambda: events.exists() and 'start 2' in events.read_text(),
@@ -451,8 +444,7 @@ def test_backend_dying_after_start_is_replaced_by_torch_cpu_counted(graph, tmp_p
     with NodeProcess(values, env={'DPT_ROS_STANDIN_CLOSED_FILE': str(marker)}) as node:
         depth = graph.collect(Image, 'depth_relative')
         diags = graph.collect(DiagnosticArray, '/diagnostics')
-        pub = graph.node.create_publisher(Image, 'image', 10)
-        assert graph.wait_for_subscriber(pub), node.output()
+        pub = subscribed_publisher(graph, node)
         sec = 600
         # Frames keep coming: 3 fail, then torch (started on its own thread) serves them.
         while not depth and sec < 900:
@@ -486,8 +478,7 @@ def test_fallback_after_failures_0_never_replaces_the_backend(graph):
     values = dict(BASE, backend='standin_failing', fallback_after_failures=0)
     with NodeProcess(values) as node:
         diags = graph.collect(DiagnosticArray, '/diagnostics')
-        pub = graph.node.create_publisher(Image, 'image', 10)
-        assert graph.wait_for_subscriber(pub), node.output()
+        pub = subscribed_publisher(graph, node)
         for i in range(1, 13):
             pub.publish(stamp(raw_msg('rgb8', rgb_image(H, W)), 700 + i))
 

@@ -18,6 +18,7 @@ import time
 
 from dpt_ros.ros import image_codec
 from sensor_msgs.msg import Image
+from support.node_cases import subscribed_publisher
 from support.reliability import (Diagnostics, ERROR, no_crash_signs, NodeLines, OK, Pacer,
                                  reconciles, send_lock_step, start_node, wait_until, WARN)
 from support.ros_harness import level_of, rgb_image
@@ -32,8 +33,7 @@ class Rig:
         self.graph, self.node = graph, node
         self.diags = Diagnostics(graph)
         self.depth = graph.collect(Image, 'depth_relative')
-        self.pub = graph.node.create_publisher(Image, 'image', 10)
-        assert graph.wait_for_subscriber(self.pub), node.output()
+        self.pub = subscribed_publisher(graph, node)
         assert graph.wait_matched('depth_relative'), node.output()
         self.lines = NodeLines(node)
         self.n = 0

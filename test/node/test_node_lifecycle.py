@@ -8,6 +8,7 @@ condition with a timeout; a frame "in flight" is held at a FIFO gate the test op
 import os
 import re
 import signal
+from types import SimpleNamespace
 
 from diagnostic_msgs.msg import DiagnosticArray
 from dpt_ros.ros.lifecycle_client import LifecycleClient
@@ -38,6 +39,33 @@ def answering(manager: LifecycleClient) -> LifecycleClient:
 
 def frame():
     return raw_msg('rgb8', rgb_image(H, W))
+
+
+@pytest.fixture
+def gated(tmp_path):
+    """Return the gated stand-in's FIFO gate, events file and the node's env for it."""
+    gate, events = tmp_path / 'gate', tmp_path / 'events'
+    os.mkfifo(gate)
+    env = {'DPT_ROS_EXTRA_BACKENDS': GATED, 'DPT_ROS_STANDIN_GATE': str(gate),
+           'DPT_ROS_STANDIN_EVENTS': str(events)}
+    return SimpleNamespace(gate=gate, events=events, env=env)
+
+
+def hold_a_frame(graph: Graph, node: NodeProcess, events):
+    """Publish a frame; return the publisher once the gated backend holds the frame's call."""
+    pub = graph.node.create_publisher(Image, '/image', 10)
+    assert graph.wait_for_subscriber(pub)
+    pub.publish(frame())
+    assert graph.spin_until(lambda: events.exists() and 'start 2' in events.read_text(),
+                            30.0), node.output()
+    return pub
+
+
+def open_gate(gate):
+    """Open the FIFO gate: the held call returns."""
+    fd = os.open(gate, os.O_WRONLY)
+    os.write(fd, b'x')
+    os.close(fd)
 
 
 def counts_line(node: NodeProcess) -> dict:
@@ -73,25 +101,15 @@ def test_transitions_gate_the_outputs_and_release_the_backend(graph, manager, tm
     assert closed.read_text().count('closed') == 1   # released once, not again at exit
 
 
-def test_deactivate_with_a_frame_in_flight_loses_no_accounting(graph, manager, tmp_path):
-    gate, events = tmp_path / 'gate', tmp_path / 'events'
-    os.mkfifo(gate)
-    env = {'DPT_ROS_EXTRA_BACKENDS': GATED, 'DPT_ROS_STANDIN_GATE': str(gate),
-           'DPT_ROS_STANDIN_EVENTS': str(events)}
-    with NodeProcess(dict(MANAGED, backend='standin_gated'), env=env, wait_ready=0) as node:
+def test_deactivate_with_a_frame_in_flight_loses_no_accounting(graph, manager, gated):
+    with NodeProcess(dict(MANAGED, backend='standin_gated'), env=gated.env, wait_ready=0) as node:
         m = answering(manager)
         diags = graph.collect(DiagnosticArray, '/diagnostics')
         assert m.transition('configure') and m.transition('activate')
-        pub = graph.node.create_publisher(Image, '/image', 10)
-        assert graph.wait_for_subscriber(pub)
-        pub.publish(frame())
-        assert graph.spin_until(lambda: events.exists() and 'start 2' in events.read_text(),
-                                30.0), node.output()
+        hold_a_frame(graph, node, gated.events)
         reply = m.send('deactivate')
         assert node.wait_for_line('deactivating', 30.0)
-        fd = os.open(gate, os.O_WRONLY)   # the held call returns
-        os.write(fd, b'x')
-        os.close(fd)
+        open_gate(gated.gate)   # the held call returns
         assert m.result(reply) and m.state(ANSWER_S) == 'inactive'
         c = counts_line(node)
         assert c['frames_received'] >= 1 and c['in_pipeline'] == 0
@@ -199,29 +217,19 @@ def test_unconfigured_start_cleanup_and_shutdown_are_logged(manager):
         assert rc == 0, node.output()
 
 
-def test_the_stop_line_after_a_lifecycle_cycle_adds_up(graph, manager, tmp_path):
+def test_the_stop_line_after_a_lifecycle_cycle_adds_up(graph, manager, gated):
     """
     Issue 24: 'released in 1 ms (121 ms of it for the workers ...)' after a lifecycle cycle.
 
     The part was an earlier deactivate's wait for a running call, not this stop's.
     """
-    gate, events = tmp_path / 'gate', tmp_path / 'events'
-    os.mkfifo(gate)
-    env = {'DPT_ROS_EXTRA_BACKENDS': GATED, 'DPT_ROS_STANDIN_GATE': str(gate),
-           'DPT_ROS_STANDIN_EVENTS': str(events)}
-    with NodeProcess(dict(MANAGED, backend='standin_gated'), env=env, wait_ready=0) as node:
+    with NodeProcess(dict(MANAGED, backend='standin_gated'), env=gated.env, wait_ready=0) as node:
         m = answering(manager)
         assert m.transition('configure') and m.transition('activate')
-        pub = graph.node.create_publisher(Image, '/image', 10)
-        assert graph.wait_for_subscriber(pub)
-        pub.publish(frame())
-        assert graph.spin_until(lambda: events.exists() and 'start 2' in events.read_text(),
-                                30.0), node.output()
+        hold_a_frame(graph, node, gated.events)
         # The held call outlasts deactivate's 1 s wait for it: that wait is the earlier part.
         assert m.transition('deactivate') and m.state(ANSWER_S) == 'inactive'
-        fd = os.open(gate, os.O_WRONLY)
-        os.write(fd, b'x')
-        os.close(fd)
+        open_gate(gated.gate)
         rc, _ = node.stop(signal.SIGINT, 10.0)
         assert rc == 0, node.output()
         [line] = [x for x in node.lines if 'stopping on SIGINT' in x]

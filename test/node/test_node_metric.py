@@ -11,7 +11,8 @@ from dpt_ros.ros import image_codec
 import numpy as np
 import pytest
 from sensor_msgs.msg import CameraInfo, Image
-from support.node_cases import BASE, by_stamp, H, HOLES_ENV, latest_status, raw_msg, stamp, W
+from support.node_cases import (BASE, by_stamp, H, HOLES_ENV, latest_status, raw_msg, stamp,
+                                subscribed_publisher, W)
 from support.ros_harness import diag_values, NodeProcess, rgb_image
 
 
@@ -36,10 +37,8 @@ def test_fixed_mode_depth_is_clamped_metres_with_nan_where_invalid(graph):
         rel = graph.collect(Image, 'depth_relative')
         met = graph.collect(Image, 'depth')
         met_info = graph.collect(CameraInfo, 'depth/camera_info')
-        pub = graph.node.create_publisher(Image, 'image', 10)
-        info_pub = graph.node.create_publisher(CameraInfo, 'camera_info', 10)
-        assert graph.wait_for_subscriber(pub), node.output()
-        assert graph.wait_for_subscriber(info_pub), node.output()
+        pub = subscribed_publisher(graph, node)
+        info_pub = subscribed_publisher(graph, node, 'camera_info', msg_type=CameraInfo)
         assert graph.wait_matched('depth') and graph.wait_matched('depth/camera_info')
         info_pub.publish(CameraInfo(height=H, width=W, distortion_model='plumb_bob'))
         seen = {'nan_pred': 0, 'posinf_pred': 0, 'nonpositive': 0, 'clamped_low': 0,
@@ -107,10 +106,8 @@ def test_reference_mode_recovers_the_reference_scale_and_shift(graph):
         rel = graph.collect(Image, 'depth_relative')
         met = graph.collect(Image, 'depth')
         diags = graph.collect(DiagnosticArray, '/diagnostics')
-        pub = graph.node.create_publisher(Image, 'image', 10)
-        ref_pub = graph.node.create_publisher(Image, 'lidar_depth', 10)
-        assert graph.wait_for_subscriber(pub), node.output()
-        assert graph.wait_for_subscriber(ref_pub), node.output()
+        pub = subscribed_publisher(graph, node)
+        ref_pub = subscribed_publisher(graph, node, 'lidar_depth')
         assert graph.wait_matched('depth'), node.output()
         arr = rgb_image(H, W)
 
@@ -178,8 +175,7 @@ def test_mode_none_publishes_no_depth_topic(graph):
         rel = graph.collect(Image, 'depth_relative')
         met = graph.collect(Image, 'depth')
         diags = graph.collect(DiagnosticArray, '/diagnostics')
-        pub = graph.node.create_publisher(Image, 'image', 10)
-        assert graph.wait_for_subscriber(pub), node.output()
+        pub = subscribed_publisher(graph, node)
         for sec in range(500, 503):
             publish_and_wait(graph, node, pub, rgb_image(H, W), sec, [rel])
         # The node's other publishers are discovered by now; `depth` has none, and no camera

@@ -26,6 +26,7 @@ import pytest
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import GetParameters, SetParameters, SetParametersAtomically
 from sensor_msgs.msg import Image
+from support.node_cases import subscribed_publisher
 from support.paths import DOUBLES, pythonpath
 from support.reliability import Diagnostics, no_crash_signs, start_node, WARN
 from support.ros_harness import rgb_image
@@ -147,8 +148,7 @@ def test_invalid_startup_value_one_clear_line_and_exit_2(startup_results, case):
 
 def _serve_one_frame(graph, node):
     depth = graph.collect(Image, 'depth_relative')
-    pub = graph.node.create_publisher(Image, 'image', 10)
-    assert graph.wait_for_subscriber(pub), node.output()
+    pub = subscribed_publisher(graph, node)
     assert graph.wait_matched('depth_relative'), node.output()
     pub.publish(Image(**image_codec.rgb_to_image_fields(rgb_image(24, 32))))
     assert graph.spin_until(lambda: depth, 30), node.output()

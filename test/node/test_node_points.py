@@ -11,7 +11,8 @@ from dpt_ros.ros import image_codec
 import numpy as np
 import pytest
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
-from support.node_cases import BASE, by_stamp, H, HOLES_ENV, latest_status, raw_msg, stamp, W
+from support.node_cases import (BASE, by_stamp, H, HOLES_ENV, latest_status, raw_msg, stamp,
+                                subscribed_publisher, W)
 from support.ros_harness import diag_values, NodeProcess
 
 PLANE_Z = 2.5
@@ -55,10 +56,8 @@ class Rig:
         self.depth = graph.collect(Image, 'depth')
         self.diags = graph.collect(DiagnosticArray, '/diagnostics')
         self.clouds = graph.collect(PointCloud2, 'points') if points else None
-        self.pub = graph.node.create_publisher(Image, 'image', 10)
-        self.info_pub = graph.node.create_publisher(CameraInfo, 'camera_info', 10)
-        assert graph.wait_for_subscriber(self.pub), node.output()
-        assert graph.wait_for_subscriber(self.info_pub), node.output()
+        self.pub = subscribed_publisher(graph, node)
+        self.info_pub = subscribed_publisher(graph, node, 'camera_info', msg_type=CameraInfo)
         assert graph.wait_matched('depth'), node.output()
         if points:
             assert graph.wait_matched('points'), node.output()

@@ -15,6 +15,7 @@ import signal
 from dpt_ros.ros import image_codec
 import pytest
 from sensor_msgs.msg import Image
+from support.node_cases import subscribed_publisher
 from support.reliability import no_crash_signs, start_node, timed_stop, wait_until
 from support.ros_harness import CpuLoad, rgb_image
 
@@ -41,8 +42,7 @@ class Files:
 
 def _frame_in_flight(graph, node, files) -> None:
     """Publish one frame and wait until the backend is inside its infer() call for it."""
-    pub = graph.node.create_publisher(Image, 'image', 10)
-    assert graph.wait_for_subscriber(pub), node.output()
+    pub = subscribed_publisher(graph, node)
     pub.publish(Image(**image_codec.rgb_to_image_fields(rgb_image(24, 32))))
     # Call 1 was the warm-up; call 2 is this frame.
     assert wait_until(lambda: files.has('start 2'), 10), node.output()

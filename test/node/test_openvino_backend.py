@@ -517,9 +517,9 @@ def _node_depth(graph, node, rgb):
     from sensor_msgs.msg import Image
 
     from dpt_ros.ros import image_codec
+    from support.node_cases import subscribed_publisher
     depth = graph.collect(Image, 'depth_relative')
-    pub = graph.node.create_publisher(Image, 'image', 10)
-    assert graph.wait_for_subscriber(pub), node.output()
+    pub = subscribed_publisher(graph, node)
     assert graph.wait_matched('depth_relative'), node.output()
     pub.publish(Image(**image_codec.rgb_to_image_fields(rgb)))
     assert graph.spin_until(lambda: depth, 60), node.output()

@@ -3,7 +3,8 @@ What the node tests share: the stand-in node's base parameters, the frame size, 
 
 The node runs with the zero-cost stand-in backend (support/doubles/stand_in_backends.py) at a
 small input size; frames are H x W; `raw_msg` builds a sensor_msgs/Image from an array and
-`stamp` sets its header, so an output can be matched to its input by stamp (`by_stamp`).
+`stamp` sets its header, so an output can be matched to its input by stamp (`by_stamp`);
+`subscribed_publisher` returns a publisher once the node has subscribed to it.
 """
 import numpy as np
 from sensor_msgs.msg import Image
@@ -45,3 +46,10 @@ def latest_status(diags, name_part):
 def by_stamp(msgs, sec):
     """Return the message of `msgs` stamped `sec` seconds, or None."""
     return next((m for m in msgs if m.header.stamp.sec == sec), None)
+
+
+def subscribed_publisher(graph, node, topic='image', msg_type=Image, qos=10):
+    """Return a publisher on `topic` once `node` subscribes to it (asserted; message: its log)."""
+    pub = graph.node.create_publisher(msg_type, topic, qos)
+    assert graph.wait_for_subscriber(pub), node.output()
+    return pub

@@ -57,17 +57,28 @@ def test_single_chip_modes_open_what_they_need(mode, cqs, traced):
 
 # ---------------------------------------------------------------------------- traces
 
+def _toy_pipe(mode='trace_2cq', cls=ChipPipeline):
+    """Open one chip of an n300 in `mode`; return (devices, its compiled toy `cls` pipeline)."""
+    devs = open_devices('wormhole_n300', 1, execution_mode=mode)
+    pipe = cls(devs.chips[0], ToyProgram(), mode, S)
+    pipe.compile(np.zeros((1, 3, S, S), np.float32))
+    return devs, pipe
+
+
+def _streamed(pipe, x):
+    """Return `pipe`'s outputs for the frames of `x` streamed one at a time, concatenated."""
+    return np.concatenate(list(pipe.stream(x[i:i + 1] for i in range(len(x)))))
+
+
 @pytest.mark.parametrize('mode', ['eager', 'trace', 'trace_2cq'])
 def test_capture_once_replay_with_different_inputs(mode):
     x = frames(5)
     with tt_device_double() as dd:
-        devs = open_devices('wormhole_n300', 1, execution_mode=mode)
-        pipe = ChipPipeline(devs.chips[0], ToyProgram(), mode, S)
-        pipe.compile(np.zeros((1, 3, S, S), np.float32))
+        devs, pipe = _toy_pipe(mode)
         outs = np.concatenate([pipe.run(x[i:i + 1])[0] for i in range(len(x))])
         assert_own_output(outs, x)
         # Streaming (input write of k+1 overlapping trace k) gives the same answers.
-        streamed = np.concatenate(list(pipe.stream(x[i:i + 1] for i in range(len(x)))))
+        streamed = _streamed(pipe, x)
         assert_own_output(streamed, x)
         captures = [e for e in dd.log if e[0] == 'begin_trace_capture']
         replays = [e for e in dd.log if e[0] == 'execute_trace']
@@ -83,10 +94,8 @@ def test_capture_once_replay_with_different_inputs(mode):
 def test_trace_2cq_event_order_copy_never_before_input_consumed():
     x = frames(6, seed=1)
     with tt_device_double() as dd:
-        devs = open_devices('wormhole_n300', 1, execution_mode='trace_2cq')
-        pipe = ChipPipeline(devs.chips[0], ToyProgram(), 'trace_2cq', S)
-        pipe.compile(np.zeros((1, 3, S, S), np.float32))
-        outs = np.concatenate(list(pipe.stream(x[i:i + 1] for i in range(len(x)))))
+        devs, pipe = _toy_pipe()
+        outs = _streamed(pipe, x)
         assert_own_output(outs, x)
         entries = post_capture(dd.log, devs.chips[0].get_device_ids())
         assert check_2cq_order(entries, pipe.trace_in) == len(x)
@@ -117,10 +126,8 @@ def test_the_checks_catch_an_event_recorded_too_early():
     """
     x = frames(4, seed=2)
     with tt_device_double() as dd:
-        devs = open_devices('wormhole_n300', 1, execution_mode='trace_2cq')
-        pipe = EarlyEventPipeline(devs.chips[0], ToyProgram(), 'trace_2cq', S)
-        pipe.compile(np.zeros((1, 3, S, S), np.float32))
-        outs = np.concatenate(list(pipe.stream(x[i:i + 1] for i in range(len(x)))))
+        devs, pipe = _toy_pipe(cls=EarlyEventPipeline)
+        outs = _streamed(pipe, x)
         with pytest.raises(AssertionError):
             assert_own_output(outs, x)
         with pytest.raises(AssertionError, match='before the previous trace consumed'):
